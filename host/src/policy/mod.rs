@@ -1,0 +1,1 @@
+//! The policy runtime: runs filtering and conflict resolution components.

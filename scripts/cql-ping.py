@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Answers whether a Cassandra node serves CQL: connects over the native protocol (v4),
+runs `SELECT release_version FROM system.local` and prints the version.
+
+Exit code 0 when the query answered, 1 otherwise (the reason goes to stderr). No driver is
+needed, so the server scripts work before anything is installed.
+"""
+
+import socket
+import struct
+import sys
+
+VERSION = 0x04
+OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE, OP_QUERY, OP_RESULT = 0x00, 0x01, 0x02, 0x03, 0x07, 0x08
+CONSISTENCY_ONE = 0x0001
+
+
+def string(s):
+    b = s.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def long_string(s):
+    b = s.encode()
+    return struct.pack(">i", len(b)) + b
+
+
+def frame(stream, opcode, body):
+    return struct.pack(">BBhBi", VERSION, 0, stream, opcode, len(body)) + body
+
+
+def read_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed by the server")
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    header = read_exact(sock, 9)
+    _version, _flags, _stream, opcode, length = struct.unpack(">BBhBi", header)
+    return opcode, read_exact(sock, length)
+
+
+def error_message(body):
+    code = struct.unpack(">i", body[:4])[0]
+    (n,) = struct.unpack(">H", body[4:6])
+    return "error 0x%04x: %s" % (code, body[6 : 6 + n].decode(errors="replace"))
+
+
+def first_text_cell(body):
+    """Reads the first cell of a Rows result whose columns are all varchar."""
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        size = struct.calcsize(fmt)
+        value = struct.unpack(fmt, body[pos : pos + size])
+        pos += size
+        return value[0]
+
+    def take_string():
+        nonlocal pos
+        n = take(">H")
+        value = body[pos : pos + n].decode()
+        pos += n
+        return value
+
+    kind = take(">i")
+    if kind != 2:
+        return None
+    flags = take(">i")
+    columns = take(">i")
+    if flags & 0x0002:  # has_more_pages: paging state follows
+        n = take(">i")
+        pos += max(n, 0)
+    if flags & 0x0004:  # no_metadata
+        return None
+    if flags & 0x0001:  # global_tables_spec
+        take_string()
+        take_string()
+    for _ in range(columns):
+        if not flags & 0x0001:
+            take_string()
+            take_string()
+        take_string()
+        take(">H")  # type id; varchar carries no extra option
+    rows = take(">i")
+    if rows < 1:
+        return None
+    n = take(">i")
+    return body[pos : pos + n].decode() if n >= 0 else None
+
+
+def main():
+    host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 9042
+    try:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(frame(1, OP_STARTUP, struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0")))
+            opcode, body = read_frame(sock)
+            if opcode == OP_AUTHENTICATE:
+                print("server asks for authentication; it is up", file=sys.stderr)
+                print("unknown (authentication required)")
+                return 0
+            if opcode != OP_READY:
+                raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
+            query = long_string("SELECT release_version FROM system.local")
+            sock.sendall(frame(2, OP_QUERY, query + struct.pack(">HB", CONSISTENCY_ONE, 0)))
+            opcode, body = read_frame(sock)
+            if opcode != OP_RESULT:
+                raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
+            print(first_text_cell(body) or "unknown")
+            return 0
+    except Exception as e:  # noqa: BLE001 - any failure means "not serving yet"
+        print("cql %s:%d: %s" % (host, port, e), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
