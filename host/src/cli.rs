@@ -1,0 +1,209 @@
+//! The command line: `essync [OPTIONS] KEYSPACE:TABLE PERIOD`, and the subcommands beside it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps Elasticsearch and a Cassandra table in sync, both ways, every PERIOD seconds.
+///
+/// Every document of the Elasticsearch cluster (any index not starting with '.') is synced with
+/// the rows of KEYSPACE.TABLE (id uuid, index_, type, timestamp, content). A WebAssembly policy
+/// decides which documents take part and which version wins a conflict; the built-in one keeps
+/// the newer timestamp.
+#[derive(Debug, Parser)]
+#[command(
+    name = "essync",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
+)]
+pub struct Cli {
+    /// What to sync: KEYSPACE:TABLE (both created when missing)
+    #[arg(value_name = "KEYSPACE:TABLE", required = true, value_parser = parse_target)]
+    pub target: Option<Target>,
+
+    /// Seconds between the starts of two rounds (a positive number, e.g. 10 or 0.5)
+    #[arg(value_name = "PERIOD", required = true, value_parser = parse_period)]
+    pub period: Option<Duration>,
+
+    #[command(flatten)]
+    pub sync: SyncOptions,
+
+    #[command(flatten)]
+    pub connection: ConnectionOptions,
+
+    /// More output: -v logs every decision, -vv every request
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How a sync runs.
+#[derive(Debug, Args)]
+pub struct SyncOptions {
+    /// Sync all existing data at start (a full reconciliation of both stores), not only changes
+    #[arg(short = 's', long = "sync-existing")]
+    pub sync_existing: bool,
+
+    /// Run one round (after the -s reconciliation, if asked) and exit
+    #[arg(long)]
+    pub once: bool,
+
+    /// The policy component (.wasm) to use instead of the built-in last-write-wins
+    #[arg(long, value_name = "PATH", env = "ESSYNC_POLICY")]
+    pub policy: Option<PathBuf>,
+}
+
+/// Where the stores are.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionOptions {
+    /// Elasticsearch URL(s), comma-separated
+    #[arg(
+        long = "es-url",
+        value_name = "URL",
+        env = "ESSYNC_ES_URL",
+        default_value = "http://127.0.0.1:9200",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub es_urls: Vec<String>,
+
+    /// Cassandra contact point(s) HOST:PORT, comma-separated
+    #[arg(
+        long = "cassandra",
+        value_name = "HOST:PORT",
+        env = "ESSYNC_CASSANDRA",
+        default_value = "127.0.0.1:9042",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cassandra_nodes: Vec<String>,
+}
+
+/// Subcommands beside the sync itself.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check or test a policy component, with no database
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `essync policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy component and print its world and version
+    Check {
+        /// The component (.wasm); `builtin` names the built-in default policy
+        policy: PathBuf,
+    },
+    /// Run a policy component on fixture cases and report pass/fail per case
+    Test {
+        /// The component (.wasm); `builtin` names the built-in default policy
+        policy: PathBuf,
+        /// The cases file (JSON)
+        cases: PathBuf,
+    },
+}
+
+/// KEYSPACE:TABLE, validated as Cassandra identifiers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The table.
+    pub table: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.keyspace, self.table)
+    }
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    let (keyspace, table) = s.split_once(':').ok_or_else(|| {
+        format!("'{s}' is not KEYSPACE:TABLE (the ':' and the table are missing)")
+    })?;
+    for (what, name) in [("keyspace", keyspace), ("table", table)] {
+        if name.is_empty() {
+            return Err(format!("the {what} name in '{s}' is empty"));
+        }
+        let valid = name.len() <= 48
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !valid {
+            return Err(format!(
+                "'{name}' is not a valid {what} name (letters, digits and '_', starting with a letter, at most 48)"
+            ));
+        }
+    }
+    Ok(Target {
+        keyspace: keyspace.to_string(),
+        table: table.to_string(),
+    })
+}
+
+fn parse_period(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("the period must be more than 0 seconds, not '{s}'"));
+    }
+    if seconds > 31_536_000.0 {
+        return Err(format!("a period of '{s}' seconds is more than a year"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn targets_need_a_keyspace_and_a_table() {
+        assert!(parse_target("ks").unwrap_err().contains("KEYSPACE:TABLE"));
+        assert!(parse_target("ks:").unwrap_err().contains("table name"));
+        assert!(parse_target(":t").unwrap_err().contains("keyspace name"));
+        assert!(
+            parse_target("ks:t-1")
+                .unwrap_err()
+                .contains("not a valid table")
+        );
+        let target = parse_target("shop:products").unwrap();
+        assert_eq!(target.to_string(), "shop.products");
+    }
+
+    #[test]
+    fn periods_are_positive_seconds() {
+        assert!(parse_period("0").is_err());
+        assert!(parse_period("-1").is_err());
+        assert!(parse_period("ten").is_err());
+        assert!(parse_period("NaN").is_err());
+        assert_eq!(parse_period("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_period("0.5").unwrap(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn subcommands_need_no_target() {
+        let cli = Cli::try_parse_from(["essync", "policy", "check", "p.wasm"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Policy(PolicyCommand::Check { .. }))
+        ));
+        assert!(Cli::try_parse_from(["essync", "ks:t"]).is_err());
+        let cli = Cli::try_parse_from(["essync", "-s", "ks:t", "5"]).unwrap();
+        assert!(cli.sync.sync_existing);
+    }
+}
