@@ -7,4 +7,6 @@
 
 mod support;
 
+mod cassandra_store;
+mod es_store;
 mod servers;
