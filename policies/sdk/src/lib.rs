@@ -1,1 +1,396 @@
-//! Shared by policy crates.
+//! What essync policy authors share: the bindings of the `essync:policy` WIT world, a
+//! [`Policy`] trait for writing a policy as plain Rust, and helpers for documents.
+//!
+//! A policy is a WebAssembly component that essync calls in batches to filter documents and to
+//! resolve conflicts (see `wit/policy.wit` for the interface and its contract). With this crate
+//! a policy is an ordinary Rust library:
+//!
+//! ```
+//! use essync_policy::{Conflict, Policy, Resolution, versions};
+//!
+//! pub struct NewestWins;
+//!
+//! impl Policy for NewestWins {
+//!     // `filter` keeps every document unless overridden.
+//!     fn resolve(conflict: Conflict) -> Result<Resolution, String> {
+//!         Ok(versions::last_write_wins(&conflict))
+//!     }
+//! }
+//!
+//! essync_policy::export!(NewestWins);
+//! ```
+//!
+//! The crate is built twice:
+//!
+//! - natively (`crate-type = ["cdylib", "rlib"]`, `cargo test -p my-policy`): the logic is plain
+//!   Rust, tested with plain unit tests; [`export!`] adds nothing and [`log`] writes to stderr;
+//! - for `wasm32-wasip2` (`cargo build --release --target wasm32-wasip2 -p my-policy`): the
+//!   [`export!`] macro generates the component's exports, and the `.wasm` file in
+//!   `target/wasm32-wasip2/release/` is the policy component essync loads.
+//!
+//! Content crosses the boundary as JSON text; a policy that decides on metadata (id, index,
+//! type, timestamp) never pays for parsing it. [`Document::content_object`] parses it when asked.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+/// The generated bindings of the `essync:policy` world. Use the re-exports at the crate root;
+/// this module is public only because the [`export!`] macro refers to it.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "essync:policy/policy",
+        pub_export_macro: true,
+        export_macro_name: "export_component",
+        default_bindings_module: "essync_policy::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use bindings::essync::policy::types::{
+    Candidate, Conflict, Document, Level, Resolution, Side, Verdict,
+};
+
+/// The version of the `essync:policy` WIT package these bindings implement.
+pub const WORLD_VERSION: &str = "0.1.0";
+
+/// A policy written as plain Rust: one decision per document or conflict.
+///
+/// [`export!`] turns a type implementing this trait into the exports of a policy component
+/// (batches are mapped item by item, in order). The functions take their input by value so a
+/// transform or a merge can reuse the strings without copying.
+pub trait Policy {
+    /// Decides whether a document takes part in the sync. The default keeps every document.
+    ///
+    /// A `Transform` must be idempotent and keep the id (see the WIT contract); an `Err` refuses
+    /// to decide: essync reports it and asks again later.
+    fn filter(candidate: Candidate) -> Result<Verdict, String> {
+        let _ = candidate;
+        Ok(Verdict::Keep)
+    }
+
+    /// Decides what both sides hold for one id. An `Err` refuses to decide: essync reports it,
+    /// leaves both sides as they are and asks again later.
+    fn resolve(conflict: Conflict) -> Result<Resolution, String>;
+}
+
+/// Applies [`Policy::filter`] to each candidate, in order: what the exported `filter` does.
+pub fn filter_batch<P: Policy>(batch: Vec<Candidate>) -> Vec<Result<Verdict, String>> {
+    batch.into_iter().map(P::filter).collect()
+}
+
+/// Applies [`Policy::resolve`] to each conflict, in order: what the exported `resolve` does.
+pub fn resolve_batch<P: Policy>(batch: Vec<Conflict>) -> Vec<Result<Resolution, String>> {
+    batch.into_iter().map(P::resolve).collect()
+}
+
+/// Exports a [`Policy`] implementation as the component's `filter` and `resolver` interfaces.
+///
+/// Call it once, at the root of the policy crate: `essync_policy::export!(MyPolicy);`. The
+/// WebAssembly exports exist only when building for `wasm32`; natively the macro only
+/// implements the generated traits, so the crate also builds and tests as an ordinary library.
+#[macro_export]
+macro_rules! export {
+    ($ty:ident) => {
+        impl $crate::bindings::exports::essync::policy::filter::Guest for $ty {
+            fn filter(
+                batch: ::std::vec::Vec<$crate::Candidate>,
+            ) -> ::std::vec::Vec<::std::result::Result<$crate::Verdict, ::std::string::String>>
+            {
+                $crate::filter_batch::<$ty>(batch)
+            }
+        }
+
+        impl $crate::bindings::exports::essync::policy::resolver::Guest for $ty {
+            fn resolve(
+                batch: ::std::vec::Vec<$crate::Conflict>,
+            ) -> ::std::vec::Vec<
+                ::std::result::Result<$crate::Resolution, ::std::string::String>,
+            > {
+                $crate::resolve_batch::<$ty>(batch)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export_component!($ty with_types_in $crate::bindings);
+    };
+}
+
+/// Logs a message through essync's logs (target `essync::policy`). essync keeps a bounded
+/// number of messages per call. Natively (in tests) the message goes to stderr.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("{level:?}: {message}");
+}
+
+impl Document {
+    /// Parses the content: the JSON object that is the document's body.
+    ///
+    /// Parsing is left to the policy that needs it, so the error is a reason ready to return
+    /// as a refusal.
+    pub fn content_object(&self) -> Result<Map<String, Value>, String> {
+        match serde_json::from_str::<Value>(&self.content) {
+            Ok(Value::Object(object)) => Ok(object),
+            Ok(_) => Err(format!("the content of {} is not a JSON object", self.id)),
+            Err(e) => Err(format!("the content of {} is not JSON: {e}", self.id)),
+        }
+    }
+
+    /// Sets the content to the canonical text of a JSON object (see [`json::canonical`]).
+    pub fn set_content(&mut self, content: &Map<String, Value>) {
+        let mut text = String::with_capacity(self.content.len());
+        json::write_object(content, &mut text);
+        self.content = text;
+    }
+}
+
+impl Conflict {
+    /// The same conflict with the Elasticsearch and Cassandra versions swapped: what the other
+    /// side sees. Handy to test that a rule is symmetric.
+    pub fn swapped(self) -> Conflict {
+        Conflict {
+            id: self.id,
+            elasticsearch: self.cassandra,
+            cassandra: self.elasticsearch,
+        }
+    }
+
+    /// The version read from one side.
+    pub fn version(&self, side: Side) -> Option<&Document> {
+        match side {
+            Side::Elasticsearch => self.elasticsearch.as_ref(),
+            Side::Cassandra => self.cassandra.as_ref(),
+        }
+    }
+}
+
+impl Resolution {
+    /// The same resolution seen from the other side: `UseElasticsearch` and `UseCassandra`
+    /// exchanged, the rest unchanged.
+    pub fn swapped(self) -> Resolution {
+        match self {
+            Resolution::UseElasticsearch => Resolution::UseCassandra,
+            Resolution::UseCassandra => Resolution::UseElasticsearch,
+            other => other,
+        }
+    }
+
+    /// The resolution that makes both sides hold the version of `side`.
+    pub fn use_side(side: Side) -> Resolution {
+        match side {
+            Side::Elasticsearch => Resolution::UseElasticsearch,
+            Side::Cassandra => Resolution::UseCassandra,
+        }
+    }
+}
+
+/// Canonical JSON text, so that two texts of the same object compare equal.
+pub mod json {
+    use std::borrow::Cow;
+
+    use serde_json::{Map, Value};
+
+    /// The canonical text of a JSON text: no whitespace, object keys sorted by their UTF-8
+    /// bytes, strings escaped the way `serde_json` escapes them, integers in decimal and other
+    /// numbers in Rust's shortest round-trip form of their `f64` value (`1.0` and `1e0` are
+    /// both `1`). Text that is not JSON is returned as it is.
+    ///
+    /// The form depends on no `serde_json` feature (key order, number precision), so a policy
+    /// built for WebAssembly and the same code built natively agree.
+    pub fn canonical(text: &str) -> Cow<'_, str> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => {
+                let mut out = String::with_capacity(text.len());
+                write_value(&value, &mut out);
+                Cow::Owned(out)
+            }
+            Err(_) => Cow::Borrowed(text),
+        }
+    }
+
+    /// Appends the canonical text of a JSON value.
+    pub fn write_value(value: &Value, out: &mut String) {
+        match value {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    out.push_str(&i.to_string());
+                } else if let Some(u) = n.as_u64() {
+                    out.push_str(&u.to_string());
+                } else {
+                    match n.as_f64() {
+                        Some(f) if f.is_finite() => out.push_str(&f.to_string()),
+                        _ => out.push_str(&n.to_string()),
+                    }
+                }
+            }
+            Value::String(s) => write_string(s, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_value(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(object) => write_object(object, out),
+        }
+    }
+
+    /// Appends the canonical text of a JSON object.
+    pub fn write_object(object: &Map<String, Value>, out: &mut String) {
+        let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        out.push('{');
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(key, out);
+            out.push(':');
+            write_value(value, out);
+        }
+        out.push('}');
+    }
+
+    fn write_string(s: &str, out: &mut String) {
+        // Serialising a string cannot fail; the fallback keeps the function total anyway.
+        match serde_json::to_string(s) {
+            Ok(quoted) => out.push_str(&quoted),
+            Err(_) => out.push_str("\"\""),
+        }
+    }
+}
+
+/// The order of versions that the default policy uses: which of two versions of a document is
+/// the newer one.
+pub mod versions {
+    use super::*;
+
+    /// Compares two versions of a document: the later timestamp is greater; when the
+    /// timestamps are equal, the canonical content text (see [`json::canonical`]) is compared
+    /// byte by byte, then the index, then the document type. `Equal` means the two versions
+    /// hold the same data.
+    ///
+    /// The order is total and depends on the two versions only, never on which side they come
+    /// from, so every replica that compares the same two versions picks the same winner.
+    pub fn compare(a: &Document, b: &Document) -> Ordering {
+        a.timestamp
+            .cmp(&b.timestamp)
+            .then_with(|| compare_content(&a.content, &b.content))
+            .then_with(|| a.index.cmp(&b.index))
+            .then_with(|| a.doc_type.cmp(&b.doc_type))
+    }
+
+    fn compare_content(a: &str, b: &str) -> Ordering {
+        // Equal texts are the common case (both sides already in sync): no parsing then.
+        if a == b {
+            return Ordering::Equal;
+        }
+        json::canonical(a)
+            .as_bytes()
+            .cmp(json::canonical(b).as_bytes())
+    }
+
+    /// The last-write-wins resolution: the greater version by [`compare`] wins, a present
+    /// version beats an absent one, and two equal versions (or none at all) leave both sides
+    /// `Unchanged`.
+    pub fn last_write_wins(conflict: &Conflict) -> Resolution {
+        match (&conflict.elasticsearch, &conflict.cassandra) {
+            (None, None) => Resolution::Unchanged,
+            (Some(_), None) => Resolution::UseElasticsearch,
+            (None, Some(_)) => Resolution::UseCassandra,
+            (Some(es), Some(cassandra)) => match compare(es, cassandra) {
+                Ordering::Greater => Resolution::UseElasticsearch,
+                Ordering::Less => Resolution::UseCassandra,
+                Ordering::Equal => Resolution::Unchanged,
+            },
+        }
+    }
+
+    /// The side whose version [`last_write_wins`] picks, if any.
+    pub fn newer_side(conflict: &Conflict) -> Option<Side> {
+        match last_write_wins(conflict) {
+            Resolution::UseElasticsearch => Some(Side::Elasticsearch),
+            Resolution::UseCassandra => Some(Side::Cassandra),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(timestamp: i64, content: &str) -> Document {
+        Document {
+            id: "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11".to_string(),
+            index: "books".to_string(),
+            doc_type: "book".to_string(),
+            timestamp,
+            content: content.to_string(),
+        }
+    }
+
+    #[test]
+    fn canonical_json_ignores_key_order_whitespace_and_number_spelling() {
+        assert_eq!(
+            json::canonical(r#" { "b" : [1.0, 2e0], "a": {"y": "é", "x": null} } "#),
+            r#"{"a":{"x":null,"y":"é"},"b":[1,2]}"#
+        );
+        assert_eq!(json::canonical(r#"{"a":"\u00e9"}"#), r#"{"a":"é"}"#);
+        assert_eq!(json::canonical("not json"), "not json");
+    }
+
+    #[test]
+    fn later_timestamps_are_newer_and_ties_go_to_the_greater_content() {
+        assert_eq!(
+            versions::compare(&doc(2, "{}"), &doc(1, r#"{"z":1}"#)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            versions::compare(&doc(1, r#"{"a":2}"#), &doc(1, r#"{"a":1}"#)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            versions::compare(&doc(1, r#"{"a":1,"b":2}"#), &doc(1, r#"{ "b":2, "a":1 }"#)),
+            Ordering::Equal
+        );
+        let mut other_index = doc(1, "{}");
+        other_index.index = "zebra".to_string();
+        assert_eq!(
+            versions::compare(&other_index, &doc(1, "{}")),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn content_is_parsed_on_demand() {
+        assert!(doc(1, r#"{"a":1}"#).content_object().is_ok());
+        assert!(
+            doc(1, "[1]")
+                .content_object()
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            doc(1, "{")
+                .content_object()
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        let mut d = doc(1, "{}");
+        let mut object = Map::new();
+        object.insert("b".to_string(), Value::from(1));
+        object.insert("a".to_string(), Value::from("x"));
+        d.set_content(&object);
+        assert_eq!(d.content, r#"{"a":"x","b":1}"#);
+    }
+}

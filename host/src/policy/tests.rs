@@ -1,0 +1,452 @@
+//! The runtime against real components: the policies of `policies/`, built by the build script.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::Document;
+
+mod components {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
+/// Compiling a component takes a while in a debug build: each is compiled once per test run
+/// and shared (tests that need other limits use `with_limits`).
+fn load(path: &'static str) -> Policy {
+    static LOADED: OnceLock<std::sync::Mutex<Vec<(&'static str, Policy)>>> = OnceLock::new();
+    let loaded = LOADED.get_or_init(Default::default);
+    let mut loaded = loaded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, policy)) = loaded.iter().find(|(p, _)| *p == path) {
+        return policy.clone();
+    }
+    let policy = Policy::from_file(Path::new(path), PolicyLimits::default())
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    loaded.push((path, policy.clone()));
+    policy
+}
+
+fn builtin() -> Policy {
+    static BUILTIN_POLICY: OnceLock<Policy> = OnceLock::new();
+    BUILTIN_POLICY
+        .get_or_init(|| Policy::builtin(PolicyLimits::default()).expect("the builtin loads"))
+        .clone()
+}
+
+fn misbehaving() -> Policy {
+    load(components::MISBEHAVING)
+}
+
+const ID: &str = "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11";
+
+fn id() -> Uuid {
+    Uuid::parse_str(ID).expect("a valid uuid")
+}
+
+fn doc(index: &str, millis: i64, content: serde_json::Value) -> Document {
+    let t = Utc
+        .timestamp_millis_opt(millis)
+        .single()
+        .expect("a valid time");
+    Document::with_id(id(), index, "_doc", content).at(t)
+}
+
+fn candidate(index: &str) -> Candidate {
+    Candidate {
+        side: Side::Elasticsearch,
+        document: Document::new(index, "_doc", json!({"n": 1})).at(Utc::now()),
+    }
+}
+
+fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
+    Conflict {
+        id: id(),
+        elasticsearch: es,
+        cassandra,
+    }
+}
+
+#[test]
+fn the_builtin_policy_is_last_write_wins_of_the_current_world() {
+    let policy = builtin();
+    assert_eq!(policy.name(), "last-write-wins");
+    assert_eq!(policy.world_version(), WORLD_VERSION);
+    assert!(
+        policy
+            .exports()
+            .contains(&"essync:policy/resolver@0.1.0".to_string())
+    );
+    let answers = policy.resolve_blocking(vec![
+        conflict(Some(doc("a", 2, json!({}))), Some(doc("a", 1, json!({})))),
+        conflict(None, Some(doc("a", 1, json!({})))),
+        conflict(
+            Some(doc("a", 1, json!({"a": 1}))),
+            Some(doc("a", 1, json!({"a": 1}))),
+        ),
+    ]);
+    assert_eq!(
+        answers.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        vec![
+            Some(Resolution::UseElasticsearch),
+            Some(Resolution::UseCassandra),
+            Some(Resolution::Unchanged)
+        ]
+    );
+    let verdicts = policy.filter_blocking(vec![candidate("books")]);
+    assert!(matches!(verdicts[..], [Ok(Verdict::Keep)]));
+}
+
+/// The same conflict as the native policy sees it.
+fn native(conflict: &Conflict) -> essync_policy::Conflict {
+    let version = |d: &Option<Document>| {
+        d.as_ref().map(|d| essync_policy::Document {
+            id: d.id.to_string(),
+            index: d.index.clone(),
+            doc_type: d.doc_type.clone(),
+            timestamp: d.timestamp_millis().unwrap_or_default(),
+            content: d.content.to_string(),
+        })
+    };
+    essync_policy::Conflict {
+        id: conflict.id.to_string(),
+        elasticsearch: version(&conflict.elasticsearch),
+        cassandra: version(&conflict.cassandra),
+    }
+}
+
+fn arb_conflict() -> impl Strategy<Value = Conflict> {
+    let document = (
+        prop_oneof![Just("books"), Just("films")],
+        0i64..3,
+        proptest::collection::btree_map("[ab]", 0u8..3, 0..3),
+    )
+        .prop_map(|(index, millis, fields)| doc(index, millis, json!(fields)));
+    (
+        proptest::option::of(document.clone()),
+        proptest::option::of(document),
+    )
+        .prop_map(|(es, cassandra)| conflict(es, cassandra))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn the_embedded_default_answers_as_the_native_code(
+        batch in proptest::collection::vec(arb_conflict(), 1..40)
+    ) {
+        let answers = builtin().resolve_blocking(batch.clone());
+        for (conflict, answer) in batch.iter().zip(answers) {
+            let expected = match last_write_wins::resolve(&native(conflict)) {
+                essync_policy::Resolution::Unchanged => Resolution::Unchanged,
+                essync_policy::Resolution::UseElasticsearch => Resolution::UseElasticsearch,
+                essync_policy::Resolution::UseCassandra => Resolution::UseCassandra,
+                essync_policy::Resolution::Write(_) => panic!("last write wins never writes"),
+            };
+            prop_assert_eq!(answer.map_err(|e| e.to_string()), Ok(expected));
+        }
+    }
+}
+
+#[test]
+fn prefer_cassandra_picks_cassandra_even_when_older() {
+    let policy = load(components::PREFER_CASSANDRA);
+    let answers = policy.resolve_blocking(vec![conflict(
+        Some(doc("a", 9, json!({"v": "es"}))),
+        Some(doc("a", 1, json!({"v": "cassandra"}))),
+    )]);
+    assert!(matches!(answers[..], [Ok(Resolution::UseCassandra)]));
+}
+
+#[test]
+fn field_merge_writes_the_merged_document() {
+    let policy = load(components::FIELD_MERGE);
+    let answers = policy.resolve_blocking(vec![conflict(
+        Some(doc("a", 2, json!({"title": "New", "pages": 10}))),
+        Some(doc("a", 1, json!({"title": "Old", "isbn": "123"}))),
+    )]);
+    let expected = doc("a", 2, json!({"title": "New", "pages": 10, "isbn": "123"}));
+    assert_eq!(
+        answers
+            .into_iter()
+            .next()
+            .map(|a| a.map_err(|e| e.to_string())),
+        Some(Ok(Resolution::Write(expected)))
+    );
+}
+
+#[test]
+fn index_filter_keeps_private_indices_on_their_side() {
+    let policy = load(components::INDEX_FILTER);
+    let answers = policy.filter_blocking(vec![candidate("private-hr"), candidate("books")]);
+    assert!(
+        matches!(&answers[..], [Ok(Verdict::Skip { reason }), Ok(Verdict::Keep)] if reason.contains("private-hr"))
+    );
+}
+
+#[tokio::test]
+async fn the_async_calls_answer_in_order() {
+    let policy = builtin();
+    let batch: Vec<Candidate> = (0..2500).map(|_| candidate("books")).collect();
+    let answers = policy
+        .with_limits(PolicyLimits {
+            batch_size: 1000,
+            ..PolicyLimits::default()
+        })
+        .filter(batch)
+        .await;
+    assert_eq!(answers.len(), 2500);
+    assert!(answers.iter().all(|a| matches!(a, Ok(Verdict::Keep))));
+    let answers = policy
+        .resolve(vec![conflict(None, Some(doc("a", 1, json!({}))))])
+        .await;
+    assert!(matches!(answers[..], [Ok(Resolution::UseCassandra)]));
+}
+
+#[test]
+fn a_document_without_timestamp_is_an_error_of_its_own() {
+    let mut undated = candidate("books");
+    undated.document.timestamp = None;
+    let answers = builtin().filter_blocking(vec![candidate("books"), undated]);
+    assert!(matches!(answers[0], Ok(Verdict::Keep)));
+    assert!(
+        matches!(&answers[1], Err(PolicyError::InvalidInput { reason }) if reason.contains("no timestamp"))
+    );
+}
+
+/// The first answer of the misbehaving policy for one candidate of this index.
+fn misbehave(policy: &Policy, index: &str) -> Result<Verdict, PolicyError> {
+    let mut answers = policy.filter_blocking(vec![candidate(index)]);
+    assert_eq!(answers.len(), 1);
+    answers.remove(0)
+}
+
+#[test]
+fn a_trap_is_an_error_that_says_why() {
+    match misbehave(&misbehaving(), "trap") {
+        Err(PolicyError::Trap { reason, .. }) => {
+            assert!(reason.contains("trap requested"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_endless_loop_is_stopped_at_the_time_limit() {
+    let limit = Duration::from_millis(300);
+    let policy = misbehaving().with_limits(PolicyLimits {
+        timeout: limit,
+        ..PolicyLimits::default()
+    });
+    let start = Instant::now();
+    let answer = misbehave(&policy, "loop");
+    let took = start.elapsed();
+    assert!(
+        matches!(answer, Err(PolicyError::Timeout { .. })),
+        "{answer:?}"
+    );
+    assert!(took >= limit && took < limit * 4, "stopped after {took:?}");
+}
+
+#[test]
+fn unbounded_allocation_is_stopped_at_the_memory_limit() {
+    let policy = misbehaving().with_limits(PolicyLimits {
+        memory_bytes: 16 << 20,
+        ..PolicyLimits::default()
+    });
+    let answer = misbehave(&policy, "alloc");
+    assert!(
+        matches!(answer, Err(PolicyError::OutOfMemory { limit, .. }) if limit == 16 << 20),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn an_answer_of_the_wrong_length_is_an_error() {
+    let answer = misbehave(&misbehaving(), "wrong-length");
+    assert!(
+        matches!(
+            answer,
+            Err(PolicyError::WrongLength {
+                expected: 1,
+                got: 2,
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn a_policy_cannot_read_files() {
+    match misbehave(&misbehaving(), "read-file") {
+        Err(PolicyError::Refused { reason, .. }) => assert!(reason.starts_with("read-file:")),
+        other => panic!("the policy read a file: {other:?}"),
+    }
+}
+
+#[test]
+fn a_policy_cannot_read_the_environment() {
+    assert!(
+        std::env::vars().next().is_some(),
+        "the host has an environment"
+    );
+    match misbehave(&misbehaving(), "read-env") {
+        Err(PolicyError::Refused { reason, .. }) => {
+            assert_eq!(reason, "read-env: nothing to read")
+        }
+        other => panic!("the policy read the environment: {other:?}"),
+    }
+}
+
+#[test]
+fn a_policy_sees_a_clock_that_stands_still() {
+    match misbehave(&misbehaving(), "clock") {
+        Err(PolicyError::Refused { reason, .. }) => assert_eq!(reason, "clock: 0"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn malformed_documents_are_errors_of_their_item() {
+    let answer = misbehave(&misbehaving(), "bad-json");
+    assert!(
+        matches!(&answer, Err(PolicyError::Malformed { reason, .. }) if reason.contains("not JSON")),
+        "{answer:?}"
+    );
+    let answer = misbehave(&misbehaving(), "wrong-id");
+    assert!(
+        matches!(&answer, Err(PolicyError::Malformed { reason, .. }) if reason.contains("for the item of id")),
+        "{answer:?}"
+    );
+    let answers = misbehaving().resolve_blocking(vec![conflict(
+        Some(doc("bad-json", 1, json!({}))),
+        Some(doc("a", 1, json!({}))),
+    )]);
+    assert!(matches!(answers[..], [Err(PolicyError::Malformed { .. })]));
+}
+
+#[test]
+fn logging_policies_are_answered() {
+    assert!(matches!(
+        misbehave(&misbehaving(), "log"),
+        Ok(Verdict::Keep)
+    ));
+}
+
+#[test]
+fn bisection_isolates_the_items_that_make_the_policy_fail() {
+    let indices = [
+        "books",
+        "trap",
+        "books",
+        "alloc",
+        "books",
+        "wrong-length",
+        "books",
+        "books",
+    ];
+    let policy = misbehaving().with_limits(PolicyLimits {
+        memory_bytes: 16 << 20,
+        ..PolicyLimits::default()
+    });
+    let answers = policy.filter_blocking(indices.iter().map(|i| candidate(i)).collect());
+    assert_eq!(answers.len(), indices.len());
+    for (index, answer) in indices.iter().zip(&answers) {
+        match *index {
+            "books" => assert!(matches!(answer, Ok(Verdict::Keep)), "{answer:?}"),
+            "trap" => assert!(
+                matches!(answer, Err(PolicyError::Trap { .. })),
+                "{answer:?}"
+            ),
+            "alloc" => assert!(
+                matches!(answer, Err(PolicyError::OutOfMemory { .. })),
+                "{answer:?}"
+            ),
+            _ => assert!(
+                matches!(answer, Err(PolicyError::WrongLength { .. })),
+                "{answer:?}"
+            ),
+        }
+    }
+    // And the policy still answers afterwards.
+    assert!(matches!(misbehave(&policy, "books"), Ok(Verdict::Keep)));
+}
+
+#[test]
+fn a_core_module_is_refused() {
+    let module = b"\0asm\x01\0\0\0";
+    let error = Policy::from_bytes("module.wasm", module, PolicyLimits::default())
+        .expect_err("a module is not a policy");
+    assert!(
+        matches!(error, PolicyError::NotAComponent { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("not a component"), "{error}");
+}
+
+#[test]
+fn garbage_is_refused() {
+    let error = Policy::from_bytes(
+        "junk.wasm",
+        b"\0asm\x0d\0\x01\0junk",
+        PolicyLimits::default(),
+    )
+    .expect_err("junk is not a policy");
+    assert!(matches!(error, PolicyError::Invalid { .. }), "{error}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused_naming_the_missing_export() {
+    let error = Policy::from_bytes("empty.wasm", b"(component)", PolicyLimits::default())
+        .expect_err("an empty component is not a policy");
+    let message = error.to_string();
+    assert!(
+        message.contains("does not export essync:policy/filter@0.1.0"),
+        "{message}"
+    );
+    assert!(message.contains("exports nothing"), "{message}");
+}
+
+#[test]
+fn a_component_of_another_version_is_refused_naming_both_versions() {
+    let wat = r#"(component
+        (instance $none)
+        (export "essync:policy/filter@0.2.0" (instance $none))
+        (export "essync:policy/resolver@0.2.0" (instance $none)))"#;
+    let error = Policy::from_bytes("future.wasm", wat.as_bytes(), PolicyLimits::default())
+        .expect_err("0.2 is not 0.1");
+    assert!(
+        matches!(error, PolicyError::IncompatibleVersion { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("essync:policy/filter@0.2.0"), "{message}");
+    assert!(message.contains("essync:policy@0.1.0"), "{message}");
+}
+
+#[test]
+fn exports_of_the_wrong_shape_are_refused() {
+    let wat = r#"(component
+        (instance $none)
+        (export "essync:policy/filter@0.1.0" (instance $none))
+        (export "essync:policy/resolver@0.1.0" (instance $none)))"#;
+    let error = Policy::from_bytes("hollow.wasm", wat.as_bytes(), PolicyLimits::default())
+        .expect_err("empty interfaces are not a policy");
+    assert!(matches!(error, PolicyError::WrongWorld { .. }), "{error}");
+}
+
+#[test]
+fn versions_are_compatible_as_semver_says() {
+    assert!(compatible("0.1.0", "0.1.0"));
+    assert!(compatible("0.1.7", "0.1.0"));
+    assert!(!compatible("0.2.0", "0.1.0"));
+    assert!(compatible("1.4.0", "1.0.0"));
+    assert!(!compatible("2.0.0", "1.0.0"));
+    assert!(!compatible("", "0.1.0"));
+}
