@@ -535,6 +535,30 @@ impl CassandraStore {
         })
     }
 
+    /// Cassandra's own estimate of the number of rows (`system.size_estimates`), when it has
+    /// one: cheap, refreshed by the server every few minutes.
+    pub async fn estimate_rows(&self) -> Result<Option<u64>, CassandraError> {
+        let action = format!("to estimate the size of {}", self.table);
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT partitions_count FROM system.size_estimates \
+                 WHERE keyspace_name = ? AND table_name = ?",
+                (&self.config.keyspace, &self.config.table),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let total: i64 = rows
+            .rows::<(Option<i64>,)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?
+            .filter_map(Result::ok)
+            .filter_map(|(count,)| count)
+            .sum();
+        Ok((total > 0).then_some(total as u64))
+    }
+
     /// The number of rows, counted by a scan (slow on large tables; for tools and tests).
     pub async fn count_rows(&self) -> Result<u64, CassandraError> {
         let action = format!("to count the rows of {}", self.table);

@@ -562,6 +562,24 @@ impl ElasticsearchStore {
         Ok(page)
     }
 
+    /// How many documents the synced indices hold (as of their last refresh).
+    pub async fn count_documents(&self) -> Result<u64, ElasticsearchError> {
+        let answer = self
+            .http
+            .expect_ok(
+                Method::Post,
+                &format!("/{}/_count", self.config.indices.path()),
+                &[("allow_no_indices", "true"), ("expand_wildcards", "open")],
+                None,
+            )
+            .await?;
+        Ok(answer
+            .body
+            .get("count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
+    }
+
     /// Makes recent writes searchable in every synced index (tests and tools use it).
     pub async fn refresh(&self) -> Result<(), ElasticsearchError> {
         self.http
