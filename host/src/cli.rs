@@ -15,7 +15,6 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "essync",
     version,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
 )]

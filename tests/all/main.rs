@@ -9,4 +9,5 @@ mod support;
 
 mod cassandra_store;
 mod es_store;
+mod scenarios;
 mod servers;

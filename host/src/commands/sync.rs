@@ -18,14 +18,15 @@ use crate::cli::{Cli, SyncOptions as CliSyncOptions};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let target = cli.target.context("KEYSPACE:TABLE is missing")?;
     let period = cli.period.context("PERIOD is missing")?;
+    // Nothing is logged before both stores answer: a failure to start is one line.
     let policy = load_policy(&cli.sync).await?;
+    let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
+    let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
     tracing::info!(
         "policy {} (world essync:policy@{})",
         policy.name(),
         policy.world_version()
     );
-    let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
-    let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
     let options = SyncOptions {
         reconcile: cli.sync.sync_existing,
         dry_run: cli.sync.dry_run,
