@@ -37,41 +37,6 @@ async fn raw(method: Method, path: &str, body: Option<Value>) -> Value {
     response.json().await.unwrap_or(Value::Null)
 }
 
-/// Bulk-writes `(index, id, source)` through the plain client; panics on any item error.
-async fn bulk(docs: &[(String, String, Value)]) {
-    let mut body = String::new();
-    for (index, id, source) in docs {
-        body.push_str(&json!({"index": {"_index": index, "_id": id}}).to_string());
-        body.push('\n');
-        body.push_str(&source.to_string());
-        body.push('\n');
-    }
-    let client = support::es_client();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        elasticsearch::http::headers::CONTENT_TYPE,
-        elasticsearch::http::headers::HeaderValue::from_static("application/x-ndjson"),
-    );
-    let answer: Value = client
-        .send(
-            Method::Post,
-            "/_bulk",
-            headers,
-            Option::<&()>::None,
-            Some(body),
-            None,
-        )
-        .await
-        .expect("bulk")
-        .json()
-        .await
-        .expect("bulk answer");
-    let failed = answer["items"]
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["index"]["error"].is_object()));
-    assert_eq!(failed, None, "bulk item failed");
-}
-
 fn at(millis: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(millis).expect("valid time")
 }
@@ -187,7 +152,7 @@ async fn get_documents_returns_100000_documents_exactly_once() {
             json!({"n": n, "text": "some words here"}),
         ));
         if chunk.len() == 5000 {
-            bulk(&chunk).await;
+            support::es_bulk(&chunk).await;
             chunk.clear();
         }
     }
@@ -196,7 +161,7 @@ async fn get_documents_returns_100000_documents_exactly_once() {
         expected.insert(id);
         chunk.push((small.clone(), id.to_string(), json!({"n": n})));
     }
-    bulk(&chunk).await;
+    support::es_bulk(&chunk).await;
 
     // Not refreshed on purpose: the store makes what it reads searchable itself.
     let mut seen = HashSet::with_capacity(BIG + 10);
@@ -227,7 +192,7 @@ async fn the_change_feed_catches_backdated_unrefreshed_and_equal_timestamp_write
     let before: Vec<(String, String, Value)> = (0..5)
         .map(|n| (index.clone(), Uuid::new_v4().to_string(), json!({"n": n})))
         .collect();
-    bulk(&before).await;
+    support::es_bulk(&before).await;
 
     let start = store.current_positions().await.expect("positions");
     let (reads, checkpoint) = drain(&store, &start).await;
@@ -251,7 +216,7 @@ async fn the_change_feed_catches_backdated_unrefreshed_and_equal_timestamp_write
     }
     // An update of a document that existed before the checkpoint.
     writes.push((index.clone(), before[0].1.clone(), json!({"n": 99})));
-    bulk(&writes).await;
+    support::es_bulk(&writes).await;
     // A write made just before the read, never refreshed by its writer.
     let unrefreshed = Uuid::new_v4();
     raw(
@@ -369,7 +334,7 @@ async fn bad_documents_are_reported_with_their_reason_and_the_rest_flows() {
         bad_metadata.to_string(),
         json!({METADATA_FIELD: {"timestamp": "last tuesday"}}),
     ));
-    bulk(&docs).await;
+    support::es_bulk(&docs).await;
 
     let mut ok = HashSet::new();
     let mut bad = Vec::new();

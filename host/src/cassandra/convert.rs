@@ -28,6 +28,30 @@ pub(crate) type RawRow = (
     Option<i64>,
 );
 
+/// A row selected as `token(id), COLUMNS`.
+pub(crate) type TokenRow = (
+    i64,
+    Uuid,
+    Option<String>,
+    Option<String>,
+    Option<CqlTimestamp>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// The token, id and [`RawRow`] of a [`TokenRow`].
+pub(crate) fn split_token(row: TokenRow) -> (i64, Uuid, RawRow) {
+    let (token, id, index, doc_type, timestamp, content, w1, w2, w3, w4) = row;
+    (
+        token,
+        id,
+        (id, index, doc_type, timestamp, content, w1, w2, w3, w4),
+    )
+}
+
 /// A row exactly as stored: what a compare-and-set write must find to replace it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CassandraVersion {

@@ -63,6 +63,12 @@ impl CassandraError {
         }
     }
 
+    /// Whether a read failed because a storage-attached index is still being built (right
+    /// after it was created on a table that has rows).
+    pub fn is_index_building(&self) -> bool {
+        matches!(self, CassandraError::Request { reason, .. } if reason.contains("INDEX_NOT_AVAILABLE"))
+    }
+
     /// A failed statement, classified.
     pub(crate) fn execution(action: impl Into<String>, error: &ExecutionError) -> Self {
         CassandraError::Request {

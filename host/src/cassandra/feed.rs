@@ -87,11 +87,14 @@ impl Sweep {
     }
 
     /// Records a page read up to `position`; `done` ends the pass, which moves the threshold to
-    /// the pass's start minus `window_us`: a row written while the pass ran, behind its
-    /// position, is read by the next pass.
+    /// the pass's start minus `window_us` (never back): a row written while the pass ran,
+    /// behind its position, is read by the next pass.
     pub fn advance(&mut self, position: Option<TokenPosition>, done: bool, window_us: i64) {
         if done {
-            self.written_since = Some(self.pass_started - window_us);
+            // Never back past the previous threshold: rows written before it were the concern
+            // of earlier passes (or, for the first, existed before the sync started).
+            let next = self.pass_started - window_us;
+            self.written_since = Some(self.written_since.map_or(next, |w| w.max(next)));
             self.position = None;
         } else if position.is_some() {
             self.position = position;
@@ -167,6 +170,15 @@ mod tests {
                 ids: vec![b, c]
             })
         );
+    }
+
+    #[test]
+    fn the_threshold_never_moves_back_before_the_start() {
+        let start = DateTime::from_timestamp_micros(10_000_000).unwrap();
+        let mut checkpoint = CassandraCheckpoint::starting_at(start);
+        checkpoint.sweep.begin_page(10_500_000);
+        checkpoint.sweep.advance(None, true, 5_000_000);
+        assert_eq!(checkpoint.sweep.written_since, Some(10_000_000));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use write::{CassandraExpected, CassandraWrite};
 use crate::Document;
 use crate::document::now_millis;
 use crate::store::{ChangePage, Read, ReadError, WriteOutcome};
-use convert::{COLUMNS, RawRow, from_row};
+use convert::{COLUMNS, RawRow, TokenRow, from_row};
 
 /// How to reach Cassandra and which table to sync.
 #[derive(Debug, Clone)]
@@ -364,24 +364,9 @@ impl CassandraStore {
                     .into_rows_result()
                     .map_err(|e| CassandraError::protocol(&action, e))?;
                 let rows: Vec<(i64, Uuid, RawRow)> = rows
-                    .rows::<(
-                        i64,
-                        Uuid,
-                        Option<String>,
-                        Option<String>,
-                        Option<CqlTimestamp>,
-                        Option<String>,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<i64>,
-                    )>()
+                    .rows::<TokenRow>()
                     .map_err(|e| CassandraError::protocol(&action, e))?
-                    .map(|row| {
-                        row.map(|(token, id, a, b, c, d, e, f, g, h)| {
-                            (token, id, (id, a, b, c, d, e, f, g, h))
-                        })
-                    })
+                    .map(|row| row.map(convert::split_token))
                     .collect::<Result<_, _>>()
                     .map_err(|e| CassandraError::protocol(&action, e))?;
                 let returned = rows.len();
@@ -480,6 +465,17 @@ impl CassandraStore {
                 Phase::Recent(rows) => match rows.next().await {
                     Some(Ok(reads)) => {
                         let page = page(reads, &state.checkpoint);
+                        Some((Ok(page), state))
+                    }
+                    Some(Err(e)) if e.is_index_building() => {
+                        // The sweep covers this round; the recent rows are read again, from
+                        // the same point, once the index is built.
+                        tracing::info!(
+                            "the time index of {} is still being built; this round finds changes by the sweep",
+                            self.table
+                        );
+                        state.phase = Phase::Sweep;
+                        let page = page(Vec::new(), &state.checkpoint);
                         Some((Ok(page), state))
                     }
                     Some(Err(e)) => {

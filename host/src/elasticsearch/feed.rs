@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::client::Http;
 use super::convert::{EsVersion, from_hit};
-use super::indices::IndexSelection;
+use super::indices::{IndexSelection, SELECTION_PARAMS};
 use super::{ElasticsearchError, index_path};
 use crate::store::Read;
 
@@ -136,9 +136,9 @@ async fn shard_states(
             &path,
             &[
                 ("level", "shards"),
-                ("expand_wildcards", "open"),
-                ("ignore_unavailable", "true"),
-                ("allow_no_indices", "true"),
+                SELECTION_PARAMS[0],
+                SELECTION_PARAMS[1],
+                SELECTION_PARAMS[2],
             ],
             None,
         )
@@ -242,13 +242,8 @@ pub(crate) async fn plan(
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        http.expect_ok(
-            Method::Post,
-            &path,
-            &[("ignore_unavailable", "true"), ("allow_no_indices", "true")],
-            None,
-        )
-        .await?;
+        http.expect_ok(Method::Post, &path, &SELECTION_PARAMS, None)
+            .await?;
     }
     Ok(plan)
 }

@@ -1,6 +1,14 @@
 //! Which indices take part: patterns in Elasticsearch's multi-target syntax (`shop-*`,
 //! `logs-*,-logs-debug`), always without system and hidden indices (`.`-prefixed).
 
+/// Query parameters for every request addressed to a selection: missing concrete indices and
+/// patterns that match nothing are not errors, and only open indices are expanded.
+pub(crate) const SELECTION_PARAMS: [(&str, &str); 3] = [
+    ("ignore_unavailable", "true"),
+    ("allow_no_indices", "true"),
+    ("expand_wildcards", "open"),
+];
+
 /// The indices a store reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexSelection {

@@ -41,6 +41,7 @@ use crate::document::now_millis;
 use crate::store::{BadDocument, ChangePage, Read, ReadError, Side, WriteOutcome};
 use client::Http;
 use feed::PageSizer;
+use indices::SELECTION_PARAMS;
 
 /// How to reach Elasticsearch and how big requests may get.
 #[derive(Debug, Clone)]
@@ -350,7 +351,7 @@ impl ElasticsearchStore {
                 .expect_ok(
                     Method::Post,
                     &format!("/{}/_search", self.config.indices.path()),
-                    &[("expand_wildcards", "open"), ("allow_no_indices", "true")],
+                    &SELECTION_PARAMS,
                     Some(&body),
                 )
                 .await?;
@@ -569,7 +570,7 @@ impl ElasticsearchStore {
             .expect_ok(
                 Method::Post,
                 &format!("/{}/_count", self.config.indices.path()),
-                &[("allow_no_indices", "true"), ("expand_wildcards", "open")],
+                &SELECTION_PARAMS,
                 None,
             )
             .await?;
@@ -586,7 +587,7 @@ impl ElasticsearchStore {
             .expect_ok(
                 Method::Post,
                 &format!("/{}/_refresh", self.config.indices.path()),
-                &[("allow_no_indices", "true")],
+                &SELECTION_PARAMS,
                 None,
             )
             .await

@@ -40,7 +40,7 @@ use crate::cassandra::{CassandraCheckpoint, CassandraError, CassandraStore, Feed
 use crate::document::now_millis;
 use crate::elasticsearch::{ElasticsearchError, ElasticsearchStore, EsCheckpoint};
 use crate::policy::Policy;
-use crate::store::Side;
+use crate::store::{ChangePage, Read, Side};
 use checkpoint::CheckpointStore;
 use errors::ErrorLog;
 use round::{Context, Source, sync_batch};
@@ -235,9 +235,12 @@ impl Syncer {
         };
         self.last_round = Some(started);
         let now = now_millis();
-        if self.checkpoint.reconciling()
-            && let Some(progress) = &self.progress
-        {
+        // Progress is for reconciliations; following changes reports once per round.
+        let progress = self
+            .progress
+            .clone()
+            .filter(|_| self.checkpoint.reconciling());
+        if let Some(progress) = &progress {
             let es_total = self.elasticsearch.count_documents().await.ok();
             let cassandra_estimate = self.cassandra.estimate_rows().await.ok().flatten();
             progress.reconciliation(es_total, cassandra_estimate);
@@ -256,67 +259,37 @@ impl Syncer {
             sync_batch(&ctx, &mut self.errors, &mut report, Source::Retry(due)).await?;
         }
 
-        let es_from = self.checkpoint.elasticsearch.clone();
-        let mut pages = std::pin::pin!(self.elasticsearch.changes(&es_from, now));
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            let count = page.reads.len() as u64;
-            report.elasticsearch.read += count;
-            if count > 0 {
-                sync_batch(
-                    &ctx,
-                    &mut self.errors,
-                    &mut report,
-                    Source::Elasticsearch(page.reads),
-                )
-                .await?;
+        let mut feed = Feed {
+            ctx: &ctx,
+            errors: &mut self.errors,
+            report: &mut report,
+            checkpoints: &self.checkpoints,
+            checkpoint: &mut self.checkpoint,
+            progress: progress.as_deref(),
+            stop,
+        };
+        let es_from = feed.checkpoint.elasticsearch.clone();
+        let finished = feed
+            .follow(
+                self.elasticsearch.changes(&es_from, now),
+                Side::Elasticsearch,
+                |checkpoint, position| checkpoint.elasticsearch = position,
+                Source::Elasticsearch,
+            )
+            .await?;
+        if finished {
+            if let Some(reconciliation) = &mut feed.checkpoint.reconciliation {
+                reconciliation.elasticsearch_done = true;
             }
-            self.checkpoint.elasticsearch = page.checkpoint;
-            save(&self.checkpoints, &ctx, &self.checkpoint).await?;
-            if let Some(progress) = &self.progress {
-                progress.read(Side::Elasticsearch, count);
-            }
-            if stop.is_set() {
-                report.interrupted = true;
-                break;
-            }
-        }
-        if !report.interrupted
-            && let Some(reconciliation) = &mut self.checkpoint.reconciliation
-        {
-            reconciliation.elasticsearch_done = true;
-        }
-
-        if !report.interrupted {
-            let cassandra_from = self.checkpoint.cassandra.clone();
-            let mut pages = std::pin::pin!(self.cassandra.changes(
-                &cassandra_from,
-                now,
-                self.options.feed
-            ));
-            while let Some(page) = pages.next().await {
-                let page = page?;
-                let count = page.reads.len() as u64;
-                report.cassandra.read += count;
-                if count > 0 {
-                    sync_batch(
-                        &ctx,
-                        &mut self.errors,
-                        &mut report,
-                        Source::Cassandra(page.reads),
-                    )
-                    .await?;
-                }
-                self.checkpoint.cassandra = page.checkpoint;
-                save(&self.checkpoints, &ctx, &self.checkpoint).await?;
-                if let Some(progress) = &self.progress {
-                    progress.read(Side::Cassandra, count);
-                }
-                if stop.is_set() {
-                    report.interrupted = true;
-                    break;
-                }
-            }
+            let cassandra_from = feed.checkpoint.cassandra.clone();
+            feed.follow(
+                self.cassandra
+                    .changes(&cassandra_from, now, self.options.feed),
+                Side::Cassandra,
+                |checkpoint, position| checkpoint.cassandra = position,
+                Source::Cassandra,
+            )
+            .await?;
         }
 
         if self.checkpoint.finish_reconciliation_if_done() {
@@ -324,7 +297,7 @@ impl Syncer {
         }
         save(&self.checkpoints, &ctx, &self.checkpoint).await?;
         report.duration = started.elapsed();
-        if let Some(progress) = &self.progress {
+        if let Some(progress) = &progress {
             progress.round_finished(&report);
         }
         Ok(report)
@@ -380,6 +353,52 @@ impl Syncer {
         }
         tracing::info!("stopped; checkpoint saved");
         Ok(())
+    }
+}
+
+/// One round's reading of the change feeds.
+struct Feed<'r, 'c> {
+    ctx: &'r Context<'c>,
+    errors: &'r mut ErrorLog,
+    report: &'r mut RoundReport,
+    checkpoints: &'r CheckpointStore,
+    checkpoint: &'r mut Checkpoint,
+    progress: Option<&'r dyn Progress>,
+    stop: &'r Stop,
+}
+
+impl Feed<'_, '_> {
+    /// Applies one side's change feed page by page, saving the checkpoint after each page.
+    /// Returns whether the feed was read to its end (not stopped early).
+    async fn follow<V, C, E>(
+        &mut self,
+        pages: impl futures::Stream<Item = Result<ChangePage<V, C>, E>>,
+        side: Side,
+        advance: impl Fn(&mut Checkpoint, C),
+        source: impl Fn(Vec<Read<V>>) -> Source,
+    ) -> Result<bool, SyncError>
+    where
+        SyncError: From<E>,
+    {
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            let count = page.reads.len() as u64;
+            self.report.side_mut(side).read += count;
+            if count > 0 {
+                sync_batch(self.ctx, self.errors, self.report, source(page.reads)).await?;
+            }
+            advance(self.checkpoint, page.checkpoint);
+            save(self.checkpoints, self.ctx, self.checkpoint).await?;
+            if let Some(progress) = self.progress {
+                progress.read(side, count);
+            }
+            if self.stop.is_set() {
+                self.report.interrupted = true;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -39,6 +39,45 @@ pub fn es_client() -> Elasticsearch {
     Elasticsearch::new(transport)
 }
 
+/// Bulk-writes `(index, id, source)` through the plain client; panics on any item error.
+pub async fn es_bulk(docs: &[(String, String, serde_json::Value)]) {
+    use elasticsearch::http::Method;
+    use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+    let client = es_client();
+    for chunk in docs.chunks(2000) {
+        let mut body = String::new();
+        for (index, id, source) in chunk {
+            body.push_str(&serde_json::json!({"index": {"_index": index, "_id": id}}).to_string());
+            body.push('\n');
+            body.push_str(&source.to_string());
+            body.push('\n');
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let answer: serde_json::Value = client
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                Option::<&()>::None,
+                Some(body),
+                None,
+            )
+            .await
+            .expect("bulk")
+            .json()
+            .await
+            .expect("bulk answer");
+        let failed = answer["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["index"]["error"].is_object()));
+        assert_eq!(failed, None, "bulk item failed");
+    }
+}
+
 /// A plain CQL session, independent of essync's store.
 pub async fn cql_session() -> Session {
     SessionBuilder::new()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Method;
-use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::headers::HeaderMap;
 use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::value::CqlTimestamp;
@@ -185,40 +185,17 @@ impl Scenario {
 
     /// Writes many documents to Elasticsearch through the bulk API.
     pub async fn es_bulk(&self, docs: &[(Uuid, Doc)]) {
-        for chunk in docs.chunks(2000) {
-            let mut body = String::new();
-            for (id, doc) in chunk {
+        let lines: Vec<(String, String, Value)> = docs
+            .iter()
+            .map(|(id, doc)| {
                 let mut source = doc.content.clone();
                 if let Some(ts) = doc.timestamp {
                     source[METADATA] = json!({"type": doc.doc_type, "timestamp": iso(ts)});
                 }
-                body.push_str(&json!({"index": {"_index": doc.index, "_id": id}}).to_string());
-                body.push('\n');
-                body.push_str(&source.to_string());
-                body.push('\n');
-            }
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            );
-            let answer: Value = self
-                .es
-                .send(
-                    Method::Post,
-                    "/_bulk",
-                    headers,
-                    Option::<&()>::None,
-                    Some(body),
-                    None,
-                )
-                .await
-                .expect("bulk")
-                .json()
-                .await
-                .expect("bulk answer");
-            assert_eq!(answer["errors"], json!(false), "bulk failed");
-        }
+                (doc.index.clone(), id.to_string(), source)
+            })
+            .collect();
+        super::es_bulk(&lines).await;
     }
 
     /// Writes a row to Cassandra as a user would (plain CQL, the driver's write time).
