@@ -214,6 +214,13 @@ impl Policy {
                 name: name.to_string(),
             });
         }
+        if !looks_like_wasm(bytes) {
+            return Err(PolicyError::Invalid {
+                name: name.to_string(),
+                reason: "it is neither WebAssembly (no \\0asm header) nor its text format"
+                    .to_string(),
+            });
+        }
         let engine = sandbox::engine()?;
         let component = Component::new(&engine, bytes).map_err(|e| PolicyError::Invalid {
             name: name.to_string(),
@@ -458,6 +465,15 @@ fn internal<T>(len: usize, error: &tokio::task::JoinError) -> Vec<Result<T, Poli
 /// A core module starts with the wasm magic and version 1; a component has layer 1.
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Binary WebAssembly, or plausibly its text format (which wasmtime also compiles).
+fn looks_like_wasm(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm")
+        || bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'(' || *b == b';')
 }
 
 /// An error and its causes on one line (wasmtime's messages may span several).

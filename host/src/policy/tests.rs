@@ -254,6 +254,22 @@ fn an_endless_loop_is_stopped_at_the_time_limit() {
 }
 
 #[test]
+fn a_policy_cannot_sleep_past_its_time_limit() {
+    let policy = misbehaving().with_limits(PolicyLimits {
+        timeout: Duration::from_millis(300),
+        ..PolicyLimits::default()
+    });
+    let start = Instant::now();
+    match misbehave(&policy, "sleep") {
+        Err(PolicyError::Trap { reason, .. }) => {
+            assert!(reason.contains("cannot sleep"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
 fn unbounded_allocation_is_stopped_at_the_memory_limit() {
     let policy = misbehaving().with_limits(PolicyLimits {
         memory_bytes: 16 << 20,
@@ -388,6 +404,13 @@ fn a_core_module_is_refused() {
         "{error}"
     );
     assert!(error.to_string().contains("not a component"), "{error}");
+}
+
+#[test]
+fn a_file_that_is_not_webassembly_is_refused() {
+    let error = Policy::from_bytes("cases.json", b"{\"cases\": []}", PolicyLimits::default())
+        .expect_err("JSON is not a policy");
+    assert!(error.to_string().contains("neither WebAssembly"), "{error}");
 }
 
 #[test]
