@@ -30,14 +30,36 @@ const BUILTIN: &str = "last-write-wins";
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    if let Err(message) = build() {
+    match build() {
+        Ok(()) => {}
         // One line that says what to do; cargo shows it as the build's error.
-        println!("cargo::error={message}");
-        std::process::exit(1);
+        Err(Failure::Plain(message)) => println!("cargo::error={message}"),
+        // Failing the script as well makes cargo show the nested build's messages.
+        Err(Failure::WithLog(message)) => {
+            println!("cargo::error={message}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn build() -> Result<(), String> {
+enum Failure {
+    Plain(String),
+    WithLog(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Plain(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure::Plain(message.to_string())
+    }
+}
+
+fn build() -> Result<(), Failure> {
     let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
     let root = manifest_dir
         .parent()
@@ -78,10 +100,10 @@ fn build() -> Result<(), String> {
     if !output.status.success() {
         // The compiler's messages, for whoever reads the build log, then one line.
         eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        return Err(format!(
-            "building the policy components for {WASM_TARGET} failed ({}): see the messages above",
+        return Err(Failure::WithLog(format!(
+            "building the policy components for {WASM_TARGET} failed ({}): see the messages below",
             output.status
-        ));
+        )));
     }
 
     let wasm_dir = target_dir.join(WASM_TARGET).join("release");
@@ -91,10 +113,7 @@ fn build() -> Result<(), String> {
     for policy in POLICIES {
         let path = wasm_dir.join(format!("{}.wasm", policy.replace('-', "_")));
         if !path.is_file() {
-            return Err(format!(
-                "the policy build did not produce {}",
-                path.display()
-            ));
+            return Err(format!("the policy build did not produce {}", path.display()).into());
         }
         let name = policy.replace('-', "_").to_uppercase();
         let _ = writeln!(

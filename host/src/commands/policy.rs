@@ -75,6 +75,7 @@ fn load(policy: &Path) -> Result<Policy, PolicyError> {
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let policy = load(path)?;
+    policy.probe()?;
     println!("{}: an essync policy", policy.name());
     println!(
         "  world    {}/{}@{}",

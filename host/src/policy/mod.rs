@@ -21,7 +21,7 @@
 //!   [`PolicyLimits::batch_size`] and run on a blocking thread (`spawn_blocking`).
 //! - **Errors per item.** [`Policy::filter`] and [`Policy::resolve`] return one result per
 //!   input, in order. A trap, a timeout, running out of memory or an answer of the wrong length
-//!   fail the call; the runtime then bisects the batch ([`batch`]) so the items that make the
+//!   fail the call; the runtime then bisects the batch (see `batch.rs`) so the items that make the
 //!   policy fail get a [`PolicyError`] and the others their answer. An answer that cannot be
 //!   applied (a document whose content is not a JSON object, whose id is not the item's, ...)
 //!   is a [`PolicyError::Malformed`] for that item, and a policy's own refusal a
@@ -301,6 +301,20 @@ impl Policy {
     /// The limits every call runs under.
     pub fn limits(&self) -> PolicyLimits {
         self.limits
+    }
+
+    /// Instantiates the component once in its sandbox, as every call does, and drops the
+    /// instance: checks that it starts within its limits.
+    pub fn probe(&self) -> Result<(), PolicyError> {
+        let state = CallState::new(self.inner.name.clone(), self.limits.memory_bytes);
+        let mut store = sandbox::store(&self.inner.engine, state, self.deadline_ticks);
+        match self.inner.pre.instantiate(&mut store) {
+            Ok(_) => {
+                store.data_mut().finish();
+                Ok(())
+            }
+            Err(e) => Err(self.failure(&mut store, &e)),
+        }
     }
 
     /// Filters a batch: one result per candidate, in order. Runs on a blocking thread.

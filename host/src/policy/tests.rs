@@ -109,7 +109,7 @@ fn native(conflict: &Conflict) -> essync_policy::Conflict {
             index: d.index.clone(),
             doc_type: d.doc_type.clone(),
             timestamp: d.timestamp_millis().unwrap_or_default(),
-            content: d.content.to_string(),
+            content: serde_json::to_string(&d.content).unwrap_or_default(),
         })
     };
     essync_policy::Conflict {
