@@ -347,12 +347,60 @@ fn malformed_documents_are_errors_of_their_item() {
     assert!(matches!(answers[..], [Err(PolicyError::Malformed { .. })]));
 }
 
+/// Collects what `tracing` writes while a closure runs on this thread.
+fn logs_of(run: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let bytes = buffer
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[test]
-fn logging_policies_are_answered() {
-    assert!(matches!(
-        misbehave(&misbehaving(), "log"),
-        Ok(Verdict::Keep)
-    ));
+fn policy_logs_go_to_tracing_within_a_bound() {
+    let policy = misbehaving();
+    let logs = logs_of(|| {
+        assert!(matches!(misbehave(&policy, "log"), Ok(Verdict::Keep)));
+    });
+    assert!(logs.contains("essync::policy"), "{logs}");
+    assert!(logs.contains("misbehaving policy logs log"), "{logs}");
+    assert!(logs.contains("ERROR") && logs.contains("TRACE"), "{logs}");
+
+    // 5 messages per item: 30 items log 150, of which 100 are kept.
+    let logs = logs_of(|| {
+        let answers = policy.filter_blocking((0..30).map(|_| candidate("log")).collect());
+        assert!(answers.iter().all(|a| matches!(a, Ok(Verdict::Keep))));
+    });
+    assert!(logs.contains("dropped 50 log messages"), "{logs}");
+}
+
+#[test]
+fn a_policy_is_shared_across_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Policy>();
 }
 
 #[test]
