@@ -15,7 +15,6 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "essync",
     version,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
 )]
@@ -56,6 +55,28 @@ pub struct SyncOptions {
     /// The policy component (.wasm) to use instead of the built-in last-write-wins
     #[arg(long, value_name = "PATH", env = "ESSYNC_POLICY")]
     pub policy: Option<PathBuf>,
+
+    /// Decide and report what would change, but write nothing and save no checkpoint
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds each round re-reads before the previous one, to cover clock skew between
+    /// writers and late writes
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds)]
+    pub safety_window: Duration,
+
+    /// The most Cassandra rows the write-time sweep examines per round (it finds rows written
+    /// with an old or no timestamp; a whole pass over a larger table takes several rounds)
+    #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
+    pub sweep_rows: usize,
+
+    /// The longest a policy call may run, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 2_000)]
+    pub policy_timeout_ms: u64,
+
+    /// The most memory a policy instance may use, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub policy_memory_mib: usize,
 }
 
 /// Where the stores are.
@@ -72,6 +93,45 @@ pub struct ConnectionOptions {
     )]
     pub es_urls: Vec<String>,
 
+    /// The Elasticsearch indices to sync, as comma-separated patterns (`shop-*,-shop-test`);
+    /// system and hidden indices (`.`-prefixed) never take part
+    #[arg(
+        long = "es-indices",
+        value_name = "PATTERNS",
+        env = "ESSYNC_ES_INDICES",
+        default_value = "*",
+        global = true
+    )]
+    pub es_indices: String,
+
+    /// Elasticsearch user (basic authentication)
+    #[arg(long, value_name = "USER", env = "ESSYNC_ES_USER", global = true)]
+    pub es_user: Option<String>,
+
+    /// Elasticsearch password
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "ESSYNC_ES_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub es_password: Option<String>,
+
+    /// Elasticsearch API key, as ID:KEY
+    #[arg(
+        long,
+        value_name = "ID:KEY",
+        env = "ESSYNC_ES_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub es_api_key: Option<String>,
+
+    /// Accept any Elasticsearch TLS certificate (self-signed test clusters only)
+    #[arg(long, global = true)]
+    pub es_insecure: bool,
+
     /// Cassandra contact point(s) HOST:PORT, comma-separated
     #[arg(
         long = "cassandra",
@@ -82,6 +142,35 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub cassandra_nodes: Vec<String>,
+
+    /// Cassandra user
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "ESSYNC_CASSANDRA_USER",
+        global = true
+    )]
+    pub cassandra_user: Option<String>,
+
+    /// Cassandra password
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "ESSYNC_CASSANDRA_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub cassandra_password: Option<String>,
+
+    /// The replication of a keyspace essync creates, as a CQL map
+    #[arg(
+        long,
+        value_name = "CQL_MAP",
+        env = "ESSYNC_CASSANDRA_REPLICATION",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        global = true
+    )]
+    pub replication: String,
 }
 
 /// Subcommands beside the sync itself.
@@ -90,6 +179,15 @@ pub enum Command {
     /// Check or test a policy component, with no database
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// List the documents of a sync that could not be synced, with their reasons
+    Errors {
+        /// The synced table, KEYSPACE:TABLE
+        #[arg(value_name = "KEYSPACE:TABLE", value_parser = parse_target)]
+        target: Target,
+        /// Forget every recorded failure (they are recorded again if they fail again)
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 /// `essync policy ...`
@@ -145,6 +243,17 @@ fn parse_target(s: &str) -> Result<Target, String> {
         keyspace: keyspace.to_string(),
         table: table.to_string(),
     })
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
+        return Err(format!("'{s}' is not between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn parse_period(s: &str) -> Result<Duration, String> {

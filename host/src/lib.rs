@@ -16,6 +16,7 @@ pub mod cassandra;
 pub mod document;
 pub mod elasticsearch;
 pub mod policy;
+pub mod store;
 pub mod sync;
 
 pub use document::Document;

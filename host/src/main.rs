@@ -48,6 +48,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Policy(command)) => commands::policy::run(command).await,
+            Some(Command::Errors { target, clear }) => {
+                commands::errors::run(&cli.connection, &target, clear).await
+            }
             None => commands::sync::run(cli).await,
         }
     });

@@ -8,5 +8,8 @@
 
 mod support;
 
+mod cassandra_store;
+mod es_store;
 mod policy_cli;
+mod scenarios;
 mod servers;

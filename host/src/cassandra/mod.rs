@@ -1,1 +1,630 @@
-//! The Cassandra store.
+//! The Cassandra store: one table, `KEYSPACE.TABLE (id uuid PRIMARY KEY, index_ text, type
+//! text, timestamp timestamp, content text)`, one row per document.
+//!
+//! - [`CassandraStore::connect`] opens a session and creates what is missing: the keyspace, the
+//!   table, a storage-attached index on `timestamp`; an existing table with an incompatible
+//!   column is refused with a message that names it;
+//! - [`CassandraStore::insert_or_replace_document`] and [`CassandraStore::get_documents`] are
+//!   the seed's API;
+//! - [`CassandraStore::get_by_ids`], [`CassandraStore::write_batch`] and the change feed
+//!   ([`CassandraStore::read_recent`], [`CassandraStore::scan_page`]) are what the sync engine
+//!   uses. See [`feed`] for how changes are found and [`write`] for why writes are
+//!   compare-and-set.
+
+pub mod convert;
+mod error;
+pub mod feed;
+mod schema;
+pub mod write;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use uuid::Uuid;
+
+pub use convert::CassandraVersion;
+pub use error::CassandraError;
+pub use feed::{CassandraCheckpoint, ScanPage, Sweep, TokenPosition};
+pub use schema::check_name;
+pub use write::{CassandraExpected, CassandraWrite};
+
+use crate::Document;
+use crate::document::now_millis;
+use crate::store::{ChangePage, Read, ReadError, WriteOutcome};
+use convert::{COLUMNS, RawRow, TokenRow, from_row};
+
+/// How to reach Cassandra and which table to sync.
+#[derive(Debug, Clone)]
+pub struct CassandraConfig {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    /// The keyspace (created when missing).
+    pub keyspace: String,
+    /// The table (created when missing).
+    pub table: String,
+    /// The replication of a keyspace created by essync, as a CQL map.
+    pub replication: String,
+    /// Credentials, if the cluster needs them.
+    pub credentials: Option<(String, String)>,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Rows per page of reads.
+    pub page_size: i32,
+    /// Requests in flight at once for batched reads and writes.
+    pub concurrency: usize,
+}
+
+impl CassandraConfig {
+    /// The default configuration for a table, on `127.0.0.1:9042`.
+    pub fn new(keyspace: impl Into<String>, table: impl Into<String>) -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".to_string()],
+            keyspace: keyspace.into(),
+            table: table.into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_string(),
+            credentials: None,
+            connect_timeout: Duration::from_secs(10),
+            page_size: 1000,
+            concurrency: 64,
+        }
+    }
+}
+
+/// How the change feed reads.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedOptions {
+    /// How far back each round re-reads, to cover clock skew between writers and late writes.
+    pub safety_window: Duration,
+    /// The most rows the write-time sweep examines per round.
+    pub sweep_rows: usize,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        Self {
+            safety_window: Duration::from_secs(5),
+            sweep_rows: 20_000,
+        }
+    }
+}
+
+/// Prepared statements of the read path.
+struct ReadStatements {
+    by_id: PreparedStatement,
+    recent: PreparedStatement,
+    scan_full: PreparedStatement,
+    scan_write_times: PreparedStatement,
+}
+
+/// Documents in one Cassandra table.
+pub struct CassandraStore {
+    session: Session,
+    config: CassandraConfig,
+    /// `keyspace.table`
+    table: String,
+    has_time_index: bool,
+    reads: ReadStatements,
+    writes: write::WriteStatements,
+}
+
+impl CassandraStore {
+    /// Connects, creates the keyspace, table and time index when missing, and checks an
+    /// existing table's columns.
+    pub async fn connect(mut config: CassandraConfig) -> Result<Self, CassandraError> {
+        config.keyspace = check_name("keyspace", &config.keyspace)?;
+        config.table = check_name("table", &config.table)?;
+        let session = open_session(&config).await?;
+        schema::ensure_keyspace(&session, &config.keyspace, &config.replication).await?;
+        schema::ensure_table(&session, &config.keyspace, &config.table).await?;
+        let has_time_index =
+            schema::ensure_time_index(&session, &config.keyspace, &config.table).await?;
+        let table = format!("{}.{}", config.keyspace, config.table);
+        let reads = prepare_reads(&session, &table, config.page_size).await?;
+        let writes = write::WriteStatements::prepare(&session, &table).await?;
+        tracing::debug!(%table, has_time_index, "connected to Cassandra");
+        Ok(Self {
+            session,
+            config,
+            table,
+            has_time_index,
+            reads,
+            writes,
+        })
+    }
+
+    /// The session (for essync's state tables beside the synced one).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The configuration in use (names folded to lowercase).
+    pub fn config(&self) -> &CassandraConfig {
+        &self.config
+    }
+
+    /// `keyspace.table`.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Whether recent rows are read through a storage-attached index on `timestamp`.
+    pub fn has_time_index(&self) -> bool {
+        self.has_time_index
+    }
+
+    /// Writes a document unless the table holds a newer version of it (a later timestamp; a
+    /// row without one counts from its write time), which is then left as it is
+    /// ([`WriteOutcome::NewerAlreadyThere`]). A document without a timestamp is stamped with
+    /// the current time; equal timestamps replace.
+    ///
+    /// Safe against concurrent writers: the write is a compare-and-set against the row read,
+    /// retried when someone wrote in between.
+    pub async fn insert_or_replace_document(
+        &self,
+        document: &Document,
+    ) -> Result<WriteOutcome, CassandraError> {
+        let mut document = document.clone();
+        let timestamp = *document.timestamp.get_or_insert_with(now_millis);
+        for _ in 0..32 {
+            let current = self.get_by_ids(&[document.id]).await?.remove(&document.id);
+            let expected = match current {
+                None => CassandraExpected::Absent,
+                Some(Read::Bad(bad)) => {
+                    return Ok(WriteOutcome::Rejected(format!(
+                        "the stored row cannot be read: {}",
+                        bad.reason
+                    )));
+                }
+                Some(Read::Document(stored)) => {
+                    if stored.document.timestamp > Some(timestamp) {
+                        return Ok(WriteOutcome::NewerAlreadyThere);
+                    }
+                    CassandraExpected::Row(stored.version)
+                }
+            };
+            let write = CassandraWrite {
+                document: document.clone(),
+                expected,
+            };
+            match self.write_batch(std::slice::from_ref(&write)).await?.pop() {
+                Some(WriteOutcome::ChangedUnderneath) => continue,
+                Some(outcome) => return Ok(outcome),
+                None => break,
+            }
+        }
+        Ok(WriteOutcome::Failed(
+            "the row kept changing while it was written".to_string(),
+        ))
+    }
+
+    /// Every row of the table, paged, with memory that does not grow with the table. Each row
+    /// is returned exactly once. A row that cannot be synced comes as [`ReadError::Bad`] and the
+    /// stream goes on; a store failure ends it.
+    pub fn get_documents(
+        &self,
+    ) -> impl Stream<Item = Result<Document, ReadError<CassandraError>>> + '_ {
+        let action = format!("to read {}", self.table);
+        futures::stream::once(async move {
+            let statement = format!("SELECT {COLUMNS} FROM {}", self.table);
+            let mut statement = scylla::statement::Statement::new(statement);
+            statement.set_page_size(self.config.page_size);
+            let pager = self
+                .session
+                .query_iter(statement, ())
+                .await
+                .map_err(|e| CassandraError::pager(&action, &e))?;
+            pager
+                .rows_stream::<RawRow>()
+                .map_err(|e| CassandraError::protocol(&action, e))
+                .map(|rows| rows.map_err(move |e| CassandraError::protocol("to read a row", e)))
+        })
+        .map(|stream| match stream {
+            Ok(rows) => rows
+                .map(|row| match row {
+                    Ok(row) => match from_row(row) {
+                        Read::Document(stored) => Ok(stored.document),
+                        Read::Bad(bad) => Err(ReadError::Bad(bad)),
+                    },
+                    Err(e) => Err(ReadError::Store(e)),
+                })
+                .left_stream(),
+            Err(e) => futures::stream::once(async move { Err(ReadError::Store(e)) }).right_stream(),
+        })
+        .flatten()
+        .scan(false, |failed, item| {
+            // A store failure ends the stream.
+            if *failed {
+                return futures::future::ready(None);
+            }
+            *failed = matches!(item, Err(ReadError::Store(_)));
+            futures::future::ready(Some(item))
+        })
+    }
+
+    /// The current row of each id that exists.
+    pub async fn get_by_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Read<CassandraVersion>>, CassandraError> {
+        let pending: Vec<_> = ids
+            .iter()
+            .map(|id| async move {
+                let action = format!("to read row {id}");
+                let result = self
+                    .session
+                    .execute_unpaged(&self.reads.by_id, (id,))
+                    .await
+                    .map_err(|e| CassandraError::execution(&action, &e))?
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                let row = result
+                    .maybe_first_row::<RawRow>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                Ok(row.map(from_row))
+            })
+            .collect();
+        let results: Vec<Result<Option<Read<CassandraVersion>>, CassandraError>> =
+            futures::stream::iter(pending)
+                .buffer_unordered(self.config.concurrency.max(1))
+                .collect()
+                .await;
+        let mut found = HashMap::with_capacity(ids.len());
+        for result in results {
+            if let Some(read) = result? {
+                let id = match &read {
+                    Read::Document(stored) => stored.document.id,
+                    Read::Bad(bad) => match bad.id {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                };
+                found.insert(id, read);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a batch, each row a compare-and-set against the row expected; one outcome per
+    /// write, in order. Fails as a whole only when the cluster cannot be used at all.
+    pub async fn write_batch(
+        &self,
+        writes: &[CassandraWrite],
+    ) -> Result<Vec<WriteOutcome>, CassandraError> {
+        write::write_batch(&self.session, &self.writes, self.config.concurrency, writes).await
+    }
+
+    /// Rows whose `timestamp` is in `[since, until]` (milliseconds), through the time index;
+    /// nothing when the table has none (the sweep then finds every change).
+    pub fn read_recent(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> impl Stream<Item = Result<Read<CassandraVersion>, CassandraError>> + '_ {
+        let action = format!("to read recent rows of {}", self.table);
+        futures::stream::once(async move {
+            if !self.has_time_index {
+                return Ok(futures::stream::empty().left_stream());
+            }
+            let pager = self
+                .session
+                .execute_iter(
+                    self.reads.recent.clone(),
+                    (CqlTimestamp(since), CqlTimestamp(until)),
+                )
+                .await
+                .map_err(|e| CassandraError::pager(&action, &e))?;
+            let rows = pager
+                .rows_stream::<RawRow>()
+                .map_err(|e| CassandraError::protocol(&action, e))?;
+            Ok(rows
+                .map(|row| {
+                    row.map(from_row)
+                        .map_err(|e| CassandraError::protocol("to read a recent row", e))
+                })
+                .right_stream())
+        })
+        .map(|result| match result {
+            Ok(rows) => rows.left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        })
+        .flatten()
+    }
+
+    /// Reads the next page of a token-ordered scan after `position`, examining at most `limit`
+    /// rows. With `written_since` set, only rows with a cell written at or after it (µs) count
+    /// and are read in full; without, every row counts (a full reconciliation).
+    pub async fn scan_page(
+        &self,
+        position: Option<&TokenPosition>,
+        limit: usize,
+        written_since: Option<i64>,
+    ) -> Result<ScanPage<Read<CassandraVersion>>, CassandraError> {
+        let limit = limit.max(1);
+        let start = position.map(|p| p.token).unwrap_or(i64::MIN);
+        let action = format!("to scan {}", self.table);
+        // Distinct partitions can share a token: ask a little more than `limit` so that rows
+        // already read at the start token do not stall the scan.
+        let skipped = position.map(|p| p.ids.len()).unwrap_or(0);
+        let ask = (limit + skipped) as i32;
+        match written_since {
+            None => {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.reads.scan_full, (start, ask))
+                    .await
+                    .map_err(|e| CassandraError::execution(&action, &e))?
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                let rows: Vec<(i64, Uuid, RawRow)> = rows
+                    .rows::<TokenRow>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?
+                    .map(|row| row.map(convert::split_token))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                let returned = rows.len();
+                let (fresh, next) = feed::continue_position(position, rows);
+                Ok(ScanPage {
+                    examined: fresh.len(),
+                    reads: fresh.into_iter().map(|(_, _, row)| from_row(row)).collect(),
+                    position: next,
+                    done: returned < ask as usize,
+                })
+            }
+            Some(since) => {
+                let rows = self
+                    .session
+                    .execute_unpaged(&self.reads.scan_write_times, (start, ask))
+                    .await
+                    .map_err(|e| CassandraError::execution(&action, &e))?
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                let rows: Vec<(i64, Uuid, Option<i64>)> = rows
+                    .rows::<(
+                        i64,
+                        Uuid,
+                        Option<i64>,
+                        Option<i64>,
+                        Option<i64>,
+                        Option<i64>,
+                    )>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?
+                    .map(|row| {
+                        row.map(|(token, id, a, b, c, d)| {
+                            (token, id, [a, b, c, d].into_iter().flatten().max())
+                        })
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?;
+                let returned = rows.len();
+                let (fresh, next) = feed::continue_position(position, rows);
+                let changed: Vec<Uuid> = fresh
+                    .iter()
+                    .filter(|(_, _, written)| written.is_some_and(|w| w >= since))
+                    .map(|(_, id, _)| *id)
+                    .collect();
+                let mut found = self.get_by_ids(&changed).await?;
+                Ok(ScanPage {
+                    examined: fresh.len(),
+                    reads: changed.iter().filter_map(|id| found.remove(id)).collect(),
+                    position: next,
+                    done: returned < ask as usize,
+                })
+            }
+        }
+    }
+
+    /// What changed since `from`, page by page: first the recent rows (by `timestamp`), then the
+    /// write-time sweep (at most `options.sweep_rows` rows examined, or the whole ring when a
+    /// reconciliation pass is under way). Each page carries the checkpoint that holds once it
+    /// and every page before it are applied. `now` is the round's start.
+    pub fn changes(
+        &self,
+        from: &CassandraCheckpoint,
+        now: DateTime<Utc>,
+        options: FeedOptions,
+    ) -> impl Stream<Item = Result<ChangePage<CassandraVersion, CassandraCheckpoint>, CassandraError>> + '_
+    {
+        enum Phase<'a> {
+            Recent(BoxStream<'a, Result<Vec<Read<CassandraVersion>>, CassandraError>>),
+            Sweep,
+            Done,
+        }
+        struct State<'a> {
+            phase: Phase<'a>,
+            checkpoint: CassandraCheckpoint,
+            budget: usize,
+        }
+        let window_ms = options.safety_window.as_millis() as i64;
+        let window_us = options.safety_window.as_micros() as i64;
+        let page_size = self.config.page_size.max(1) as usize;
+        let until = now.timestamp_millis() + window_ms;
+        let recent = self
+            .read_recent(from.recent_since, until)
+            .chunks(page_size)
+            .map(|reads| reads.into_iter().collect::<Result<Vec<_>, _>>())
+            .boxed();
+        let state = State {
+            phase: Phase::Recent(recent),
+            checkpoint: from.clone(),
+            budget: options.sweep_rows,
+        };
+        futures::stream::unfold(state, move |mut state| async move {
+            let page = |reads, checkpoint: &CassandraCheckpoint| ChangePage {
+                reads,
+                checkpoint: checkpoint.clone(),
+            };
+            match &mut state.phase {
+                Phase::Recent(rows) => match rows.next().await {
+                    Some(Ok(reads)) => {
+                        let page = page(reads, &state.checkpoint);
+                        Some((Ok(page), state))
+                    }
+                    Some(Err(e)) if e.is_index_building() => {
+                        // The sweep covers this round; the recent rows are read again, from
+                        // the same point, once the index is built.
+                        tracing::info!(
+                            "the time index of {} is still being built; this round finds changes by the sweep",
+                            self.table
+                        );
+                        state.phase = Phase::Sweep;
+                        let page = page(Vec::new(), &state.checkpoint);
+                        Some((Ok(page), state))
+                    }
+                    Some(Err(e)) => {
+                        state.phase = Phase::Done;
+                        Some((Err(e), state))
+                    }
+                    None => {
+                        // Every recent row is read: the next round re-reads only the window.
+                        let next = now.timestamp_millis() - window_ms;
+                        state.checkpoint.recent_since = state.checkpoint.recent_since.max(next);
+                        state.phase = Phase::Sweep;
+                        let page = page(Vec::new(), &state.checkpoint);
+                        Some((Ok(page), state))
+                    }
+                },
+                Phase::Sweep => {
+                    let full = state.checkpoint.reconciling();
+                    if !full && state.budget == 0 {
+                        return None;
+                    }
+                    let limit = if full {
+                        page_size
+                    } else {
+                        page_size.min(state.budget)
+                    };
+                    state.checkpoint.sweep.begin_page(now.timestamp_micros());
+                    let sweep = &state.checkpoint.sweep;
+                    match self
+                        .scan_page(sweep.position.as_ref(), limit, sweep.written_since)
+                        .await
+                    {
+                        Ok(scanned) => {
+                            state.budget = state.budget.saturating_sub(scanned.examined.max(1));
+                            state.checkpoint.sweep.advance(
+                                scanned.position,
+                                scanned.done,
+                                window_us,
+                            );
+                            if scanned.done {
+                                state.phase = Phase::Done;
+                            }
+                            let page = page(scanned.reads, &state.checkpoint);
+                            Some((Ok(page), state))
+                        }
+                        Err(e) => {
+                            state.phase = Phase::Done;
+                            Some((Err(e), state))
+                        }
+                    }
+                }
+                Phase::Done => None,
+            }
+        })
+    }
+
+    /// Cassandra's own estimate of the number of rows (`system.size_estimates`), when it has
+    /// one: cheap, refreshed by the server every few minutes.
+    pub async fn estimate_rows(&self) -> Result<Option<u64>, CassandraError> {
+        let action = format!("to estimate the size of {}", self.table);
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT partitions_count FROM system.size_estimates \
+                 WHERE keyspace_name = ? AND table_name = ?",
+                (&self.config.keyspace, &self.config.table),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let total: i64 = rows
+            .rows::<(Option<i64>,)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?
+            .filter_map(Result::ok)
+            .filter_map(|(count,)| count)
+            .sum();
+        Ok((total > 0).then_some(total as u64))
+    }
+
+    /// The number of rows, counted by a scan (slow on large tables; for tools and tests).
+    pub async fn count_rows(&self) -> Result<u64, CassandraError> {
+        let action = format!("to count the rows of {}", self.table);
+        let mut statement =
+            scylla::statement::Statement::new(format!("SELECT id FROM {}", self.table));
+        statement.set_page_size(5000);
+        let pager = self
+            .session
+            .query_iter(statement, ())
+            .await
+            .map_err(|e| CassandraError::pager(&action, &e))?;
+        let mut rows = pager
+            .rows_stream::<(Uuid,)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().await {
+            row.map_err(|e| CassandraError::protocol(&action, e))?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraError> {
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .connection_timeout(config.connect_timeout);
+    if let Some((user, password)) = &config.credentials {
+        builder = builder.user(user, password);
+    }
+    builder
+        .build()
+        .await
+        .map_err(|e| CassandraError::Unreachable {
+            nodes: config.nodes.join(","),
+            reason: e.to_string(),
+        })
+}
+
+async fn prepare_reads(
+    session: &Session,
+    table: &str,
+    page_size: i32,
+) -> Result<ReadStatements, CassandraError> {
+    let prepare = |cql: String| async move {
+        let mut statement = session
+            .prepare(cql)
+            .await
+            .map_err(|e| CassandraError::Request {
+                action: format!("to prepare the reads of {table}"),
+                reason: e.to_string(),
+                transient: false,
+            })?;
+        statement.set_page_size(page_size);
+        Ok::<_, CassandraError>(statement)
+    };
+    Ok(ReadStatements {
+        by_id: prepare(format!("SELECT {COLUMNS} FROM {table} WHERE id = ?")).await?,
+        recent: prepare(format!(
+            "SELECT {COLUMNS} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"
+        ))
+        .await?,
+        scan_full: prepare(format!(
+            "SELECT token(id), {COLUMNS} FROM {table} WHERE token(id) >= ? LIMIT ?"
+        ))
+        .await?,
+        scan_write_times: prepare(format!(
+            "SELECT token(id), id, writetime(index_), writetime(type), writetime(timestamp), \
+             writetime(content) FROM {table} WHERE token(id) >= ? LIMIT ?"
+        ))
+        .await?,
+    })
+}

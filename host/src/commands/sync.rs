@@ -1,10 +1,227 @@
 //! `essync [OPTIONS] KEYSPACE:TABLE PERIOD`: the sync itself.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::cli::Cli;
+use anyhow::Context as _;
+use essync::cassandra::FeedOptions;
+use essync::policy::{Policy, PolicyLimits};
+use essync::store::Side;
+use essync::sync::{Progress, RoundReport, Stop, SyncOptions, Syncer};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{Cli, SyncOptions as CliSyncOptions};
 
 /// Runs the sync until stopped (or one round with `--once`).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet: {:?} every {:?}", cli.target, cli.period)
+    let target = cli.target.context("KEYSPACE:TABLE is missing")?;
+    let period = cli.period.context("PERIOD is missing")?;
+    // Nothing is logged before both stores answer: a failure to start is one line.
+    let policy = load_policy(&cli.sync).await?;
+    let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
+    let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
+    tracing::info!(
+        "policy {} (world essync:policy@{})",
+        policy.name(),
+        policy.world_version()
+    );
+    let options = SyncOptions {
+        reconcile: cli.sync.sync_existing,
+        dry_run: cli.sync.dry_run,
+        feed: FeedOptions {
+            safety_window: cli.sync.safety_window,
+            sweep_rows: cli.sync.sweep_rows.max(1),
+        },
+        retry_backoff: period.max(Duration::from_secs(1)),
+        ..SyncOptions::default()
+    };
+    let mut syncer = Syncer::start(elasticsearch, cassandra, policy, options).await?;
+    if syncer.checkpoint().reconciling() {
+        let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+            Arc::new(Bars::new())
+        } else {
+            Arc::new(LoggedProgress::default())
+        };
+        syncer = syncer.with_progress(progress);
+    }
+    tracing::info!(
+        "syncing Elasticsearch ({}) with {target} every {:.1}s",
+        cli.connection.es_urls.join(","),
+        period.as_secs_f64()
+    );
+
+    let stop = Stop::new();
+    listen_for_signals(stop.clone());
+    syncer.run(period, cli.sync.once, &stop).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load_policy(options: &CliSyncOptions) -> anyhow::Result<Policy> {
+    let limits = PolicyLimits {
+        timeout: Duration::from_millis(options.policy_timeout_ms.max(1)),
+        memory_bytes: options.policy_memory_mib.max(1) << 20,
+        ..PolicyLimits::default()
+    };
+    let path = options.policy.clone();
+    // Compiling a component takes CPU time: off the async threads.
+    tokio::task::spawn_blocking(move || match path {
+        Some(path) => Policy::from_file(&path, limits)
+            .with_context(|| format!("cannot use the policy {}", path.display())),
+        None => Policy::builtin(limits).context("cannot load the built-in policy"),
+    })
+    .await
+    .context("the policy loader stopped")?
+}
+
+/// SIGINT and SIGTERM stop the sync after the current page, with its checkpoint saved; a
+/// second one exits at once (what was applied is safe; the current page is read again).
+fn listen_for_signals(stop: Stop) {
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        let mut asked = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            asked += 1;
+            if asked == 1 {
+                tracing::info!("stopping after the current page (again to stop at once)");
+                stop.trigger();
+            } else {
+                eprintln!("essync: stopped at once; the last page is read again at the next start");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Progress bars on a terminal during a reconciliation.
+struct Bars {
+    elasticsearch: ProgressBar,
+    cassandra: ProgressBar,
+    _group: MultiProgress,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let group = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let bar = |name: &str| {
+            let bar = group.add(ProgressBar::new_spinner());
+            bar.set_prefix(name.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        };
+        Self {
+            elasticsearch: bar("elasticsearch"),
+            cassandra: bar("cassandra"),
+            _group: group,
+        }
+    }
+
+    fn bar(&self, side: Side) -> &ProgressBar {
+        match side {
+            Side::Elasticsearch => &self.elasticsearch,
+            Side::Cassandra => &self.cassandra,
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn reconciliation(&self, elasticsearch: Option<u64>, cassandra: Option<u64>) {
+        for (side, total) in [
+            (Side::Elasticsearch, elasticsearch),
+            (Side::Cassandra, cassandra),
+        ] {
+            let bar = self.bar(side);
+            match total {
+                Some(total) => {
+                    bar.set_length(total);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>13} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                }
+                None => bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>13} {spinner} {human_pos} read {per_sec}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ),
+            }
+        }
+    }
+
+    fn read(&self, side: Side, count: u64) {
+        self.bar(side).inc(count);
+    }
+
+    fn round_finished(&self, _report: &RoundReport) {
+        self.elasticsearch.finish_and_clear();
+        self.cassandra.finish_and_clear();
+    }
+}
+
+/// Progress as log lines every ten seconds, when stderr is not a terminal.
+#[derive(Default)]
+struct LoggedProgress {
+    state: Mutex<LoggedState>,
+}
+
+#[derive(Default)]
+struct LoggedState {
+    totals: [Option<u64>; 2],
+    read: [u64; 2],
+    started: Option<Instant>,
+    last_line: Option<Instant>,
+}
+
+impl Progress for LoggedProgress {
+    fn reconciliation(&self, elasticsearch: Option<u64>, cassandra: Option<u64>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.totals = [elasticsearch, cassandra];
+            state.started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn read(&self, side: Side, count: u64) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        state.read[side as usize] += count;
+        let due = state
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if !due {
+            return;
+        }
+        state.last_line = Some(Instant::now());
+        let elapsed = state
+            .started
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+            .max(0.001);
+        let show = |n: usize| match state.totals[n] {
+            Some(total) => format!("{}/{}", state.read[n], total),
+            None => state.read[n].to_string(),
+        };
+        tracing::info!(
+            "reconciliation: elasticsearch {} read, cassandra {} read, {:.0} documents/s",
+            show(0),
+            show(1),
+            (state.read[0] + state.read[1]) as f64 / elapsed
+        );
+    }
 }

@@ -1,1 +1,615 @@
 //! The Elasticsearch store.
+//!
+//! - [`ElasticsearchStore::connect`] checks the cluster answers;
+//! - [`ElasticsearchStore::insert_or_replace_document`] and
+//!   [`ElasticsearchStore::get_documents`] are the seed's API;
+//! - [`ElasticsearchStore::get_by_ids`], [`ElasticsearchStore::write_batch`] and the change feed
+//!   ([`ElasticsearchStore::plan_changes`], [`ElasticsearchStore::read_page`]) are what the sync
+//!   engine uses.
+//!
+//! Every index except system and hidden ones (`.`-prefixed) takes part, or those selected by
+//! [`ElasticsearchConfig::indices`]. A document's `_id` is
+//! its uuid, its index is its `index`, its `_source` is its content plus essync's metadata
+//! ([`convert::METADATA_FIELD`]).
+
+mod bulk;
+mod client;
+pub mod convert;
+mod error;
+mod feed;
+mod indices;
+mod schema;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use elasticsearch::http::Method;
+use futures::Stream;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub use bulk::{EsExpected, EsWrite};
+pub use convert::{EsVersion, METADATA_FIELD};
+pub use error::ElasticsearchError;
+pub use feed::{ChangePlan, EsCheckpoint, IndexPosition, Page, ShardRange};
+pub use indices::IndexSelection;
+pub use schema::check_index_name;
+
+use crate::Document;
+use crate::document::now_millis;
+use crate::store::{BadDocument, ChangePage, Read, ReadError, Side, WriteOutcome};
+use client::Http;
+use feed::PageSizer;
+use indices::SELECTION_PARAMS;
+
+/// How to reach Elasticsearch and how big requests may get.
+#[derive(Debug, Clone)]
+pub struct ElasticsearchConfig {
+    /// One or more node URLs (`http://host:9200`); requests go round-robin.
+    pub urls: Vec<String>,
+    /// The indices that take part (all but system and hidden ones by default).
+    pub indices: IndexSelection,
+    /// Credentials, if the cluster needs them.
+    pub credentials: Option<Credentials>,
+    /// Accept any server certificate (for self-signed test clusters only).
+    pub accept_invalid_certificates: bool,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// The most documents a page of reads holds.
+    pub page_size: usize,
+    /// Pages are sized to stay near this many bytes.
+    pub page_bytes: usize,
+    /// The most operations in one bulk request.
+    pub bulk_max_documents: usize,
+    /// The most bytes in one bulk request.
+    pub bulk_max_bytes: usize,
+}
+
+/// Credentials for Elasticsearch.
+#[derive(Clone)]
+pub enum Credentials {
+    /// HTTP basic authentication.
+    Basic {
+        /// The user.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// An API key.
+    ApiKey {
+        /// The key's id.
+        id: String,
+        /// The key itself.
+        key: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Credentials::ApiKey { id, .. } => write!(f, "ApiKey({id}, ***)"),
+        }
+    }
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["http://127.0.0.1:9200".to_string()],
+            indices: IndexSelection::default(),
+            credentials: None,
+            accept_invalid_certificates: false,
+            request_timeout: Duration::from_secs(60),
+            page_size: 1000,
+            page_bytes: 16 << 20,
+            bulk_max_documents: 1000,
+            bulk_max_bytes: 16 << 20,
+        }
+    }
+}
+
+impl ElasticsearchConfig {
+    /// The default configuration for the given URL(s).
+    pub fn with_urls<S: Into<String>>(urls: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Documents in Elasticsearch, every index except system and hidden ones.
+pub struct ElasticsearchStore {
+    http: Http,
+    config: ElasticsearchConfig,
+    indices: schema::Indices,
+}
+
+impl ElasticsearchStore {
+    /// Connects and checks that the cluster answers.
+    pub async fn connect(config: ElasticsearchConfig) -> Result<Self, ElasticsearchError> {
+        let http = Http::new(&config)?;
+        let health = http
+            .expect_ok(Method::Get, "/_cluster/health", &[], None)
+            .await?;
+        let status = health
+            .body
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        tracing::debug!(urls = ?config.urls, status, "connected to Elasticsearch");
+        if status == "red" {
+            tracing::warn!("the Elasticsearch cluster is red: some shards are unavailable");
+        }
+        Ok(Self {
+            http,
+            config,
+            indices: schema::Indices::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ElasticsearchConfig {
+        &self.config
+    }
+
+    /// Makes sure an index exists with essync's metadata mapping (it is created when missing);
+    /// `shards` applies only to an index created now.
+    pub async fn ensure_index(
+        &self,
+        name: &str,
+        shards: Option<u32>,
+    ) -> Result<(), ElasticsearchError> {
+        self.indices
+            .prepare(&self.http, name, shards)
+            .await?
+            .map_err(|reason| ElasticsearchError::Api {
+                request: format!("PUT /{name}"),
+                status: 400,
+                reason,
+            })
+    }
+
+    /// Writes a document unless Elasticsearch holds a newer version of it (a later timestamp),
+    /// which is then left as it is ([`WriteOutcome::NewerAlreadyThere`]). A document without a
+    /// timestamp is stamped with the current time; equal timestamps replace.
+    ///
+    /// Safe against concurrent writers: the write is a compare-and-set against the version
+    /// read, retried when someone wrote in between.
+    pub async fn insert_or_replace_document(
+        &self,
+        document: &Document,
+    ) -> Result<WriteOutcome, ElasticsearchError> {
+        let mut document = document.clone();
+        let timestamp = *document.timestamp.get_or_insert_with(now_millis);
+        for _ in 0..32 {
+            let current = self
+                .get_by_ids(&[(document.id, Some(document.index.clone()))], now_millis())
+                .await?
+                .remove(&document.id);
+            let expected = match current {
+                None => EsExpected::Absent,
+                Some(Read::Bad(bad)) => {
+                    return Ok(WriteOutcome::Rejected(format!(
+                        "the stored version cannot be read: {}",
+                        bad.reason
+                    )));
+                }
+                Some(Read::Document(stored)) => {
+                    if stored.stamped && stored.document.timestamp > Some(timestamp) {
+                        return Ok(WriteOutcome::NewerAlreadyThere);
+                    }
+                    EsExpected::Version(stored.version)
+                }
+            };
+            let write = EsWrite {
+                document: document.clone(),
+                expected,
+            };
+            let outcome = self.write_batch(std::slice::from_ref(&write)).await?;
+            match outcome.into_iter().next() {
+                Some(WriteOutcome::ChangedUnderneath) => continue,
+                Some(outcome) => return Ok(outcome),
+                None => break,
+            }
+        }
+        Ok(WriteOutcome::Failed(
+            "the document kept changing while it was written".to_string(),
+        ))
+    }
+
+    /// Every document of every synced index, page by page with memory that does not grow with
+    /// the number of documents. Each document present from start to end is returned exactly
+    /// once; one written or changed during the read may be missed (the change feed sees it).
+    /// A document that cannot be synced comes as [`ReadError::Bad`] and the stream goes on; a
+    /// store failure ends it.
+    pub fn get_documents(
+        &self,
+    ) -> impl Stream<Item = Result<Document, ReadError<ElasticsearchError>>> + '_ {
+        struct State {
+            ranges: std::vec::IntoIter<ShardRange>,
+            current: Option<(ShardRange, i64)>,
+            buffered: std::vec::IntoIter<Read<EsVersion>>,
+            sizer: PageSizer,
+            planned: bool,
+            failed: bool,
+        }
+        let state = State {
+            ranges: Vec::new().into_iter(),
+            current: None,
+            buffered: Vec::new().into_iter(),
+            sizer: PageSizer::new(self.config.page_size, self.config.page_bytes),
+            planned: false,
+            failed: false,
+        };
+        futures::stream::unfold(state, move |mut state| async move {
+            loop {
+                if state.failed {
+                    return None;
+                }
+                if let Some(read) = state.buffered.next() {
+                    let item = match read {
+                        Read::Document(stored) => Ok(stored.document),
+                        Read::Bad(bad) => Err(ReadError::Bad(bad)),
+                    };
+                    return Some((item, state));
+                }
+                if !state.planned {
+                    state.planned = true;
+                    match self.plan_changes(&EsCheckpoint::default()).await {
+                        Ok(plan) => state.ranges = plan.ranges.into_iter(),
+                        Err(e) => {
+                            state.failed = true;
+                            return Some((Err(ReadError::Store(e)), state));
+                        }
+                    }
+                }
+                let (range, after) = match state.current.take() {
+                    Some(current) => current,
+                    None => match state.ranges.next() {
+                        Some(range) => {
+                            let after = range.after;
+                            (range, after)
+                        }
+                        None => return None,
+                    },
+                };
+                match self
+                    .read_page_sized(&range, after, &mut state.sizer, now_millis())
+                    .await
+                {
+                    Ok(page) => {
+                        if !page.done {
+                            state.current = Some((range, page.position));
+                        }
+                        state.buffered = page.reads.into_iter();
+                    }
+                    Err(e) => {
+                        state.failed = true;
+                        return Some((Err(ReadError::Store(e)), state));
+                    }
+                }
+            }
+        })
+    }
+
+    /// The current version of each id, wherever it is. The hint (the index where the id is
+    /// expected) makes the lookup real-time there (`_mget`), seeing documents written but not
+    /// yet refreshed; ids not found there are searched in every selected index, which sees what
+    /// was refreshed (near real-time, like any search). An id found in more than one index is
+    /// reported as a [`BadDocument`].
+    pub async fn get_by_ids(
+        &self,
+        wanted: &[(Uuid, Option<String>)],
+        seen_at: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, Read<EsVersion>>, ElasticsearchError> {
+        let mut found = HashMap::with_capacity(wanted.len());
+        let hinted: Vec<Value> = wanted
+            .iter()
+            .filter_map(|(id, index)| {
+                let index = index.as_deref()?;
+                check_index_name(index).ok()?;
+                Some(json!({"_index": index, "_id": id.to_string()}))
+            })
+            .collect();
+        for chunk in hinted.chunks(1000) {
+            let answer = self
+                .http
+                .expect_ok(Method::Post, "/_mget", &[], Some(&json!({"docs": chunk})))
+                .await?;
+            for doc in answer
+                .body
+                .get("docs")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if doc.get("found").and_then(Value::as_bool) == Some(true)
+                    && let Read::Document(stored) = convert::from_hit(doc, seen_at)
+                {
+                    found.insert(stored.document.id, Read::Document(stored));
+                }
+            }
+        }
+
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|(id, _)| !found.contains_key(id))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        for chunk in missing.chunks(1000) {
+            let body = json!({
+                "size": chunk.len() * 2 + 10,
+                "seq_no_primary_term": true,
+                "track_total_hits": false,
+                "query": {"ids": {"values": chunk}},
+            });
+            let answer = self
+                .http
+                .expect_ok(
+                    Method::Post,
+                    &format!("/{}/_search", self.config.indices.path()),
+                    &SELECTION_PARAMS,
+                    Some(&body),
+                )
+                .await?;
+            let mut by_id: HashMap<Uuid, Vec<Read<EsVersion>>> = HashMap::new();
+            for hit in answer
+                .body
+                .pointer("/hits/hits")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let read = convert::from_hit(hit, seen_at);
+                let id = match &read {
+                    Read::Document(stored) => Some(stored.document.id),
+                    Read::Bad(bad) => bad.id,
+                };
+                if let Some(id) = id {
+                    by_id.entry(id).or_default().push(read);
+                }
+            }
+            for (id, mut reads) in by_id {
+                let read = if reads.len() == 1 {
+                    reads.remove(0)
+                } else {
+                    let places: Vec<String> = reads
+                        .iter()
+                        .map(|r| match r {
+                            Read::Document(s) => s.version.index.clone(),
+                            Read::Bad(b) => b.location.clone(),
+                        })
+                        .collect();
+                    Read::Bad(BadDocument {
+                        side: Side::Elasticsearch,
+                        id: Some(id),
+                        location: format!("*/{id}"),
+                        reason: format!(
+                            "the id is in {} indices ({}); essync needs one document per id",
+                            places.len(),
+                            places.join(", ")
+                        ),
+                    })
+                };
+                found.insert(id, read);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes a batch, each document a compare-and-set against the version expected; one
+    /// outcome per write, in order. Indices are created (with the metadata mapping) when
+    /// missing. Fails as a whole only when Elasticsearch cannot be used at all.
+    pub async fn write_batch(
+        &self,
+        writes: &[EsWrite],
+    ) -> Result<Vec<WriteOutcome>, ElasticsearchError> {
+        let limits = bulk::BulkLimits {
+            max_documents: self.config.bulk_max_documents,
+            max_bytes: self.config.bulk_max_bytes,
+        };
+        // Documents outside the selected indices are refused: they would never be read back.
+        let (inside, outside): (Vec<usize>, Vec<usize>) = (0..writes.len())
+            .partition(|&n| self.config.indices.contains(&writes[n].document.index));
+        if outside.is_empty() {
+            return bulk::write_batch(&self.http, &self.indices, limits, writes).await;
+        }
+        let selected: Vec<EsWrite> = inside.iter().map(|&n| writes[n].clone()).collect();
+        let written = bulk::write_batch(&self.http, &self.indices, limits, &selected).await?;
+        let mut outcomes = vec![WriteOutcome::Failed(String::new()); writes.len()];
+        for (n, outcome) in inside.into_iter().zip(written) {
+            outcomes[n] = outcome;
+        }
+        for n in outside {
+            let index = &writes[n].document.index;
+            outcomes[n] = WriteOutcome::Rejected(match check_index_name(index) {
+                Err(reason) => reason,
+                Ok(()) => format!(
+                    "index '{index}' is not among the synced indices ({})",
+                    self.config.indices
+                ),
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// Where every shard is now: the starting checkpoint of a sync that leaves existing
+    /// documents alone.
+    pub async fn current_positions(&self) -> Result<EsCheckpoint, ElasticsearchError> {
+        feed::current_positions(&self.http, &self.config.indices).await
+    }
+
+    /// What changed since `from`: the shard ranges to read, and the checkpoint once they are
+    /// read. Refreshes the indices concerned so everything in range is searchable.
+    pub async fn plan_changes(
+        &self,
+        from: &EsCheckpoint,
+    ) -> Result<ChangePlan, ElasticsearchError> {
+        feed::plan(&self.http, &self.config.indices, from).await
+    }
+
+    /// What changed since `from`, page by page: each page carries the checkpoint that holds once
+    /// it (and every page before it) is applied; the last page (possibly empty) carries the
+    /// checkpoint of the whole plan. `seen_at` stamps documents that carry no metadata.
+    pub fn changes(
+        &self,
+        from: &EsCheckpoint,
+        seen_at: DateTime<Utc>,
+    ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + '_
+    {
+        struct State {
+            checkpoint: EsCheckpoint,
+            plan: Option<ChangePlan>,
+            ranges: std::vec::IntoIter<ShardRange>,
+            current: Option<(ShardRange, i64)>,
+            sizer: PageSizer,
+            finished: bool,
+        }
+        let state = State {
+            checkpoint: from.clone(),
+            plan: None,
+            ranges: Vec::new().into_iter(),
+            current: None,
+            sizer: PageSizer::new(self.config.page_size, self.config.page_bytes),
+            finished: false,
+        };
+        futures::stream::unfold(state, move |mut state| async move {
+            if state.finished {
+                return None;
+            }
+            if state.plan.is_none() {
+                match self.plan_changes(&state.checkpoint).await {
+                    Ok(plan) => {
+                        state.ranges = plan.ranges.clone().into_iter();
+                        state.plan = Some(plan);
+                    }
+                    Err(e) => {
+                        state.finished = true;
+                        return Some((Err(e), state));
+                    }
+                }
+            }
+            let (range, after) = match state.current.take() {
+                Some(current) => current,
+                None => match state.ranges.next() {
+                    Some(range) => {
+                        let after = range.after;
+                        (range, after)
+                    }
+                    None => {
+                        state.finished = true;
+                        let checkpoint = state
+                            .plan
+                            .as_ref()
+                            .map(|p| p.target.clone())
+                            .unwrap_or_else(|| state.checkpoint.clone());
+                        let page = ChangePage {
+                            reads: Vec::new(),
+                            checkpoint,
+                        };
+                        return Some((Ok(page), state));
+                    }
+                },
+            };
+            match self
+                .read_page_sized(&range, after, &mut state.sizer, seen_at)
+                .await
+            {
+                Ok(page) => {
+                    state.checkpoint.advance(&range, page.position);
+                    if !page.done {
+                        state.current = Some((range, page.position));
+                    }
+                    let page = ChangePage {
+                        reads: page.reads,
+                        checkpoint: state.checkpoint.clone(),
+                    };
+                    Some((Ok(page), state))
+                }
+                Err(e) => {
+                    state.finished = true;
+                    Some((Err(e), state))
+                }
+            }
+        })
+    }
+
+    /// Reads the next page of a range after sequence number `after`; `seen_at` stamps
+    /// documents that carry no metadata.
+    pub async fn read_page(
+        &self,
+        range: &ShardRange,
+        after: i64,
+        seen_at: DateTime<Utc>,
+    ) -> Result<Page, ElasticsearchError> {
+        let mut sizer = PageSizer::new(self.config.page_size, self.config.page_bytes);
+        self.read_page_sized(range, after, &mut sizer, seen_at)
+            .await
+    }
+
+    async fn read_page_sized(
+        &self,
+        range: &ShardRange,
+        after: i64,
+        sizer: &mut PageSizer,
+        seen_at: DateTime<Utc>,
+    ) -> Result<Page, ElasticsearchError> {
+        let (page, bytes) =
+            feed::read_page(&self.http, range, after, sizer.size(), seen_at).await?;
+        sizer.observe(page.reads.len(), bytes);
+        Ok(page)
+    }
+
+    /// How many documents the synced indices hold (as of their last refresh).
+    pub async fn count_documents(&self) -> Result<u64, ElasticsearchError> {
+        let answer = self
+            .http
+            .expect_ok(
+                Method::Post,
+                &format!("/{}/_count", self.config.indices.path()),
+                &SELECTION_PARAMS,
+                None,
+            )
+            .await?;
+        Ok(answer
+            .body
+            .get("count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
+    }
+
+    /// Makes recent writes searchable in every synced index (tests and tools use it).
+    pub async fn refresh(&self) -> Result<(), ElasticsearchError> {
+        self.http
+            .expect_ok(
+                Method::Post,
+                &format!("/{}/_refresh", self.config.indices.path()),
+                &SELECTION_PARAMS,
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets that an index was prepared (call after deleting it).
+    pub fn forget_index(&self, name: &str) {
+        self.indices.forget(name);
+    }
+}
+
+/// An index name as a URL path segment.
+pub(crate) fn index_path(name: &str) -> String {
+    let mut path = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b',' => {
+                path.push(byte as char)
+            }
+            _ => path.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    path
+}

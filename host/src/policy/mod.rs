@@ -95,14 +95,8 @@ impl Default for PolicyLimits {
     }
 }
 
-/// The store a document was read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The Elasticsearch cluster.
-    Elasticsearch,
-    /// The Cassandra table.
-    Cassandra,
-}
+/// The store a document was read from (the stores' own [`crate::store::Side`]).
+pub use crate::store::Side;
 
 /// A document about to take part in the sync, with the store it was read from.
 #[derive(Debug, Clone, PartialEq)]

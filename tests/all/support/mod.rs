@@ -1,6 +1,8 @@
 //! What the tests share: where the servers are, unique names, and direct clients that do not go
 //! through the code under test.
 
+pub mod scenario;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use elasticsearch::Elasticsearch;
@@ -37,6 +39,45 @@ pub fn es_client() -> Elasticsearch {
     Elasticsearch::new(transport)
 }
 
+/// Bulk-writes `(index, id, source)` through the plain client; panics on any item error.
+pub async fn es_bulk(docs: &[(String, String, serde_json::Value)]) {
+    use elasticsearch::http::Method;
+    use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+    let client = es_client();
+    for chunk in docs.chunks(2000) {
+        let mut body = String::new();
+        for (index, id, source) in chunk {
+            body.push_str(&serde_json::json!({"index": {"_index": index, "_id": id}}).to_string());
+            body.push('\n');
+            body.push_str(&source.to_string());
+            body.push('\n');
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let answer: serde_json::Value = client
+            .send(
+                Method::Post,
+                "/_bulk",
+                headers,
+                Option::<&()>::None,
+                Some(body),
+                None,
+            )
+            .await
+            .expect("bulk")
+            .json()
+            .await
+            .expect("bulk answer");
+        let failed = answer["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["index"]["error"].is_object()));
+        assert_eq!(failed, None, "bulk item failed");
+    }
+}
+
 /// A plain CQL session, independent of essync's store.
 pub async fn cql_session() -> Session {
     SessionBuilder::new()
@@ -49,4 +90,69 @@ pub async fn cql_session() -> Session {
                 cassandra_node()
             )
         })
+}
+
+/// The keyspace the store tests create their tables in.
+pub const TEST_KEYSPACE: &str = "essync_tests";
+
+/// An Elasticsearch store that sees only the indices named `{prefix}*`, and that prefix.
+pub async fn es_store(prefix: &str) -> (essync::elasticsearch::ElasticsearchStore, String) {
+    use essync::elasticsearch::{ElasticsearchConfig, ElasticsearchStore, IndexSelection};
+    let prefix = unique_name(prefix);
+    let mut config = ElasticsearchConfig::with_urls([es_url()]);
+    config.indices = IndexSelection::new([format!("{prefix}*")]).expect("index pattern");
+    let store = ElasticsearchStore::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; start the servers with scripts/servers up"));
+    (store, prefix)
+}
+
+/// A Cassandra store on a table of its own in [`TEST_KEYSPACE`].
+pub async fn cassandra_store(prefix: &str) -> essync::cassandra::CassandraStore {
+    use essync::cassandra::{CassandraConfig, CassandraStore};
+    let mut config = CassandraConfig::new(TEST_KEYSPACE, unique_name(prefix));
+    config.nodes = vec![cassandra_node()];
+    CassandraStore::connect(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; start the servers with scripts/servers up"))
+}
+
+/// A content object with every kind of JSON value: nested objects, arrays, unicode, numbers
+/// (large, negative, fractional, with exponents and trailing zeros), booleans and nulls. Arrays
+/// hold one kind of value each, as Elasticsearch's mapping requires.
+pub fn rich_content() -> serde_json::Value {
+    serde_json::from_str(
+        r#"{
+            "title": "Ünïcödé ✓ 日本語 עברית 🚀",
+            "nested": {"a": {"b": {"c": [{"d": "deep"}, {"d": "deeper", "e": [1, 2]}]}}, "empty": {}},
+            "list": [{"k": "v1"}, {"k": "v2"}],
+            "strings": ["", "tab\there", "quote \" and \\ backslash", "line\nbreak"],
+            "int": 9007199254740993,
+            "negative": -42,
+            "fraction": 1.50,
+            "exponent": 6.02e23,
+            "small": 0.1,
+            "yes": true,
+            "no": false,
+            "nothing": null,
+            "empty_list": []
+        }"#,
+    )
+    .expect("valid JSON")
+}
+
+/// This process's resident memory, in bytes (0 where /proc is not available).
+#[allow(dead_code)]
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
 }

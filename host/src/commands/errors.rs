@@ -1,0 +1,50 @@
+//! `essync errors KEYSPACE:TABLE`: the documents that could not be synced, and why.
+
+use std::process::ExitCode;
+
+use essync::document::format_timestamp;
+use essync::sync::errors;
+
+use crate::cli::{ConnectionOptions, Target};
+
+/// Lists (or clears) the recorded failures of a sync.
+pub async fn run(
+    connection: &ConnectionOptions,
+    target: &Target,
+    clear: bool,
+) -> anyhow::Result<ExitCode> {
+    let cassandra = super::connect_cassandra(connection, target).await?;
+    let keyspace = &cassandra.config().keyspace;
+    let sync = &cassandra.config().table;
+    errors::ensure_table(cassandra.session(), keyspace).await?;
+    if clear {
+        errors::clear(cassandra.session(), keyspace, sync).await?;
+        println!("cleared the recorded failures of {target}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut entries = errors::list(cassandra.session(), keyspace, sync).await?;
+    if entries.is_empty() {
+        println!("no recorded failures for {target}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+    println!(
+        "{:<44} {:<13} {:>8}  {:<24}  reason",
+        "document", "side", "attempts", "last failed"
+    );
+    for entry in &entries {
+        println!(
+            "{:<44} {:<13} {:>8}  {:<24}  {}",
+            entry.location,
+            entry.side,
+            entry.attempts,
+            format_timestamp(entry.last_seen),
+            entry.reason
+        );
+    }
+    println!(
+        "{} document(s); essync retries those with a uuid id",
+        entries.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,254 @@
+//! The one way essync sends a request to Elasticsearch: JSON or NDJSON in, status and JSON out,
+//! with transport failures and error answers turned into [`ElasticsearchError`].
+
+use std::time::Duration;
+
+use elasticsearch::Elasticsearch;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::CertificateValidation;
+use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use elasticsearch::http::transport::{
+    MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+};
+use elasticsearch::http::{Method, Url};
+use serde_json::Value;
+
+use super::{ElasticsearchConfig, ElasticsearchError};
+
+/// A JSON answer and how big it was (for sizing pages).
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub bytes: usize,
+}
+
+/// Sends requests through the `elasticsearch` crate's transport (connection pool, auth, TLS).
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: Elasticsearch,
+    /// For messages: the URL(s) requests go to.
+    shown_url: String,
+    timeout: Duration,
+}
+
+impl Http {
+    pub fn new(config: &ElasticsearchConfig) -> Result<Self, ElasticsearchError> {
+        let mut urls = Vec::with_capacity(config.urls.len());
+        for url in &config.urls {
+            let parsed = Url::parse(url).map_err(|e| ElasticsearchError::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ElasticsearchError::InvalidUrl {
+                    url: url.clone(),
+                    reason: "the scheme must be http or https".to_string(),
+                });
+            }
+            urls.push(parsed);
+        }
+        let mut builder = match urls.len() {
+            0 => {
+                return Err(ElasticsearchError::InvalidUrl {
+                    url: String::new(),
+                    reason: "no URL given".to_string(),
+                });
+            }
+            1 => TransportBuilder::new(SingleNodeConnectionPool::new(urls[0].clone())),
+            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls.clone(), None)),
+        };
+        builder = builder
+            .timeout(config.request_timeout)
+            .disable_proxy()
+            .enable_meta_header(false);
+        if let Some(credentials) = &config.credentials {
+            builder = builder.auth(match credentials {
+                super::Credentials::Basic { username, password } => {
+                    Credentials::Basic(username.clone(), password.clone())
+                }
+                super::Credentials::ApiKey { id, key } => {
+                    Credentials::ApiKey(id.clone(), key.clone())
+                }
+            });
+        }
+        if config.accept_invalid_certificates {
+            builder = builder.cert_validation(CertificateValidation::None);
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| ElasticsearchError::Client(e.to_string()))?;
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+            shown_url: config.urls.join(","),
+            timeout: config.request_timeout,
+        })
+    }
+
+    /// Sends a request with an optional JSON body; any HTTP status comes back as an answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Answer, ElasticsearchError> {
+        let body = match body {
+            Some(value) => {
+                Some(
+                    serde_json::to_vec(value).map_err(|e| ElasticsearchError::Protocol {
+                        request: describe(method, path),
+                        reason: format!("cannot encode the request body: {e}"),
+                    })?,
+                )
+            }
+            None => None,
+        };
+        self.send_bytes(method, path, query, body, "application/json")
+            .await
+    }
+
+    /// Sends newline-delimited JSON (the bulk API).
+    pub async fn send_ndjson(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Answer, ElasticsearchError> {
+        self.send_bytes(
+            Method::Post,
+            path,
+            query,
+            Some(body),
+            "application/x-ndjson",
+        )
+        .await
+    }
+
+    /// Like [`Http::send`], but a status other than 2xx is an error.
+    pub async fn expect_ok(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Answer, ElasticsearchError> {
+        let answer = self.send(method, path, query, body).await?;
+        if (200..300).contains(&answer.status) {
+            Ok(answer)
+        } else {
+            Err(error_answer(method, path, &answer))
+        }
+    }
+
+    async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        content_type: &'static str,
+    ) -> Result<Answer, ElasticsearchError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let query = if query.is_empty() { None } else { Some(query) };
+        let response = self
+            .client
+            .send(method, path, headers, query, body, Some(self.timeout))
+            .await
+            .map_err(|e| ElasticsearchError::Unreachable {
+                url: self.shown_url.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = response.status_code().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ElasticsearchError::Unreachable {
+                url: self.shown_url.clone(),
+                reason: format!("the answer to {} broke off: {}", describe(method, path), e),
+            })?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ElasticsearchError::Protocol {
+                request: describe(method, path),
+                reason: format!("not JSON (HTTP {status}): {e}"),
+            })?
+        };
+        if status == 401 || status == 403 {
+            return Err(ElasticsearchError::Unauthorized {
+                request: describe(method, path),
+                status,
+            });
+        }
+        Ok(Answer {
+            status,
+            body,
+            bytes: bytes.len(),
+        })
+    }
+}
+
+/// "GET /path", for messages.
+pub(crate) fn describe(method: Method, path: &str) -> String {
+    format!("{} {path}", method_name(method))
+}
+
+fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Get => "GET",
+        Method::Put => "PUT",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
+    }
+}
+
+/// Turns an error answer into an error, with Elasticsearch's own type and reason.
+pub(crate) fn error_answer(method: Method, path: &str, answer: &Answer) -> ElasticsearchError {
+    ElasticsearchError::Api {
+        request: describe(method, path),
+        status: answer.status,
+        reason: error_reason(&answer.body),
+    }
+}
+
+/// `type: reason` from an Elasticsearch error object (a whole answer or a bulk item's error).
+pub(crate) fn error_reason(body: &Value) -> String {
+    let error = body.get("error").unwrap_or(body);
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(_) => {
+            let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
+            let reason = error
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("no reason given");
+            let cause = error
+                .get("caused_by")
+                .and_then(|c| c.get("reason"))
+                .and_then(Value::as_str);
+            match cause {
+                Some(cause) if cause != reason => format!("{kind}: {reason} ({cause})"),
+                _ => format!("{kind}: {reason}"),
+            }
+        }
+        Value::Null => "no error details".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The error and its sources on one line ("error sending request: connection refused").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

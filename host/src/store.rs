@@ -1,0 +1,141 @@
+//! What both stores share: sides, stored versions, per-document problems and write outcomes.
+//!
+//! A store hands out [`Stored`] documents: the [`Document`] plus what the store needs to replace
+//! exactly that version later (its *version*: sequence number and primary term in
+//! Elasticsearch, the raw column values in Cassandra). Writes are compare-and-set against that
+//! version, so a write never replaces a version its writer did not see.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::Document;
+
+/// One of the two stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// The Elasticsearch cluster.
+    Elasticsearch,
+    /// The Cassandra table.
+    Cassandra,
+}
+
+impl Side {
+    /// The other store.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Elasticsearch => Side::Cassandra,
+            Side::Cassandra => Side::Elasticsearch,
+        }
+    }
+
+    /// A short lowercase name, as used in logs and state tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Elasticsearch => "elasticsearch",
+            Side::Cassandra => "cassandra",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A document as one store holds it, with the version that a later write must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<V> {
+    /// The document, normalised (timestamp in milliseconds, type defaulted).
+    pub document: Document,
+    /// Whether the store holds essync's metadata for this document (type and timestamp). A
+    /// document written by another program without it gets its timestamp from the time its
+    /// write was seen, and essync writes the metadata back once.
+    pub stamped: bool,
+    /// What the store needs to replace exactly this version.
+    pub version: V,
+}
+
+/// A document a store holds but that cannot be synced as it is: its id is not a uuid, its
+/// content is not a JSON object, its index is missing, ... Never dropped silently: reported with
+/// its reason, and kept where it is for the user to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadDocument {
+    /// Where the document is.
+    pub side: Side,
+    /// Its id, when it is a uuid.
+    pub id: Option<Uuid>,
+    /// How to find it: `index/_id` in Elasticsearch, the row id in Cassandra.
+    pub location: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for BadDocument {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} document {}: {}",
+            self.side, self.location, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BadDocument {}
+
+/// Why an item of a store's document stream is not a document.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E: std::error::Error + 'static> {
+    /// This document cannot be synced; the stream goes on.
+    #[error("{0}")]
+    Bad(BadDocument),
+    /// The store failed; the stream ends.
+    #[error(transparent)]
+    Store(E),
+}
+
+/// One item read from a store: a document, or a document that cannot be synced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read<V> {
+    /// A well-formed document.
+    Document(Stored<V>),
+    /// A document that cannot be synced, with the reason.
+    Bad(BadDocument),
+}
+
+/// What happened to one write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The document was created.
+    Inserted,
+    /// The document replaced the version it was meant to replace.
+    Replaced,
+    /// The store holds a newer version (a later timestamp); it was left as it is.
+    NewerAlreadyThere,
+    /// The stored version changed since it was read; nothing was written. The change will be
+    /// seen and decided on in a later round.
+    ChangedUnderneath,
+    /// The store refused this document (e.g. a mapping conflict); retrying will not help until
+    /// the document or the store changes.
+    Rejected(String),
+    /// A transient failure for this document (e.g. the store is overloaded); retry later.
+    Failed(String),
+}
+
+impl WriteOutcome {
+    /// Whether the document now holds what was written.
+    pub fn is_written(&self) -> bool {
+        matches!(self, WriteOutcome::Inserted | WriteOutcome::Replaced)
+    }
+}
+
+/// One page of a change feed: what was read, and the checkpoint that holds once this page and
+/// every page before it are applied (persist it then, and a restart resumes after this page).
+#[derive(Debug)]
+pub struct ChangePage<V, C> {
+    /// The documents read.
+    pub reads: Vec<Read<V>>,
+    /// The checkpoint after this page.
+    pub checkpoint: C,
+}

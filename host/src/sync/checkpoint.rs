@@ -1,0 +1,147 @@
+//! Checkpoints: how far each change feed has been applied, kept in Cassandra beside the synced
+//! table (`KEYSPACE.essync_checkpoints`, one row per synced table), so a restart, or another
+//! machine taking over, resumes where the last applied page ended.
+//!
+//! A checkpoint moves only after every write of the page it covers has been applied or recorded
+//! for retry (see [`super::errors`]); it is saved after each page, so a crash re-reads at most
+//! one page, which is harmless: writes are compare-and-set and equal versions are skipped.
+
+use chrono::{DateTime, Utc};
+use scylla::client::session::Session;
+use scylla::value::CqlTimestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::cassandra::{CassandraCheckpoint, CassandraError};
+use crate::elasticsearch::EsCheckpoint;
+
+/// The table, in the synced keyspace, that holds the checkpoints.
+pub const CHECKPOINT_TABLE: &str = "essync_checkpoints";
+
+/// How far a sync has read and applied, on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The Elasticsearch change feed.
+    pub elasticsearch: EsCheckpoint,
+    /// The Cassandra change feed.
+    pub cassandra: CassandraCheckpoint,
+    /// A full reconciliation under way (`-s`), if any.
+    pub reconciliation: Option<Reconciliation>,
+}
+
+/// A full reconciliation of both stores: every document is read once, whatever its age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Whether Elasticsearch has been read to the end.
+    pub elasticsearch_done: bool,
+}
+
+impl Checkpoint {
+    /// Whether a full reconciliation is under way.
+    pub fn reconciling(&self) -> bool {
+        self.reconciliation.is_some()
+    }
+
+    /// Ends the reconciliation once both sides are read to the end.
+    pub fn finish_reconciliation_if_done(&mut self) -> bool {
+        let done = self
+            .reconciliation
+            .as_ref()
+            .is_some_and(|r| r.elasticsearch_done && !self.cassandra.reconciling());
+        if done {
+            self.reconciliation = None;
+        }
+        done
+    }
+}
+
+/// Reads and writes checkpoints.
+pub(crate) struct CheckpointStore {
+    keyspace: String,
+    sync: String,
+}
+
+impl CheckpointStore {
+    /// Creates the checkpoint table when missing.
+    pub async fn open(
+        session: &Session,
+        keyspace: &str,
+        sync: &str,
+    ) -> Result<Self, CassandraError> {
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {keyspace}.{CHECKPOINT_TABLE} \
+                     (sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text)"
+                ),
+                (),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(format!("to create {keyspace}.{CHECKPOINT_TABLE}"), &e))?;
+        Ok(Self {
+            keyspace: keyspace.to_string(),
+            sync: sync.to_string(),
+        })
+    }
+
+    /// The saved checkpoint, if any.
+    pub async fn load(&self, session: &Session) -> Result<Option<Checkpoint>, CassandraError> {
+        let action = format!("to read the checkpoint of {}", self.sync);
+        let rows = session
+            .query_unpaged(
+                format!(
+                    "SELECT checkpoint FROM {}.{CHECKPOINT_TABLE} WHERE sync = ?",
+                    self.keyspace
+                ),
+                (&self.sync,),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let Some((Some(text),)) = rows
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?
+        else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&text) {
+            Ok(checkpoint) => Ok(Some(checkpoint)),
+            Err(e) => Err(CassandraError::Protocol {
+                action,
+                reason: format!(
+                    "the saved checkpoint is not readable ({e}); delete its row from {}.{CHECKPOINT_TABLE} to start over",
+                    self.keyspace
+                ),
+            }),
+        }
+    }
+
+    /// Saves a checkpoint.
+    pub async fn save(
+        &self,
+        session: &Session,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), CassandraError> {
+        let action = format!("to save the checkpoint of {}", self.sync);
+        let text =
+            serde_json::to_string(checkpoint).map_err(|e| CassandraError::protocol(&action, e))?;
+        let by = format!(
+            "{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "essync".to_string()),
+            std::process::id()
+        );
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.{CHECKPOINT_TABLE} (sync, checkpoint, updated_at, updated_by) VALUES (?, ?, ?, ?)",
+                    self.keyspace
+                ),
+                (&self.sync, text, CqlTimestamp(Utc::now().timestamp_millis()), by),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?;
+        Ok(())
+    }
+}

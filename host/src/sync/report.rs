@@ -1,0 +1,100 @@
+//! What a round did, in numbers: one summary line per round.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::store::Side;
+
+/// Counts for one side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideCounts {
+    /// Documents read from this side's change feed.
+    pub read: u64,
+    /// Documents written to this side.
+    pub written: u64,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundReport {
+    /// The round's number since the process started (1 is the first).
+    pub number: u64,
+    /// Elasticsearch's counts.
+    pub elasticsearch: SideCounts,
+    /// Cassandra's counts.
+    pub cassandra: SideCounts,
+    /// Ids found equal on both sides (nothing to do).
+    pub in_sync: u64,
+    /// Ids whose two versions both existed and differed.
+    pub conflicts: u64,
+    /// Ids the policy kept out of the sync.
+    pub filtered: u64,
+    /// Ids outside the synced indices.
+    pub out_of_scope: u64,
+    /// Writes that found the stored version changed since it was read; retried later.
+    pub changed_underneath: u64,
+    /// Documents that failed (bad data, refused writes, policy failures); recorded for retry.
+    pub errors: u64,
+    /// Ids retried from earlier failures.
+    pub retried: u64,
+    /// How long the round took.
+    pub duration: Duration,
+    /// How old the oldest change this round could pick up was: the time since the previous
+    /// round started (or since this one started, for the first).
+    pub lag: Duration,
+    /// Whether the round stopped early (a stop was asked for).
+    pub interrupted: bool,
+}
+
+impl RoundReport {
+    /// The counts of one side.
+    pub fn side_mut(&mut self, side: Side) -> &mut SideCounts {
+        match side {
+            Side::Elasticsearch => &mut self.elasticsearch,
+            Side::Cassandra => &mut self.cassandra,
+        }
+    }
+
+    /// Documents written, both sides together.
+    pub fn written(&self) -> u64 {
+        self.elasticsearch.written + self.cassandra.written
+    }
+}
+
+impl fmt::Display for RoundReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "round {}: read es {} / cassandra {}; wrote es {} / cassandra {}; conflicts {}, \
+             in sync {}, filtered {}, errors {}",
+            self.number,
+            self.elasticsearch.read,
+            self.cassandra.read,
+            self.elasticsearch.written,
+            self.cassandra.written,
+            self.conflicts,
+            self.in_sync,
+            self.filtered,
+            self.errors,
+        )?;
+        if self.changed_underneath > 0 {
+            write!(f, ", changed underneath {}", self.changed_underneath)?;
+        }
+        if self.out_of_scope > 0 {
+            write!(f, ", out of scope {}", self.out_of_scope)?;
+        }
+        if self.retried > 0 {
+            write!(f, ", retried {}", self.retried)?;
+        }
+        write!(
+            f,
+            "; {:.2}s, lag {:.1}s",
+            self.duration.as_secs_f64(),
+            self.lag.as_secs_f64()
+        )?;
+        if self.interrupted {
+            write!(f, " (stopped early)")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! The Cassandra store against a real server: schema, round trips, paging, the change feed,
+//! race-safe writes and bad data. Setup and checks go through plain CQL where the store itself
+//! is not what is tested.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use essync::Document;
+use essync::cassandra::{
+    CassandraCheckpoint, CassandraConfig, CassandraError, CassandraExpected, CassandraStore,
+    CassandraVersion, CassandraWrite, FeedOptions,
+};
+use essync::document::now_millis;
+use essync::store::{Read, ReadError, WriteOutcome};
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::value::CqlTimestamp;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support;
+
+fn at(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).expect("valid time")
+}
+
+/// Inserts a row through plain CQL, columns as given (None = null).
+async fn insert_row(
+    session: &Session,
+    table: &str,
+    id: Uuid,
+    index: Option<&str>,
+    timestamp: Option<i64>,
+    content: Option<&str>,
+) {
+    session
+        .query_unpaged(
+            format!("INSERT INTO {table} (id, index_, type, timestamp, content) VALUES (?, ?, 't', ?, ?)"),
+            (id, index, timestamp.map(CqlTimestamp), content),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert into {table}: {e}"));
+}
+
+/// Everything the change feed returns from `from` at `now`, and the checkpoint after it.
+async fn drain(
+    store: &CassandraStore,
+    from: &CassandraCheckpoint,
+    options: FeedOptions,
+) -> (Vec<Read<CassandraVersion>>, CassandraCheckpoint) {
+    let mut reads = Vec::new();
+    let mut checkpoint = from.clone();
+    let mut pages = std::pin::pin!(store.changes(from, now_millis(), options));
+    while let Some(page) = pages.next().await {
+        let page = page.expect("change page");
+        reads.extend(page.reads);
+        checkpoint = page.checkpoint;
+    }
+    (reads, checkpoint)
+}
+
+fn ids_of(reads: &[Read<CassandraVersion>]) -> HashSet<Uuid> {
+    reads
+        .iter()
+        .filter_map(|r| match r {
+            Read::Document(stored) => Some(stored.document.id),
+            Read::Bad(bad) => bad.id,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn documents_round_trip_field_by_field_including_a_1mb_body() {
+    let store = support::cassandra_store("c_roundtrip").await;
+    let rich =
+        Document::new("articles", "article", support::rich_content()).at(at(1_700_000_000_123));
+    let big = Document::new("blobs", "blob", json!({"body": "ü".repeat(512 * 1024)}));
+    assert_eq!(
+        store
+            .insert_or_replace_document(&rich)
+            .await
+            .expect("write"),
+        WriteOutcome::Inserted
+    );
+    assert_eq!(
+        store.insert_or_replace_document(&big).await.expect("write"),
+        WriteOutcome::Inserted
+    );
+
+    let found = store
+        .get_by_ids(&[rich.id, big.id])
+        .await
+        .expect("read back");
+    let Some(Read::Document(stored)) = found.get(&rich.id) else {
+        panic!("rich document not found: {found:?}");
+    };
+    assert_eq!(stored.document, rich);
+    assert!(stored.stamped);
+    let Some(Read::Document(stored_big)) = found.get(&big.id) else {
+        panic!("1 MB document not found");
+    };
+    assert_eq!(stored_big.document.content, big.content);
+
+    // What Cassandra holds, through plain CQL.
+    let session = support::cql_session().await;
+    let (index, doc_type, timestamp, content): (String, String, CqlTimestamp, String) = session
+        .query_unpaged(
+            format!(
+                "SELECT index_, type, timestamp, content FROM {} WHERE id = ?",
+                store.table()
+            ),
+            (rich.id,),
+        )
+        .await
+        .expect("select")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one row");
+    assert_eq!((index.as_str(), doc_type.as_str()), ("articles", "article"));
+    assert_eq!(timestamp, CqlTimestamp(1_700_000_000_123));
+    assert_eq!(
+        serde_json::from_str::<Value>(&content).expect("JSON"),
+        rich.content
+    );
+    // Exact text is kept: 1.50 stays 1.50, 9007199254740993 keeps its last digit.
+    assert!(
+        content.contains("1.50") && content.contains("9007199254740993"),
+        "{content}"
+    );
+}
+
+#[tokio::test]
+async fn the_table_is_created_when_missing_and_an_incompatible_one_is_refused() {
+    let session = support::cql_session().await;
+    let keyspace = support::unique_name("c_schema");
+    let mut config = CassandraConfig::new(&keyspace, "docs");
+    config.nodes = vec![support::cassandra_node()];
+    let store = CassandraStore::connect(config.clone())
+        .await
+        .expect("created");
+    assert!(store.has_time_index(), "Cassandra 5 serves SAI");
+    // Connecting again uses what exists.
+    CassandraStore::connect(config).await.expect("reused");
+
+    session
+        .query_unpaged(
+            format!("CREATE TABLE {keyspace}.wrong (id uuid PRIMARY KEY, index_ text, type text, timestamp bigint, content text)"),
+            (),
+        )
+        .await
+        .expect("create wrong table");
+    let mut config = CassandraConfig::new(&keyspace, "wrong");
+    config.nodes = vec![support::cassandra_node()];
+    let error = CassandraStore::connect(config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, CassandraError::IncompatibleTable { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("'timestamp' is bigint"), "{message}");
+    session
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .expect("drop");
+}
+
+#[tokio::test]
+async fn get_documents_returns_100000_rows_exactly_once() {
+    const ROWS: usize = 100_000;
+    let store = support::cassandra_store("c_paging").await;
+    let session = Arc::new(support::cql_session().await);
+    let insert = session
+        .prepare(format!(
+            "INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, 'big', 't', ?, ?)",
+            store.table()
+        ))
+        .await
+        .expect("prepare");
+    let ids: Vec<Uuid> = (0..ROWS).map(|_| Uuid::new_v4()).collect();
+    let results: Vec<_> = futures::stream::iter(ids.iter().enumerate())
+        .map(|(n, id)| {
+            let session = session.clone();
+            let insert = insert.clone();
+            async move {
+                let content = json!({"n": n, "text": "some words here"}).to_string();
+                session
+                    .execute_unpaged(&insert, (id, CqlTimestamp(n as i64), content))
+                    .await
+            }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok), "inserts failed");
+
+    let mut seen = HashSet::with_capacity(ROWS);
+    let mut duplicates = 0;
+    let mut documents = std::pin::pin!(store.get_documents());
+    while let Some(document) = documents.next().await {
+        let document = document.expect("document");
+        if !seen.insert(document.id) {
+            duplicates += 1;
+        }
+    }
+    assert_eq!(duplicates, 0);
+    assert_eq!(seen, ids.into_iter().collect::<HashSet<_>>());
+}
+
+#[tokio::test]
+async fn the_change_feed_catches_backdated_timestampless_and_equal_timestamp_writes() {
+    let store = support::cassandra_store("c_feed").await;
+    let session = support::cql_session().await;
+    let table = store.table().to_string();
+    let existing: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    for id in &existing {
+        insert_row(
+            &session,
+            &table,
+            *id,
+            Some("i"),
+            Some(now_millis().timestamp_millis()),
+            Some("{}"),
+        )
+        .await;
+    }
+    // No safety window here, so "nothing changed" means exactly nothing read again.
+    let options = FeedOptions {
+        safety_window: Duration::ZERO,
+        sweep_rows: 10_000,
+    };
+    // Let the write times of the rows above fall strictly before the checkpoint.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let start = CassandraCheckpoint::starting_at(now_millis());
+    let (reads, checkpoint) = drain(&store, &start, options).await;
+    assert!(reads.is_empty(), "nothing changed, yet {reads:?}");
+
+    // A row with a timestamp long before the checkpoint (a backdating writer).
+    let backdated = Uuid::new_v4();
+    insert_row(
+        &session,
+        &table,
+        backdated,
+        Some("i"),
+        Some(978_307_200_000),
+        Some(r#"{"old": true}"#),
+    )
+    .await;
+    // A row without a timestamp (a writer that knows nothing of essync).
+    let timestampless = Uuid::new_v4();
+    insert_row(
+        &session,
+        &table,
+        timestampless,
+        Some("i"),
+        None,
+        Some(r#"{"bare": true}"#),
+    )
+    .await;
+    // Many rows with one and the same timestamp, and an update of an existing row.
+    let same_time = now_millis().timestamp_millis();
+    let equal: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    for id in &equal {
+        insert_row(
+            &session,
+            &table,
+            *id,
+            Some("i"),
+            Some(same_time),
+            Some("{}"),
+        )
+        .await;
+    }
+    session
+        .query_unpaged(
+            format!("UPDATE {table} SET content = '{{\"v\": 2}}' WHERE id = ?"),
+            (existing[0],),
+        )
+        .await
+        .expect("update");
+
+    // Write times are microseconds, checkpoints milliseconds: let the last write's millisecond
+    // pass, or the overlap that covers it would read it again.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (reads, after) = drain(&store, &checkpoint, options).await;
+    let mut expected: HashSet<Uuid> = equal.iter().copied().collect();
+    expected.extend([backdated, timestampless, existing[0]]);
+    assert_eq!(ids_of(&reads), expected);
+    let bare = reads.iter().find_map(|r| match r {
+        Read::Document(s) if s.document.id == timestampless => Some(s.clone()),
+        _ => None,
+    });
+    let bare = bare.expect("timestampless row read");
+    assert!(!bare.stamped);
+    assert!(bare.document.timestamp.is_some(), "takes its write time");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (reads, _) = drain(&store, &after, options).await;
+    assert!(
+        reads.is_empty(),
+        "nothing changed since, yet {} reads: {:?}",
+        reads.len(),
+        ids_of(&reads)
+    );
+}
+
+#[tokio::test]
+async fn a_reconciliation_pass_reads_every_row_and_resumes_where_it_stopped() {
+    let mut config =
+        CassandraConfig::new(support::TEST_KEYSPACE, support::unique_name("c_reconcile"));
+    config.nodes = vec![support::cassandra_node()];
+    config.page_size = 50;
+    let store = CassandraStore::connect(config).await.expect("store");
+    let session = support::cql_session().await;
+    let ids: HashSet<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        insert_row(&session, store.table(), *id, Some("i"), Some(1), Some("{}")).await;
+    }
+    let options = FeedOptions::default();
+    let mut checkpoint = CassandraCheckpoint::reconciling_from(now_millis());
+    let mut seen = HashSet::new();
+    let mut restarts = 0;
+    while checkpoint.reconciling() {
+        let mut feed = std::pin::pin!(store.changes(&checkpoint, now_millis(), options));
+        while let Some(page) = feed.next().await {
+            let page = page.expect("page");
+            seen.extend(ids_of(&page.reads));
+            let moved = page.checkpoint.sweep != checkpoint.sweep;
+            checkpoint = page.checkpoint;
+            if moved {
+                // Stop after each page of the pass, as a crash would, and resume.
+                break;
+            }
+        }
+        restarts += 1;
+        assert!(restarts < 100, "the pass does not end");
+    }
+    assert_eq!(seen, ids);
+    assert!(
+        restarts >= 5,
+        "the pass should take several pages, took {restarts}"
+    );
+}
+
+#[tokio::test]
+async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
+    let store = Arc::new(support::cassandra_store("c_stale").await);
+    let id = Uuid::new_v4();
+    let mut tasks = Vec::new();
+    for w in 0..2i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = HashMap::new();
+            for n in 0..40i64 {
+                let millis = 1_000_000 + n * 10 + w * 5 - if n % 3 == 0 { 300 } else { 0 };
+                let doc =
+                    Document::with_id(id, "i", "t", json!({"writer": w, "n": n})).at(at(millis));
+                let outcome = store.insert_or_replace_document(&doc).await.expect("write");
+                *outcomes.entry(format!("{outcome:?}")).or_insert(0) += 1;
+            }
+            outcomes
+        }));
+    }
+    let mut all = HashMap::new();
+    for task in tasks {
+        for (outcome, count) in task.await.expect("writer") {
+            *all.entry(outcome).or_insert(0) += count;
+        }
+    }
+    assert!(all.contains_key("NewerAlreadyThere"), "{all:?}");
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(stored)) = found.get(&id) else {
+        panic!("row missing");
+    };
+    assert_eq!(
+        stored.document.timestamp_millis(),
+        Some(1_000_000 + 38 * 10 + 5)
+    );
+    assert_eq!(stored.document.content, json!({"writer": 1, "n": 38}));
+
+    // A user writes the row directly; a write decided on the version before it does nothing.
+    let session = support::cql_session().await;
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {} SET content = '{{\"user\": 1}}' WHERE id = ?",
+                store.table()
+            ),
+            (id,),
+        )
+        .await
+        .expect("user write");
+    let stale = CassandraWrite {
+        document: Document::with_id(id, "i", "t", json!({"stale": true})).at(at(9_999_999_999)),
+        expected: CassandraExpected::Row(stored.version.clone()),
+    };
+    assert_eq!(
+        store.write_batch(&[stale]).await.expect("write"),
+        vec![WriteOutcome::ChangedUnderneath]
+    );
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(stored)) = found.get(&id) else {
+        panic!("row missing");
+    };
+    assert_eq!(stored.document.content, json!({"user": 1}));
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_with_their_reason_and_the_rest_flows() {
+    let store = support::cassandra_store("c_bad").await;
+    let session = support::cql_session().await;
+    let table = store.table().to_string();
+    let good: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    for id in &good {
+        insert_row(
+            &session,
+            &table,
+            *id,
+            Some("i"),
+            Some(1),
+            Some(r#"{"ok": true}"#),
+        )
+        .await;
+    }
+    let cases = [
+        (Uuid::new_v4(), Some("i"), Some("not json"), "not JSON"),
+        (
+            Uuid::new_v4(),
+            Some("i"),
+            Some("[1, 2]"),
+            "not a JSON object",
+        ),
+        (Uuid::new_v4(), Some("i"), None, "content is null"),
+        (Uuid::new_v4(), None, Some("{}"), "index_ is empty"),
+    ];
+    for (id, index, content, _) in &cases {
+        insert_row(&session, &table, *id, *index, Some(1), *content).await;
+    }
+    let mut ok = HashSet::new();
+    let mut bad = HashMap::new();
+    let mut documents = std::pin::pin!(store.get_documents());
+    while let Some(item) = documents.next().await {
+        match item {
+            Ok(document) => {
+                ok.insert(document.id);
+            }
+            Err(ReadError::Bad(b)) => {
+                bad.insert(b.id.expect("row ids are uuids"), b.reason);
+            }
+            Err(ReadError::Store(e)) => panic!("store failed: {e}"),
+        }
+    }
+    assert_eq!(ok, good.iter().copied().collect());
+    assert_eq!(bad.len(), cases.len());
+    for (id, _, _, reason) in &cases {
+        assert!(
+            bad[id].contains(reason),
+            "{id}: {} should say {reason}",
+            bad[id]
+        );
+    }
+}

@@ -1,0 +1,828 @@
+//! The acceptance scenarios: the real essync binary against the real servers. Documents are
+//! written and compared with the servers' own clients; every wait polls with a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use elasticsearch::http::Method;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms, run_to_end};
+
+mod policies {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+fn ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+/// Asserts that a store holds exactly `expected` for `id`.
+fn assert_holds(store: &str, docs: &Docs, id: Uuid, expected: &Doc) {
+    let held = docs
+        .get(&id)
+        .unwrap_or_else(|| panic!("{store} lacks {id}"));
+    assert_eq!(held, expected, "{store} holds another version of {id}");
+}
+
+// 1
+#[tokio::test]
+async fn a_cassandra_insert_appears_in_elasticsearch() {
+    let s = Scenario::new("s01").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let id = Uuid::new_v4();
+    let written = doc(
+        &s.index("notes"),
+        "note",
+        now_ms(),
+        json!({"title": "from cassandra", "n": [1, 2]}),
+    );
+    s.cql_write(id, &written).await;
+    let elasticsearch = s.wait_equal(1).await;
+    assert_holds("Elasticsearch", &elasticsearch, id, &written);
+}
+
+// 2
+#[tokio::test]
+async fn an_elasticsearch_insert_appears_in_cassandra() {
+    let s = Scenario::new("s02").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let id = Uuid::new_v4();
+    let written = doc(
+        &s.index("notes"),
+        "note",
+        now_ms(),
+        json!({"title": "from elasticsearch", "ok": true}),
+    );
+    s.es_write(id, &written).await;
+    s.wait_equal(1).await;
+    assert_holds("Cassandra", &s.cassandra().await, id, &written);
+}
+
+// 3
+#[tokio::test]
+async fn ten_thousand_documents_on_each_side_before_start_all_arrive_with_s() {
+    const EACH: usize = 10_000;
+    let s = Scenario::new("s03").await;
+    s.create_table().await;
+    let t = now_ms() - 60_000;
+    let es_docs: Vec<(Uuid, Doc)> = (0..EACH)
+        .map(|n| {
+            (
+                Uuid::new_v4(),
+                doc(
+                    &s.index("bulk"),
+                    "item",
+                    t + n as i64,
+                    json!({"n": n, "side": "es"}),
+                ),
+            )
+        })
+        .collect();
+    let cassandra_docs: Vec<(Uuid, Doc)> = (0..EACH)
+        .map(|n| {
+            (
+                Uuid::new_v4(),
+                doc(
+                    &s.index("rows"),
+                    "item",
+                    t + n as i64,
+                    json!({"n": n, "side": "c"}),
+                ),
+            )
+        })
+        .collect();
+    s.es_bulk(&es_docs).await;
+    s.cql_bulk(&cassandra_docs).await;
+    let _essync = s.essync(&["-s"]);
+    let (elasticsearch, _) = s
+        .wait_until_within(
+            Duration::from_secs(240),
+            "20,000 documents on both sides",
+            |e, c| e.len() == 2 * EACH && differences(e, c).is_empty(),
+        )
+        .await;
+    for (id, written) in es_docs.iter().chain(&cassandra_docs) {
+        assert_holds("Elasticsearch", &elasticsearch, *id, written);
+    }
+}
+
+// 4
+#[tokio::test]
+async fn disjoint_new_documents_on_both_sides_end_as_the_union() {
+    let s = Scenario::new("s04").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let es_ids = ids(20);
+    let cassandra_ids = ids(20);
+    let es_writes = async {
+        for (n, id) in es_ids.iter().enumerate() {
+            s.es_write(*id, &doc(&s.index("a"), "t", now_ms(), json!({"es": n})))
+                .await;
+        }
+    };
+    let cassandra_writes = async {
+        for (n, id) in cassandra_ids.iter().enumerate() {
+            s.cql_write(*id, &doc(&s.index("b"), "t", now_ms(), json!({"c": n})))
+                .await;
+        }
+    };
+    tokio::join!(es_writes, cassandra_writes);
+    let elasticsearch = s.wait_equal(40).await;
+    let all: BTreeSet<Uuid> = es_ids.into_iter().chain(cassandra_ids).collect();
+    assert_eq!(elasticsearch.keys().copied().collect::<BTreeSet<_>>(), all);
+}
+
+/// Writes one document, lets it sync, then changes it on both sides with the given
+/// timestamps (offsets from now) and returns its id and the two versions.
+async fn conflict(s: &Scenario, es_offset: i64, cassandra_offset: i64) -> (Uuid, Doc, Doc) {
+    let id = Uuid::new_v4();
+    let base = now_ms();
+    s.cql_write(
+        id,
+        &doc(&s.index("c"), "t", base - 10_000, json!({"v": "original"})),
+    )
+    .await;
+    s.wait_equal(1).await;
+    let es_version = doc(
+        &s.index("c"),
+        "t",
+        base + es_offset,
+        json!({"v": "elasticsearch"}),
+    );
+    let cassandra_version = doc(
+        &s.index("c"),
+        "t",
+        base + cassandra_offset,
+        json!({"v": "cassandra"}),
+    );
+    tokio::join!(
+        s.es_write(id, &es_version),
+        s.cql_write(id, &cassandra_version)
+    );
+    (id, es_version, cassandra_version)
+}
+
+// 5
+#[tokio::test]
+async fn same_id_changed_on_both_sides_the_newer_elasticsearch_version_wins() {
+    let s = Scenario::new("s05").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let (id, es_version, _) = conflict(&s, 2_000, 1_000).await;
+    let (elasticsearch, cassandra) = s
+        .wait_until("the Elasticsearch version on both sides", |e, c| {
+            e.get(&id) == Some(&es_version) && c.get(&id) == Some(&es_version)
+        })
+        .await;
+    assert!(differences(&elasticsearch, &cassandra).is_empty());
+}
+
+// 6
+#[tokio::test]
+async fn same_id_changed_on_both_sides_the_newer_cassandra_version_wins() {
+    let s = Scenario::new("s06").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let (id, _, cassandra_version) = conflict(&s, 1_000, 2_000).await;
+    s.wait_until("the Cassandra version on both sides", |e, c| {
+        e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version)
+    })
+    .await;
+}
+
+// 7
+#[tokio::test]
+async fn equal_timestamps_give_the_documented_winner_whatever_the_order_or_restarts() {
+    let s = Scenario::new("s07").await;
+    s.create_table().await;
+    let t = now_ms() - 5_000;
+    // The documented tie-break: the greater content (canonical JSON, byte by byte) wins,
+    // whichever side holds it.
+    let smaller = json!({"v": "apple"});
+    let greater = json!({"v": "banana"});
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    s.es_write(first, &doc(&s.index("t"), "t", t, greater.clone()))
+        .await;
+    s.cql_write(first, &doc(&s.index("t"), "t", t, smaller.clone()))
+        .await;
+    s.es_write(second, &doc(&s.index("t"), "t", t, smaller.clone()))
+        .await;
+    s.cql_write(second, &doc(&s.index("t"), "t", t, greater.clone()))
+        .await;
+    let winner = doc(&s.index("t"), "t", t, greater);
+
+    let (code, _, stderr) = run_to_end(&s.command_args(&["-s", "--once"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let elasticsearch = s.wait_equal(2).await;
+    assert_holds("Elasticsearch", &elasticsearch, first, &winner);
+    assert_holds("Elasticsearch", &elasticsearch, second, &winner);
+
+    // A restart, with or without -s, changes nothing.
+    for args in [&["--once"][..], &["-s", "--once"][..]] {
+        let (code, _, stderr) = run_to_end(&s.command_args(args));
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .filter(|l| l.contains(": read es "))
+                .all(|l| l.contains("wrote es 0 / cassandra 0")),
+            "a restart wrote something:\n{stderr}"
+        );
+        let elasticsearch = s.wait_equal(2).await;
+        assert_holds("Elasticsearch", &elasticsearch, first, &winner);
+        assert_holds("Elasticsearch", &elasticsearch, second, &winner);
+    }
+}
+
+// 8
+#[tokio::test]
+async fn a_conflict_does_not_hold_back_unrelated_documents() {
+    let s = Scenario::new("s08").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let (id, es_version, _) = conflict(&s, 3_000, 1_000).await;
+    let others = ids(10);
+    for (n, other) in others.iter().enumerate() {
+        let target = doc(&s.index("other"), "t", now_ms(), json!({"n": n}));
+        if n % 2 == 0 {
+            s.es_write(*other, &target).await;
+        } else {
+            s.cql_write(*other, &target).await;
+        }
+    }
+    let elasticsearch = s.wait_equal(11).await;
+    assert_holds("Elasticsearch", &elasticsearch, id, &es_version);
+}
+
+// 9
+#[tokio::test]
+async fn a_stale_version_never_overwrites_a_newer_one_even_with_a_user_writing_during_rounds() {
+    let s = Scenario::new("s09").await;
+    s.create_table().await;
+    let old = now_ms() - 3_600_000;
+    let docs = ids(200);
+    let stale: Vec<(Uuid, Doc)> = docs
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                doc(&s.index("race"), "t", old, json!({"version": "stale"})),
+            )
+        })
+        .collect();
+    s.es_bulk(&stale).await;
+    // essync reconciles the stale versions while a user writes newer ones into Cassandra.
+    let essync = s.essync(&["-s"]);
+    let newer = doc(&s.index("race"), "t", now_ms(), json!({"version": "newer"}));
+    for id in &docs {
+        s.cql_write(*id, &newer).await;
+    }
+    s.wait_until("the newer version everywhere", |e, c| {
+        docs.iter()
+            .all(|id| e.get(id) == Some(&newer) && c.get(id) == Some(&newer))
+    })
+    .await;
+    // Writing a stale version again (an old timestamp) does not win either.
+    let rounds = essync.rounds().len();
+    for id in docs.iter().take(20) {
+        s.es_write(
+            *id,
+            &doc(
+                &s.index("race"),
+                "t",
+                old,
+                json!({"version": "stale again"}),
+            ),
+        )
+        .await;
+    }
+    essync.wait_rounds(rounds, 3).await;
+    s.wait_until("the newer version everywhere after stale writes", |e, c| {
+        docs.iter()
+            .all(|id| e.get(id) == Some(&newer) && c.get(id) == Some(&newer))
+    })
+    .await;
+}
+
+// 10
+#[tokio::test]
+async fn create_update_all_update_some_add_one_leaves_both_stores_equal_after_each_step() {
+    let s = Scenario::new("s10").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let docs = ids(10);
+    for (n, id) in docs.iter().enumerate() {
+        s.es_write(
+            *id,
+            &doc(&s.index("steps"), "t", now_ms(), json!({"n": n, "step": 1})),
+        )
+        .await;
+    }
+    s.wait_equal(10).await;
+    for (n, id) in docs.iter().enumerate() {
+        s.cql_write(
+            *id,
+            &doc(&s.index("steps"), "t", now_ms(), json!({"n": n, "step": 2})),
+        )
+        .await;
+    }
+    let e = s
+        .wait_until("every document at step 2", |e, c| {
+            differences(e, c).is_empty()
+                && e.len() == 10
+                && e.values().all(|d| d.content["step"] == 2)
+        })
+        .await
+        .0;
+    assert_eq!(e.len(), 10);
+    for (n, id) in docs.iter().take(3).enumerate() {
+        s.es_write(
+            *id,
+            &doc(&s.index("steps"), "t", now_ms(), json!({"n": n, "step": 3})),
+        )
+        .await;
+    }
+    s.wait_until("three documents at step 3", |e, c| {
+        differences(e, c).is_empty() && e.values().filter(|d| d.content["step"] == 3).count() == 3
+    })
+    .await;
+    let added = Uuid::new_v4();
+    s.cql_write(
+        added,
+        &doc(&s.index("steps"), "t", now_ms(), json!({"added": true})),
+    )
+    .await;
+    let elasticsearch = s.wait_equal(11).await;
+    assert!(elasticsearch.contains_key(&added));
+}
+
+/// Every document's Elasticsearch `_seq_no` and Cassandra cell write time.
+async fn versions(s: &Scenario) -> (BTreeMap<String, i64>, BTreeMap<Uuid, i64>) {
+    s.es_request(Method::Post, &format!("/{}/_refresh", s.indices()), None)
+        .await;
+    let answer = s
+        .es_request(
+            Method::Post,
+            &format!("/{}/_search", s.indices()),
+            Some(json!({"size": 1000, "seq_no_primary_term": true})),
+        )
+        .await;
+    let es = answer["hits"]["hits"]
+        .as_array()
+        .map(|hits| {
+            hits.iter()
+                .map(|h| {
+                    (
+                        h["_id"].as_str().unwrap_or_default().to_string(),
+                        h["_seq_no"].as_i64().unwrap_or(-1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let rows = s
+        .cql
+        .query_unpaged(
+            format!("SELECT id, writetime(content) FROM {}", s.table()),
+            (),
+        )
+        .await
+        .expect("select write times")
+        .into_rows_result()
+        .expect("rows");
+    let cassandra = rows
+        .rows::<(Uuid, Option<i64>)>()
+        .expect("row types")
+        .map(|r| r.map(|(id, w)| (id, w.unwrap_or(0))).expect("row"))
+        .collect();
+    (es, cassandra)
+}
+
+// 11
+#[tokio::test]
+async fn updates_on_each_side_converge_and_idle_rounds_then_write_nothing() {
+    let s = Scenario::new("s11").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let docs = ids(10);
+    for (n, id) in docs.iter().enumerate() {
+        s.cql_write(*id, &doc(&s.index("idle"), "t", now_ms(), json!({"n": n})))
+            .await;
+    }
+    s.wait_equal(10).await;
+    for (n, id) in docs.iter().enumerate() {
+        let updated = doc(
+            &s.index("idle"),
+            "t",
+            now_ms(),
+            json!({"n": n, "updated": true}),
+        );
+        if n < 5 {
+            s.es_write(*id, &updated).await;
+        } else {
+            s.cql_write(*id, &updated).await;
+        }
+    }
+    s.wait_until("every update on both sides", |e, c| {
+        differences(e, c).is_empty()
+            && e.len() == 10
+            && e.values().all(|d| d.content["updated"] == true)
+    })
+    .await;
+    // Let the rounds that read essync's own writes back pass.
+    let settled = essync.rounds().len();
+    essync.wait_rounds(settled, 2).await;
+    let before = versions(&s).await;
+    let rounds = essync.rounds().len();
+    let idle = essync.wait_rounds(rounds, 3).await;
+    for line in &idle {
+        assert!(
+            line.contains("wrote es 0 / cassandra 0"),
+            "an idle round wrote: {line}"
+        );
+    }
+    assert_eq!(
+        versions(&s).await,
+        before,
+        "versions or write times moved during idle rounds"
+    );
+}
+
+// 12
+#[tokio::test]
+async fn existing_data_is_copied_with_s_and_left_alone_without() {
+    let s = Scenario::new("s12").await;
+    s.create_table().await;
+    for n in 0..5 {
+        s.es_write(
+            Uuid::new_v4(),
+            &doc(&s.index("old"), "t", now_ms(), json!({"es": n})),
+        )
+        .await;
+        s.cql_write(
+            Uuid::new_v4(),
+            &doc(&s.index("old"), "t", now_ms(), json!({"c": n})),
+        )
+        .await;
+    }
+    {
+        let essync = s.essync(&[]);
+        essync.wait_rounds(0, 3).await;
+        assert_eq!(s.elasticsearch().await.len(), 5, "copied without -s");
+        assert_eq!(s.cassandra().await.len(), 5, "copied without -s");
+    }
+    let _essync = s.essync(&["-s"]);
+    s.wait_equal(10).await;
+}
+
+// 13
+#[tokio::test]
+async fn a_document_written_with_an_old_explicit_timestamp_after_the_start_is_synced() {
+    let s = Scenario::new("s13").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let year_2001 = 978_307_200_000;
+    let (from_es, from_cassandra) = (Uuid::new_v4(), Uuid::new_v4());
+    let es_doc = doc(&s.index("old"), "t", year_2001, json!({"from": "es"}));
+    let cassandra_doc = doc(
+        &s.index("old"),
+        "t",
+        year_2001 + 1,
+        json!({"from": "cassandra"}),
+    );
+    s.es_write(from_es, &es_doc).await;
+    s.cql_write(from_cassandra, &cassandra_doc).await;
+    let elasticsearch = s.wait_equal(2).await;
+    assert_holds("Elasticsearch", &elasticsearch, from_es, &es_doc);
+    assert_holds(
+        "Elasticsearch",
+        &elasticsearch,
+        from_cassandra,
+        &cassandra_doc,
+    );
+}
+
+// 14
+#[tokio::test]
+async fn missing_keyspace_table_index_and_mapping_are_created_and_an_incompatible_table_is_refused()
+{
+    let s = Scenario::new("s14").await;
+    let keyspace = crate::support::unique_name("s14ks");
+    let target = format!("{keyspace}:docs");
+    let mut args = s.command_args(&["--once"]);
+    let n = args.len();
+    args[n - 2] = target.clone();
+    let (code, _, stderr) = run_to_end(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = s
+        .cql
+        .query_unpaged(
+            "SELECT column_name, type FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'docs'",
+            (&keyspace,),
+        )
+        .await
+        .expect("schema")
+        .into_rows_result()
+        .expect("rows");
+    let columns: BTreeMap<String, String> = rows
+        .rows::<(String, String)>()
+        .expect("types")
+        .map(|r| r.expect("row"))
+        .collect();
+    let expected: BTreeMap<String, String> = [
+        ("id", "uuid"),
+        ("index_", "text"),
+        ("type", "text"),
+        ("timestamp", "timestamp"),
+        ("content", "text"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(columns, expected);
+
+    // A row for an index that does not exist yet: essync creates it with its mapping.
+    let index = s.index("fresh");
+    s.cql
+        .query_unpaged(
+            format!("INSERT INTO {keyspace}.docs (id, index_, type, timestamp, content) VALUES (?, ?, 't', ?, '{{}}')"),
+            (Uuid::new_v4(), &index, scylla::value::CqlTimestamp(now_ms())),
+        )
+        .await
+        .expect("insert");
+    let (code, _, stderr) = run_to_end(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mapping = s
+        .es_request(Method::Get, &format!("/{index}/_mapping"), None)
+        .await;
+    assert_eq!(
+        mapping[&index]["mappings"]["properties"]["_essync"]["properties"]["timestamp"]["type"],
+        "date",
+        "{mapping}"
+    );
+
+    // An existing table with an incompatible column is refused, naming the column.
+    s.cql
+        .query_unpaged(
+            format!("CREATE TABLE {keyspace}.wrong (id uuid PRIMARY KEY, index_ text, type text, timestamp timestamp, content blob)"),
+            (),
+        )
+        .await
+        .expect("create wrong table");
+    args[n - 2] = format!("{keyspace}:wrong");
+    let (code, _, stderr) = run_to_end(&args);
+    assert_ne!(code, Some(0));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("'content' is blob"), "{stderr}");
+    s.cql
+        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), ())
+        .await
+        .expect("drop");
+}
+
+// 15
+#[tokio::test]
+async fn bad_arguments_and_unreachable_servers_give_a_one_line_error() {
+    let not_a_policy =
+        std::env::temp_dir().join(format!("essync-not-a-policy-{}.wasm", std::process::id()));
+    std::fs::write(&not_a_policy, "this is not WebAssembly").expect("write file");
+    let not_a_policy = not_a_policy.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["ks", "5"], "KEYSPACE:TABLE"),
+        (vec!["ks:t", "0"], "more than 0"),
+        (vec!["ks:t", "ten"], "not a number"),
+        (vec!["ks:t"], "PERIOD"),
+        (
+            vec!["--policy", "/nonexistent/policy.wasm", "ks:t", "5"],
+            "policy",
+        ),
+        (vec!["--policy", &not_a_policy, "ks:t", "5"], "policy"),
+        (
+            vec!["--es-url", "http://127.0.0.1:9", "ks:t", "5"],
+            "not reachable",
+        ),
+        (
+            vec!["--cassandra", "127.0.0.1:9", "ks:t", "5"],
+            "not reachable",
+        ),
+    ];
+    for (args, expected) in cases {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (code, stdout, stderr) = run_to_end(&args);
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "{args:?} exited with {code:?}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?} printed:\n{stderr}{stdout}");
+        assert!(lines[0].starts_with("essync: "), "{args:?}: {}", lines[0]);
+        assert!(
+            lines[0].contains(expected),
+            "{args:?}: {} should mention {expected}",
+            lines[0]
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+    }
+}
+
+// 16
+#[tokio::test]
+async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_documents_on_their_side() {
+    // prefer-cassandra: Cassandra wins whatever the timestamps.
+    let s = Scenario::new("s16").await;
+    let essync = s.essync(&["--policy", policies::PREFER_CASSANDRA]);
+    essync.wait_rounds(0, 1).await;
+    let (id, _, cassandra_version) = conflict(&s, 5_000, 1_000).await;
+    s.wait_until("the older Cassandra version on both sides", |e, c| {
+        e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version)
+    })
+    .await;
+    drop(essync);
+
+    // index-filter: documents of private indices stay where they are.
+    let s = Scenario::new("s16f").await;
+    let private = format!("private-{}", s.name);
+    let selection = format!("{}_*,{private}*", s.name);
+    let essync = s.essync(&[
+        "--policy",
+        policies::INDEX_FILTER,
+        "--es-indices",
+        &selection,
+    ]);
+    essync.wait_rounds(0, 1).await;
+    let (secret_es, secret_c, public) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    s.es_write(
+        secret_es,
+        &doc(
+            &format!("{private}-es"),
+            "t",
+            now_ms(),
+            json!({"secret": 1}),
+        ),
+    )
+    .await;
+    s.cql_write(
+        secret_c,
+        &doc(&format!("{private}-c"), "t", now_ms(), json!({"secret": 2})),
+    )
+    .await;
+    s.cql_write(
+        public,
+        &doc(&s.index("public"), "t", now_ms(), json!({"public": true})),
+    )
+    .await;
+    s.wait_until("the public document on both sides", |e, _| {
+        e.contains_key(&public)
+    })
+    .await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 2).await;
+    let elasticsearch = s.elasticsearch_in(&selection).await;
+    let cassandra = s.cassandra().await;
+    assert!(elasticsearch.contains_key(&secret_es) && !cassandra.contains_key(&secret_es));
+    assert!(cassandra.contains_key(&secret_c) && !elasticsearch.contains_key(&secret_c));
+    assert!(cassandra.contains_key(&public));
+}
+
+/// Writes `each` documents on each side before essync starts.
+async fn volume(s: &Scenario, each: usize) -> BTreeSet<Uuid> {
+    s.create_table().await;
+    let t = now_ms() - 60_000;
+    let es_docs: Vec<(Uuid, Doc)> = (0..each)
+        .map(|n| {
+            (
+                Uuid::new_v4(),
+                doc(&s.index("v"), "t", t, json!({"n": n, "from": "es"})),
+            )
+        })
+        .collect();
+    let cassandra_docs: Vec<(Uuid, Doc)> = (0..each)
+        .map(|n| {
+            (
+                Uuid::new_v4(),
+                doc(&s.index("v"), "t", t, json!({"n": n, "from": "c"})),
+            )
+        })
+        .collect();
+    s.es_bulk(&es_docs).await;
+    s.cql_bulk(&cassandra_docs).await;
+    es_docs
+        .iter()
+        .chain(&cassandra_docs)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+// 17
+#[tokio::test]
+async fn killed_in_the_middle_of_a_large_s_sync_and_restarted_the_stores_converge_without_duplicates()
+ {
+    const EACH: usize = 10_000;
+    let s = Scenario::new("s17").await;
+    let written = volume(&s, EACH).await;
+    let essync = s.essync(&["-s"]);
+    // Killed once some, not all, of Elasticsearch's documents reached Cassandra.
+    s.wait_until_within(Duration::from_secs(120), "the sync under way", |_, c| {
+        c.len() > EACH + 500
+    })
+    .await;
+    essync.signal(SIGKILL);
+    essync.wait_exit().await;
+    let partial = s.cassandra().await.len();
+    assert!(
+        partial < 2 * EACH,
+        "the sync was already complete when killed"
+    );
+
+    let _essync = s.essync(&["-s"]);
+    let (elasticsearch, cassandra) = s
+        .wait_until_within(Duration::from_secs(240), "both stores complete", |e, c| {
+            e.len() == 2 * EACH && differences(e, c).is_empty()
+        })
+        .await;
+    assert_eq!(
+        elasticsearch.keys().copied().collect::<BTreeSet<_>>(),
+        written
+    );
+    assert_eq!(cassandra.keys().copied().collect::<BTreeSet<_>>(), written);
+}
+
+// 18
+#[tokio::test]
+async fn sigterm_stops_cleanly_with_exit_code_0_and_a_checkpoint_a_restart_resumes_from() {
+    const EACH: usize = 5_000;
+    let s = Scenario::new("s18").await;
+    let written = volume(&s, EACH).await;
+    let essync = s.essync(&["-s"]);
+    s.wait_until_within(Duration::from_secs(120), "the sync under way", |_, c| {
+        c.len() > EACH + 200
+    })
+    .await;
+    essync.signal(SIGTERM);
+    let status = essync.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{}", essync.output().join("\n"));
+    assert!(
+        essync
+            .output()
+            .iter()
+            .any(|l| l.contains("checkpoint saved")),
+        "{}",
+        essync.output().join("\n")
+    );
+    // The checkpoint is consistent: a restart without -s finishes the reconciliation.
+    let _essync = s.essync(&[]);
+    let (elasticsearch, _) = s
+        .wait_until_within(Duration::from_secs(180), "both stores complete", |e, c| {
+            e.len() == 2 * EACH && differences(e, c).is_empty()
+        })
+        .await;
+    assert_eq!(
+        elasticsearch.keys().copied().collect::<BTreeSet<_>>(),
+        written
+    );
+}
+
+#[tokio::test]
+async fn essync_errors_lists_documents_that_cannot_be_synced() {
+    let s = Scenario::new("serr").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let bad = Uuid::new_v4();
+    s.cql
+        .query_unpaged(
+            format!("INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, ?, 't', ?, 'not json')", s.table()),
+            (bad, s.index("bad"), scylla::value::CqlTimestamp(now_ms())),
+        )
+        .await
+        .expect("insert");
+    let good = Uuid::new_v4();
+    s.cql_write(
+        good,
+        &doc(&s.index("good"), "t", now_ms(), json!({"fine": true})),
+    )
+    .await;
+    s.wait_until("the good document synced", |e, _| e.contains_key(&good))
+        .await;
+    let (code, stdout, stderr) = run_to_end(&[
+        "--cassandra".to_string(),
+        crate::support::cassandra_node(),
+        "errors".to_string(),
+        s.target(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&bad.to_string()))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("not JSON"), "{line}");
+}

@@ -1,0 +1,633 @@
+//! End-to-end scenarios: the real essync binary against the real servers, with documents
+//! written and read through the servers' own clients (plain HTTP and plain CQL), never through
+//! essync's library.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use elasticsearch::Elasticsearch;
+use elasticsearch::http::Method;
+use elasticsearch::http::headers::HeaderMap;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::value::CqlTimestamp;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{cassandra_node, cql_session, es_client, es_url, unique_name};
+
+/// The keyspace every scenario's table lives in.
+pub const KEYSPACE: &str = "essync_e2e";
+/// The field essync keeps its metadata in, in Elasticsearch (as documented in the README).
+pub const METADATA: &str = "_essync";
+/// Rounds start this often in the scenarios, in seconds.
+pub const PERIOD: &str = "1";
+/// How long a scenario waits for the stores to reach a state: a few periods, plus start-up.
+pub const DEADLINE: Duration = Duration::from_secs(40);
+
+/// A document as a user writes it, or as a store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    pub index: String,
+    pub doc_type: Option<String>,
+    /// UTC milliseconds.
+    pub timestamp: Option<i64>,
+    pub content: Value,
+}
+
+/// Every document of a store, by id.
+pub type Docs = BTreeMap<Uuid, Doc>;
+
+/// The differences between two stores' documents, one line each (empty when equal).
+pub fn differences(elasticsearch: &Docs, cassandra: &Docs) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (id, e) in elasticsearch {
+        match cassandra.get(id) {
+            None => lines.push(format!("{id}: only in Elasticsearch ({e:?})")),
+            Some(c) => {
+                if e.index != c.index {
+                    lines.push(format!("{id}: index {} vs {}", e.index, c.index));
+                }
+                if e.doc_type != c.doc_type {
+                    lines.push(format!("{id}: type {:?} vs {:?}", e.doc_type, c.doc_type));
+                }
+                if e.timestamp != c.timestamp {
+                    lines.push(format!(
+                        "{id}: timestamp {:?} vs {:?}",
+                        e.timestamp, c.timestamp
+                    ));
+                }
+                if e.content != c.content {
+                    lines.push(format!("{id}: content {} vs {}", e.content, c.content));
+                }
+            }
+        }
+    }
+    for (id, c) in cassandra {
+        if !elasticsearch.contains_key(id) {
+            lines.push(format!("{id}: only in Cassandra ({c:?})"));
+        }
+    }
+    lines
+}
+
+/// One scenario's world: a Cassandra table and Elasticsearch indices of its own.
+pub struct Scenario {
+    /// Unique: the table's name and the prefix of the scenario's indices.
+    pub name: String,
+    pub es: Elasticsearch,
+    pub cql: Session,
+}
+
+impl Scenario {
+    pub async fn new(prefix: &str) -> Self {
+        let cql = cql_session().await;
+        cql.query_unpaged(
+            format!(
+                "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = \
+                 {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+            ),
+            (),
+        )
+        .await
+        .expect("create the scenarios' keyspace");
+        Self {
+            name: unique_name(prefix),
+            es: es_client(),
+            cql,
+        }
+    }
+
+    /// `KEYSPACE:TABLE` for the command line.
+    pub fn target(&self) -> String {
+        format!("{KEYSPACE}:{}", self.name)
+    }
+
+    /// `KEYSPACE.TABLE` for CQL.
+    pub fn table(&self) -> String {
+        format!("{KEYSPACE}.{}", self.name)
+    }
+
+    /// An index of this scenario.
+    pub fn index(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.name)
+    }
+
+    /// Creates the table with the seed's schema, as a user would before writing rows.
+    pub async fn create_table(&self) {
+        self.cql
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {} (id uuid PRIMARY KEY, index_ varchar, \
+                     type varchar, timestamp timestamp, content varchar)",
+                    self.table()
+                ),
+                (),
+            )
+            .await
+            .expect("create table");
+    }
+
+    /// Starts essync on this scenario's table and indices, with `args` before the positional
+    /// arguments.
+    pub fn essync(&self, args: &[&str]) -> Essync {
+        Essync::start(&self.command_args(args))
+    }
+
+    /// The indices essync syncs in this scenario, unless told otherwise.
+    pub fn indices(&self) -> String {
+        format!("{}_*", self.name)
+    }
+
+    /// The full argument list for this scenario; `--es-indices` may be given in `args`.
+    pub fn command_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = vec![
+            "--es-url".into(),
+            es_url(),
+            "--cassandra".into(),
+            cassandra_node(),
+        ];
+        if !args.contains(&"--es-indices") {
+            all.push("--es-indices".into());
+            all.push(self.indices());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.push(self.target());
+        all.push(PERIOD.into());
+        all
+    }
+
+    /// Writes a document to Elasticsearch as a user would: the content, plus essync's metadata
+    /// field when the document has a type or timestamp.
+    pub async fn es_write(&self, id: Uuid, doc: &Doc) {
+        let mut source = doc.content.clone();
+        if doc.doc_type.is_some() || doc.timestamp.is_some() {
+            let mut metadata = serde_json::Map::new();
+            if let Some(t) = &doc.doc_type {
+                metadata.insert("type".into(), json!(t));
+            }
+            if let Some(ts) = doc.timestamp {
+                metadata.insert("timestamp".into(), json!(iso(ts)));
+            }
+            source[METADATA] = Value::Object(metadata);
+        }
+        let path = format!("/{}/_doc/{id}", doc.index);
+        let answer = self.http(Method::Put, &path, Some(source)).await;
+        assert!(
+            answer.get("result").is_some(),
+            "Elasticsearch refused {path}: {answer}"
+        );
+    }
+
+    /// Writes many documents to Elasticsearch through the bulk API.
+    pub async fn es_bulk(&self, docs: &[(Uuid, Doc)]) {
+        let lines: Vec<(String, String, Value)> = docs
+            .iter()
+            .map(|(id, doc)| {
+                let mut source = doc.content.clone();
+                if let Some(ts) = doc.timestamp {
+                    source[METADATA] = json!({"type": doc.doc_type, "timestamp": iso(ts)});
+                }
+                (doc.index.clone(), id.to_string(), source)
+            })
+            .collect();
+        super::es_bulk(&lines).await;
+    }
+
+    /// Writes a row to Cassandra as a user would (plain CQL, the driver's write time).
+    pub async fn cql_write(&self, id: Uuid, doc: &Doc) {
+        self.cql
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, ?, ?, ?, ?)",
+                    self.table()
+                ),
+                (
+                    id,
+                    &doc.index,
+                    &doc.doc_type,
+                    doc.timestamp.map(CqlTimestamp),
+                    doc.content.to_string(),
+                ),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("insert into {}: {e}", self.table()));
+    }
+
+    /// Writes many rows to Cassandra, concurrently.
+    pub async fn cql_bulk(&self, docs: &[(Uuid, Doc)]) {
+        let insert = self
+            .cql
+            .prepare(format!(
+                "INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, ?, ?, ?, ?)",
+                self.table()
+            ))
+            .await
+            .expect("prepare insert");
+        let pending: Vec<_> = docs
+            .iter()
+            .map(|(id, doc)| {
+                let insert = &insert;
+                async move {
+                    self.cql
+                        .execute_unpaged(
+                            insert,
+                            (
+                                id,
+                                &doc.index,
+                                &doc.doc_type,
+                                doc.timestamp.map(CqlTimestamp),
+                                doc.content.to_string(),
+                            ),
+                        )
+                        .await
+                }
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(pending)
+            .buffer_unordered(128)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "inserts failed");
+    }
+
+    /// Every document of this scenario's indices, read with a plain search after a refresh.
+    pub async fn elasticsearch(&self) -> Docs {
+        self.elasticsearch_in(&self.indices()).await
+    }
+
+    /// Every document of the indices matching `pattern`.
+    pub async fn elasticsearch_in(&self, pattern: &str) -> Docs {
+        self.http(
+            Method::Post,
+            &format!("/{pattern}/_refresh?allow_no_indices=true"),
+            None,
+        )
+        .await;
+        let mut docs = Docs::new();
+        let mut answer = self
+            .http(
+                Method::Post,
+                &format!("/{pattern}/_search?scroll=1m&allow_no_indices=true"),
+                Some(json!({"size": 5000, "sort": ["_doc"]})),
+            )
+            .await;
+        loop {
+            let hits = answer["hits"]["hits"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if hits.is_empty() {
+                break;
+            }
+            for hit in hits {
+                let id: Uuid = hit["_id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("uuid _id");
+                let mut content = hit["_source"].clone();
+                let metadata = content
+                    .as_object_mut()
+                    .and_then(|o| o.remove(METADATA))
+                    .unwrap_or(Value::Null);
+                docs.insert(
+                    id,
+                    Doc {
+                        index: hit["_index"].as_str().unwrap_or_default().to_string(),
+                        doc_type: metadata["type"].as_str().map(str::to_string),
+                        timestamp: metadata["timestamp"]
+                            .as_str()
+                            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                            .map(|t| t.timestamp_millis()),
+                        content,
+                    },
+                );
+            }
+            let Some(scroll) = answer["_scroll_id"].as_str().map(str::to_string) else {
+                break;
+            };
+            answer = self
+                .http(
+                    Method::Post,
+                    "/_search/scroll",
+                    Some(json!({"scroll": "1m", "scroll_id": scroll})),
+                )
+                .await;
+        }
+        docs
+    }
+
+    /// Every row of this scenario's table, read with plain CQL.
+    pub async fn cassandra(&self) -> Docs {
+        let mut docs = Docs::new();
+        let Ok(pager) = self
+            .cql
+            .query_iter(
+                format!(
+                    "SELECT id, index_, type, timestamp, content FROM {}",
+                    self.table()
+                ),
+                (),
+            )
+            .await
+        else {
+            // No table yet.
+            return docs;
+        };
+        type Row = (
+            Uuid,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+            Option<String>,
+        );
+        let mut rows = pager.rows_stream::<Row>().expect("row types");
+        while let Some(row) = rows.next().await {
+            let (id, index, doc_type, timestamp, content) = row.expect("row");
+            docs.insert(
+                id,
+                Doc {
+                    index: index.unwrap_or_default(),
+                    doc_type,
+                    timestamp: timestamp.map(|t| t.0),
+                    content: content
+                        .and_then(|c| serde_json::from_str(&c).ok())
+                        .unwrap_or(Value::Null),
+                },
+            );
+        }
+        docs
+    }
+
+    /// Polls both stores until `done` holds (every half second, until [`DEADLINE`]), and
+    /// returns them; panics with `what` and the differences when it never does.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&Docs, &Docs) -> bool,
+    ) -> (Docs, Docs) {
+        self.wait_until_within(DEADLINE, what, done).await
+    }
+
+    /// [`Scenario::wait_until`] with another deadline, for large volumes.
+    pub async fn wait_until_within(
+        &self,
+        deadline: Duration,
+        what: &str,
+        done: impl Fn(&Docs, &Docs) -> bool,
+    ) -> (Docs, Docs) {
+        let start = Instant::now();
+        loop {
+            let (elasticsearch, cassandra) = (self.elasticsearch().await, self.cassandra().await);
+            if done(&elasticsearch, &cassandra) {
+                return (elasticsearch, cassandra);
+            }
+            if start.elapsed() > deadline {
+                let diff = differences(&elasticsearch, &cassandra);
+                panic!(
+                    "{what}: not reached within {}s; {} in Elasticsearch, {} in Cassandra; \
+                     first differences:\n{}",
+                    deadline.as_secs(),
+                    elasticsearch.len(),
+                    cassandra.len(),
+                    diff.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until both stores hold the same `count` documents, field by field.
+    pub async fn wait_equal(&self, count: usize) -> Docs {
+        let (elasticsearch, _) = self
+            .wait_until(
+                &format!("both stores equal with {count} documents"),
+                |e, c| e.len() == count && differences(e, c).is_empty(),
+            )
+            .await;
+        elasticsearch
+    }
+
+    async fn http(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string());
+        let response = self
+            .es
+            .send(
+                method,
+                path,
+                HeaderMap::new(),
+                Option::<&()>::None,
+                body,
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// A raw request, for checks that need more than documents (versions, mappings).
+    pub async fn es_request(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.http(method, path, body).await
+    }
+}
+
+/// A document with the given fields.
+pub fn doc(index: &str, doc_type: &str, timestamp: i64, content: Value) -> Doc {
+    Doc {
+        index: index.to_string(),
+        doc_type: Some(doc_type.to_string()),
+        timestamp: Some(timestamp),
+        content,
+    }
+}
+
+/// Now, in UTC milliseconds.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn iso(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis)
+        .expect("valid time")
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A running essync process; killed when dropped.
+pub struct Essync {
+    child: Mutex<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Essync {
+    pub fn start(args: &[String]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_essync"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start essync");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            });
+        }
+        Self {
+            child: Mutex::new(child),
+            lines,
+        }
+    }
+
+    /// What essync printed so far.
+    pub fn output(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The summary lines of the rounds done so far.
+    pub fn rounds(&self) -> Vec<String> {
+        self.output()
+            .into_iter()
+            .filter(|l| l.contains(" round ") && l.contains(": read es "))
+            .collect()
+    }
+
+    /// Waits until `count` more rounds than `after` completed; returns the summary lines.
+    pub async fn wait_rounds(&self, after: usize, count: usize) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let rounds = self.rounds();
+            if rounds.len() >= after + count {
+                return rounds[after..].to_vec();
+            }
+            if let Some(status) = self.exited() {
+                panic!("essync exited ({status}):\n{}", self.output().join("\n"));
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "essync did not finish {count} more rounds within {}s:\n{}",
+                DEADLINE.as_secs(),
+                self.output().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The exit status, if the process has exited.
+    fn exited(&self) -> Option<ExitStatus> {
+        self.child.lock().ok()?.try_wait().ok()?
+    }
+
+    /// Sends a signal (SIGTERM, SIGINT, SIGKILL by number) to the process.
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.lock().map(|c| c.id()).expect("child");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most [`DEADLINE`]) and returns its status.
+    pub async fn wait_exit(&self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "essync did not exit within {}s:\n{}",
+                DEADLINE.as_secs(),
+                self.output().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Essync {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs essync to completion (for `--once` and for bad arguments) and returns its exit code
+/// and output.
+pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_essync"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run essync");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The comparison every scenario relies on must see each kind of difference.
+    #[test]
+    fn differences_sees_every_field_and_missing_documents() {
+        let id = Uuid::new_v4();
+        let base = doc("i", "t", 5, json!({"a": 1}));
+        let one = |d: Doc| Docs::from([(id, d)]);
+        assert!(differences(&one(base.clone()), &one(base.clone())).is_empty());
+        for changed in [
+            Doc {
+                index: "j".into(),
+                ..base.clone()
+            },
+            Doc {
+                doc_type: None,
+                ..base.clone()
+            },
+            Doc {
+                timestamp: Some(6),
+                ..base.clone()
+            },
+            Doc {
+                content: json!({"a": 2}),
+                ..base.clone()
+            },
+        ] {
+            assert_eq!(
+                differences(&one(base.clone()), &one(changed.clone())).len(),
+                1,
+                "{changed:?}"
+            );
+        }
+        assert_eq!(differences(&one(base.clone()), &Docs::new()).len(), 1);
+        assert_eq!(differences(&Docs::new(), &one(base)).len(), 1);
+    }
+}
