@@ -1,10 +1,393 @@
-//! `essync policy check` and `essync policy test`.
+//! `essync policy check` and `essync policy test`: a policy component on its own, with no
+//! database.
+//!
+//! # The cases file
+//!
+//! `essync policy test POLICY CASES.json` runs the policy on fixture cases and compares its
+//! answers with the expected ones. The file is a JSON object with a list of cases:
+//!
+//! ```json
+//! { "cases": [
+//!   { "name": "the newer timestamp wins",
+//!     "kind": "resolve",
+//!     "input": {
+//!       "elasticsearch": { "index": "books", "timestamp": "2024-05-01T10:00:00.000Z", "content": { "title": "New" } },
+//!       "cassandra": { "index": "books", "timestamp": 1714554000000, "content": { "title": "Old" } } },
+//!     "expect": "use-elasticsearch" },
+//!   { "name": "private indices stay on their side",
+//!     "kind": "filter",
+//!     "input": { "side": "cassandra", "document": { "index": "private-hr", "timestamp": 0 } },
+//!     "expect": { "skip": "index private-hr is private" } }
+//! ] }
+//! ```
+//!
+//! - `kind` is `filter` or `resolve`. A filter input is `{side, document}` (`side` is
+//!   `elasticsearch` or `cassandra`); a resolve input is `{id?, elasticsearch?, cassandra?}`
+//!   (an absent or `null` version is absent from that side).
+//! - A document is `{id?, index, type?, timestamp, content?}`: `timestamp` is RFC 3339 text or
+//!   milliseconds since the epoch (UTC), `type` defaults to `_doc`, `content` (a JSON object)
+//!   to `{}`, and `id` to the conflict's id, which defaults to
+//!   `00000000-0000-4000-8000-000000000000`.
+//! - `expect` is, for a filter, `"keep"`, `"skip"` (any reason), `{"skip": "reason"}` or
+//!   `{"transform": document}`; for a resolution, `"unchanged"`, `"use-elasticsearch"`,
+//!   `"use-cassandra"` or `{"write": document}`; for both, `"error"` (any error, including a
+//!   refusal) or `{"error": "text the message contains"}`.
+//!
+//! All filter cases run as one batch, and all resolve cases as another, as in a sync round.
 
+use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use similar::{ChangeTag, TextDiff};
+use uuid::Uuid;
+
+use essync::Document;
+use essync::document::{DEFAULT_TYPE, format_timestamp};
+use essync::policy::{
+    Candidate, Conflict, Policy, PolicyError, PolicyLimits, Resolution, Side, Verdict,
+};
 
 use crate::cli::PolicyCommand;
 
+/// The id of a case that does not name one.
+const DEFAULT_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0000);
+
 /// Runs a policy subcommand.
 pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet: {command:?}")
+    match command {
+        PolicyCommand::Check { policy } => check(&policy),
+        PolicyCommand::Test { policy, cases } => test(&policy, &cases).await,
+    }
+}
+
+/// Loads `builtin` or a component file.
+fn load(policy: &Path) -> Result<Policy, PolicyError> {
+    if policy.as_os_str() == "builtin" {
+        Policy::builtin(PolicyLimits::default())
+    } else {
+        Policy::from_file(policy, PolicyLimits::default())
+    }
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let policy = load(path)?;
+    policy.probe()?;
+    println!("{}: an essync policy", policy.name());
+    println!(
+        "  world    {}/{}@{}",
+        essync::policy::WORLD_PACKAGE,
+        essync::policy::WORLD,
+        policy.world_version()
+    );
+    println!("  exports  {}", policy.exports().join(", "));
+    println!("  imports  {}", policy.imports().join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesFile {
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum Case {
+    Filter {
+        name: String,
+        input: FilterInput,
+        expect: Value,
+    },
+    Resolve {
+        name: String,
+        input: ResolveInput,
+        expect: Value,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterInput {
+    side: CaseSide,
+    document: CaseDocument,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum CaseSide {
+    Elasticsearch,
+    Cassandra,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveInput {
+    id: Option<Uuid>,
+    elasticsearch: Option<CaseDocument>,
+    cassandra: Option<CaseDocument>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct CaseDocument {
+    id: Option<Uuid>,
+    index: String,
+    #[serde(rename = "type")]
+    doc_type: Option<String>,
+    timestamp: CaseTimestamp,
+    content: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum CaseTimestamp {
+    Millis(i64),
+    Text(String),
+}
+
+impl CaseDocument {
+    fn to_document(&self, default_id: Uuid) -> anyhow::Result<Document> {
+        let timestamp = match &self.timestamp {
+            CaseTimestamp::Millis(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
+                .with_context(|| format!("timestamp {ms} is out of range"))?,
+            CaseTimestamp::Text(text) => DateTime::parse_from_rfc3339(text)
+                .with_context(|| format!("timestamp {text:?} is not RFC 3339"))?
+                .with_timezone(&Utc),
+        };
+        let content = self.content.clone().unwrap_or_else(|| json!({}));
+        anyhow::ensure!(content.is_object(), "content must be a JSON object");
+        Ok(Document::with_id(
+            self.id.unwrap_or(default_id),
+            self.index.clone(),
+            self.doc_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TYPE.to_string()),
+            content,
+        )
+        .at(timestamp))
+    }
+}
+
+/// A document as cases spell it, for comparing and printing.
+fn document_json(document: &Document) -> Value {
+    json!({
+        "id": document.id.to_string(),
+        "index": document.index,
+        "type": document.doc_type,
+        "timestamp": document.timestamp.map(format_timestamp),
+        "content": document.content,
+    })
+}
+
+/// The expected answer with its documents spelled out in full (defaults filled in).
+fn normalize_expected(expect: &Value, key: &str, id: Uuid) -> anyhow::Result<Value> {
+    match expect.get(key) {
+        Some(document) => {
+            let document: CaseDocument = serde_json::from_value(document.clone())
+                .with_context(|| format!("the expected {key} document is not a document"))?;
+            Ok(json!({ key: document_json(&document.to_document(id)?) }))
+        }
+        None => Ok(expect.clone()),
+    }
+}
+
+fn verdict_json(answer: &Result<Verdict, PolicyError>) -> Value {
+    match answer {
+        Ok(Verdict::Keep) => json!("keep"),
+        Ok(Verdict::Skip { reason }) => json!({ "skip": reason }),
+        Ok(Verdict::Transform(document)) => json!({ "transform": document_json(document) }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+fn resolution_json(answer: &Result<Resolution, PolicyError>) -> Value {
+    match answer {
+        Ok(Resolution::Unchanged) => json!("unchanged"),
+        Ok(Resolution::UseElasticsearch) => json!("use-elasticsearch"),
+        Ok(Resolution::UseCassandra) => json!("use-cassandra"),
+        Ok(Resolution::Write(document)) => json!({ "write": document_json(document) }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+/// Whether an actual answer meets the expectation.
+fn meets(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::String(e), Value::Object(a)) if e == "skip" || e == "error" => {
+            a.contains_key(e.as_str())
+        }
+        (Value::Object(e), Value::Object(a)) => match (e.get("error"), a.get("error")) {
+            (Some(Value::String(wanted)), Some(Value::String(got))) => got.contains(wanted),
+            _ => expected == actual,
+        },
+        _ => expected == actual,
+    }
+}
+
+struct Outcome {
+    name: String,
+    expected: Value,
+    actual: Value,
+}
+
+async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(cases_path)
+        .with_context(|| format!("cannot read the cases file {}", cases_path.display()))?;
+    let file: CasesFile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a cases file", cases_path.display()))?;
+    let policy = load(path)?;
+
+    let mut candidates = Vec::new();
+    let mut conflicts = Vec::new();
+    // (position in the file, name, expected, index in its batch)
+    let mut filter_cases = Vec::new();
+    let mut resolve_cases = Vec::new();
+    for (position, case) in file.cases.iter().enumerate() {
+        match case {
+            Case::Filter {
+                name,
+                input,
+                expect,
+            } => {
+                let document = input
+                    .document
+                    .to_document(DEFAULT_ID)
+                    .with_context(|| format!("case {name:?}"))?;
+                let expected = normalize_expected(expect, "transform", document.id)
+                    .with_context(|| format!("case {name:?}"))?;
+                filter_cases.push((position, name.clone(), expected));
+                candidates.push(Candidate {
+                    side: match input.side {
+                        CaseSide::Elasticsearch => Side::Elasticsearch,
+                        CaseSide::Cassandra => Side::Cassandra,
+                    },
+                    document,
+                });
+            }
+            Case::Resolve {
+                name,
+                input,
+                expect,
+            } => {
+                let id = input.id.unwrap_or(DEFAULT_ID);
+                let version = |d: &Option<CaseDocument>| -> anyhow::Result<Option<Document>> {
+                    d.as_ref().map(|d| d.to_document(id)).transpose()
+                };
+                let conflict = Conflict {
+                    id,
+                    elasticsearch: version(&input.elasticsearch)
+                        .with_context(|| format!("case {name:?}"))?,
+                    cassandra: version(&input.cassandra)
+                        .with_context(|| format!("case {name:?}"))?,
+                };
+                let expected = normalize_expected(expect, "write", id)
+                    .with_context(|| format!("case {name:?}"))?;
+                resolve_cases.push((position, name.clone(), expected));
+                conflicts.push(conflict);
+            }
+        }
+    }
+
+    let verdicts = policy.filter(candidates).await;
+    let resolutions = policy.resolve(conflicts).await;
+    let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
+    for ((position, name, expected), answer) in filter_cases.into_iter().zip(&verdicts) {
+        let actual = verdict_json(answer);
+        outcomes.push((
+            position,
+            Outcome {
+                name,
+                expected,
+                actual,
+            },
+        ));
+    }
+    for ((position, name, expected), answer) in resolve_cases.into_iter().zip(&resolutions) {
+        let actual = resolution_json(answer);
+        outcomes.push((
+            position,
+            Outcome {
+                name,
+                expected,
+                actual,
+            },
+        ));
+    }
+    outcomes.sort_by_key(|(position, _)| *position);
+
+    let mut failed = 0;
+    for (_, outcome) in &outcomes {
+        if meets(&outcome.expected, &outcome.actual) {
+            println!("ok    {}", outcome.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {}", outcome.name);
+            print_diff(&outcome.expected, &outcome.actual);
+        }
+    }
+    println!(
+        "{} cases: {} passed, {failed} failed ({} on {}, essync:policy@{})",
+        outcomes.len(),
+        outcomes.len() - failed,
+        cases_path.display(),
+        policy.name(),
+        policy.world_version()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Expected and actual as pretty JSON, line by line: `-` expected, `+` actual.
+fn print_diff(expected: &Value, actual: &Value) {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    let (expected, actual) = (pretty(expected) + "\n", pretty(actual) + "\n");
+    println!("      - expected");
+    println!("      + actual");
+    for change in TextDiff::from_lines(&expected, &actual).iter_all_changes() {
+        let sign = match change.tag() {
+            ChangeTag::Delete => '-',
+            ChangeTag::Insert => '+',
+            ChangeTag::Equal => ' ',
+        };
+        print!("      {sign} {change}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_match_answers() {
+        assert!(meets(&json!("keep"), &json!("keep")));
+        assert!(!meets(&json!("keep"), &json!({"skip": "x"})));
+        assert!(meets(&json!("skip"), &json!({"skip": "any reason"})));
+        assert!(meets(&json!({"skip": "r"}), &json!({"skip": "r"})));
+        assert!(!meets(&json!({"skip": "r"}), &json!({"skip": "other"})));
+        assert!(meets(&json!("error"), &json!({"error": "boom"})));
+        assert!(meets(
+            &json!({"error": "time limit"}),
+            &json!({"error": "the policy ran past its time limit"})
+        ));
+        assert!(!meets(&json!("error"), &json!("unchanged")));
+    }
+
+    #[test]
+    fn case_documents_take_defaults() {
+        let document: CaseDocument =
+            serde_json::from_value(json!({"index": "books", "timestamp": "2024-05-01T10:00:00Z"}))
+                .unwrap();
+        let document = document.to_document(DEFAULT_ID).unwrap();
+        assert_eq!(document.id, DEFAULT_ID);
+        assert_eq!(document.doc_type, DEFAULT_TYPE);
+        assert_eq!(document.content, json!({}));
+        assert_eq!(document.timestamp_millis(), Some(1_714_557_600_000));
+    }
 }

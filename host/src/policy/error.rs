@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     /// The component file cannot be read.
-    #[error("cannot read the policy {}: {source}", path.display())]
+    #[error("cannot read the policy {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,

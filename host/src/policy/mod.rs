@@ -21,7 +21,7 @@
 //!   [`PolicyLimits::batch_size`] and run on a blocking thread (`spawn_blocking`).
 //! - **Errors per item.** [`Policy::filter`] and [`Policy::resolve`] return one result per
 //!   input, in order. A trap, a timeout, running out of memory or an answer of the wrong length
-//!   fail the call; the runtime then bisects the batch ([`batch`]) so the items that make the
+//!   fail the call; the runtime then bisects the batch (see `batch.rs`) so the items that make the
 //!   policy fail get a [`PolicyError`] and the others their answer. An answer that cannot be
 //!   applied (a document whose content is not a JSON object, whose id is not the item's, ...)
 //!   is a [`PolicyError::Malformed`] for that item, and a policy's own refusal a
@@ -208,6 +208,13 @@ impl Policy {
                 name: name.to_string(),
             });
         }
+        if !looks_like_wasm(bytes) {
+            return Err(PolicyError::Invalid {
+                name: name.to_string(),
+                reason: "it is neither WebAssembly (no \\0asm header) nor its text format"
+                    .to_string(),
+            });
+        }
         let engine = sandbox::engine()?;
         let component = Component::new(&engine, bytes).map_err(|e| PolicyError::Invalid {
             name: name.to_string(),
@@ -288,6 +295,20 @@ impl Policy {
     /// The limits every call runs under.
     pub fn limits(&self) -> PolicyLimits {
         self.limits
+    }
+
+    /// Instantiates the component once in its sandbox, as every call does, and drops the
+    /// instance: checks that it starts within its limits.
+    pub fn probe(&self) -> Result<(), PolicyError> {
+        let state = CallState::new(self.inner.name.clone(), self.limits.memory_bytes);
+        let mut store = sandbox::store(&self.inner.engine, state, self.deadline_ticks);
+        match self.inner.pre.instantiate(&mut store) {
+            Ok(_) => {
+                store.data_mut().finish();
+                Ok(())
+            }
+            Err(e) => Err(self.failure(&mut store, &e)),
+        }
     }
 
     /// Filters a batch: one result per candidate, in order. Runs on a blocking thread.
@@ -452,6 +473,15 @@ fn internal<T>(len: usize, error: &tokio::task::JoinError) -> Vec<Result<T, Poli
 /// A core module starts with the wasm magic and version 1; a component has layer 1.
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Binary WebAssembly, or plausibly its text format (which wasmtime also compiles).
+fn looks_like_wasm(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm")
+        || bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'(' || *b == b';')
 }
 
 /// An error and its causes on one line (wasmtime's messages may span several).

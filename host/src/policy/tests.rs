@@ -109,7 +109,7 @@ fn native(conflict: &Conflict) -> essync_policy::Conflict {
             index: d.index.clone(),
             doc_type: d.doc_type.clone(),
             timestamp: d.timestamp_millis().unwrap_or_default(),
-            content: d.content.to_string(),
+            content: serde_json::to_string(&d.content).unwrap_or_default(),
         })
     };
     essync_policy::Conflict {
@@ -254,6 +254,22 @@ fn an_endless_loop_is_stopped_at_the_time_limit() {
 }
 
 #[test]
+fn a_policy_cannot_sleep_past_its_time_limit() {
+    let policy = misbehaving().with_limits(PolicyLimits {
+        timeout: Duration::from_millis(300),
+        ..PolicyLimits::default()
+    });
+    let start = Instant::now();
+    match misbehave(&policy, "sleep") {
+        Err(PolicyError::Trap { reason, .. }) => {
+            assert!(reason.contains("cannot sleep"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
 fn unbounded_allocation_is_stopped_at_the_memory_limit() {
     let policy = misbehaving().with_limits(PolicyLimits {
         memory_bytes: 16 << 20,
@@ -331,12 +347,60 @@ fn malformed_documents_are_errors_of_their_item() {
     assert!(matches!(answers[..], [Err(PolicyError::Malformed { .. })]));
 }
 
+/// Collects what `tracing` writes while a closure runs on this thread.
+fn logs_of(run: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, run);
+    let bytes = buffer
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[test]
-fn logging_policies_are_answered() {
-    assert!(matches!(
-        misbehave(&misbehaving(), "log"),
-        Ok(Verdict::Keep)
-    ));
+fn policy_logs_go_to_tracing_within_a_bound() {
+    let policy = misbehaving();
+    let logs = logs_of(|| {
+        assert!(matches!(misbehave(&policy, "log"), Ok(Verdict::Keep)));
+    });
+    assert!(logs.contains("essync::policy"), "{logs}");
+    assert!(logs.contains("misbehaving policy logs log"), "{logs}");
+    assert!(logs.contains("ERROR") && logs.contains("TRACE"), "{logs}");
+
+    // 5 messages per item: 30 items log 150, of which 100 are kept.
+    let logs = logs_of(|| {
+        let answers = policy.filter_blocking((0..30).map(|_| candidate("log")).collect());
+        assert!(answers.iter().all(|a| matches!(a, Ok(Verdict::Keep))));
+    });
+    assert!(logs.contains("dropped 50 log messages"), "{logs}");
+}
+
+#[test]
+fn a_policy_is_shared_across_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Policy>();
 }
 
 #[test]
@@ -388,6 +452,13 @@ fn a_core_module_is_refused() {
         "{error}"
     );
     assert!(error.to_string().contains("not a component"), "{error}");
+}
+
+#[test]
+fn a_file_that_is_not_webassembly_is_refused() {
+    let error = Policy::from_bytes("cases.json", b"{\"cases\": []}", PolicyLimits::default())
+        .expect_err("JSON is not a policy");
+    assert!(error.to_string().contains("neither WebAssembly"), "{error}");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! | `wrong-length` | answers the whole batch with one item too many |
 //! | `read-file` | reads `/etc/passwd`; a transform with its text if that worked, else a refusal with the error |
 //! | `read-env` | reads the environment and the arguments; a transform with them if any, else a refusal |
+//! | `sleep` | sleeps for an hour |
 //! | `clock` | refuses with the wall clock's reading (in milliseconds) as the reason |
 //! | `bad-json` | transforms or writes a document whose content is not JSON |
 //! | `wrong-id` | transforms or writes a document with another id |
@@ -46,6 +47,10 @@ fn act(document: &Document) -> Act {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Act::Behave
         }
         "read-file" => match std::fs::read_to_string("/etc/passwd") {
             Ok(text) => Act::Leak(with_content(document, &text)),

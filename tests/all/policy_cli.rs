@@ -1,0 +1,98 @@
+//! `essync policy check` and `essync policy test` through the real binary. No server needed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn essync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_essync"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("the essync binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn default_cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/last-write-wins/cases.json")
+}
+
+/// A file of its own in the temporary directory.
+fn scratch_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("essync-policy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("a scratch file");
+    path
+}
+
+#[test]
+fn the_builtin_policy_passes_its_own_cases() {
+    let cases = default_cases();
+    let output = essync(&["policy", "test", "builtin", cases.to_str().expect("utf-8")]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn a_wrong_case_fails_with_a_readable_diff() {
+    let cases = scratch_file(
+        "wrong.json",
+        r#"{ "cases": [
+          { "name": "the newer version wins", "kind": "resolve",
+            "input": { "elasticsearch": { "index": "books", "timestamp": 2 },
+                       "cassandra": { "index": "books", "timestamp": 1 } },
+            "expect": "use-elasticsearch" },
+          { "name": "deliberately wrong: the older version wins", "kind": "resolve",
+            "input": { "elasticsearch": { "index": "books", "timestamp": 2 },
+                       "cassandra": { "index": "books", "timestamp": 1 } },
+            "expect": "use-cassandra" }
+        ] }"#,
+    );
+    let output = essync(&["policy", "test", "builtin", cases.to_str().expect("utf-8")]);
+    let stdout = text(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("ok    the newer version wins"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  deliberately wrong: the older version wins"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("- \"use-cassandra\""), "{stdout}");
+    assert!(stdout.contains("+ \"use-elasticsearch\""), "{stdout}");
+    assert!(stdout.contains("2 cases: 1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn check_prints_the_world_and_its_version() {
+    let output = essync(&["policy", "check", "builtin"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("world    essync:policy/policy@0.1.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("essync:policy/resolver@0.1.0"), "{stdout}");
+}
+
+#[test]
+fn check_refuses_what_is_not_a_policy_in_one_line() {
+    let not_wasm = scratch_file("not-a-policy.wasm", "hello");
+    let output = essync(&["policy", "check", not_wasm.to_str().expect("utf-8")]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("neither WebAssembly"), "{stderr}");
+
+    let empty = scratch_file("empty.wat", "(component)");
+    let output = essync(&["policy", "check", empty.to_str().expect("utf-8")]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("does not export essync:policy/filter@0.1.0"),
+        "{stderr}"
+    );
+}
