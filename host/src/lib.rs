@@ -5,12 +5,22 @@
 //! How the pieces fit:
 //!
 //! - [`document`]: the [`Document`] both stores exchange (id, index, type, timestamp, content).
+//! - [`store`]: what the two stores share: stored versions, per-document problems
+//!   ([`store::BadDocument`]), write outcomes, change-feed pages.
 //! - [`elasticsearch`] and [`cassandra`]: one store each, with the seed's API
-//!   (`insert_or_replace_document`, `get_documents`), race-safe batched writes and a change feed.
+//!   (`insert_or_replace_document`, `get_documents`), compare-and-set batched writes and a
+//!   change feed that does not depend on the documents' own timestamps.
 //! - [`policy`]: the WebAssembly runtime that runs a policy component (filtering and conflict
 //!   resolution), sandboxed and bounded.
 //! - [`sync`]: rounds that read both change feeds, let the policy decide, apply the decisions and
 //!   advance checkpoints kept in Cassandra.
+//!
+//! What holds throughout: a write replaces exactly the version its round read, or nothing (so a
+//! stale version never overwrites a newer one, whoever wrote it); a checkpoint moves only past
+//! applied work; a document that cannot be synced is reported with its reason and kept for
+//! retry, never dropped; nothing panics on what a server, a policy or a user sends.
+
+#![deny(missing_docs)]
 
 pub mod cassandra;
 pub mod document;

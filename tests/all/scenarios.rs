@@ -29,10 +29,9 @@ fn assert_holds(store: &str, docs: &Docs, id: Uuid, expected: &Doc) {
     assert_eq!(held, expected, "{store} holds another version of {id}");
 }
 
-// 1
-#[tokio::test]
-async fn a_cassandra_insert_appears_in_elasticsearch() {
-    let s = Scenario::new("s01").await;
+/// Scenarios 1 and 2: one document written on one side appears on the other, field by field.
+async fn an_insert_appears_on_the_other_side(prefix: &str, written_to_cassandra: bool) {
+    let s = Scenario::new(prefix).await;
     let essync = s.essync(&[]);
     essync.wait_rounds(0, 1).await;
     let id = Uuid::new_v4();
@@ -40,29 +39,28 @@ async fn a_cassandra_insert_appears_in_elasticsearch() {
         &s.index("notes"),
         "note",
         now_ms(),
-        json!({"title": "from cassandra", "n": [1, 2]}),
+        json!({"title": "Ünïcödé ✓", "n": [1, 2], "nested": {"ok": true, "none": null}}),
     );
-    s.cql_write(id, &written).await;
+    if written_to_cassandra {
+        s.cql_write(id, &written).await;
+    } else {
+        s.es_write(id, &written).await;
+    }
     let elasticsearch = s.wait_equal(1).await;
     assert_holds("Elasticsearch", &elasticsearch, id, &written);
+    assert_holds("Cassandra", &s.cassandra().await, id, &written);
+}
+
+// 1
+#[tokio::test]
+async fn a_cassandra_insert_appears_in_elasticsearch() {
+    an_insert_appears_on_the_other_side("s01", true).await;
 }
 
 // 2
 #[tokio::test]
 async fn an_elasticsearch_insert_appears_in_cassandra() {
-    let s = Scenario::new("s02").await;
-    let essync = s.essync(&[]);
-    essync.wait_rounds(0, 1).await;
-    let id = Uuid::new_v4();
-    let written = doc(
-        &s.index("notes"),
-        "note",
-        now_ms(),
-        json!({"title": "from elasticsearch", "ok": true}),
-    );
-    s.es_write(id, &written).await;
-    s.wait_equal(1).await;
-    assert_holds("Cassandra", &s.cassandra().await, id, &written);
+    an_insert_appears_on_the_other_side("s02", false).await;
 }
 
 // 3
@@ -70,36 +68,7 @@ async fn an_elasticsearch_insert_appears_in_cassandra() {
 async fn ten_thousand_documents_on_each_side_before_start_all_arrive_with_s() {
     const EACH: usize = 10_000;
     let s = Scenario::new("s03").await;
-    s.create_table().await;
-    let t = now_ms() - 60_000;
-    let es_docs: Vec<(Uuid, Doc)> = (0..EACH)
-        .map(|n| {
-            (
-                Uuid::new_v4(),
-                doc(
-                    &s.index("bulk"),
-                    "item",
-                    t + n as i64,
-                    json!({"n": n, "side": "es"}),
-                ),
-            )
-        })
-        .collect();
-    let cassandra_docs: Vec<(Uuid, Doc)> = (0..EACH)
-        .map(|n| {
-            (
-                Uuid::new_v4(),
-                doc(
-                    &s.index("rows"),
-                    "item",
-                    t + n as i64,
-                    json!({"n": n, "side": "c"}),
-                ),
-            )
-        })
-        .collect();
-    s.es_bulk(&es_docs).await;
-    s.cql_bulk(&cassandra_docs).await;
+    let written = volume(&s, EACH).await;
     let _essync = s.essync(&["-s"]);
     let (elasticsearch, _) = s
         .wait_until_within(
@@ -108,7 +77,7 @@ async fn ten_thousand_documents_on_each_side_before_start_all_arrive_with_s() {
             |e, c| e.len() == 2 * EACH && differences(e, c).is_empty(),
         )
         .await;
-    for (id, written) in es_docs.iter().chain(&cassandra_docs) {
+    for (id, written) in &written {
         assert_holds("Elasticsearch", &elasticsearch, *id, written);
     }
 }
@@ -694,33 +663,27 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     assert!(cassandra.contains_key(&public));
 }
 
-/// Writes `each` documents on each side before essync starts.
-async fn volume(s: &Scenario, each: usize) -> BTreeSet<Uuid> {
+/// Writes `each` documents on each side before essync starts, in an index per side; returns
+/// them all.
+async fn volume(s: &Scenario, each: usize) -> Vec<(Uuid, Doc)> {
     s.create_table().await;
     let t = now_ms() - 60_000;
-    let es_docs: Vec<(Uuid, Doc)> = (0..each)
-        .map(|n| {
-            (
-                Uuid::new_v4(),
-                doc(&s.index("v"), "t", t, json!({"n": n, "from": "es"})),
-            )
-        })
-        .collect();
-    let cassandra_docs: Vec<(Uuid, Doc)> = (0..each)
-        .map(|n| {
-            (
-                Uuid::new_v4(),
-                doc(&s.index("v"), "t", t, json!({"n": n, "from": "c"})),
-            )
-        })
-        .collect();
+    let make = |side: &str, n: usize| {
+        let content = json!({"n": n, "from": side});
+        (
+            Uuid::new_v4(),
+            doc(&s.index(side), "item", t + n as i64, content),
+        )
+    };
+    let es_docs: Vec<(Uuid, Doc)> = (0..each).map(|n| make("es", n)).collect();
+    let cassandra_docs: Vec<(Uuid, Doc)> = (0..each).map(|n| make("cassandra", n)).collect();
     s.es_bulk(&es_docs).await;
     s.cql_bulk(&cassandra_docs).await;
-    es_docs
-        .iter()
-        .chain(&cassandra_docs)
-        .map(|(id, _)| *id)
-        .collect()
+    es_docs.into_iter().chain(cassandra_docs).collect()
+}
+
+fn ids_of(docs: &[(Uuid, Doc)]) -> BTreeSet<Uuid> {
+    docs.iter().map(|(id, _)| *id).collect()
 }
 
 // 17
@@ -729,7 +692,7 @@ async fn killed_in_the_middle_of_a_large_s_sync_and_restarted_the_stores_converg
  {
     const EACH: usize = 10_000;
     let s = Scenario::new("s17").await;
-    let written = volume(&s, EACH).await;
+    let written = ids_of(&volume(&s, EACH).await);
     let essync = s.essync(&["-s"]);
     // Killed once some, not all, of Elasticsearch's documents reached Cassandra.
     s.wait_until_within(Duration::from_secs(120), "the sync under way", |_, c| {
@@ -762,7 +725,7 @@ async fn killed_in_the_middle_of_a_large_s_sync_and_restarted_the_stores_converg
 async fn sigterm_stops_cleanly_with_exit_code_0_and_a_checkpoint_a_restart_resumes_from() {
     const EACH: usize = 5_000;
     let s = Scenario::new("s18").await;
-    let written = volume(&s, EACH).await;
+    let written = ids_of(&volume(&s, EACH).await);
     let essync = s.essync(&["-s"]);
     s.wait_until_within(Duration::from_secs(120), "the sync under way", |_, c| {
         c.len() > EACH + 200

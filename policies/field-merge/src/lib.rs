@@ -63,27 +63,8 @@ essync_policy::export!(FieldMerge);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use essync_policy::testing::{conflict, doc};
     use proptest::prelude::*;
-
-    const ID: &str = "0b7f3f5e-4bbd-4c6e-9d2e-0f1f2a3b4c5d";
-
-    fn doc(timestamp: i64, content: &str) -> Document {
-        Document {
-            id: ID.to_string(),
-            index: "books".to_string(),
-            doc_type: "book".to_string(),
-            timestamp,
-            content: content.to_string(),
-        }
-    }
-
-    fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
-        Conflict {
-            id: ID.to_string(),
-            elasticsearch: es,
-            cassandra,
-        }
-    }
 
     #[test]
     fn newer_values_win_and_lone_keys_are_kept() {

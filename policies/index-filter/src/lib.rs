@@ -44,19 +44,10 @@ essync_policy::export!(IndexFilter);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::{Document, Side};
+    use essync_policy::{Side, testing};
 
     fn candidate(index: &str) -> Candidate {
-        Candidate {
-            side: Side::Elasticsearch,
-            document: Document {
-                id: "0b7f3f5e-4bbd-4c6e-9d2e-0f1f2a3b4c5d".to_string(),
-                index: index.to_string(),
-                doc_type: "_doc".to_string(),
-                timestamp: 1,
-                content: "{}".to_string(),
-            },
-        }
+        testing::candidate(Side::Elasticsearch, testing::doc_in(index, 1, "{}"))
     }
 
     #[test]

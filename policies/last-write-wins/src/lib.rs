@@ -45,28 +45,9 @@ essync_policy::export!(LastWriteWins);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use essync_policy::testing::{ID, conflict, doc};
     use essync_policy::{Candidate, Document, Side, Verdict};
     use proptest::prelude::*;
-
-    const ID: &str = "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11";
-
-    fn doc(timestamp: i64, content: &str) -> Document {
-        Document {
-            id: ID.to_string(),
-            index: "books".to_string(),
-            doc_type: "book".to_string(),
-            timestamp,
-            content: content.to_string(),
-        }
-    }
-
-    fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
-        Conflict {
-            id: ID.to_string(),
-            elasticsearch: es,
-            cassandra,
-        }
-    }
 
     /// What both sides hold after a resolution is applied.
     fn apply(c: &Conflict, resolution: &Resolution) -> Conflict {

@@ -34,25 +34,7 @@ essync_policy::export!(PreferCassandra);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::Document;
-
-    fn doc(timestamp: i64, content: &str) -> Document {
-        Document {
-            id: "0b7f3f5e-4bbd-4c6e-9d2e-0f1f2a3b4c5d".to_string(),
-            index: "books".to_string(),
-            doc_type: "book".to_string(),
-            timestamp,
-            content: content.to_string(),
-        }
-    }
-
-    fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
-        Conflict {
-            id: "0b7f3f5e-4bbd-4c6e-9d2e-0f1f2a3b4c5d".to_string(),
-            elasticsearch: es,
-            cassandra,
-        }
-    }
+    use essync_policy::testing::{conflict, doc};
 
     #[test]
     fn cassandra_wins_even_when_older() {

@@ -325,19 +325,48 @@ pub mod versions {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Fixtures for a policy's native unit tests: documents, conflicts and candidates in a line.
+pub mod testing {
+    use super::{Candidate, Conflict, Document, Side};
 
-    fn doc(timestamp: i64, content: &str) -> Document {
+    /// The id every fixture uses.
+    pub const ID: &str = "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11";
+
+    /// A document of [`ID`] in the index `books`, type `book`.
+    pub fn doc(timestamp: i64, content: &str) -> Document {
+        doc_in("books", timestamp, content)
+    }
+
+    /// A document of [`ID`] in another index.
+    pub fn doc_in(index: &str, timestamp: i64, content: &str) -> Document {
         Document {
-            id: "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11".to_string(),
-            index: "books".to_string(),
+            id: ID.to_string(),
+            index: index.to_string(),
             doc_type: "book".to_string(),
             timestamp,
             content: content.to_string(),
         }
     }
+
+    /// Both versions of [`ID`].
+    pub fn conflict(elasticsearch: Option<Document>, cassandra: Option<Document>) -> Conflict {
+        Conflict {
+            id: ID.to_string(),
+            elasticsearch,
+            cassandra,
+        }
+    }
+
+    /// A document about to take part, read from `side`.
+    pub fn candidate(side: Side, document: Document) -> Candidate {
+        Candidate { side, document }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::doc;
+    use super::*;
 
     #[test]
     fn canonical_json_ignores_key_order_whitespace_and_number_spelling() {

@@ -183,20 +183,11 @@ essync_policy::bindings::export_component!(Misbehaving with_types_in essync_poli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::Side;
     use essync_policy::bindings::exports::essync::policy::filter::Guest;
+    use essync_policy::{Side, testing};
 
     fn candidate(index: &str) -> Candidate {
-        Candidate {
-            side: Side::Cassandra,
-            document: Document {
-                id: "0b7f3f5e-4bbd-4c6e-9d2e-0f1f2a3b4c5d".to_string(),
-                index: index.to_string(),
-                doc_type: "_doc".to_string(),
-                timestamp: 1,
-                content: "{}".to_string(),
-            },
-        }
+        testing::candidate(Side::Cassandra, testing::doc_in(index, 1, "{}"))
     }
 
     #[test]
