@@ -8,7 +8,11 @@ use elasticsearch::http::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms, run_to_end};
+use crate::support::es_url;
+use crate::support::proxy::Proxy;
+use crate::support::scenario::{
+    DEADLINE, Doc, Docs, Essync, Scenario, differences, doc, now_ms, run_to_end,
+};
 
 mod policies {
     include!(concat!(env!("OUT_DIR"), "/policies.rs"));
@@ -752,6 +756,51 @@ async fn sigterm_stops_cleanly_with_exit_code_0_and_a_checkpoint_a_restart_resum
     assert_eq!(
         elasticsearch.keys().copied().collect::<BTreeSet<_>>(),
         written
+    );
+}
+
+#[tokio::test]
+async fn elasticsearch_lost_mid_run_fails_rounds_cleanly_and_the_sync_resumes_when_it_is_back() {
+    let s = Scenario::new("slost").await;
+    let es = es_url();
+    let proxy = Proxy::start(es.trim_start_matches("http://")).await;
+    let via_proxy = format!("http://{}", proxy.address());
+    let mut args = s.command_args(&[]);
+    let url = args.iter().position(|a| a == "--es-url").expect("--es-url") + 1;
+    args[url] = via_proxy;
+    let essync = Essync::start(&args);
+    essync.wait_rounds(0, 1).await;
+
+    proxy.cut().await;
+    let id = Uuid::new_v4();
+    let written = doc(
+        &s.index("lost"),
+        "t",
+        now_ms(),
+        json!({"while": "elasticsearch was away"}),
+    );
+    s.cql_write(id, &written).await;
+    // Rounds fail, each with one line, and the process stays up.
+    let start = std::time::Instant::now();
+    while !essync
+        .output()
+        .iter()
+        .any(|l| l.contains("failed") && l.contains("not reachable"))
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no failed round reported:\n{}",
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.restore();
+    let elasticsearch = s.wait_equal(1).await;
+    assert_holds("Elasticsearch", &elasticsearch, id, &written);
+    assert!(
+        !essync.output().iter().any(|l| l.contains("panicked")),
+        "{}",
+        essync.output().join("\n")
     );
 }
 
