@@ -16,6 +16,10 @@ use clap::{Args, Parser, Subcommand};
     name = "essync",
     version,
     subcommand_negates_reqs = true,
+    override_usage = "essync [OPTIONS] KEYSPACE:TABLE PERIOD\n       \
+                      essync policy check POLICY\n       \
+                      essync policy test POLICY CASES\n       \
+                      essync errors KEYSPACE:TABLE [--clear]",
     after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
 )]
 pub struct Cli {

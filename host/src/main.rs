@@ -45,6 +45,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cli.command.is_some() && (cli.target.is_some() || cli.period.is_some()) {
+        eprintln!("essync: KEYSPACE:TABLE PERIOD do not go with a subcommand (see essync --help)");
+        return ExitCode::from(2);
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Policy(command)) => commands::policy::run(command).await,
