@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Answers whether a Cassandra node serves CQL: connects over the native protocol (v4),
-runs `SELECT release_version FROM system.local` and prints the version.
+"""A minimal CQL client over the native protocol (v4), so the server scripts need no driver:
 
-Exit code 0 when the query answered, 1 otherwise (the reason goes to stderr). No driver is
-needed, so the server scripts work before anything is installed.
+    cql.py HOST PORT                 prints the server's version (a readiness check)
+    cql.py HOST PORT "STATEMENT"     runs a statement; prints the rows, tab-separated
+
+Only text columns are printed as text (others as hex). Exit code 0 when the server answered,
+1 otherwise (the reason goes to stderr).
 """
 
 import socket
@@ -51,8 +53,8 @@ def error_message(body):
     return "error 0x%04x: %s" % (code, body[6 : 6 + n].decode(errors="replace"))
 
 
-def first_text_cell(body):
-    """Reads the first cell of a Rows result whose columns are all varchar."""
+def rows_of(body):
+    """The rows of a Rows result, each a list of str (text) or hex (other types) or None."""
     pos = 0
 
     def take(fmt):
@@ -69,37 +71,67 @@ def first_text_cell(body):
         pos += n
         return value
 
+    def skip_type():
+        kind = take(">H")
+        if kind == 0x0000:  # custom: a class name
+            take_string()
+        elif kind in (0x0020, 0x0022):  # list, set
+            skip_type()
+        elif kind == 0x0021:  # map
+            skip_type()
+            skip_type()
+        elif kind == 0x0030:  # udt
+            take_string()
+            take_string()
+            for _ in range(take(">H")):
+                take_string()
+                skip_type()
+        elif kind == 0x0031:  # tuple
+            for _ in range(take(">H")):
+                skip_type()
+        return kind
+
     kind = take(">i")
     if kind != 2:
-        return None
+        return []
     flags = take(">i")
     columns = take(">i")
     if flags & 0x0002:  # has_more_pages: paging state follows
         n = take(">i")
         pos += max(n, 0)
     if flags & 0x0004:  # no_metadata
-        return None
+        return []
     if flags & 0x0001:  # global_tables_spec
         take_string()
         take_string()
+    types = []
     for _ in range(columns):
         if not flags & 0x0001:
             take_string()
             take_string()
         take_string()
-        take(">H")  # type id; varchar carries no extra option
-    rows = take(">i")
-    if rows < 1:
-        return None
-    n = take(">i")
-    return body[pos : pos + n].decode() if n >= 0 else None
+        types.append(skip_type())
+    rows = []
+    for _ in range(take(">i")):
+        row = []
+        for column_type in types:
+            n = take(">i")
+            if n < 0:
+                row.append(None)
+                continue
+            cell = body[pos : pos + n]
+            pos += n
+            row.append(cell.decode() if column_type in (0x0001, 0x000A, 0x000D) else cell.hex())
+        rows.append(row)
+    return rows
 
 
 def main():
     host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 9042
+    statement = sys.argv[3] if len(sys.argv) > 3 else None
     try:
-        with socket.create_connection((host, port), timeout=5) as sock:
+        with socket.create_connection((host, port), timeout=5 if statement is None else 120) as sock:
             sock.sendall(frame(1, OP_STARTUP, struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0")))
             opcode, body = read_frame(sock)
             if opcode == OP_AUTHENTICATE:
@@ -108,12 +140,17 @@ def main():
                 return 0
             if opcode != OP_READY:
                 raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
-            query = long_string("SELECT release_version FROM system.local")
+            query = long_string(statement or "SELECT release_version FROM system.local")
             sock.sendall(frame(2, OP_QUERY, query + struct.pack(">HB", CONSISTENCY_ONE, 0)))
             opcode, body = read_frame(sock)
             if opcode != OP_RESULT:
                 raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
-            print(first_text_cell(body) or "unknown")
+            rows = rows_of(body)
+            if statement is None:
+                print(rows[0][0] if rows and rows[0] and rows[0][0] else "unknown")
+            else:
+                for row in rows:
+                    print("\t".join("" if cell is None else cell for cell in row))
             return 0
     except Exception as e:  # noqa: BLE001 - any failure means "not serving yet"
         print("cql %s:%d: %s" % (host, port, e), file=sys.stderr)
