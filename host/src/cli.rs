@@ -74,6 +74,10 @@ pub struct SyncOptions {
     #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
     pub sweep_rows: usize,
 
+    /// Serve Prometheus metrics on ADDRESS (e.g. 127.0.0.1:9464), at /metrics
+    #[arg(long, value_name = "ADDRESS", env = "ESSYNC_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// The longest a policy call may run, in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     pub policy_timeout_ms: u64,

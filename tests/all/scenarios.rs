@@ -804,6 +804,55 @@ async fn elasticsearch_lost_mid_run_fails_rounds_cleanly_and_the_sync_resumes_wh
     );
 }
 
+/// A GET over plain TCP; the body of the answer.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the metrics port");
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: {address}\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn metrics_count_rounds_and_documents_for_prometheus() {
+    let s = Scenario::new("smetrics").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let essync = s.essync(&["--metrics", &address]);
+    essync.wait_rounds(0, 1).await;
+    let id = Uuid::new_v4();
+    s.cql_write(
+        id,
+        &doc(&s.index("m"), "t", now_ms(), json!({"counted": true})),
+    )
+    .await;
+    s.wait_equal(1).await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 1).await;
+    let body = http_get(&address, "/metrics");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    };
+    assert!(value("essync_rounds_total ") >= 2.0);
+    assert_eq!(
+        value("essync_documents_written_total{side=\"elasticsearch\"}"),
+        1.0
+    );
+    assert_eq!(value("essync_round_failures_total "), 0.0);
+    assert!(http_get(&address, "/other").contains("GET /metrics"));
+}
+
 #[tokio::test]
 async fn essync_errors_lists_documents_that_cannot_be_synced() {
     let s = Scenario::new("serr").await;

@@ -1,6 +1,7 @@
 //! What each command does, on top of the library.
 
 pub mod errors;
+pub mod metrics;
 pub mod policy;
 pub mod sync;
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use essync::cassandra::FeedOptions;
 use essync::policy::{Policy, PolicyLimits};
 use essync::store::Side;
-use essync::sync::{Progress, RoundReport, Stop, SyncOptions, Syncer};
+use essync::sync::{Metrics, Progress, RoundReport, Stop, SyncOptions, Syncer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Cli, SyncOptions as CliSyncOptions};
@@ -45,6 +45,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Arc::new(LoggedProgress::default())
         };
         syncer = syncer.with_progress(progress);
+    }
+    if let Some(address) = cli.sync.metrics {
+        let metrics = Arc::new(Metrics::new());
+        let bound = super::metrics::serve(address, metrics.clone()).await?;
+        tracing::info!("metrics on http://{bound}/metrics");
+        syncer = syncer.with_metrics(metrics);
     }
     tracing::info!(
         "syncing Elasticsearch ({}) with {target} every {:.1}s",

@@ -21,6 +21,7 @@
 pub mod checkpoint;
 mod decide;
 pub mod errors;
+pub mod metrics;
 pub mod report;
 mod round;
 mod stop;
@@ -33,6 +34,7 @@ use thiserror::Error;
 
 pub use checkpoint::{Checkpoint, Reconciliation};
 pub use errors::ErrorEntry;
+pub use metrics::Metrics;
 pub use report::RoundReport;
 pub use stop::Stop;
 
@@ -115,6 +117,7 @@ pub struct Syncer {
     rounds: u64,
     last_round: Option<Instant>,
     progress: Option<Arc<dyn Progress>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Syncer {
@@ -194,6 +197,7 @@ impl Syncer {
             rounds: 0,
             last_round: None,
             progress: None,
+            metrics: None,
         };
         syncer.save().await?;
         Ok(syncer)
@@ -202,6 +206,12 @@ impl Syncer {
     /// Reports progress to `progress`.
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = Some(progress);
+        self
+    }
+
+    /// Counts every round in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -318,6 +328,9 @@ impl Syncer {
             match self.round(stop).await {
                 Ok(report) => {
                     failures = 0;
+                    if let Some(metrics) = &self.metrics {
+                        metrics.round(&report, self.errors.len(), self.checkpoint.reconciling());
+                    }
                     if self.options.dry_run {
                         tracing::info!("{report} (dry run: nothing written)");
                     } else {
@@ -327,6 +340,9 @@ impl Syncer {
                 Err(e) if once => return Err(e),
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    if let Some(metrics) = &self.metrics {
+                        metrics.failed_round();
+                    }
                     let wait =
                         Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
                     tracing::error!(
