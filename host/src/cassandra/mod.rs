@@ -8,7 +8,7 @@
 //!   the seed's API;
 //! - [`CassandraStore::get_by_ids`], [`CassandraStore::write_batch`] and the change feed
 //!   ([`CassandraStore::read_recent`], [`CassandraStore::scan_page`]) are what the sync engine
-//!   uses. See [`feed`] for how changes are found and [`write`] for why writes are
+//!   uses. See [`feed`] for how changes are found and [`mod@write`] for why writes are
 //!   compare-and-set.
 
 pub mod convert;
