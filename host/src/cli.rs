@@ -170,6 +170,21 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_password: Option<String>,
 
+    /// Talk to Cassandra over TLS (client encryption), checking its certificate against the
+    /// public web roots unless --cassandra-ca is given
+    #[arg(long, env = "ESSYNC_CASSANDRA_TLS", global = true)]
+    pub cassandra_tls: bool,
+
+    /// PEM file of the certificate authorities Cassandra's certificate is checked against
+    /// (implies --cassandra-tls)
+    #[arg(long, value_name = "FILE", env = "ESSYNC_CASSANDRA_CA", global = true)]
+    pub cassandra_ca: Option<PathBuf>,
+
+    /// Accept any Cassandra TLS certificate (self-signed test clusters only; implies
+    /// --cassandra-tls)
+    #[arg(long, global = true)]
+    pub cassandra_insecure: bool,
+
     /// The replication of a keyspace essync creates, as a CQL map
     #[arg(
         long,

@@ -804,6 +804,26 @@ async fn elasticsearch_lost_mid_run_fails_rounds_cleanly_and_the_sync_resumes_wh
     );
 }
 
+#[tokio::test]
+async fn cassandra_over_tls_syncs_with_a_trusted_ca_and_refuses_an_unknown_certificate() {
+    let s = Scenario::new("stls").await;
+    let ca = crate::support::cassandra_ca().display().to_string();
+    let essync = s.essync(&["--cassandra-ca", &ca]);
+    essync.wait_rounds(0, 1).await;
+    let id = Uuid::new_v4();
+    let written = doc(&s.index("tls"), "t", now_ms(), json!({"over": "tls"}));
+    s.es_write(id, &written).await;
+    let elasticsearch = s.wait_equal(1).await;
+    assert_holds("Elasticsearch", &elasticsearch, id, &written);
+    drop(essync);
+
+    // The same server, checked against the public roots only: refused, in one line.
+    let (code, _, stderr) = run_to_end(&s.command_args(&["--cassandra-tls", "--once"]));
+    assert_ne!(code, Some(0));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+}
+
 /// A GET over plain TCP; the body of the answer.
 fn http_get(address: &str, path: &str) -> String {
     use std::io::{Read, Write};

@@ -15,6 +15,7 @@ pub mod convert;
 mod error;
 pub mod feed;
 mod schema;
+mod tls;
 pub mod write;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ pub use convert::CassandraVersion;
 pub use error::CassandraError;
 pub use feed::{CassandraCheckpoint, ScanPage, Sweep, TokenPosition};
 pub use schema::check_name;
+pub use tls::CassandraTls;
 pub use write::{CassandraExpected, CassandraWrite};
 
 use crate::Document;
@@ -54,6 +56,8 @@ pub struct CassandraConfig {
     pub replication: String,
     /// Credentials, if the cluster needs them.
     pub credentials: Option<(String, String)>,
+    /// TLS (client encryption), if the cluster uses it.
+    pub tls: Option<CassandraTls>,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
     /// Rows per page of reads.
@@ -71,6 +75,7 @@ impl CassandraConfig {
             table: table.into(),
             replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_string(),
             credentials: None,
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             page_size: 1000,
             concurrency: 64,
@@ -584,6 +589,9 @@ async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraErro
         .connection_timeout(config.connect_timeout);
     if let Some((user, password)) = &config.credentials {
         builder = builder.user(user, password);
+    }
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_context(Some(tls::client_config(tls)?));
     }
     builder
         .build()

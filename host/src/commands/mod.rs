@@ -24,7 +24,7 @@ pub fn init_logging(verbose: u8) {
 }
 
 use anyhow::Context as _;
-use essync::cassandra::{CassandraConfig, CassandraStore};
+use essync::cassandra::{CassandraConfig, CassandraStore, CassandraTls};
 use essync::elasticsearch::{Credentials, ElasticsearchConfig, ElasticsearchStore, IndexSelection};
 
 use crate::cli::{ConnectionOptions, Target};
@@ -71,5 +71,11 @@ pub async fn connect_cassandra(
         (None, Some(_)) => anyhow::bail!("--cassandra-password needs --cassandra-user"),
         (None, None) => None,
     };
+    if options.cassandra_tls || options.cassandra_ca.is_some() || options.cassandra_insecure {
+        config.tls = Some(CassandraTls {
+            ca_file: options.cassandra_ca.clone(),
+            accept_invalid_certificates: options.cassandra_insecure,
+        });
+    }
     Ok(CassandraStore::connect(config).await?)
 }

@@ -21,6 +21,24 @@ pub fn cassandra_node() -> String {
     std::env::var("ESSYNC_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".to_string())
 }
 
+/// The certificate authority Cassandra's TLS certificate is signed by: `ESSYNC_CASSANDRA_CA`, or
+/// the one `scripts/servers` made (in `ESSYNC_WORK`, by default the repository's `.work`).
+pub fn cassandra_ca() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("ESSYNC_CASSANDRA_CA") {
+        return path.into();
+    }
+    let work = std::env::var("ESSYNC_WORK")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.work"));
+    let path = work.join("run/cassandra/conf/ca.pem");
+    assert!(
+        path.is_file(),
+        "no Cassandra CA at {}: start Cassandra with scripts/servers up (it enables TLS), or set ESSYNC_CASSANDRA_CA",
+        path.display()
+    );
+    path
+}
+
 /// A name no other test (in this run or an earlier one) uses: lowercase, so it is valid both as
 /// an Elasticsearch index and as a Cassandra keyspace or table.
 pub fn unique_name(prefix: &str) -> String {
