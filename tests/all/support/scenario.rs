@@ -200,22 +200,7 @@ impl Scenario {
 
     /// Writes a row to Cassandra as a user would (plain CQL, the driver's write time).
     pub async fn cql_write(&self, id: Uuid, doc: &Doc) {
-        self.cql
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, ?, ?, ?, ?)",
-                    self.table()
-                ),
-                (
-                    id,
-                    &doc.index,
-                    &doc.doc_type,
-                    doc.timestamp.map(CqlTimestamp),
-                    doc.content.to_string(),
-                ),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("insert into {}: {e}", self.table()));
+        self.cql_bulk(&[(id, doc.clone())]).await;
     }
 
     /// Writes many rows to Cassandra, concurrently.
