@@ -104,6 +104,31 @@ pub enum Read<V> {
     Bad(BadDocument),
 }
 
+impl<V> Read<V> {
+    /// The document, or why it cannot be synced: an item of a store's document stream.
+    pub fn into_document<E: std::error::Error + 'static>(self) -> Result<Document, ReadError<E>> {
+        match self {
+            Read::Document(stored) => Ok(stored.document),
+            Read::Bad(bad) => Err(ReadError::Bad(bad)),
+        }
+    }
+}
+
+/// Flattens pages of reads into a document stream: each read an item, a failed page the last.
+pub(crate) fn documents_of<V, E: std::error::Error + 'static>(
+    pages: impl futures::Stream<Item = Result<Vec<Read<V>>, E>>,
+) -> impl futures::Stream<Item = Result<Document, ReadError<E>>> {
+    use futures::StreamExt;
+    pages
+        .map(|page| match page {
+            Ok(reads) => {
+                futures::stream::iter(reads.into_iter().map(Read::into_document)).left_stream()
+            }
+            Err(e) => futures::stream::once(async move { Err(ReadError::Store(e)) }).right_stream(),
+        })
+        .flatten()
+}
+
 /// What happened to one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {

@@ -7,7 +7,8 @@
 //! - [`CassandraStore::insert_or_replace_document`] and [`CassandraStore::get_documents`] are
 //!   the seed's API;
 //! - [`CassandraStore::get_by_ids`], [`CassandraStore::write_batch`] and the change feed
-//!   ([`CassandraStore::read_recent`], [`CassandraStore::scan_page`]) are what the sync engine
+//!   ([`CassandraStore::changes`], built on [`CassandraStore::read_recent`] and
+//!   [`CassandraStore::scan_page`]) are what the sync engine
 //!   uses. See [`feed`] for how changes are found and [`mod@write`] for why writes are
 //!   compare-and-set.
 
@@ -24,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::statement::prepared::PreparedStatement;
@@ -216,42 +217,21 @@ impl CassandraStore {
     pub fn get_documents(
         &self,
     ) -> impl Stream<Item = Result<Document, ReadError<CassandraError>>> + '_ {
-        let action = format!("to read {}", self.table);
-        futures::stream::once(async move {
-            let statement = format!("SELECT {COLUMNS} FROM {}", self.table);
-            let mut statement = scylla::statement::Statement::new(statement);
-            statement.set_page_size(self.config.page_size);
-            let pager = self
-                .session
-                .query_iter(statement, ())
-                .await
-                .map_err(|e| CassandraError::pager(&action, &e))?;
-            pager
-                .rows_stream::<RawRow>()
-                .map_err(|e| CassandraError::protocol(&action, e))
-                .map(|rows| rows.map_err(move |e| CassandraError::protocol("to read a row", e)))
-        })
-        .map(|stream| match stream {
-            Ok(rows) => rows
-                .map(|row| match row {
-                    Ok(row) => match from_row(row) {
-                        Read::Document(stored) => Ok(stored.document),
-                        Read::Bad(bad) => Err(ReadError::Bad(bad)),
-                    },
-                    Err(e) => Err(ReadError::Store(e)),
-                })
-                .left_stream(),
-            Err(e) => futures::stream::once(async move { Err(ReadError::Store(e)) }).right_stream(),
-        })
-        .flatten()
-        .scan(false, |failed, item| {
-            // A store failure ends the stream.
-            if *failed {
-                return futures::future::ready(None);
-            }
-            *failed = matches!(item, Err(ReadError::Store(_)));
-            futures::future::ready(Some(item))
-        })
+        // A full scan in token order, the same paging as a reconciliation pass. The state is
+        // the position to read after, or `None` once the scan is over.
+        let page_size = self.config.page_size.max(1) as usize;
+        let pages =
+            futures::stream::unfold(Some(None::<TokenPosition>), move |position| async move {
+                let position = position?;
+                match self.scan_page(position.as_ref(), page_size, None).await {
+                    Ok(page) => {
+                        let next = (!page.done).then_some(page.position);
+                        Some((Ok(page.reads), next))
+                    }
+                    Err(e) => Some((Err(e), None)),
+                }
+            });
+        crate::store::documents_of(pages)
     }
 
     /// The current row of each id that exists.
@@ -558,28 +538,6 @@ impl CassandraStore {
             .filter_map(|(count,)| count)
             .sum();
         Ok((total > 0).then_some(total as u64))
-    }
-
-    /// The number of rows, counted by a scan (slow on large tables; for tools and tests).
-    pub async fn count_rows(&self) -> Result<u64, CassandraError> {
-        let action = format!("to count the rows of {}", self.table);
-        let mut statement =
-            scylla::statement::Statement::new(format!("SELECT id FROM {}", self.table));
-        statement.set_page_size(5000);
-        let pager = self
-            .session
-            .query_iter(statement, ())
-            .await
-            .map_err(|e| CassandraError::pager(&action, &e))?;
-        let mut rows = pager
-            .rows_stream::<(Uuid,)>()
-            .map_err(|e| CassandraError::protocol(&action, e))?;
-        let mut count = 0;
-        while let Some(row) = rows.next().await {
-            row.map_err(|e| CassandraError::protocol(&action, e))?;
-            count += 1;
-        }
-        Ok(count)
     }
 }
 

@@ -294,29 +294,23 @@ async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
 
     let verdicts = policy.filter(candidates).await;
     let resolutions = policy.resolve(conflicts).await;
-    let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
-    for ((position, name, expected), answer) in filter_cases.into_iter().zip(&verdicts) {
-        let actual = verdict_json(answer);
-        outcomes.push((
-            position,
-            Outcome {
+    let actual = verdicts
+        .iter()
+        .map(verdict_json)
+        .chain(resolutions.iter().map(resolution_json));
+    let mut outcomes: Vec<(usize, Outcome)> = filter_cases
+        .into_iter()
+        .chain(resolve_cases)
+        .zip(actual)
+        .map(|((position, name, expected), actual)| {
+            let outcome = Outcome {
                 name,
                 expected,
                 actual,
-            },
-        ));
-    }
-    for ((position, name, expected), answer) in resolve_cases.into_iter().zip(&resolutions) {
-        let actual = resolution_json(answer);
-        outcomes.push((
-            position,
-            Outcome {
-                name,
-                expected,
-                actual,
-            },
-        ));
-    }
+            };
+            (position, outcome)
+        })
+        .collect();
     outcomes.sort_by_key(|(position, _)| *position);
 
     let mut failed = 0;

@@ -2,10 +2,10 @@
 //!
 //! - [`ElasticsearchStore::connect`] checks the cluster answers;
 //! - [`ElasticsearchStore::insert_or_replace_document`] and
-//!   [`ElasticsearchStore::get_documents`] are the seed's API;
+//!   [`ElasticsearchStore::get_documents`] are the seed's API (the latter is the change feed
+//!   read from the very start);
 //! - [`ElasticsearchStore::get_by_ids`], [`ElasticsearchStore::write_batch`] and the change feed
-//!   ([`ElasticsearchStore::plan_changes`], [`ElasticsearchStore::read_page`]) are what the sync
-//!   engine uses.
+//!   ([`ElasticsearchStore::changes`]) are what the sync engine uses.
 //!
 //! Every index except system and hidden ones (`.`-prefixed) takes part, or those selected by
 //! [`ElasticsearchConfig::indices`]. A document's `_id` is
@@ -41,6 +41,7 @@ use crate::document::now_millis;
 use crate::store::{BadDocument, ChangePage, Read, ReadError, Side, WriteOutcome};
 use client::Http;
 use feed::PageSizer;
+use futures::StreamExt;
 use indices::SELECTION_PARAMS;
 
 /// How to reach Elasticsearch and how big requests may get.
@@ -228,71 +229,11 @@ impl ElasticsearchStore {
     pub fn get_documents(
         &self,
     ) -> impl Stream<Item = Result<Document, ReadError<ElasticsearchError>>> + '_ {
-        struct State {
-            ranges: std::vec::IntoIter<ShardRange>,
-            current: Option<(ShardRange, i64)>,
-            buffered: std::vec::IntoIter<Read<EsVersion>>,
-            sizer: PageSizer,
-            planned: bool,
-            failed: bool,
-        }
-        let state = State {
-            ranges: Vec::new().into_iter(),
-            current: None,
-            buffered: Vec::new().into_iter(),
-            sizer: PageSizer::new(self.config.page_size, self.config.page_bytes),
-            planned: false,
-            failed: false,
-        };
-        futures::stream::unfold(state, move |mut state| async move {
-            loop {
-                if state.failed {
-                    return None;
-                }
-                if let Some(read) = state.buffered.next() {
-                    let item = match read {
-                        Read::Document(stored) => Ok(stored.document),
-                        Read::Bad(bad) => Err(ReadError::Bad(bad)),
-                    };
-                    return Some((item, state));
-                }
-                if !state.planned {
-                    state.planned = true;
-                    match self.plan_changes(&EsCheckpoint::default()).await {
-                        Ok(plan) => state.ranges = plan.ranges.into_iter(),
-                        Err(e) => {
-                            state.failed = true;
-                            return Some((Err(ReadError::Store(e)), state));
-                        }
-                    }
-                }
-                let (range, after) = match state.current.take() {
-                    Some(current) => current,
-                    None => match state.ranges.next() {
-                        Some(range) => {
-                            let after = range.after;
-                            (range, after)
-                        }
-                        None => return None,
-                    },
-                };
-                match self
-                    .read_page_sized(&range, after, &mut state.sizer, now_millis())
-                    .await
-                {
-                    Ok(page) => {
-                        if !page.done {
-                            state.current = Some((range, page.position));
-                        }
-                        state.buffered = page.reads.into_iter();
-                    }
-                    Err(e) => {
-                        state.failed = true;
-                        return Some((Err(ReadError::Store(e)), state));
-                    }
-                }
-            }
-        })
+        // The change feed from the very start: every shard up to its current checkpoint.
+        let pages = self
+            .changes(&EsCheckpoint::default(), now_millis())
+            .map(|page| page.map(|page| page.reads));
+        crate::store::documents_of(pages)
     }
 
     /// The current version of each id, wherever it is. The hint (the index where the id is
@@ -454,11 +395,11 @@ impl ElasticsearchStore {
     /// What changed since `from`, page by page: each page carries the checkpoint that holds once
     /// it (and every page before it) is applied; the last page (possibly empty) carries the
     /// checkpoint of the whole plan. `seen_at` stamps documents that carry no metadata.
-    pub fn changes(
-        &self,
+    pub fn changes<'a>(
+        &'a self,
         from: &EsCheckpoint,
         seen_at: DateTime<Utc>,
-    ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + '_
+    ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
     {
         struct State {
             checkpoint: EsCheckpoint,
@@ -515,7 +456,7 @@ impl ElasticsearchStore {
                 },
             };
             match self
-                .read_page_sized(&range, after, &mut state.sizer, seen_at)
+                .read_page(&range, after, &mut state.sizer, seen_at)
                 .await
             {
                 Ok(page) => {
@@ -537,20 +478,9 @@ impl ElasticsearchStore {
         })
     }
 
-    /// Reads the next page of a range after sequence number `after`; `seen_at` stamps
-    /// documents that carry no metadata.
-    pub async fn read_page(
-        &self,
-        range: &ShardRange,
-        after: i64,
-        seen_at: DateTime<Utc>,
-    ) -> Result<Page, ElasticsearchError> {
-        let mut sizer = PageSizer::new(self.config.page_size, self.config.page_bytes);
-        self.read_page_sized(range, after, &mut sizer, seen_at)
-            .await
-    }
-
-    async fn read_page_sized(
+    /// Reads the next page of a range after sequence number `after`, sized by `sizer`;
+    /// `seen_at` stamps documents that carry no metadata.
+    async fn read_page(
         &self,
         range: &ShardRange,
         after: i64,
@@ -579,24 +509,6 @@ impl ElasticsearchStore {
             .get("count")
             .and_then(Value::as_u64)
             .unwrap_or(0))
-    }
-
-    /// Makes recent writes searchable in every synced index (tests and tools use it).
-    pub async fn refresh(&self) -> Result<(), ElasticsearchError> {
-        self.http
-            .expect_ok(
-                Method::Post,
-                &format!("/{}/_refresh", self.config.indices.path()),
-                &SELECTION_PARAMS,
-                None,
-            )
-            .await
-            .map(|_| ())
-    }
-
-    /// Forgets that an index was prepared (call after deleting it).
-    pub fn forget_index(&self, name: &str) {
-        self.indices.forget(name);
     }
 }
 

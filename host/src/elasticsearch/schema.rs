@@ -87,13 +87,6 @@ impl Indices {
         }
         result
     }
-
-    /// Forgets an index (after it was deleted, say).
-    pub fn forget(&self, name: &str) {
-        if let Ok(mut prepared) = self.prepared.lock() {
-            prepared.remove(name);
-        }
-    }
 }
 
 fn error_type(body: &Value) -> Option<&str> {

@@ -199,7 +199,13 @@ impl Syncer {
             progress: None,
             metrics: None,
         };
-        syncer.save().await?;
+        save(
+            &syncer.checkpoints,
+            syncer.cassandra.session(),
+            &syncer.checkpoint,
+            syncer.options.dry_run,
+        )
+        .await?;
         Ok(syncer)
     }
 
@@ -223,15 +229,6 @@ impl Syncer {
     /// How many documents are recorded as failed.
     pub fn failed_documents(&self) -> usize {
         self.errors.len()
-    }
-
-    async fn save(&self) -> Result<(), SyncError> {
-        if !self.options.dry_run {
-            self.checkpoints
-                .save(self.cassandra.session(), &self.checkpoint)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Runs one round. Stops early, with the checkpoint saved, when `stop` is set.
@@ -305,7 +302,13 @@ impl Syncer {
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");
         }
-        save(&self.checkpoints, &ctx, &self.checkpoint).await?;
+        save(
+            &self.checkpoints,
+            ctx.cassandra.session(),
+            &self.checkpoint,
+            ctx.dry_run,
+        )
+        .await?;
         report.duration = started.elapsed();
         if let Some(progress) = &progress {
             progress.round_finished(&report);
@@ -405,7 +408,13 @@ impl Feed<'_, '_> {
                 sync_batch(self.ctx, self.errors, self.report, source(page.reads)).await?;
             }
             advance(self.checkpoint, page.checkpoint);
-            save(self.checkpoints, self.ctx, self.checkpoint).await?;
+            save(
+                self.checkpoints,
+                self.ctx.cassandra.session(),
+                self.checkpoint,
+                self.ctx.dry_run,
+            )
+            .await?;
             if let Some(progress) = self.progress {
                 progress.read(side, count);
             }
@@ -418,15 +427,15 @@ impl Feed<'_, '_> {
     }
 }
 
+/// Saves a checkpoint (not in a dry run).
 async fn save(
     checkpoints: &CheckpointStore,
-    ctx: &Context<'_>,
+    session: &scylla::client::session::Session,
     checkpoint: &Checkpoint,
+    dry_run: bool,
 ) -> Result<(), SyncError> {
-    if !ctx.dry_run {
-        checkpoints
-            .save(ctx.cassandra.session(), checkpoint)
-            .await?;
+    if !dry_run {
+        checkpoints.save(session, checkpoint).await?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! One batch of ids through a round: look up both versions, triage, filter, resolve, write,
 //! record what failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -44,33 +44,16 @@ pub(crate) async fn sync_batch(
     source: Source,
 ) -> Result<(), SyncError> {
     let session = ctx.cassandra.session();
-    let mut es_reads: HashMap<Uuid, Read<EsVersion>> = HashMap::new();
-    let mut cassandra_reads: HashMap<Uuid, Read<CassandraVersion>> = HashMap::new();
+    let mut es_reads: HashMap<Uuid, Read<EsVersion>>;
+    let mut cassandra_reads: HashMap<Uuid, Read<CassandraVersion>>;
     let mut ids: Vec<Uuid> = Vec::new();
     match source {
         Source::Elasticsearch(reads) => {
-            for read in reads {
-                match id_of(&read) {
-                    Some(id) => {
-                        ids.push(id);
-                        es_reads.insert(id, read);
-                    }
-                    None => record_bad(ctx, errors, report, &read).await?,
-                }
-            }
-            ids.sort();
-            ids.dedup();
+            es_reads = by_id(ctx, errors, report, reads, &mut ids).await?;
             cassandra_reads = ctx.cassandra.get_by_ids(&ids).await?;
         }
         Source::Cassandra(reads) => {
-            for read in reads {
-                if let Some(id) = id_of(&read) {
-                    ids.push(id);
-                    cassandra_reads.insert(id, read);
-                }
-            }
-            ids.sort();
-            ids.dedup();
+            cassandra_reads = by_id(ctx, errors, report, reads, &mut ids).await?;
             es_reads = ctx
                 .elasticsearch
                 .get_by_ids(&hints(&ids, &cassandra_reads), ctx.now)
@@ -182,7 +165,7 @@ pub(crate) async fn sync_batch(
     let resolutions = ctx.policy.resolve(conflicts).await;
     let mut es_writes = Vec::new();
     let mut cassandra_writes = Vec::new();
-    let mut pending: HashMap<Uuid, usize> = HashMap::new();
+    let mut pending: HashSet<Uuid> = HashSet::new();
     for ((pair, elasticsearch, cassandra), resolution) in taken.into_iter().zip(resolutions) {
         let id = pair.id;
         let resolution = match resolution {
@@ -217,7 +200,6 @@ pub(crate) async fn sync_batch(
             errors.resolve(session, &id).await?;
             continue;
         };
-        let mut writes = 0;
         if decision.write_elasticsearch {
             es_writes.push(EsWrite {
                 document: target.clone(),
@@ -226,7 +208,6 @@ pub(crate) async fn sync_batch(
                     None => EsExpected::Absent,
                 },
             });
-            writes += 1;
         }
         if decision.write_cassandra {
             cassandra_writes.push(CassandraWrite {
@@ -236,12 +217,11 @@ pub(crate) async fn sync_batch(
                     None => CassandraExpected::Absent,
                 },
             });
-            writes += 1;
         }
-        if writes == 0 {
-            errors.resolve(session, &id).await?;
+        if decision.write_elasticsearch || decision.write_cassandra {
+            pending.insert(id);
         } else {
-            pending.insert(id, writes);
+            errors.resolve(session, &id).await?;
         }
     }
 
@@ -277,7 +257,7 @@ pub(crate) async fn sync_batch(
                 .map(|w| (Side::Cassandra, &w.document))
                 .zip(cassandra_outcomes?),
         );
-    let mut failed: HashMap<Uuid, ()> = HashMap::new();
+    let mut failed: HashSet<Uuid> = HashSet::new();
     for ((side, document), outcome) in outcomes {
         let id = document.id;
         match outcome {
@@ -286,7 +266,7 @@ pub(crate) async fn sync_batch(
             }
             WriteOutcome::ChangedUnderneath | WriteOutcome::NewerAlreadyThere => {
                 report.changed_underneath += 1;
-                failed.insert(id, ());
+                failed.insert(id);
                 tracing::debug!(%id, "{side} changed while being written; decided again next round");
                 errors
                     .record(
@@ -300,18 +280,40 @@ pub(crate) async fn sync_batch(
                     .await?;
             }
             WriteOutcome::Rejected(reason) | WriteOutcome::Failed(reason) => {
-                failed.insert(id, ());
+                failed.insert(id);
                 let reason = format!("{side} refused the write: {reason}");
                 fail(ctx, errors, report, id, side.name(), &reason).await?;
             }
         }
     }
-    for id in pending.keys() {
-        if !failed.contains_key(id) {
-            errors.resolve(session, id).await?;
-        }
+    for id in pending.difference(&failed) {
+        errors.resolve(session, id).await?;
     }
     Ok(())
+}
+
+/// A page's reads by id (their ids, sorted, into `ids`); a read without a uuid id is recorded
+/// as failed at once, since nothing else can be done with it.
+async fn by_id<V>(
+    ctx: &Context<'_>,
+    errors: &mut ErrorLog,
+    report: &mut RoundReport,
+    reads: Vec<Read<V>>,
+    ids: &mut Vec<Uuid>,
+) -> Result<HashMap<Uuid, Read<V>>, SyncError> {
+    let mut found = HashMap::with_capacity(reads.len());
+    for read in reads {
+        match id_of(&read) {
+            Some(id) => {
+                ids.push(id);
+                found.insert(id, read);
+            }
+            None => record_bad(ctx, errors, report, &read).await?,
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(found)
 }
 
 fn id_of<V>(read: &Read<V>) -> Option<Uuid> {
