@@ -21,10 +21,11 @@ pub fn cassandra_node() -> String {
     std::env::var("ESSYNC_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".to_string())
 }
 
-/// The certificate authority Cassandra's TLS certificate is signed by: `ESSYNC_CASSANDRA_CA`, or
-/// the one `scripts/servers` made (in `ESSYNC_WORK`, by default the repository's `.work`).
+/// The certificate authority Cassandra's TLS certificate is signed by:
+/// `ESSYNC_TEST_CASSANDRA_CA` (set by `scripts/test`), or the one `scripts/servers` made (in
+/// `ESSYNC_WORK`, by default the repository's `.work`).
 pub fn cassandra_ca() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("ESSYNC_CASSANDRA_CA") {
+    if let Ok(path) = std::env::var("ESSYNC_TEST_CASSANDRA_CA") {
         return path.into();
     }
     let work = std::env::var("ESSYNC_WORK")
@@ -33,7 +34,7 @@ pub fn cassandra_ca() -> std::path::PathBuf {
     let path = work.join("run/cassandra/conf/ca.pem");
     assert!(
         path.is_file(),
-        "no Cassandra CA at {}: start Cassandra with scripts/servers up (it enables TLS), or set ESSYNC_CASSANDRA_CA",
+        "no Cassandra CA at {}: start Cassandra with scripts/servers up (it enables TLS), or set ESSYNC_TEST_CASSANDRA_CA",
         path.display()
     );
     path

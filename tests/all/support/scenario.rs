@@ -441,6 +441,19 @@ fn iso(millis: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The essync command, with none of essync's own `ESSYNC_*` settings inherited from the test's
+/// environment: a scenario says everything on the command line.
+fn essync_command(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_essync"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ESSYNC_") {
+            command.env_remove(name);
+        }
+    }
+    command.args(args).stdin(Stdio::null());
+    command
+}
+
 /// A running essync process; killed when dropped.
 pub struct Essync {
     child: Mutex<Child>,
@@ -449,9 +462,7 @@ pub struct Essync {
 
 impl Essync {
     pub fn start(args: &[String]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_essync"))
-            .args(args)
-            .stdin(Stdio::null())
+        let mut child = essync_command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -565,11 +576,7 @@ impl Drop for Essync {
 /// Runs essync to completion (for `--once` and for bad arguments) and returns its exit code
 /// and output.
 pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_essync"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run essync");
+    let output = essync_command(args).output().expect("run essync");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
