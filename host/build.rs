@@ -22,6 +22,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("field-merge", "policies/field-merge"),
     ("index-filter", "policies/index-filter"),
     ("misbehaving", "policies/testing/misbehaving"),
+    ("legacy-v0-1", "policies/testing/legacy-v0-1"),
 ];
 
 /// What the policies share.

@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use essync::Document;
-use essync::policy::{Candidate, Conflict, Policy, PolicyLimits, Side};
+use essync::policy::{Candidate, Conflict, Policy, PolicyLimits, Side, Version};
 
 const BATCHES: [usize; 3] = [1, 100, 1000];
 
@@ -45,8 +45,9 @@ fn conflicts(count: usize) -> Vec<Conflict> {
             let id = Uuid::from_u128(n as u128 + 1);
             Conflict {
                 id,
-                elasticsearch: Some(document(id, n, (n % 2 * 2) as i64)),
-                cassandra: Some(document(id, n + 1, 1)),
+                base: Some(document(id, n + 2, 0)),
+                elasticsearch: Some(Version::written(document(id, n, (n % 2 * 2) as i64))),
+                cassandra: Some(Version::written(document(id, n + 1, 1))),
             }
         })
         .collect()
@@ -59,25 +60,27 @@ fn ties(count: usize) -> Vec<Conflict> {
             let id = Uuid::from_u128(n as u128 + 1);
             Conflict {
                 id,
-                elasticsearch: Some(document(id, n, 1)),
-                cassandra: Some(document(id, n + 1, 1)),
+                base: Some(document(id, n + 2, 0)),
+                elasticsearch: Some(Version::written(document(id, n, 1))),
+                cassandra: Some(Version::written(document(id, n + 1, 1))),
             }
         })
         .collect()
 }
 
 fn native(conflict: &Conflict) -> essync_policy::Conflict {
-    let version = |d: &Option<Document>| {
-        d.as_ref().map(|d| essync_policy::Document {
-            id: d.id.to_string(),
-            index: d.index.clone(),
-            doc_type: d.doc_type.clone(),
-            timestamp: d.timestamp_millis().unwrap_or_default(),
-            content: serde_json::to_string(&d.content).unwrap_or_default(),
-        })
+    let document = |d: &Document| essync_policy::Document {
+        id: d.id.to_string(),
+        index: d.index.clone(),
+        doc_type: d.doc_type.clone(),
+        timestamp: d.timestamp_millis().unwrap_or_default(),
+        stamp: essync_policy::Stamp::Written,
+        content: serde_json::to_string(&d.content).unwrap_or_default(),
     };
+    let version = |v: &Option<Version>| v.as_ref().map(|v| document(&v.document));
     essync_policy::Conflict {
         id: conflict.id.to_string(),
+        base: conflict.base.as_ref().map(document),
         elasticsearch: version(&conflict.elasticsearch),
         cassandra: version(&conflict.cassandra),
     }
@@ -85,9 +88,16 @@ fn native(conflict: &Conflict) -> essync_policy::Conflict {
 
 fn resolve(c: &mut Criterion) {
     let policy = Policy::builtin(PolicyLimits::default()).expect("the builtin policy loads");
-    let size = serde_json::to_string(&conflicts(1)[0].elasticsearch.as_ref().unwrap().content)
-        .map(|s| s.len())
-        .unwrap_or(0);
+    let size = serde_json::to_string(
+        &conflicts(1)[0]
+            .elasticsearch
+            .as_ref()
+            .unwrap()
+            .document
+            .content,
+    )
+    .map(|s| s.len())
+    .unwrap_or(0);
     println!("document content: {size} bytes");
     let mut group = c.benchmark_group("resolve");
     for n in BATCHES {
@@ -140,9 +150,10 @@ fn resolve(c: &mut Criterion) {
     let batch: Vec<Candidate> = conflicts(n)
         .into_iter()
         .filter_map(|c| c.elasticsearch)
-        .map(|document| Candidate {
+        .map(|version| Candidate {
             side: Side::Elasticsearch,
-            document,
+            version,
+            deleted: false,
         })
         .collect();
     group.throughput(Throughput::Elements(n as u64));

@@ -72,10 +72,10 @@ fn check_prints_the_world_and_its_version() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(
-        stdout.contains("world    essync:policy/policy@0.1.0"),
+        stdout.contains("world    essync:policy/policy@0.2.0"),
         "{stdout}"
     );
-    assert!(stdout.contains("essync:policy/resolver@0.1.0"), "{stdout}");
+    assert!(stdout.contains("essync:policy/resolver@0.2.0"), "{stdout}");
 }
 
 #[test]
@@ -92,7 +92,75 @@ fn check_refuses_what_is_not_a_policy_in_one_line() {
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("does not export essync:policy/filter@0.1.0"),
+        stderr.contains("does not export essync:policy/filter@0.2.0"),
         "{stderr}"
     );
+}
+
+mod components {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
+/// Every example policy passes its own cases, as a component run by the binary.
+#[test]
+fn every_example_policy_passes_its_cases() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for (component, folder) in [
+        (components::LAST_WRITE_WINS, "last-write-wins"),
+        (components::PREFER_CASSANDRA, "prefer-cassandra"),
+        (components::FIELD_MERGE, "field-merge"),
+        (components::INDEX_FILTER, "index-filter"),
+    ] {
+        let cases = root.join(folder).join("cases.json");
+        let output = essync(&["policy", "test", component, cases.to_str().expect("utf-8")]);
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{folder}: {stdout}{}",
+            text(&output.stderr)
+        );
+        assert!(stdout.contains("essync:policy@0.2.0"), "{stdout}");
+    }
+}
+
+/// A component of the earlier interface runs the same kind of cases, adapted: the default rule
+/// answers what it cannot be asked (a delete against a change), and `policy check` names its
+/// version.
+#[test]
+fn a_policy_of_the_earlier_interface_is_tested_and_checked() {
+    let cases = scratch_file(
+        "legacy.json",
+        r#"{ "cases": [
+          { "name": "it prefers Elasticsearch", "kind": "resolve",
+            "input": { "base": { "index": "books", "timestamp": 0 },
+                       "elasticsearch": { "index": "books", "timestamp": 1 },
+                       "cassandra": { "index": "books", "timestamp": 9 } },
+            "expect": "use-elasticsearch" },
+          { "name": "a delete against a change: the change wins", "kind": "resolve",
+            "input": { "base": { "index": "books", "timestamp": 0 },
+                       "cassandra": { "index": "books", "timestamp": 9 } },
+            "expect": "use-cassandra" },
+          { "name": "its filter", "kind": "filter",
+            "input": { "side": "cassandra", "document": { "index": "legacy-private", "timestamp": 1 } },
+            "expect": "skip" },
+          { "name": "deletes take part", "kind": "filter",
+            "input": { "side": "cassandra", "deleted": true, "document": { "index": "legacy-private", "timestamp": 1 } },
+            "expect": "keep" }
+        ] }"#,
+    );
+    let output = essync(&[
+        "policy",
+        "test",
+        components::LEGACY_V0_1,
+        cases.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("essync:policy@0.1.0"), "{stdout}");
+
+    let output = essync(&["policy", "check", components::LEGACY_V0_1]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("policy@0.1.0"), "{stdout}");
 }

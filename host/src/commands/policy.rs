@@ -21,17 +21,22 @@
 //! ] }
 //! ```
 //!
-//! - `kind` is `filter` or `resolve`. A filter input is `{side, document}` (`side` is
-//!   `elasticsearch` or `cassandra`); a resolve input is `{id?, elasticsearch?, cassandra?}`
-//!   (an absent or `null` version is absent from that side).
-//! - A document is `{id?, index, type?, timestamp, content?}`: `timestamp` is RFC 3339 text or
-//!   milliseconds since the epoch (UTC), `type` defaults to `_doc`, `content` (a JSON object)
-//!   to `{}`, and `id` to the conflict's id, which defaults to
-//!   `00000000-0000-4000-8000-000000000000`.
+//! - `kind` is `filter` or `resolve`. A filter input is `{side, document, deleted?}` (`side` is
+//!   `elasticsearch` or `cassandra`; `deleted: true` makes it the delete of that document); a
+//!   resolve input is `{id?, base?, elasticsearch?, cassandra?}` (an absent or `null` version is
+//!   absent from that side; `base` is the version both sides last shared).
+//! - A document is `{id?, index, type?, timestamp, stamp?, content?}`: `timestamp` is RFC 3339
+//!   text or milliseconds since the epoch (UTC), `stamp` is `written` (the default) or
+//!   `observed`, `type` defaults to `_doc`, `content` (a JSON object) to `{}`, and `id` to the
+//!   conflict's id, which defaults to `00000000-0000-4000-8000-000000000000`.
 //! - `expect` is, for a filter, `"keep"`, `"skip"` (any reason), `{"skip": "reason"}` or
 //!   `{"transform": document}`; for a resolution, `"unchanged"`, `"use-elasticsearch"`,
-//!   `"use-cassandra"` or `{"write": document}`; for both, `"error"` (any error, including a
-//!   refusal) or `{"error": "text the message contains"}`.
+//!   `"use-cassandra"`, `"delete"` or `{"write": document}`; for both, `"error"` (any error,
+//!   including a refusal) or `{"error": "text the message contains"}`.
+//!
+//! A policy of the earlier interface `essync:policy@0.1.0` runs these cases adapted, as in a
+//! sync: it is not asked about deletes or about conflicts where one side is absent (the default
+//! rule answers), and does not see the base or the stamps.
 //!
 //! All filter cases run as one batch, and all resolve cases as another, as in a sync round.
 
@@ -48,7 +53,8 @@ use uuid::Uuid;
 use essync::Document;
 use essync::document::{DEFAULT_TYPE, format_timestamp};
 use essync::policy::{
-    Candidate, Conflict, Policy, PolicyError, PolicyLimits, Resolution, Side, Verdict,
+    Candidate, Conflict, Policy, PolicyError, PolicyLimits, Resolution, Side, Stamp, Verdict,
+    Version,
 };
 
 use crate::cli::PolicyCommand;
@@ -104,7 +110,7 @@ enum Case {
     },
     Resolve {
         name: String,
-        input: ResolveInput,
+        input: Box<ResolveInput>,
         expect: Value,
     },
 }
@@ -114,6 +120,8 @@ enum Case {
 struct FilterInput {
     side: CaseSide,
     document: CaseDocument,
+    #[serde(default)]
+    deleted: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -127,6 +135,7 @@ enum CaseSide {
 #[serde(deny_unknown_fields)]
 struct ResolveInput {
     id: Option<Uuid>,
+    base: Option<CaseDocument>,
     elasticsearch: Option<CaseDocument>,
     cassandra: Option<CaseDocument>,
 }
@@ -139,7 +148,15 @@ struct CaseDocument {
     #[serde(rename = "type")]
     doc_type: Option<String>,
     timestamp: CaseTimestamp,
+    stamp: Option<CaseStamp>,
     content: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum CaseStamp {
+    Written,
+    Observed,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -150,6 +167,16 @@ enum CaseTimestamp {
 }
 
 impl CaseDocument {
+    fn to_version(&self, default_id: Uuid) -> anyhow::Result<Version> {
+        Ok(Version {
+            document: self.to_document(default_id)?,
+            stamp: match self.stamp {
+                None | Some(CaseStamp::Written) => Stamp::Written,
+                Some(CaseStamp::Observed) => Stamp::Observed,
+            },
+        })
+    }
+
     fn to_document(&self, default_id: Uuid) -> anyhow::Result<Document> {
         let timestamp = match &self.timestamp {
             CaseTimestamp::Millis(ms) => DateTime::<Utc>::from_timestamp_millis(*ms)
@@ -210,6 +237,7 @@ fn resolution_json(answer: &Result<Resolution, PolicyError>) -> Value {
         Ok(Resolution::UseElasticsearch) => json!("use-elasticsearch"),
         Ok(Resolution::UseCassandra) => json!("use-cassandra"),
         Ok(Resolution::Write(document)) => json!({ "write": document_json(document) }),
+        Ok(Resolution::Delete) => json!("delete"),
         Err(e) => json!({ "error": e.to_string() }),
     }
 }
@@ -253,11 +281,11 @@ async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
                 input,
                 expect,
             } => {
-                let document = input
+                let version = input
                     .document
-                    .to_document(DEFAULT_ID)
+                    .to_version(DEFAULT_ID)
                     .with_context(|| format!("case {name:?}"))?;
-                let expected = normalize_expected(expect, "transform", document.id)
+                let expected = normalize_expected(expect, "transform", version.document.id)
                     .with_context(|| format!("case {name:?}"))?;
                 filter_cases.push((position, name.clone(), expected));
                 candidates.push(Candidate {
@@ -265,7 +293,8 @@ async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
                         CaseSide::Elasticsearch => Side::Elasticsearch,
                         CaseSide::Cassandra => Side::Cassandra,
                     },
-                    document,
+                    version,
+                    deleted: input.deleted,
                 });
             }
             Case::Resolve {
@@ -274,11 +303,17 @@ async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
                 expect,
             } => {
                 let id = input.id.unwrap_or(DEFAULT_ID);
-                let version = |d: &Option<CaseDocument>| -> anyhow::Result<Option<Document>> {
-                    d.as_ref().map(|d| d.to_document(id)).transpose()
+                let version = |d: &Option<CaseDocument>| -> anyhow::Result<Option<Version>> {
+                    d.as_ref().map(|d| d.to_version(id)).transpose()
                 };
                 let conflict = Conflict {
                     id,
+                    base: input
+                        .base
+                        .as_ref()
+                        .map(|d| d.to_document(id))
+                        .transpose()
+                        .with_context(|| format!("case {name:?}"))?,
                     elasticsearch: version(&input.elasticsearch)
                         .with_context(|| format!("case {name:?}"))?,
                     cassandra: version(&input.cassandra)

@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::PolicyError;
-use super::{Candidate, Conflict, Resolution, Side, Verdict, wit};
+use super::{Candidate, Conflict, Resolution, Side, Stamp, Verdict, Version, wit};
 use crate::Document;
 
 fn invalid(reason: String) -> PolicyError {
@@ -14,7 +14,10 @@ fn invalid(reason: String) -> PolicyError {
 }
 
 /// A document as the policy sees it: the timestamp in milliseconds, the content as JSON text.
-pub(super) fn document_to_wit(document: &Document) -> Result<wit::Document, PolicyError> {
+pub(super) fn document_to_wit(
+    document: &Document,
+    stamp: Stamp,
+) -> Result<wit::Document, PolicyError> {
     let timestamp = document
         .timestamp_millis()
         .ok_or_else(|| invalid(format!("{document} has no timestamp")))?;
@@ -28,6 +31,10 @@ pub(super) fn document_to_wit(document: &Document) -> Result<wit::Document, Poli
         index: document.index.clone(),
         doc_type: document.doc_type.clone(),
         timestamp,
+        stamp: match stamp {
+            Stamp::Written => wit::Stamp::Written,
+            Stamp::Observed => wit::Stamp::Observed,
+        },
         content: document.content.to_string(),
     })
 }
@@ -38,23 +45,28 @@ pub(super) fn candidate_to_wit(candidate: &Candidate) -> Result<wit::Candidate, 
             Side::Elasticsearch => wit::Side::Elasticsearch,
             Side::Cassandra => wit::Side::Cassandra,
         },
-        document: document_to_wit(&candidate.document)?,
+        document: document_to_wit(&candidate.version.document, candidate.version.stamp)?,
+        deleted: candidate.deleted,
     })
 }
 
 pub(super) fn conflict_to_wit(conflict: &Conflict) -> Result<wit::Conflict, PolicyError> {
-    let version = |side: &str, document: &Option<Document>| match document {
+    let version = |side: &str, version: Option<(&Document, Stamp)>| match version {
         None => Ok(None),
-        Some(d) if d.id != conflict.id => Err(invalid(format!(
+        Some((d, _)) if d.id != conflict.id => Err(invalid(format!(
             "the {side} version {d} is not of the conflict's id {}",
             conflict.id
         ))),
-        Some(d) => document_to_wit(d).map(Some),
+        Some((d, stamp)) => document_to_wit(d, stamp).map(Some),
     };
+    fn of(v: &Option<Version>) -> Option<(&Document, Stamp)> {
+        v.as_ref().map(|v| (&v.document, v.stamp))
+    }
     Ok(wit::Conflict {
         id: conflict.id.to_string(),
-        elasticsearch: version("Elasticsearch", &conflict.elasticsearch)?,
-        cassandra: version("Cassandra", &conflict.cassandra)?,
+        base: version("base", conflict.base.as_ref().map(|d| (d, Stamp::Written)))?,
+        elasticsearch: version("Elasticsearch", of(&conflict.elasticsearch))?,
+        cassandra: version("Cassandra", of(&conflict.cassandra))?,
     })
 }
 
@@ -116,9 +128,16 @@ pub(super) fn verdict_from_wit(
     match answer.map_err(|reason| refused(policy, reason))? {
         wit::Verdict::Keep => Ok(Verdict::Keep),
         wit::Verdict::Skip(reason) => Ok(Verdict::Skip { reason }),
+        wit::Verdict::Transform(_) if candidate.deleted => Err(PolicyError::Malformed {
+            name: policy.to_string(),
+            reason: format!(
+                "transformed the delete of {}; a delete can only be kept or skipped",
+                candidate.version.document.id
+            ),
+        }),
         wit::Verdict::Transform(document) => Ok(Verdict::Transform(document_from_wit(
             policy,
-            candidate.document.id,
+            candidate.version.document.id,
             document,
         )?)),
     }
@@ -149,5 +168,6 @@ pub(super) fn resolution_from_wit(
             conflict.id,
             document,
         )?)),
+        wit::Resolution::Delete => Ok(Resolution::Delete),
     }
 }

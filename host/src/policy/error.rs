@@ -61,8 +61,8 @@ pub enum PolicyError {
     /// The component exports the policy interfaces at a version this essync does not speak.
     #[error(
         "{name} exports {export}, but this essync runs policies of essync:policy@{expected} \
-         (compatible versions: same major version, and same minor version for 0.x): rebuild \
-         the policy against essync:policy@{expected}"
+         and 0.1.0 (compatible versions: same major version, and same minor version for 0.x): \
+         rebuild the policy against essync:policy@{expected}"
     )]
     IncompatibleVersion {
         /// The policy's name.

@@ -5,6 +5,12 @@
 //! `essync:policy/filter` and `essync:policy/resolver`, each a batch call (a list in, a list of
 //! the same length out). [`Policy`] loads one and calls it:
 //!
+//! - **Every supported interface version.** Components of the current world
+//!   ([`WORLD_VERSION`]) and of the earlier `0.1.0` (`wit/0.1.0`) both load; a `0.1.0`
+//!   component is adapted: it sees no base, no stamps and no deletes, and what it cannot be
+//!   asked (a delete to filter, a delete against a change to resolve) is answered by the
+//!   default rule (a delete takes part; the change wins over the delete).
+//!
 //! - **Load once.** [`Policy::builtin`] (the default last-write-wins policy, embedded in the
 //!   binary), [`Policy::from_file`] and [`Policy::from_bytes`] compile the component once
 //!   (wasmtime `Engine`, `Component`, `InstancePre`) after checking that it exports the policy
@@ -33,6 +39,7 @@ mod error;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+mod world;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,25 +54,17 @@ pub use error::PolicyError;
 use batch::CallFailure;
 use sandbox::CallState;
 
-/// Host bindings of the `essync:policy` world, generated from `wit/`.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "essync:policy/policy",
-    });
-}
-
-use bindings::essync::policy::types as wit;
+use world::bindings::essync::policy::types as wit;
+use world::{Instance, Pre, World};
 
 /// The WIT package a policy implements.
 pub const WORLD_PACKAGE: &str = "essync:policy";
 /// The world a policy is a component of.
 pub const WORLD: &str = "policy";
 /// The version of the `essync:policy` package this essync runs.
-pub const WORLD_VERSION: &str = "0.1.0";
-
-/// The interfaces a policy exports, without their version.
-const EXPORTS: [&str; 2] = ["essync:policy/filter", "essync:policy/resolver"];
+pub const WORLD_VERSION: &str = "0.2.0";
+/// The earlier versions whose components this essync still runs, adapted.
+pub const OLDER_WORLD_VERSIONS: &[&str] = &["0.1.0"];
 
 /// The default policy (last-write-wins), compiled from `policies/` for `wasm32-wasip2`.
 static BUILTIN: &[u8] = include_bytes!(env!("ESSYNC_BUILTIN_POLICY"));
@@ -98,13 +97,46 @@ impl Default for PolicyLimits {
 /// The store a document was read from (the stores' own [`crate::store::Side`]).
 pub use crate::store::Side;
 
-/// A document about to take part in the sync, with the store it was read from.
+/// Who set a document's timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stamp {
+    /// The document's writer: the timestamp it carries is new in this version.
+    Written,
+    /// essync: the version carries no timestamp of its own, or it changed and kept the base's;
+    /// the timestamp is when the change was made as far as essync can tell (Cassandra's write
+    /// time, or when essync first saw the Elasticsearch version).
+    Observed,
+}
+
+/// One version of a document, and who set its timestamp.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    /// Where the document was read.
-    pub side: Side,
+pub struct Version {
     /// The document; its timestamp must be set.
     pub document: crate::Document,
+    /// Who set the timestamp.
+    pub stamp: Stamp,
+}
+
+impl Version {
+    /// A version whose writer set its timestamp.
+    pub fn written(document: crate::Document) -> Self {
+        Self {
+            document,
+            stamp: Stamp::Written,
+        }
+    }
+}
+
+/// A change about to take part in the sync: a new version read from one store, or the delete
+/// of a document from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Where the change was made.
+    pub side: Side,
+    /// The new version; for a delete, the version that was deleted (the base).
+    pub version: Version,
+    /// Whether the change is a delete.
+    pub deleted: bool,
 }
 
 /// What happens to a candidate.
@@ -121,15 +153,18 @@ pub enum Verdict {
     },
 }
 
-/// Both versions of one id, either possibly absent.
+/// Both versions of one id that both sides changed since the base; a version is absent where
+/// that side deleted the document or never had it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conflict {
-    /// The id both versions share.
+    /// The id every version shares.
     pub id: Uuid,
-    /// The Elasticsearch version; its timestamp must be set.
-    pub elasticsearch: Option<crate::Document>,
-    /// The Cassandra version; its timestamp must be set.
-    pub cassandra: Option<crate::Document>,
+    /// The version both sides held after the last sync, if essync synced this id before.
+    pub base: Option<crate::Document>,
+    /// The Elasticsearch version.
+    pub elasticsearch: Option<Version>,
+    /// The Cassandra version.
+    pub cassandra: Option<Version>,
 }
 
 /// What both sides should hold for one id.
@@ -143,15 +178,23 @@ pub enum Resolution {
     UseCassandra,
     /// Both sides get this document (the conflict's id, checked).
     Write(crate::Document),
+    /// The document is removed from both sides.
+    Delete,
 }
 
 /// One export's call on a batch, in a given store and instance.
-type WasmCall<'a, I, A> = dyn FnMut(
-        &mut Store<CallState>,
-        &bindings::Policy,
-        &[I],
-    ) -> wasmtime::Result<Vec<Result<A, String>>>
+type WasmCall<'a, I, A> = dyn FnMut(&mut Store<CallState>, &Instance, &[I]) -> wasmtime::Result<Vec<Result<A, String>>>
     + 'a;
+
+/// One item of a batch, before the call.
+enum Input<I, A> {
+    /// Sent to the component.
+    Send(I),
+    /// Answered without the component (what an older world cannot be asked).
+    Answered(A),
+    /// Not sent: the item itself is invalid.
+    Invalid(PolicyError),
+}
 
 /// A loaded policy component, ready to be called. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
@@ -169,7 +212,7 @@ struct Inner {
     exports: Vec<String>,
     imports: Vec<String>,
     engine: Engine,
-    pre: bindings::PolicyPre<CallState>,
+    pre: Pre,
 }
 
 impl std::fmt::Debug for Policy {
@@ -223,21 +266,15 @@ impl Policy {
         let ty = component.component_type();
         let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
         let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
-        let version = check_exports(name, &exports)?;
-        let linker = sandbox::linker(&engine)?;
-        let instance_pre =
-            linker
-                .instantiate_pre(&component)
-                .map_err(|e| PolicyError::UnsupportedImport {
-                    name: name.to_string(),
-                    reason: one_line(&e),
-                })?;
-        let pre = bindings::PolicyPre::new(instance_pre).map_err(|e| PolicyError::WrongWorld {
-            name: name.to_string(),
-            expected: WORLD_VERSION.to_string(),
-            reason: one_line(&e),
-        })?;
+        let (version, world) = world::check_exports(name, &exports)?;
+        let pre = Pre::new(name, &engine, &component, world)?;
         sandbox::start_ticker(&engine)?;
+        if world != World::Current {
+            tracing::info!(
+                "policy {name} is built for essync:policy@{version}; it runs adapted (it sees \
+                 no base and no deletes; rebuild it against @{WORLD_VERSION} for them)"
+            );
+        }
         tracing::debug!(policy = name, version, "policy loaded");
         let inner = Arc::new(Inner {
             name: Arc::from(name),
@@ -277,7 +314,7 @@ impl Policy {
         &self.inner.name
     }
 
-    /// The version of the `essync:policy` world the component exports (e.g. `0.1.0`).
+    /// The version of the `essync:policy` world the component exports (e.g. `0.2.0`).
     pub fn world_version(&self) -> &str {
         &self.inner.version
     }
@@ -332,10 +369,22 @@ impl Policy {
     /// [`Policy::filter`] on the current thread, for callers outside an async runtime. Blocks
     /// for up to the time limit per chunk (more when isolating failures).
     pub fn filter_blocking(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
-        let inputs: Vec<Result<wit::Candidate, PolicyError>> =
-            batch.iter().map(convert::candidate_to_wit).collect();
+        let world = self.inner.pre.world();
+        let inputs = batch
+            .iter()
+            .map(|candidate| {
+                if candidate.deleted && world == World::V0_1 {
+                    // An older policy is never asked about a delete: it takes part.
+                    return Input::Answered(Ok(wit::Verdict::Keep));
+                }
+                match convert::candidate_to_wit(candidate) {
+                    Ok(item) => Input::Send(item),
+                    Err(e) => Input::Invalid(e),
+                }
+            })
+            .collect();
         let answers = self.run(inputs, &mut |store, instance, items| {
-            instance.essync_policy_filter().call_filter(store, items)
+            instance.filter(store, items)
         });
         batch
             .into_iter()
@@ -349,10 +398,28 @@ impl Policy {
     /// [`Policy::resolve`] on the current thread, for callers outside an async runtime. Blocks
     /// for up to the time limit per chunk (more when isolating failures).
     pub fn resolve_blocking(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
-        let inputs: Vec<Result<wit::Conflict, PolicyError>> =
-            batch.iter().map(convert::conflict_to_wit).collect();
+        let world = self.inner.pre.world();
+        let inputs = batch
+            .iter()
+            .map(|conflict| {
+                let one_sided = conflict.elasticsearch.is_none() || conflict.cassandra.is_none();
+                if one_sided && world == World::V0_1 {
+                    // An older policy is never asked about a delete against a change: the
+                    // change wins, as in the default policy.
+                    return Input::Answered(Ok(match &conflict.elasticsearch {
+                        Some(_) => wit::Resolution::UseElasticsearch,
+                        None if conflict.cassandra.is_some() => wit::Resolution::UseCassandra,
+                        None => wit::Resolution::Unchanged,
+                    }));
+                }
+                match convert::conflict_to_wit(conflict) {
+                    Ok(item) => Input::Send(item),
+                    Err(e) => Input::Invalid(e),
+                }
+            })
+            .collect();
         let answers = self.run(inputs, &mut |store, instance, items| {
-            instance.essync_policy_resolver().call_resolve(store, items)
+            instance.resolve(store, items)
         });
         batch
             .into_iter()
@@ -363,35 +430,35 @@ impl Policy {
             .collect()
     }
 
-    /// Calls the policy on the valid inputs, chunk by chunk, isolating failures; invalid
-    /// inputs keep their error. One result per input, in order.
+    /// Calls the policy on the inputs to send, chunk by chunk, isolating failures; the others
+    /// keep their answer or error. One result per input, in order.
     fn run<I, A>(
         &self,
-        inputs: Vec<Result<I, PolicyError>>,
+        inputs: Vec<Input<I, Result<A, String>>>,
         call: &mut WasmCall<'_, I, A>,
     ) -> Vec<Result<Result<A, String>, PolicyError>> {
-        let mut invalid = Vec::with_capacity(inputs.len());
-        let mut valid = Vec::with_capacity(inputs.len());
+        let mut sent = Vec::with_capacity(inputs.len());
+        let mut kept = Vec::with_capacity(inputs.len());
         for input in inputs {
             match input {
-                Ok(item) => {
-                    valid.push(item);
-                    invalid.push(None);
+                Input::Send(item) => {
+                    sent.push(item);
+                    kept.push(None);
                 }
-                Err(e) => invalid.push(Some(e)),
+                Input::Answered(answer) => kept.push(Some(Ok(answer))),
+                Input::Invalid(e) => kept.push(Some(Err(e))),
             }
         }
-        let mut answers = Vec::with_capacity(valid.len());
-        for chunk in valid.chunks(self.limits.batch_size) {
+        let mut answers = Vec::with_capacity(sent.len());
+        for chunk in sent.chunks(self.limits.batch_size) {
             answers.extend(batch::isolate(chunk, &mut |items: &[I]| {
                 self.call_once(items, call)
             }));
         }
         let mut answers = answers.into_iter();
-        invalid
-            .into_iter()
-            .map(|error| match error {
-                Some(e) => Err(e),
+        kept.into_iter()
+            .map(|kept| match kept {
+                Some(result) => result,
                 None => answers.next().unwrap_or_else(|| {
                     Err(PolicyError::Internal {
                         reason: "an answer went missing".to_string(),
@@ -485,61 +552,7 @@ fn looks_like_wasm(bytes: &[u8]) -> bool {
 }
 
 /// An error and its causes on one line (wasmtime's messages may span several).
-fn one_line(error: &wasmtime::Error) -> String {
+pub(super) fn one_line(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Checks that the component exports the policy interfaces at a compatible version, and
-/// returns that version.
-fn check_exports(name: &str, exports: &[String]) -> Result<String, PolicyError> {
-    let mut version = None;
-    for wanted in EXPORTS {
-        let found = exports.iter().find(|export| {
-            export.as_str() == wanted
-                || export
-                    .strip_prefix(wanted)
-                    .is_some_and(|rest| rest.starts_with('@'))
-        });
-        let Some(found) = found else {
-            return Err(PolicyError::MissingExport {
-                name: name.to_string(),
-                missing: format!("{wanted}@{WORLD_VERSION}"),
-                expected: WORLD_VERSION.to_string(),
-                found: if exports.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    exports.join(", ")
-                },
-            });
-        };
-        let found_version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
-        if !compatible(found_version, WORLD_VERSION) {
-            return Err(PolicyError::IncompatibleVersion {
-                name: name.to_string(),
-                export: found.clone(),
-                expected: WORLD_VERSION.to_string(),
-            });
-        }
-        version.get_or_insert_with(|| found_version.to_string());
-    }
-    Ok(version.unwrap_or_default())
-}
-
-/// Semantic-versioning compatibility as the component model applies it: the same major
-/// version, and for 0.x the same minor version.
-fn compatible(found: &str, expected: &str) -> bool {
-    fn parts(v: &str) -> Option<(u64, u64)> {
-        let core = v.split(['-', '+']).next()?;
-        let mut numbers = core.split('.');
-        let major = numbers.next()?.parse().ok()?;
-        let minor = numbers.next()?.parse().ok()?;
-        numbers.next()?.parse::<u64>().ok()?;
-        Some((major, minor))
-    }
-    match (parts(found), parts(expected)) {
-        (Some((0, found_minor)), Some((0, expected_minor))) => found_minor == expected_minor,
-        (Some((found_major, _)), Some((expected_major, _))) => found_major == expected_major,
-        _ => false,
-    }
 }

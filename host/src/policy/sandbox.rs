@@ -14,8 +14,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings;
 use super::error::PolicyError;
+use super::world::{bindings, bindings_v0_1};
 
 /// How often the ticker advances the engine's epoch: the granularity of call deadlines.
 pub(super) const TICK: Duration = Duration::from_millis(10);
@@ -62,19 +62,13 @@ pub(super) fn start_ticker(engine: &Engine) -> Result<(), PolicyError> {
 /// components asking for any compatible 0.2.x version are matched to it).
 const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
-/// The imports a policy gets: WASI with no file system, network, environment or arguments
-/// behind it, and `log`.
-pub(super) fn linker(engine: &Engine) -> Result<Linker<CallState>, PolicyError> {
+/// Adds the WASI imports a policy gets, with no file system, network, environment or arguments
+/// behind them (the world's own import, `log`, is added by the caller for its version).
+pub(super) fn add_wasi(linker: &mut Linker<CallState>) -> Result<(), PolicyError> {
     let setup = |e: wasmtime::Error| PolicyError::Engine {
         reason: format!("cannot define the policy imports: {e:#}"),
     };
-    let mut linker = Linker::<CallState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
-    bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-        &mut linker,
-        |state| state,
-    )
-    .map_err(setup)?;
+    wasmtime_wasi::p2::add_to_linker_sync(linker).map_err(setup)?;
     // Waiting on a clock blocks in the host, where the epoch deadline cannot interrupt it: a
     // policy has nothing to wait for, so a wait is a trap.
     linker.allow_shadowing(true);
@@ -90,7 +84,7 @@ pub(super) fn linker(engine: &Engine) -> Result<Linker<CallState>, PolicyError> 
             .map_err(setup)?;
     }
     linker.allow_shadowing(false);
-    Ok(linker)
+    Ok(())
 }
 
 /// The data of one call's store.
@@ -175,23 +169,52 @@ impl WasiView for CallState {
 }
 
 impl bindings::essync::policy::types::Host for CallState {}
+impl bindings_v0_1::essync::policy::types::Host for CallState {}
 
 impl bindings::PolicyImports for CallState {
     fn log(&mut self, level: bindings::essync::policy::types::Level, message: String) {
         use bindings::essync::policy::types::Level;
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log_message(level, &message);
+    }
+}
+
+impl bindings_v0_1::PolicyImports for CallState {
+    fn log(&mut self, level: bindings_v0_1::essync::policy::types::Level, message: String) {
+        use bindings_v0_1::essync::policy::types::Level;
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log_message(level, &message);
+    }
+}
+
+impl CallState {
+    /// A policy's message, at its level, under target `essync::policy` (bounded per call).
+    fn log_message(&mut self, level: tracing::Level, message: &str) {
         if self.logged >= MAX_LOG_MESSAGES {
             self.dropped_logs += 1;
             return;
         }
         self.logged += 1;
-        let message = cut(&message, MAX_LOG_MESSAGE_BYTES);
+        let message = cut(message, MAX_LOG_MESSAGE_BYTES);
         let policy = &*self.policy;
         match level {
-            Level::Trace => tracing::trace!(target: "essync::policy", policy, "{message}"),
-            Level::Debug => tracing::debug!(target: "essync::policy", policy, "{message}"),
-            Level::Info => tracing::info!(target: "essync::policy", policy, "{message}"),
-            Level::Warn => tracing::warn!(target: "essync::policy", policy, "{message}"),
-            Level::Error => tracing::error!(target: "essync::policy", policy, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(target: "essync::policy", policy, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(target: "essync::policy", policy, "{message}"),
+            tracing::Level::INFO => tracing::info!(target: "essync::policy", policy, "{message}"),
+            tracing::Level::WARN => tracing::warn!(target: "essync::policy", policy, "{message}"),
+            _ => tracing::error!(target: "essync::policy", policy, "{message}"),
         }
     }
 }

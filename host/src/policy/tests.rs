@@ -59,16 +59,38 @@ fn doc(index: &str, millis: i64, content: serde_json::Value) -> Document {
 fn candidate(index: &str) -> Candidate {
     Candidate {
         side: Side::Elasticsearch,
-        document: Document::new(index, "_doc", json!({"n": 1})).at(Utc::now()),
+        version: Version::written(Document::new(index, "_doc", json!({"n": 1})).at(Utc::now())),
+        deleted: false,
     }
 }
 
+fn deletion(index: &str) -> Candidate {
+    Candidate {
+        deleted: true,
+        ..candidate(index)
+    }
+}
+
+/// A conflict of two creations (no base).
 fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
     Conflict {
         id: id(),
-        elasticsearch: es,
-        cassandra,
+        base: None,
+        elasticsearch: es.map(Version::written),
+        cassandra: cassandra.map(Version::written),
     }
+}
+
+/// A conflict of two changes of `base` (or a change and a delete).
+fn conflict_from(base: Document, es: Option<Document>, cassandra: Option<Document>) -> Conflict {
+    Conflict {
+        base: Some(base),
+        ..conflict(es, cassandra)
+    }
+}
+
+fn legacy() -> Policy {
+    load(components::LEGACY_V0_1)
 }
 
 #[test]
@@ -79,7 +101,7 @@ fn the_builtin_policy_is_last_write_wins_of_the_current_world() {
     assert!(
         policy
             .exports()
-            .contains(&"essync:policy/resolver@0.1.0".to_string())
+            .contains(&"essync:policy/resolver@0.2.0".to_string())
     );
     let answers = policy.resolve_blocking(vec![
         conflict(Some(doc("a", 2, json!({}))), Some(doc("a", 1, json!({})))),
@@ -103,17 +125,21 @@ fn the_builtin_policy_is_last_write_wins_of_the_current_world() {
 
 /// The same conflict as the native policy sees it.
 fn native(conflict: &Conflict) -> essync_policy::Conflict {
-    let version = |d: &Option<Document>| {
-        d.as_ref().map(|d| essync_policy::Document {
-            id: d.id.to_string(),
-            index: d.index.clone(),
-            doc_type: d.doc_type.clone(),
-            timestamp: d.timestamp_millis().unwrap_or_default(),
-            content: serde_json::to_string(&d.content).unwrap_or_default(),
-        })
+    let document = |d: &Document, stamp: Stamp| essync_policy::Document {
+        id: d.id.to_string(),
+        index: d.index.clone(),
+        doc_type: d.doc_type.clone(),
+        timestamp: d.timestamp_millis().unwrap_or_default(),
+        stamp: match stamp {
+            Stamp::Written => essync_policy::Stamp::Written,
+            Stamp::Observed => essync_policy::Stamp::Observed,
+        },
+        content: serde_json::to_string(&d.content).unwrap_or_default(),
     };
+    let version = |v: &Option<Version>| v.as_ref().map(|v| document(&v.document, v.stamp));
     essync_policy::Conflict {
         id: conflict.id.to_string(),
+        base: conflict.base.as_ref().map(|d| document(d, Stamp::Written)),
         elasticsearch: version(&conflict.elasticsearch),
         cassandra: version(&conflict.cassandra),
     }
@@ -126,11 +152,22 @@ fn arb_conflict() -> impl Strategy<Value = Conflict> {
         proptest::collection::btree_map("[ab]", 0u8..3, 0..3),
     )
         .prop_map(|(index, millis, fields)| doc(index, millis, json!(fields)));
-    (
-        proptest::option::of(document.clone()),
-        proptest::option::of(document),
+    let version = (
+        document.clone(),
+        prop_oneof![Just(Stamp::Written), Just(Stamp::Observed)],
     )
-        .prop_map(|(es, cassandra)| conflict(es, cassandra))
+        .prop_map(|(document, stamp)| Version { document, stamp });
+    (
+        proptest::option::of(document),
+        proptest::option::of(version.clone()),
+        proptest::option::of(version),
+    )
+        .prop_map(|(base, elasticsearch, cassandra)| Conflict {
+            id: id(),
+            base,
+            elasticsearch,
+            cassandra,
+        })
 }
 
 proptest! {
@@ -147,6 +184,7 @@ proptest! {
                 essync_policy::Resolution::UseElasticsearch => Resolution::UseElasticsearch,
                 essync_policy::Resolution::UseCassandra => Resolution::UseCassandra,
                 essync_policy::Resolution::Write(_) => panic!("last write wins never writes"),
+                essync_policy::Resolution::Delete => panic!("last write wins never deletes"),
             };
             prop_assert_eq!(answer.map_err(|e| e.to_string()), Ok(expected));
         }
@@ -154,23 +192,35 @@ proptest! {
 }
 
 #[test]
-fn prefer_cassandra_picks_cassandra_even_when_older() {
+fn prefer_cassandra_picks_cassandra_even_when_older_and_its_deletes() {
     let policy = load(components::PREFER_CASSANDRA);
-    let answers = policy.resolve_blocking(vec![conflict(
-        Some(doc("a", 9, json!({"v": "es"}))),
-        Some(doc("a", 1, json!({"v": "cassandra"}))),
-    )]);
-    assert!(matches!(answers[..], [Ok(Resolution::UseCassandra)]));
+    let base = doc("a", 0, json!({"v": "base"}));
+    let answers = policy.resolve_blocking(vec![
+        conflict_from(
+            base.clone(),
+            Some(doc("a", 9, json!({"v": "es"}))),
+            Some(doc("a", 1, json!({"v": "cassandra"}))),
+        ),
+        conflict_from(base, Some(doc("a", 9, json!({"v": "es"}))), None),
+    ]);
+    assert!(
+        matches!(
+            answers[..],
+            [Ok(Resolution::UseCassandra), Ok(Resolution::Delete)]
+        ),
+        "{answers:?}"
+    );
 }
 
 #[test]
-fn field_merge_writes_the_merged_document() {
+fn field_merge_writes_the_three_way_merge() {
     let policy = load(components::FIELD_MERGE);
-    let answers = policy.resolve_blocking(vec![conflict(
-        Some(doc("a", 2, json!({"title": "New", "pages": 10}))),
-        Some(doc("a", 1, json!({"title": "Old", "isbn": "123"}))),
+    let answers = policy.resolve_blocking(vec![conflict_from(
+        doc("a", 0, json!({"title": "Old", "pages": 1})),
+        Some(doc("a", 2, json!({"title": "Old", "pages": 10}))),
+        Some(doc("a", 1, json!({"title": "New", "pages": 1}))),
     )]);
-    let expected = doc("a", 2, json!({"title": "New", "pages": 10, "isbn": "123"}));
+    let expected = doc("a", 2, json!({"title": "New", "pages": 10}));
     assert_eq!(
         answers
             .into_iter()
@@ -209,9 +259,53 @@ async fn the_async_calls_answer_in_order() {
 }
 
 #[test]
+fn a_delete_cannot_be_transformed() {
+    let answers = misbehaving().filter_blocking(vec![deletion("bad-json"), deletion("books")]);
+    assert!(
+        matches!(&answers[0], Err(PolicyError::Malformed { reason, .. }) if reason.contains("delete")),
+        "{answers:?}"
+    );
+    assert!(matches!(answers[1], Ok(Verdict::Keep)));
+}
+
+#[test]
+fn a_policy_of_the_earlier_interface_runs_adapted() {
+    let policy = legacy();
+    assert_eq!(policy.world_version(), "0.1.0");
+    // Filtering: it is asked about new versions, never about deletes (they take part).
+    let mut private = candidate("legacy-private");
+    private.version.stamp = Stamp::Observed;
+    let answers = policy.filter_blocking(vec![private, deletion("legacy-private")]);
+    assert!(
+        matches!(&answers[..], [Ok(Verdict::Skip { .. }), Ok(Verdict::Keep)]),
+        "{answers:?}"
+    );
+    // Resolving: it decides conflicts of two versions (it prefers Elasticsearch), while a
+    // delete against a change is decided by the default rule: the change wins.
+    let base = doc("a", 0, json!({"v": "base"}));
+    let answers = policy.resolve_blocking(vec![
+        conflict_from(
+            base.clone(),
+            Some(doc("a", 1, json!({"v": "es"}))),
+            Some(doc("a", 9, json!({"v": "cassandra"}))),
+        ),
+        conflict_from(base.clone(), None, Some(doc("a", 9, json!({"v": "c"})))),
+        conflict_from(base, Some(doc("a", 9, json!({"v": "e"}))), None),
+    ]);
+    assert_eq!(
+        answers.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        vec![
+            Some(Resolution::UseElasticsearch),
+            Some(Resolution::UseCassandra),
+            Some(Resolution::UseElasticsearch)
+        ]
+    );
+}
+
+#[test]
 fn a_document_without_timestamp_is_an_error_of_its_own() {
     let mut undated = candidate("books");
-    undated.document.timestamp = None;
+    undated.version.document.timestamp = None;
     let answers = builtin().filter_blocking(vec![candidate("books"), undated]);
     assert!(matches!(answers[0], Ok(Verdict::Keep)));
     assert!(
@@ -478,7 +572,7 @@ fn a_component_of_another_world_is_refused_naming_the_missing_export() {
         .expect_err("an empty component is not a policy");
     let message = error.to_string();
     assert!(
-        message.contains("does not export essync:policy/filter@0.1.0"),
+        message.contains("does not export essync:policy/filter@0.2.0"),
         "{message}"
     );
     assert!(message.contains("exports nothing"), "{message}");
@@ -488,32 +582,37 @@ fn a_component_of_another_world_is_refused_naming_the_missing_export() {
 fn a_component_of_another_version_is_refused_naming_both_versions() {
     let wat = r#"(component
         (instance $none)
-        (export "essync:policy/filter@0.2.0" (instance $none))
-        (export "essync:policy/resolver@0.2.0" (instance $none)))"#;
+        (export "essync:policy/filter@0.3.0" (instance $none))
+        (export "essync:policy/resolver@0.3.0" (instance $none)))"#;
     let error = Policy::from_bytes("future.wasm", wat.as_bytes(), PolicyLimits::default())
-        .expect_err("0.2 is not 0.1");
+        .expect_err("0.3 is neither 0.2 nor 0.1");
     assert!(
         matches!(error, PolicyError::IncompatibleVersion { .. }),
         "{error}"
     );
     let message = error.to_string();
-    assert!(message.contains("essync:policy/filter@0.2.0"), "{message}");
-    assert!(message.contains("essync:policy@0.1.0"), "{message}");
+    assert!(message.contains("essync:policy/filter@0.3.0"), "{message}");
+    assert!(message.contains("essync:policy@0.2.0"), "{message}");
 }
 
 #[test]
 fn exports_of_the_wrong_shape_are_refused() {
     let wat = r#"(component
         (instance $none)
-        (export "essync:policy/filter@0.1.0" (instance $none))
-        (export "essync:policy/resolver@0.1.0" (instance $none)))"#;
+        (export "essync:policy/filter@0.2.0" (instance $none))
+        (export "essync:policy/resolver@0.2.0" (instance $none)))"#;
     let error = Policy::from_bytes("hollow.wasm", wat.as_bytes(), PolicyLimits::default())
         .expect_err("empty interfaces are not a policy");
+    assert!(matches!(error, PolicyError::WrongWorld { .. }), "{error}");
+    let old = wat.replace("0.2.0", "0.1.0");
+    let error = Policy::from_bytes("hollow-old.wasm", old.as_bytes(), PolicyLimits::default())
+        .expect_err("empty interfaces of 0.1.0 are not a policy either");
     assert!(matches!(error, PolicyError::WrongWorld { .. }), "{error}");
 }
 
 #[test]
 fn versions_are_compatible_as_semver_says() {
+    use super::world::compatible;
     assert!(compatible("0.1.0", "0.1.0"));
     assert!(compatible("0.1.7", "0.1.0"));
     assert!(!compatible("0.2.0", "0.1.0"));

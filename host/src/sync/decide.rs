@@ -155,6 +155,7 @@ pub(crate) fn decide(
             "cassandra",
         ),
         Resolution::Write(document) => (document, "merged"),
+        Resolution::Delete => return Err("deletes are not applied yet".to_string()),
     };
     if target.id != pair.id {
         return Err(format!(

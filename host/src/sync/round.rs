@@ -13,7 +13,7 @@ use super::report::RoundReport;
 use crate::Document;
 use crate::cassandra::{CassandraExpected, CassandraStore, CassandraVersion, CassandraWrite};
 use crate::elasticsearch::{ElasticsearchStore, EsExpected, EsVersion, EsWrite};
-use crate::policy::{Candidate, Conflict, Policy};
+use crate::policy::{Candidate, Conflict, Policy, Version};
 use crate::store::{Read, Side, Stored, WriteOutcome};
 
 /// What a batch works with.
@@ -119,13 +119,15 @@ pub(crate) async fn sync_batch(
         if let Some(stored) = &pair.elasticsearch {
             candidates.push(Candidate {
                 side: Side::Elasticsearch,
-                document: stored.document.clone(),
+                version: Version::written(stored.document.clone()),
+                deleted: false,
             });
         }
         if let Some(stored) = &pair.cassandra {
             candidates.push(Candidate {
                 side: Side::Cassandra,
-                document: stored.document.clone(),
+                version: Version::written(stored.document.clone()),
+                deleted: false,
             });
         }
     }
@@ -158,8 +160,9 @@ pub(crate) async fn sync_batch(
         .iter()
         .map(|(pair, elasticsearch, cassandra)| Conflict {
             id: pair.id,
-            elasticsearch: elasticsearch.clone(),
-            cassandra: cassandra.clone(),
+            base: None,
+            elasticsearch: elasticsearch.clone().map(Version::written),
+            cassandra: cassandra.clone().map(Version::written),
         })
         .collect();
     let resolutions = ctx.policy.resolve(conflicts).await;

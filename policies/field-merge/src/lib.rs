@@ -1,26 +1,30 @@
-//! Example policy: merges the two versions of a document field by field.
+//! Example policy: a three-way merge of the top-level fields of a document.
 //!
-//! Every document takes part. When both sides hold a version of an id, the result keeps the
-//! newest value of every top-level field of the content:
+//! Every change takes part. When both sides changed a document since the version they last
+//! shared (the base), each top-level field of the content is merged on its own:
 //!
-//! - the newer version is the greater by [`essync_policy::versions::compare`] (later
-//!   timestamp; ties broken as last write wins does);
-//! - a top-level key present in both versions takes the newer version's value; a key present
-//!   in only one version is kept;
-//! - the merged document has the newer version's index, type and timestamp (the later of the
-//!   two), and is written to both sides. When the merge is just the newer version, that side's
-//!   version is used; when both versions are the same, nothing changes.
+//! - a field changed (or added, or removed) on one side only takes that side's value, even when
+//!   the other side's version is newer as a whole;
+//! - a field changed on both sides takes the newer version's value (the greater by
+//!   [`essync_policy::versions::compare_in`]: later timestamp, ties broken as the default policy
+//!   does); a removal counts as a change;
+//! - the index and the type are merged the same way; the merged document has the newer
+//!   version's timestamp, and is written to both sides. When the merge is one side's version,
+//!   that side's version is used; when both versions are the same, nothing changes.
 //!
-//! When only one side holds the id, that version is copied to the other side. A version whose
-//! content is not a JSON object is refused with the reason (essync reports it and leaves both
-//! sides alone).
+//! Without a base (both sides created the document), fields cannot be told apart by who changed
+//! them: a key present in both takes the newer version's value, and a key of one side only is
+//! kept. When one side deleted the document and the other changed it, the change wins (the
+//! document comes back), as in the default policy.
 //!
-//! Two versions only tell which whole version is newer, not when each field changed: a key
-//! removed on one side comes back from the other side's version.
+//! A version whose content is not a JSON object is refused with the reason (essync reports it
+//! and leaves both sides alone).
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
-use essync_policy::{Conflict, Document, Policy, Resolution, Side, json, versions};
+use essync_policy::{Conflict, Document, Policy, Resolution, json, versions};
+use serde_json::{Map, Value};
 
 /// The field-merge policy.
 pub struct FieldMerge;
@@ -36,21 +40,88 @@ pub fn resolve(conflict: &Conflict) -> Result<Resolution, String> {
     let (Some(es), Some(cassandra)) = (&conflict.elasticsearch, &conflict.cassandra) else {
         return Ok(versions::last_write_wins(conflict));
     };
-    let (newer, older, newer_side) = match versions::compare(es, cassandra) {
+    let (newer, older) = match versions::compare_in(conflict, es, cassandra) {
         Ordering::Equal => return Ok(Resolution::Unchanged),
-        Ordering::Greater => (es, cassandra, Side::Elasticsearch),
-        Ordering::Less => (cassandra, es, Side::Cassandra),
+        Ordering::Greater => (es, cassandra),
+        Ordering::Less => (cassandra, es),
     };
-    let merged = merge(newer, older)?;
-    if merged.content == json::canonical(&newer.content) {
-        Ok(Resolution::use_side(newer_side))
+    let merged = match &conflict.base {
+        Some(base) => three_way(base, newer, older)?,
+        None => two_way(newer, older)?,
+    };
+    Ok(if versions::same(&merged, es) {
+        Resolution::UseElasticsearch
+    } else if versions::same(&merged, cassandra) {
+        Resolution::UseCassandra
     } else {
-        Ok(Resolution::Write(merged))
+        Resolution::Write(merged)
+    })
+}
+
+/// Each field from the side that changed it; fields both changed from the newer version.
+fn three_way(base: &Document, newer: &Document, older: &Document) -> Result<Document, String> {
+    let (base_fields, newer_fields, older_fields) = (
+        base.content_object()?,
+        newer.content_object()?,
+        older.content_object()?,
+    );
+    let keys: BTreeSet<&String> = base_fields
+        .keys()
+        .chain(newer_fields.keys())
+        .chain(older_fields.keys())
+        .collect();
+    let mut content = Map::new();
+    for key in keys {
+        let value = pick(
+            base_fields.get(key),
+            newer_fields.get(key),
+            older_fields.get(key),
+        );
+        if let Some(value) = value {
+            content.insert(key.clone(), value.clone());
+        }
+    }
+    let mut merged = newer.clone();
+    merged.index = pick_text(&base.index, &newer.index, &older.index);
+    merged.doc_type = pick_text(&base.doc_type, &newer.doc_type, &older.doc_type);
+    merged.set_content(&content);
+    Ok(merged)
+}
+
+/// The value of one field: the older side's when only it changed the field, else the newer
+/// side's (`None`: the field is absent).
+fn pick<'a>(
+    base: Option<&Value>,
+    newer: Option<&'a Value>,
+    older: Option<&'a Value>,
+) -> Option<&'a Value> {
+    if same_value(newer, base) {
+        older
+    } else {
+        newer
+    }
+}
+
+fn pick_text(base: &str, newer: &str, older: &str) -> String {
+    if newer == base { older } else { newer }.to_string()
+}
+
+/// Whether two field values are the same JSON, however spelled.
+fn same_value(a: Option<&Value>, b: Option<&Value>) -> bool {
+    let text = |v: &Value| {
+        let mut out = String::new();
+        json::write_value(v, &mut out);
+        out
+    };
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a == b || text(a) == text(b),
+        _ => false,
     }
 }
 
 /// The newer version with the top-level keys only the older version has added to its content.
-fn merge(newer: &Document, older: &Document) -> Result<Document, String> {
+fn two_way(newer: &Document, older: &Document) -> Result<Document, String> {
     let mut content = older.content_object()?;
     content.extend(newer.content_object()?);
     let mut merged = newer.clone();
@@ -63,11 +134,34 @@ essync_policy::export!(FieldMerge);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::testing::{conflict, doc};
+    use essync_policy::testing::{ID, conflict, conflict_from, doc};
     use proptest::prelude::*;
 
     #[test]
-    fn newer_values_win_and_lone_keys_are_kept() {
+    fn a_field_changed_on_one_side_only_is_taken_even_from_the_older_version() {
+        let base = doc(1, r#"{"title":"Dune","pages":400,"isbn":"1"}"#);
+        let es = doc(5, r#"{"title":"Dune","pages":412,"isbn":"1"}"#);
+        let cassandra = doc(3, r#"{"title":"Dune (2nd ed.)","pages":400}"#);
+        let c = conflict_from(base, Some(es), Some(cassandra));
+        assert_eq!(
+            resolve(&c),
+            Ok(Resolution::Write(doc(
+                5,
+                r#"{"pages":412,"title":"Dune (2nd ed.)"}"#
+            )))
+        );
+        assert_eq!(resolve(&c.clone().swapped()), resolve(&c));
+    }
+
+    #[test]
+    fn a_field_changed_on_both_sides_takes_the_newer_value() {
+        let base = doc(1, r#"{"v":1}"#);
+        let c = conflict_from(base, Some(doc(5, r#"{"v":2}"#)), Some(doc(3, r#"{"v":3}"#)));
+        assert_eq!(resolve(&c), Ok(Resolution::UseElasticsearch));
+    }
+
+    #[test]
+    fn without_a_base_newer_values_win_and_lone_keys_are_kept() {
         let c = conflict(
             Some(doc(2, r#"{"title":"New","pages":10}"#)),
             Some(doc(1, r#"{"title":"Old","isbn":"123"}"#)),
@@ -83,11 +177,8 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_that_is_the_newer_version_uses_that_side() {
-        let c = conflict(
-            Some(doc(1, r#"{"title":"Old"}"#)),
-            Some(doc(2, r#"{"title":"New","pages":1}"#)),
-        );
+    fn a_change_beats_a_delete() {
+        let c = conflict_from(doc(1, "{}"), None, Some(doc(2, r#"{"a":1}"#)));
         assert_eq!(resolve(&c), Ok(Resolution::UseCassandra));
     }
 
@@ -98,37 +189,45 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_version_is_copied() {
-        let c = conflict(None, Some(doc(2, "{}")));
-        assert_eq!(resolve(&c), Ok(Resolution::UseCassandra));
-    }
-
-    #[test]
     fn content_that_is_not_an_object_is_refused() {
         let c = conflict(Some(doc(2, "[1]")), Some(doc(1, "{}")));
         assert!(resolve(&c).unwrap_err().contains("not a JSON object"));
     }
 
-    fn arb_conflict() -> impl Strategy<Value = Conflict> {
+    fn arb_document() -> impl Strategy<Value = essync_policy::Document> {
         let content = proptest::collection::btree_map("[abc]", 0u8..3, 0..3).prop_map(|m| {
             let fields: Vec<String> = m.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
             format!("{{{}}}", fields.join(","))
         });
-        let document = (0i64..3, content).prop_map(|(t, c)| doc(t, &c));
+        (0i64..3, content).prop_map(|(t, c)| doc(t, &c))
+    }
+
+    fn arb_conflict() -> impl Strategy<Value = Conflict> {
         (
-            proptest::option::of(document.clone()),
-            proptest::option::of(document),
+            proptest::option::of(arb_document()),
+            proptest::option::of(arb_document()),
+            proptest::option::of(arb_document()),
         )
-            .prop_map(|(es, cassandra)| conflict(es, cassandra))
+            .prop_map(|(base, elasticsearch, cassandra)| Conflict {
+                id: ID.to_string(),
+                base,
+                elasticsearch,
+                cassandra,
+            })
     }
 
     fn apply(c: &Conflict, resolution: &Resolution) -> Conflict {
-        let both = |d: Option<Document>| conflict(d.clone(), d);
+        let both = |d: Option<essync_policy::Document>| Conflict {
+            elasticsearch: d.clone(),
+            cassandra: d,
+            ..c.clone()
+        };
         match resolution {
             Resolution::Unchanged => c.clone(),
             Resolution::UseElasticsearch => both(c.elasticsearch.clone()),
             Resolution::UseCassandra => both(c.cassandra.clone()),
             Resolution::Write(d) => both(Some(d.clone())),
+            Resolution::Delete => both(None),
         }
     }
 
@@ -143,6 +242,33 @@ mod tests {
         fn merging_again_changes_nothing(c in arb_conflict()) {
             let resolution = resolve(&c).map_err(TestCaseError::fail)?;
             prop_assert_eq!(resolve(&apply(&c, &resolution)), Ok(Resolution::Unchanged));
+        }
+
+        #[test]
+        fn a_field_only_one_side_changed_keeps_that_change(c in arb_conflict()) {
+            let (Some(base), Some(es), Some(cassandra)) = (&c.base, &c.elasticsearch, &c.cassandra) else {
+                return Ok(());
+            };
+            let merged = match resolve(&c).map_err(TestCaseError::fail)? {
+                Resolution::Write(d) => d,
+                Resolution::UseElasticsearch => es.clone(),
+                Resolution::UseCassandra => cassandra.clone(),
+                _ => return Ok(()),
+            };
+            let (b, e, k, m) = (
+                base.content_object().unwrap(),
+                es.content_object().unwrap(),
+                cassandra.content_object().unwrap(),
+                merged.content_object().unwrap(),
+            );
+            for key in ["a", "b", "c"] {
+                if e.get(key) == b.get(key) && k.get(key) != b.get(key) {
+                    prop_assert_eq!(m.get(key), k.get(key));
+                }
+                if k.get(key) == b.get(key) && e.get(key) != b.get(key) {
+                    prop_assert_eq!(m.get(key), e.get(key));
+                }
+            }
         }
     }
 }

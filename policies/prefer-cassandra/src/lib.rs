@@ -1,12 +1,15 @@
 //! Example policy: Cassandra is the source of truth.
 //!
-//! Every document takes part. When both sides hold a version of an id, the Cassandra version
-//! wins, whatever the timestamps (unless both versions are already the same, then nothing
-//! changes); when only one side holds the id, that version is copied to the other side.
+//! Every change takes part. A change made on one side only is copied by essync whatever the
+//! policy says (Cassandra cannot prefer a version it does not have an opinion on). When both
+//! sides changed the same document since the base, Cassandra's outcome wins, whatever the
+//! timestamps:
+//!
+//! - both changed it: Cassandra's version, on both sides (unless both already hold the same);
+//! - Cassandra deleted it while Elasticsearch changed it: it is deleted from Elasticsearch too;
+//! - Elasticsearch deleted it while Cassandra changed it: Cassandra's version comes back.
 
-use std::cmp::Ordering;
-
-use essync_policy::{Conflict, Policy, Resolution, versions};
+use essync_policy::{Conflict, Policy, Resolution, Side, versions};
 
 /// The prefer-cassandra policy.
 pub struct PreferCassandra;
@@ -20,10 +23,9 @@ impl Policy for PreferCassandra {
 /// Resolves one conflict: Cassandra wins.
 pub fn resolve(conflict: &Conflict) -> Resolution {
     match (&conflict.elasticsearch, &conflict.cassandra) {
-        (Some(es), Some(cassandra)) if versions::compare(es, cassandra) == Ordering::Equal => {
-            Resolution::Unchanged
-        }
+        (Some(es), Some(cassandra)) if versions::same(es, cassandra) => Resolution::Unchanged,
         (_, Some(_)) => Resolution::UseCassandra,
+        (Some(_), None) if conflict.deleted(Side::Cassandra) => Resolution::Delete,
         (Some(_), None) => Resolution::UseElasticsearch,
         (None, None) => Resolution::Unchanged,
     }
@@ -34,16 +36,32 @@ essync_policy::export!(PreferCassandra);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::testing::{conflict, doc};
+    use essync_policy::testing::{conflict, conflict_from, doc};
 
     #[test]
     fn cassandra_wins_even_when_older() {
-        let c = conflict(Some(doc(9, r#"{"a":1}"#)), Some(doc(1, r#"{"a":2}"#)));
+        let c = conflict_from(
+            doc(0, "{}"),
+            Some(doc(9, r#"{"a":1}"#)),
+            Some(doc(1, r#"{"a":2}"#)),
+        );
         assert_eq!(resolve(&c), Resolution::UseCassandra);
     }
 
     #[test]
-    fn a_lone_version_is_copied_to_the_other_side() {
+    fn a_delete_in_cassandra_wins_over_a_change_in_elasticsearch() {
+        let c = conflict_from(doc(0, "{}"), Some(doc(9, r#"{"a":1}"#)), None);
+        assert_eq!(resolve(&c), Resolution::Delete);
+    }
+
+    #[test]
+    fn a_change_in_cassandra_wins_over_a_delete_in_elasticsearch() {
+        let c = conflict_from(doc(0, "{}"), None, Some(doc(1, r#"{"a":2}"#)));
+        assert_eq!(resolve(&c), Resolution::UseCassandra);
+    }
+
+    #[test]
+    fn a_lone_version_without_base_is_copied_to_the_other_side() {
         assert_eq!(
             resolve(&conflict(Some(doc(1, "{}")), None)),
             Resolution::UseElasticsearch

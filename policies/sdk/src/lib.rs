@@ -1,9 +1,11 @@
 //! What essync policy authors share: the bindings of the `essync:policy` WIT world, a
 //! [`Policy`] trait for writing a policy as plain Rust, and helpers for documents.
 //!
-//! A policy is a WebAssembly component that essync calls in batches to filter documents and to
-//! resolve conflicts (see `wit/policy.wit` for the interface and its contract). With this crate
-//! a policy is an ordinary Rust library:
+//! A policy is a WebAssembly component that essync calls in batches to filter changes and to
+//! resolve conflicts (see `wit/policy.wit` for the interface and its contract). essync takes a
+//! change made on one side only by itself; `resolve` sees only conflicts: both sides changed an
+//! id since the version they last shared (the *base*, given beside them), or one deleted it while
+//! the other changed it. With this crate a policy is an ordinary Rust library:
 //!
 //! ```
 //! use essync_policy::{Conflict, Policy, Resolution, versions};
@@ -50,11 +52,11 @@ pub mod bindings {
 }
 
 pub use bindings::essync::policy::types::{
-    Candidate, Conflict, Document, Level, Resolution, Side, Verdict,
+    Candidate, Conflict, Document, Level, Resolution, Side, Stamp, Verdict,
 };
 
 /// The version of the `essync:policy` WIT package these bindings implement.
-pub const WORLD_VERSION: &str = "0.1.0";
+pub const WORLD_VERSION: &str = "0.2.0";
 
 /// A policy written as plain Rust: one decision per document or conflict.
 ///
@@ -62,17 +64,18 @@ pub const WORLD_VERSION: &str = "0.1.0";
 /// (batches are mapped item by item, in order). The functions take their input by value so a
 /// transform or a merge can reuse the strings without copying.
 pub trait Policy {
-    /// Decides whether a document takes part in the sync. The default keeps every document.
+    /// Decides whether a change (a new version, or a delete when `candidate.deleted`) takes
+    /// part in the sync. The default keeps every change.
     ///
-    /// A `Transform` must be idempotent and keep the id (see the WIT contract); an `Err` refuses
-    /// to decide: essync reports it and asks again later.
+    /// A `Transform` must be idempotent and keep the id (see the WIT contract); a delete cannot
+    /// be transformed. An `Err` refuses to decide: essync reports it and asks again later.
     fn filter(candidate: Candidate) -> Result<Verdict, String> {
         let _ = candidate;
         Ok(Verdict::Keep)
     }
 
-    /// Decides what both sides hold for one id. An `Err` refuses to decide: essync reports it,
-    /// leaves both sides as they are and asks again later.
+    /// Decides what both sides hold for one id that both changed since the base. An `Err`
+    /// refuses to decide: essync reports it, leaves both sides as they are and asks again later.
     fn resolve(conflict: Conflict) -> Result<Resolution, String>;
 }
 
@@ -154,9 +157,16 @@ impl Conflict {
     pub fn swapped(self) -> Conflict {
         Conflict {
             id: self.id,
+            base: self.base,
             elasticsearch: self.cassandra,
             cassandra: self.elasticsearch,
         }
+    }
+
+    /// Whether `side` deleted the document since the base (its version is absent, the base is
+    /// there).
+    pub fn deleted(&self, side: Side) -> bool {
+        self.base.is_some() && self.version(side).is_none()
     }
 
     /// The version read from one side.
@@ -270,14 +280,14 @@ pub mod json {
 }
 
 /// The order of versions that the default policy uses: which of two versions of a document is
-/// the newer one.
+/// the newer one, and the default resolution built on it.
 pub mod versions {
     use super::*;
 
     /// Compares two versions of a document: the later timestamp is greater; when the
     /// timestamps are equal, the canonical content text (see [`json::canonical`]) is compared
     /// byte by byte, then the index, then the document type. `Equal` means the two versions
-    /// hold the same data.
+    /// hold the same data (who set the timestamp does not matter).
     ///
     /// The order is total and depends on the two versions only, never on which side they come
     /// from, so every replica that compares the same two versions picks the same winner.
@@ -287,6 +297,27 @@ pub mod versions {
             .then_with(|| compare_content(&a.content, &b.content))
             .then_with(|| a.index.cmp(&b.index))
             .then_with(|| a.doc_type.cmp(&b.doc_type))
+    }
+
+    /// Whether two versions hold the same data: [`compare`] finds them equal.
+    pub fn same(a: &Document, b: &Document) -> bool {
+        compare(a, b) == Ordering::Equal
+    }
+
+    /// Compares the two versions of a conflict as the default policy does: like [`compare`],
+    /// except that when the conflict has no base (both sides created the id before essync saw
+    /// either), a version whose writer stamped it is newer than one essync had to stamp
+    /// ([`Stamp::Observed`]): on first contact an observed timestamp says when essync looked,
+    /// not when the data was written.
+    pub fn compare_in(conflict: &Conflict, a: &Document, b: &Document) -> Ordering {
+        if conflict.base.is_none() {
+            let rank = |d: &Document| matches!(d.stamp, Stamp::Written);
+            match rank(a).cmp(&rank(b)) {
+                Ordering::Equal => {}
+                decided => return decided,
+            }
+        }
+        compare(a, b)
     }
 
     fn compare_content(a: &str, b: &str) -> Ordering {
@@ -299,15 +330,22 @@ pub mod versions {
             .cmp(json::canonical(b).as_bytes())
     }
 
-    /// The last-write-wins resolution: the greater version by [`compare`] wins, a present
-    /// version beats an absent one, and two equal versions (or none at all) leave both sides
-    /// `Unchanged`.
+    /// The default resolution, "the change wins; when both sides changed, the later one wins":
+    ///
+    /// - both versions present: the greater by [`compare_in`] wins; equal versions are
+    ///   `Unchanged`;
+    /// - one side deleted the document and the other changed it: the change wins, and the
+    ///   deleting side gets it back (a delete erases data for good, while a restored document
+    ///   can be deleted again: in doubt, essync keeps data);
+    /// - one version only and no base (never a conflict essync sends, but the rule is total):
+    ///   that version is copied;
+    /// - no version at all: `Unchanged`.
     pub fn last_write_wins(conflict: &Conflict) -> Resolution {
         match (&conflict.elasticsearch, &conflict.cassandra) {
             (None, None) => Resolution::Unchanged,
             (Some(_), None) => Resolution::UseElasticsearch,
             (None, Some(_)) => Resolution::UseCassandra,
-            (Some(es), Some(cassandra)) => match compare(es, cassandra) {
+            (Some(es), Some(cassandra)) => match compare_in(conflict, es, cassandra) {
                 Ordering::Greater => Resolution::UseElasticsearch,
                 Ordering::Less => Resolution::UseCassandra,
                 Ordering::Equal => Resolution::Unchanged,
@@ -327,12 +365,12 @@ pub mod versions {
 
 /// Fixtures for a policy's native unit tests: documents, conflicts and candidates in a line.
 pub mod testing {
-    use super::{Candidate, Conflict, Document, Side};
+    use super::{Candidate, Conflict, Document, Side, Stamp};
 
     /// The id every fixture uses.
     pub const ID: &str = "6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11";
 
-    /// A document of [`ID`] in the index `books`, type `book`.
+    /// A document of [`ID`] in the index `books`, type `book`, stamped by its writer.
     pub fn doc(timestamp: i64, content: &str) -> Document {
         doc_in("books", timestamp, content)
     }
@@ -344,22 +382,57 @@ pub mod testing {
             index: index.to_string(),
             doc_type: "book".to_string(),
             timestamp,
+            stamp: Stamp::Written,
             content: content.to_string(),
         }
     }
 
-    /// Both versions of [`ID`].
+    /// The same document with a timestamp essync observed rather than one its writer set.
+    pub fn observed(mut document: Document) -> Document {
+        document.stamp = Stamp::Observed;
+        document
+    }
+
+    /// Both versions of [`ID`], with no base: both sides created it.
     pub fn conflict(elasticsearch: Option<Document>, cassandra: Option<Document>) -> Conflict {
         Conflict {
             id: ID.to_string(),
+            base: None,
             elasticsearch,
             cassandra,
         }
     }
 
-    /// A document about to take part, read from `side`.
+    /// Both versions of [`ID`] and the base they both changed (or one of them deleted).
+    pub fn conflict_from(
+        base: Document,
+        elasticsearch: Option<Document>,
+        cassandra: Option<Document>,
+    ) -> Conflict {
+        Conflict {
+            id: ID.to_string(),
+            base: Some(base),
+            elasticsearch,
+            cassandra,
+        }
+    }
+
+    /// A new version about to take part, read from `side`.
     pub fn candidate(side: Side, document: Document) -> Candidate {
-        Candidate { side, document }
+        Candidate {
+            side,
+            document,
+            deleted: false,
+        }
+    }
+
+    /// The delete of `document` (the base) on `side`.
+    pub fn deletion(side: Side, document: Document) -> Candidate {
+        Candidate {
+            side,
+            document,
+            deleted: true,
+        }
     }
 }
 
@@ -398,6 +471,34 @@ mod tests {
             versions::compare(&other_index, &doc(1, "{}")),
             Ordering::Greater
         );
+    }
+
+    #[test]
+    fn on_first_contact_a_written_stamp_beats_an_observed_one() {
+        use super::testing::{conflict, conflict_from, observed};
+        let stamped = doc(1, r#"{"v":"stamped"}"#);
+        let seen_later = observed(doc(9, r#"{"v":"seen"}"#));
+        let first = conflict(Some(seen_later.clone()), Some(stamped.clone()));
+        assert_eq!(versions::last_write_wins(&first), Resolution::UseCassandra);
+        assert_eq!(
+            versions::last_write_wins(&first.clone().swapped()),
+            Resolution::UseElasticsearch
+        );
+        // With a base, an observed timestamp is when the change was made: the later one wins.
+        let later = conflict_from(doc(0, "{}"), Some(seen_later), Some(stamped));
+        assert_eq!(
+            versions::last_write_wins(&later),
+            Resolution::UseElasticsearch
+        );
+    }
+
+    #[test]
+    fn a_change_beats_a_delete() {
+        use super::testing::conflict_from;
+        let c = conflict_from(doc(1, "{}"), None, Some(doc(2, r#"{"a":1}"#)));
+        assert!(c.deleted(Side::Elasticsearch));
+        assert!(!c.deleted(Side::Cassandra));
+        assert_eq!(versions::last_write_wins(&c), Resolution::UseCassandra);
     }
 
     #[test]

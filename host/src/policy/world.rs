@@ -1,0 +1,292 @@
+//! The interface versions a policy may export, and how a component of each is instantiated and
+//! called.
+//!
+//! The current world (`wit/`) is called as it is. A component of `essync:policy@0.1.0`
+//! (`wit/0.1.0`) is adapted: its calls receive the current world's items converted down (no
+//! base, no stamp; the caller never sends it a delete or a conflict with a missing side) and its
+//! answers are converted up. Plugin hosts that users trust keep older interfaces alive this way,
+//! so a compiled policy does not break when essync is upgraded.
+
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+
+use super::error::PolicyError;
+use super::sandbox::CallState;
+use super::{OLDER_WORLD_VERSIONS, WORLD_VERSION, one_line};
+
+/// Host bindings of the current `essync:policy` world, generated from `wit/`.
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "essync:policy/policy",
+    });
+}
+
+/// Host bindings of the `essync:policy@0.1.0` world, generated from `wit/0.1.0`.
+pub(super) mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.1.0",
+        world: "essync:policy/policy",
+    });
+}
+
+use bindings::essync::policy::types as wit;
+use bindings_v0_1::essync::policy::types as old;
+
+/// The interfaces a policy exports, without their version.
+const EXPORTS: [&str; 2] = ["essync:policy/filter", "essync:policy/resolver"];
+
+/// Which world a component was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum World {
+    /// The current one, [`WORLD_VERSION`].
+    Current,
+    /// `0.1.0`: no base, no stamps, no deletes.
+    V0_1,
+}
+
+/// A component checked, linked and ready to instantiate.
+pub(super) enum Pre {
+    Current(bindings::PolicyPre<CallState>),
+    V0_1(bindings_v0_1::PolicyPre<CallState>),
+}
+
+/// One instance of a component, in one call's store.
+pub(super) enum Instance {
+    Current(bindings::Policy),
+    V0_1(bindings_v0_1::Policy),
+}
+
+impl Pre {
+    /// Links the component against the imports of its world.
+    pub fn new(
+        name: &str,
+        engine: &wasmtime::Engine,
+        component: &Component,
+        world: World,
+    ) -> Result<Pre, PolicyError> {
+        let unsupported = |e: wasmtime::Error| PolicyError::UnsupportedImport {
+            name: name.to_string(),
+            reason: one_line(&e),
+        };
+        let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
+            name: name.to_string(),
+            expected: WORLD_VERSION.to_string(),
+            reason: one_line(&e),
+        };
+        let mut linker = Linker::<CallState>::new(engine);
+        super::sandbox::add_wasi(&mut linker)?;
+        let setup = |e: wasmtime::Error| PolicyError::Engine {
+            reason: format!("cannot define the policy imports: {e:#}"),
+        };
+        match world {
+            World::Current => {
+                bindings::Policy::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+                    &mut linker,
+                    |state| state,
+                )
+                .map_err(setup)?;
+                let pre = linker.instantiate_pre(component).map_err(unsupported)?;
+                Ok(Pre::Current(bindings::PolicyPre::new(pre).map_err(wrong)?))
+            }
+            World::V0_1 => {
+                bindings_v0_1::Policy::add_to_linker::<
+                    CallState,
+                    wasmtime::component::HasSelf<CallState>,
+                >(&mut linker, |state| state)
+                .map_err(setup)?;
+                let pre = linker.instantiate_pre(component).map_err(unsupported)?;
+                Ok(Pre::V0_1(
+                    bindings_v0_1::PolicyPre::new(pre).map_err(wrong)?,
+                ))
+            }
+        }
+    }
+
+    pub fn world(&self) -> World {
+        match self {
+            Pre::Current(_) => World::Current,
+            Pre::V0_1(_) => World::V0_1,
+        }
+    }
+
+    pub fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Pre::Current(pre) => Instance::Current(pre.instantiate(store)?),
+            Pre::V0_1(pre) => Instance::V0_1(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Instance {
+    /// Calls the component's `filter` on candidates of the current world.
+    pub fn filter(
+        &self,
+        store: &mut Store<CallState>,
+        items: &[wit::Candidate],
+    ) -> wasmtime::Result<Vec<Result<wit::Verdict, String>>> {
+        match self {
+            Instance::Current(policy) => policy.essync_policy_filter().call_filter(store, items),
+            Instance::V0_1(policy) => {
+                let items: Vec<old::Candidate> = items.iter().map(candidate_down).collect();
+                let answers = policy.essync_policy_filter().call_filter(store, &items)?;
+                Ok(answers
+                    .into_iter()
+                    .map(|answer| answer.map(verdict_up))
+                    .collect())
+            }
+        }
+    }
+
+    /// Calls the component's `resolve` on conflicts of the current world.
+    pub fn resolve(
+        &self,
+        store: &mut Store<CallState>,
+        items: &[wit::Conflict],
+    ) -> wasmtime::Result<Vec<Result<wit::Resolution, String>>> {
+        match self {
+            Instance::Current(policy) => policy.essync_policy_resolver().call_resolve(store, items),
+            Instance::V0_1(policy) => {
+                let items: Vec<old::Conflict> = items.iter().map(conflict_down).collect();
+                let answers = policy
+                    .essync_policy_resolver()
+                    .call_resolve(store, &items)?;
+                Ok(answers
+                    .into_iter()
+                    .map(|answer| answer.map(resolution_up))
+                    .collect())
+            }
+        }
+    }
+}
+
+fn document_down(document: &wit::Document) -> old::Document {
+    old::Document {
+        id: document.id.clone(),
+        index: document.index.clone(),
+        doc_type: document.doc_type.clone(),
+        timestamp: document.timestamp,
+        content: document.content.clone(),
+    }
+}
+
+fn document_up(document: old::Document) -> wit::Document {
+    wit::Document {
+        id: document.id,
+        index: document.index,
+        doc_type: document.doc_type,
+        timestamp: document.timestamp,
+        stamp: wit::Stamp::Written,
+        content: document.content,
+    }
+}
+
+fn candidate_down(candidate: &wit::Candidate) -> old::Candidate {
+    old::Candidate {
+        side: match candidate.side {
+            wit::Side::Elasticsearch => old::Side::Elasticsearch,
+            wit::Side::Cassandra => old::Side::Cassandra,
+        },
+        document: document_down(&candidate.document),
+    }
+}
+
+fn conflict_down(conflict: &wit::Conflict) -> old::Conflict {
+    old::Conflict {
+        id: conflict.id.clone(),
+        elasticsearch: conflict.elasticsearch.as_ref().map(document_down),
+        cassandra: conflict.cassandra.as_ref().map(document_down),
+    }
+}
+
+fn verdict_up(verdict: old::Verdict) -> wit::Verdict {
+    match verdict {
+        old::Verdict::Keep => wit::Verdict::Keep,
+        old::Verdict::Transform(document) => wit::Verdict::Transform(document_up(document)),
+        old::Verdict::Skip(reason) => wit::Verdict::Skip(reason),
+    }
+}
+
+fn resolution_up(resolution: old::Resolution) -> wit::Resolution {
+    match resolution {
+        old::Resolution::Unchanged => wit::Resolution::Unchanged,
+        old::Resolution::UseElasticsearch => wit::Resolution::UseElasticsearch,
+        old::Resolution::UseCassandra => wit::Resolution::UseCassandra,
+        old::Resolution::Write(document) => wit::Resolution::Write(document_up(document)),
+    }
+}
+
+/// Checks that the component exports the policy interfaces at a version this essync runs, and
+/// returns that version and its world.
+pub(super) fn check_exports(
+    name: &str,
+    exports: &[String],
+) -> Result<(String, World), PolicyError> {
+    let mut found_version: Option<String> = None;
+    for wanted in EXPORTS {
+        let found = exports.iter().find(|export| {
+            export.as_str() == wanted
+                || export
+                    .strip_prefix(wanted)
+                    .is_some_and(|rest| rest.starts_with('@'))
+        });
+        let Some(found) = found else {
+            return Err(PolicyError::MissingExport {
+                name: name.to_string(),
+                missing: format!("{wanted}@{WORLD_VERSION}"),
+                expected: WORLD_VERSION.to_string(),
+                found: if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        };
+        let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
+        match &found_version {
+            Some(first) if !compatible(version, first) => {
+                return Err(PolicyError::IncompatibleVersion {
+                    name: name.to_string(),
+                    export: found.clone(),
+                    expected: WORLD_VERSION.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => found_version = Some(version.to_string()),
+        }
+    }
+    let version = found_version.unwrap_or_default();
+    let world = if compatible(&version, WORLD_VERSION) {
+        World::Current
+    } else if OLDER_WORLD_VERSIONS
+        .iter()
+        .any(|older| compatible(&version, older))
+    {
+        World::V0_1
+    } else {
+        return Err(PolicyError::IncompatibleVersion {
+            name: name.to_string(),
+            export: format!("essync:policy/filter@{version}"),
+            expected: WORLD_VERSION.to_string(),
+        });
+    };
+    Ok((version, world))
+}
+
+/// Semantic-versioning compatibility as the component model applies it: the same major
+/// version, and for 0.x the same minor version.
+pub(super) fn compatible(found: &str, expected: &str) -> bool {
+    fn parts(v: &str) -> Option<(u64, u64)> {
+        let core = v.split(['-', '+']).next()?;
+        let mut numbers = core.split('.');
+        let major = numbers.next()?.parse().ok()?;
+        let minor = numbers.next()?.parse().ok()?;
+        numbers.next()?.parse::<u64>().ok()?;
+        Some((major, minor))
+    }
+    match (parts(found), parts(expected)) {
+        (Some((0, found_minor)), Some((0, expected_minor))) => found_minor == expected_minor,
+        (Some((found_major, _)), Some((expected_major, _))) => found_major == expected_major,
+        _ => false,
+    }
+}
