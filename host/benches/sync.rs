@@ -81,6 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|&n| CassandraWrite {
                 document: document(&index, "cassandra", n),
                 expected: CassandraExpected::Absent,
+                read_at: essync::document::now_millis(),
             })
             .collect();
         cassandra.write_batch(&writes).await?;

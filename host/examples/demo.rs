@@ -12,7 +12,7 @@ use essync::Document;
 use essync::cassandra::{CassandraConfig, CassandraStore};
 use essync::document::now_millis;
 use essync::elasticsearch::{ElasticsearchConfig, ElasticsearchStore, IndexSelection};
-use essync::store::Read;
+use essync::store::{Lookup, Read};
 use serde_json::json;
 
 #[tokio::main]
@@ -84,7 +84,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let found = elasticsearch
                     .get_by_ids(&[(from_cassandra.id, Some(index.clone()))], now_millis())
                     .await?;
-                if let Some(Read::Document(_)) = found.get(&from_cassandra.id) {
+                if let Some(Lookup::Found(Read::Document(_))) = found.get(&from_cassandra.id) {
                     in_es = true;
                     println!(
                         "  {} reached Elasticsearch after {:.1}s",

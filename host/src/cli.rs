@@ -185,6 +185,19 @@ pub struct ConnectionOptions {
     #[arg(long, global = true)]
     pub cassandra_insecure: bool,
 
+    /// How essync's Cassandra writes stay race-safe: `fenced` (plain writes at one microsecond
+    /// after the write time read, at the pace of the cluster) or `lwt` (lightweight
+    /// transactions, a Paxos round per row)
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "ESSYNC_CASSANDRA_WRITES",
+        default_value = "fenced",
+        value_parser = parse_write_mode,
+        global = true
+    )]
+    pub cassandra_writes: essync::cassandra::WriteMode,
+
     /// The replication of a keyspace essync creates, as a CQL map
     #[arg(
         long,
@@ -266,6 +279,14 @@ fn parse_target(s: &str) -> Result<Target, String> {
         keyspace: keyspace.to_string(),
         table: table.to_string(),
     })
+}
+
+fn parse_write_mode(s: &str) -> Result<essync::cassandra::WriteMode, String> {
+    match s {
+        "fenced" => Ok(essync::cassandra::WriteMode::Fenced),
+        "lwt" => Ok(essync::cassandra::WriteMode::Lwt),
+        other => Err(format!("'{other}' is not a write mode (fenced or lwt)")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -9,6 +9,7 @@ use std::fmt;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 /// The document type given to documents that do not say theirs (modern Elasticsearch has no
@@ -67,6 +68,118 @@ impl Document {
     /// The content as a JSON object, or `None` when it is some other JSON value.
     pub fn content_object(&self) -> Option<&Map<String, Value>> {
         self.content.as_object()
+    }
+
+    /// The fingerprint of this document as essync writes it (with its type and timestamp):
+    /// equal to the [`Digest`] a store reports for a version that holds exactly this.
+    pub fn digest(&self) -> Digest {
+        Digest::of(
+            &self.index,
+            Some(&self.doc_type),
+            self.timestamp_millis(),
+            &self.content,
+        )
+    }
+}
+
+/// The fingerprint of one stored version of a document: its index, its type and timestamp as
+/// stored (absent when the store holds none), and its content as canonical JSON (keys sorted, no
+/// whitespace, one spelling per number), hashed with SHA-256 and cut to 128 bits.
+///
+/// Two versions with the same digest hold the same data, however their JSON is spelled or
+/// ordered; any change to a field, the type, the timestamp or the index changes it. essync
+/// keeps the digest of the version both stores held after a sync (the ledger), and recognises
+/// that version on each side by it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 16]);
+
+impl Digest {
+    /// The digest of a version with these stored fields.
+    pub fn of(
+        index: &str,
+        doc_type: Option<&str>,
+        timestamp: Option<i64>,
+        content: &Value,
+    ) -> Self {
+        let mut text = String::with_capacity(64 + index.len());
+        // Length-prefixed fields: no two different versions serialise the same way.
+        let mut field = |value: Option<&str>| match value {
+            Some(value) => {
+                text.push_str(&value.len().to_string());
+                text.push(':');
+                text.push_str(value);
+            }
+            None => text.push('-'),
+        };
+        field(Some(index));
+        field(doc_type);
+        field(timestamp.map(|t| t.to_string()).as_deref());
+        let mut hasher = Sha256::new();
+        hasher.update(text.as_bytes());
+        let mut canonical = String::new();
+        canonical_json(content, &mut canonical);
+        hasher.update(canonical.as_bytes());
+        let hash = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&hash[..16]);
+        Digest(bytes)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..6] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the canonical text of a JSON value: no whitespace, object keys sorted by their UTF-8
+/// bytes, strings escaped as `serde_json` escapes them, integers in decimal and other numbers in
+/// the shortest form that reads back as the same `f64` (`1.50`, `1.5` and `15e-1` are one
+/// number). The same form as the policy SDK's `json::canonical`.
+pub fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.push_str(&i.to_string());
+            } else if let Some(u) = n.as_u64() {
+                out.push_str(&u.to_string());
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.is_finite() => out.push_str(&f.to_string()),
+                    _ => out.push_str(&n.to_string()),
+                }
+            }
+        }
+        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(object) => {
+            let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(value, out);
+            }
+            out.push('}');
+        }
     }
 }
 
@@ -144,6 +257,32 @@ mod tests {
         let doc = Document::new("i", "t", json!({})).at(t);
         assert_eq!(doc.timestamp_millis(), Some(1_700_000_000_123));
         assert_eq!(doc.timestamp.unwrap().timestamp_subsec_nanos(), 123_000_000);
+    }
+
+    #[test]
+    fn digests_ignore_spelling_and_order_but_see_every_field() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": [1.50, {"y": 1, "x": "é"}], "a": null}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":null,"b":[1.5,{"x":"\u00e9","y":1.0}]}"#).unwrap();
+        let digest = |index, doc_type, timestamp, content: &Value| {
+            Digest::of(index, doc_type, timestamp, content)
+        };
+        let base = digest("i", Some("t"), Some(5), &a);
+        assert_eq!(base, digest("i", Some("t"), Some(5), &b));
+        assert_ne!(base, digest("j", Some("t"), Some(5), &a));
+        assert_ne!(base, digest("i", None, Some(5), &a));
+        assert_ne!(base, digest("i", Some("t"), None, &a));
+        assert_ne!(base, digest("i", Some("t"), Some(6), &a));
+        assert_ne!(base, digest("i", Some("t"), Some(5), &json!({"a": 1})));
+        // Fields cannot bleed into each other.
+        assert_ne!(
+            digest("ab", Some("c"), None, &json!({})),
+            digest("a", Some("bc"), None, &json!({}))
+        );
+        let doc = Document::with_id(Uuid::new_v4(), "i", "t", a.clone())
+            .at(DateTime::from_timestamp_millis(5).unwrap());
+        assert_eq!(doc.digest(), base);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::Document;
+use crate::document::Digest;
 
 /// One of the two stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,8 +52,11 @@ pub struct Stored<V> {
     pub document: Document,
     /// Whether the store holds essync's metadata for this document (type and timestamp). A
     /// document written by another program without it gets its timestamp from the time its
-    /// write was seen, and essync writes the metadata back once.
+    /// write was seen (Cassandra's write time, or when essync read it from Elasticsearch).
     pub stamped: bool,
+    /// The fingerprint of exactly what the store holds (its stored type and timestamp, absent
+    /// when missing, not the defaults `document` got).
+    pub digest: Digest,
     /// What the store needs to replace exactly this version.
     pub version: V,
 }
@@ -114,6 +118,17 @@ impl<V> Read<V> {
     }
 }
 
+/// What a lookup by id found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup<T> {
+    /// The id is there (a document, a version, or a document that cannot be synced).
+    Found(T),
+    /// The id is not there.
+    Absent,
+    /// The store cannot say (part of it is unavailable); the reason. Never taken for absent.
+    Unknown(String),
+}
+
 /// Flattens pages of reads into a document stream: each read an item, a failed page the last.
 pub(crate) fn documents_of<V, E: std::error::Error + 'static>(
     pages: impl futures::Stream<Item = Result<Vec<Read<V>>, E>>,
@@ -136,6 +151,8 @@ pub enum WriteOutcome {
     Inserted,
     /// The document replaced the version it was meant to replace.
     Replaced,
+    /// The document was deleted (it was the version the delete was meant for).
+    Deleted,
     /// The store holds a newer version (a later timestamp); it was left as it is.
     NewerAlreadyThere,
     /// The stored version changed since it was read; nothing was written. The change will be
@@ -149,9 +166,33 @@ pub enum WriteOutcome {
 }
 
 impl WriteOutcome {
-    /// Whether the document now holds what was written.
+    /// Whether the write applied: the store now holds what was written (or nothing, for a
+    /// delete).
     pub fn is_written(&self) -> bool {
-        matches!(self, WriteOutcome::Inserted | WriteOutcome::Replaced)
+        matches!(
+            self,
+            WriteOutcome::Inserted | WriteOutcome::Replaced | WriteOutcome::Deleted
+        )
+    }
+}
+
+/// What happened to one write of a batch, and the version it left in the store when it
+/// applied (what a later write must match; `None` when the store does not say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<V> {
+    /// What happened.
+    pub outcome: WriteOutcome,
+    /// The version written, when the write applied and the store reports it.
+    pub version: Option<V>,
+}
+
+impl<V> Applied<V> {
+    /// An outcome with no version.
+    pub fn outcome(outcome: WriteOutcome) -> Self {
+        Self {
+            outcome,
+            version: None,
+        }
     }
 }
 

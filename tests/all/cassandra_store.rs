@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use essync::Document;
 use essync::cassandra::{
-    CassandraCheckpoint, CassandraConfig, CassandraError, CassandraExpected, CassandraStore,
-    CassandraVersion, CassandraWrite, FeedOptions,
+    CassandraConfig, CassandraDelete, CassandraError, CassandraExpected, CassandraStore,
+    CassandraWrite, TokenPosition, WriteMode,
 };
 use essync::document::now_millis;
 use essync::store::{Read, ReadError, WriteOutcome};
@@ -44,31 +44,27 @@ async fn insert_row(
         .unwrap_or_else(|e| panic!("insert into {table}: {e}"));
 }
 
-/// Everything the change feed returns from `from` at `now`, and the checkpoint after it.
-async fn drain(
-    store: &CassandraStore,
-    from: &CassandraCheckpoint,
-    options: FeedOptions,
-) -> (Vec<Read<CassandraVersion>>, CassandraCheckpoint) {
-    let mut reads = Vec::new();
-    let mut checkpoint = from.clone();
-    let mut pages = std::pin::pin!(store.changes(from, now_millis(), options));
-    while let Some(page) = pages.next().await {
-        let page = page.expect("change page");
-        reads.extend(page.reads);
-        checkpoint = page.checkpoint;
+/// The ids of every row the write-time sweep finds written at or after `since` (µs), in one
+/// whole pass, reading ids and write times only.
+async fn written_since(store: &CassandraStore, since: i64) -> HashSet<Uuid> {
+    let mut found = HashSet::new();
+    let mut position: Option<TokenPosition> = None;
+    loop {
+        let page = store
+            .scan_page(position.as_ref(), 1000, false)
+            .await
+            .expect("scan page");
+        for row in &page.rows {
+            assert!(row.read.is_none(), "a write-time scan reads no content");
+            if row.written_at.is_some_and(|w| w >= since) {
+                found.insert(row.id);
+            }
+        }
+        if page.done {
+            return found;
+        }
+        position = page.position;
     }
-    (reads, checkpoint)
-}
-
-fn ids_of(reads: &[Read<CassandraVersion>]) -> HashSet<Uuid> {
-    reads
-        .iter()
-        .filter_map(|r| match r {
-            Read::Document(stored) => Some(stored.document.id),
-            Read::Bad(bad) => bad.id,
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -213,7 +209,7 @@ async fn get_documents_returns_100000_rows_exactly_once() {
 }
 
 #[tokio::test]
-async fn the_change_feed_catches_backdated_timestampless_and_equal_timestamp_writes() {
+async fn the_write_time_sweep_finds_backdated_timestampless_and_equal_timestamp_writes() {
     let store = support::cassandra_store("c_feed").await;
     let session = support::cql_session().await;
     let table = store.table().to_string();
@@ -229,18 +225,12 @@ async fn the_change_feed_catches_backdated_timestampless_and_equal_timestamp_wri
         )
         .await;
     }
-    // No safety window here, so "nothing changed" means exactly nothing read again.
-    let options = FeedOptions {
-        safety_window: Duration::ZERO,
-        sweep_rows: 10_000,
-    };
-    // Let the write times of the rows above fall strictly before the checkpoint.
+    // Let the write times of the rows above fall strictly before the threshold.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let start = CassandraCheckpoint::starting_at(now_millis());
-    let (reads, checkpoint) = drain(&store, &start, options).await;
-    assert!(reads.is_empty(), "nothing changed, yet {reads:?}");
+    let since = Utc::now().timestamp_micros();
+    assert!(written_since(&store, since).await.is_empty());
 
-    // A row with a timestamp long before the checkpoint (a backdating writer).
+    // A row with a timestamp long before the threshold (a backdating writer).
     let backdated = Uuid::new_v4();
     insert_row(
         &session,
@@ -262,7 +252,7 @@ async fn the_change_feed_catches_backdated_timestampless_and_equal_timestamp_wri
         Some(r#"{"bare": true}"#),
     )
     .await;
-    // Many rows with one and the same timestamp, and an update of an existing row.
+    // Many rows with one and the same timestamp, and an update of one column of a row.
     let same_time = now_millis().timestamp_millis();
     let equal: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
     for id in &equal {
@@ -284,29 +274,15 @@ async fn the_change_feed_catches_backdated_timestampless_and_equal_timestamp_wri
         .await
         .expect("update");
 
-    // Write times are microseconds, checkpoints milliseconds: let the last write's millisecond
-    // pass, or the overlap that covers it would read it again.
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let (reads, after) = drain(&store, &checkpoint, options).await;
     let mut expected: HashSet<Uuid> = equal.iter().copied().collect();
     expected.extend([backdated, timestampless, existing[0]]);
-    assert_eq!(ids_of(&reads), expected);
-    let bare = reads.iter().find_map(|r| match r {
-        Read::Document(s) if s.document.id == timestampless => Some(s.clone()),
-        _ => None,
-    });
-    let bare = bare.expect("timestampless row read");
+    assert_eq!(written_since(&store, since).await, expected);
+    let bare = store.get_by_ids(&[timestampless]).await.expect("read");
+    let Some(Read::Document(bare)) = bare.get(&timestampless) else {
+        panic!("timestampless row not read");
+    };
     assert!(!bare.stamped);
     assert!(bare.document.timestamp.is_some(), "takes its write time");
-
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let (reads, _) = drain(&store, &after, options).await;
-    assert!(
-        reads.is_empty(),
-        "nothing changed since, yet {} reads: {:?}",
-        reads.len(),
-        ids_of(&reads)
-    );
 }
 
 #[tokio::test]
@@ -321,29 +297,36 @@ async fn a_reconciliation_pass_reads_every_row_and_resumes_where_it_stopped() {
     for id in &ids {
         insert_row(&session, store.table(), *id, Some("i"), Some(1), Some("{}")).await;
     }
-    let options = FeedOptions::default();
-    let mut checkpoint = CassandraCheckpoint::reconciling_from(now_millis());
+    // Each page resumes from the position the last one saved, as after a crash.
+    let mut position: Option<TokenPosition> = None;
     let mut seen = HashSet::new();
-    let mut restarts = 0;
-    while checkpoint.reconciling() {
-        let mut feed = std::pin::pin!(store.changes(&checkpoint, now_millis(), options));
-        while let Some(page) = feed.next().await {
-            let page = page.expect("page");
-            seen.extend(ids_of(&page.reads));
-            let moved = page.checkpoint.sweep != checkpoint.sweep;
-            checkpoint = page.checkpoint;
-            if moved {
-                // Stop after each page of the pass, as a crash would, and resume.
-                break;
-            }
+    let mut pages = 0;
+    loop {
+        let saved = position
+            .clone()
+            .map(|p| serde_json::to_string(&p).expect("saved"));
+        let restored: Option<TokenPosition> =
+            saved.map(|text| serde_json::from_str(&text).expect("restored"));
+        let page = store
+            .scan_page(restored.as_ref(), 50, true)
+            .await
+            .expect("page");
+        for row in page.rows {
+            let read = row.read.expect("a full scan reads the row");
+            assert!(seen.insert(row.id), "{} read twice", row.id);
+            assert!(matches!(read, Read::Document(_)));
         }
-        restarts += 1;
-        assert!(restarts < 100, "the pass does not end");
+        pages += 1;
+        assert!(pages < 100, "the pass does not end");
+        if page.done {
+            break;
+        }
+        position = page.position;
     }
     assert_eq!(seen, ids);
     assert!(
-        restarts >= 5,
-        "the pass should take several pages, took {restarts}"
+        pages >= 5,
+        "the pass should take several pages, took {pages}"
     );
 }
 
@@ -395,19 +378,124 @@ async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
         )
         .await
         .expect("user write");
+    // Fenced: the stale write is a plain write one microsecond after what it read, so the
+    // user's later write wins in Cassandra's own reconciliation.
     let stale = CassandraWrite {
         document: Document::with_id(id, "i", "t", json!({"stale": true})).at(at(9_999_999_999)),
         expected: CassandraExpected::Row(stored.version.clone()),
+        read_at: Utc::now(),
     };
-    assert_eq!(
-        store.write_batch(&[stale]).await.expect("write"),
-        vec![WriteOutcome::ChangedUnderneath]
-    );
+    assert_eq!(store.write_mode(), WriteMode::Fenced);
+    store.write_batch(&[stale]).await.expect("write");
     let found = store.get_by_ids(&[id]).await.expect("read");
     let Some(Read::Document(stored)) = found.get(&id) else {
         panic!("row missing");
     };
     assert_eq!(stored.document.content, json!({"user": 1}));
+}
+
+/// The same guarantee with lightweight transactions: the stale write says it did not apply.
+#[tokio::test]
+async fn with_lightweight_transactions_a_stale_write_is_refused() {
+    let mut config = CassandraConfig::new(support::TEST_KEYSPACE, support::unique_name("c_lwt"));
+    config.nodes = vec![support::cassandra_node()];
+    config.write_mode = WriteMode::Lwt;
+    let store = CassandraStore::connect(config).await.expect("store");
+    let id = Uuid::new_v4();
+    let first = Document::with_id(id, "i", "t", json!({"n": 1})).at(at(1));
+    store
+        .insert_or_replace_document(&first)
+        .await
+        .expect("write");
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(read)) = found.get(&id) else {
+        panic!("row missing");
+    };
+    let session = support::cql_session().await;
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {} SET content = '{{\"user\": 1}}' WHERE id = ?",
+                store.table()
+            ),
+            (id,),
+        )
+        .await
+        .expect("user write");
+    let stale = CassandraWrite {
+        document: Document::with_id(id, "i", "t", json!({"stale": true})).at(at(2)),
+        expected: CassandraExpected::Row(read.version.clone()),
+        read_at: Utc::now(),
+    };
+    let applied = store.write_batch(&[stale]).await.expect("write");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
+    let delete = CassandraDelete {
+        id,
+        expected: read.version.clone(),
+    };
+    let applied = store.delete_batch(&[delete]).await.expect("delete");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    assert!(
+        matches!(found.get(&id), Some(Read::Document(s)) if s.document.content == json!({"user": 1}))
+    );
+}
+
+/// Fenced deletes and creations: a delete decided on an old read leaves a row rewritten since;
+/// a row written where one was deleted before is not hidden by the old delete.
+#[tokio::test]
+async fn fenced_deletes_spare_newer_writes_and_old_deletes_do_not_hide_new_rows() {
+    let store = support::cassandra_store("c_fence").await;
+    let session = support::cql_session().await;
+    let id = Uuid::new_v4();
+    insert_row(&session, store.table(), id, Some("i"), Some(1), Some("{}")).await;
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(read)) = found.get(&id) else {
+        panic!("row missing");
+    };
+    insert_row(
+        &session,
+        store.table(),
+        id,
+        Some("i"),
+        Some(2),
+        Some(r#"{"again":1}"#),
+    )
+    .await;
+    let delete = CassandraDelete {
+        id,
+        expected: read.version.clone(),
+    };
+    store.delete_batch(&[delete]).await.expect("delete");
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    assert!(
+        matches!(found.get(&id), Some(Read::Document(s)) if s.document.content == json!({"again": 1})),
+        "the newer write was deleted: {found:?}"
+    );
+
+    // Deleted by a user, then written by essync after reading it absent.
+    session
+        .query_unpaged(format!("DELETE FROM {} WHERE id = ?", store.table()), (id,))
+        .await
+        .expect("user delete");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let back = CassandraWrite {
+        document: Document::with_id(id, "i", "t", json!({"back": true})).at(at(3)),
+        expected: CassandraExpected::Absent,
+        read_at: Utc::now(),
+    };
+    let applied = store.write_batch(&[back]).await.expect("write");
+    assert_eq!(applied[0].outcome, WriteOutcome::Inserted);
+    let written_at = applied[0].version.as_ref().and_then(|v| v.written_at);
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(stored)) = found.get(&id) else {
+        panic!("the old delete hides the new row");
+    };
+    assert_eq!(stored.document.content, json!({"back": true}));
+    assert_eq!(
+        stored.version.written_at, written_at,
+        "the write time is what the write said"
+    );
 }
 
 #[tokio::test]

@@ -10,9 +10,9 @@ use elasticsearch::http::headers::HeaderMap;
 use essync::Document;
 use essync::document::now_millis;
 use essync::elasticsearch::{
-    ElasticsearchStore, EsCheckpoint, EsExpected, EsWrite, METADATA_FIELD,
+    ElasticsearchStore, EsCheckpoint, EsDelete, EsExpected, EsWrite, METADATA_FIELD,
 };
-use essync::store::{Read, ReadError, WriteOutcome};
+use essync::store::{Lookup, Read, ReadError, WriteOutcome};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -99,12 +99,12 @@ async fn documents_round_trip_field_by_field_including_a_1mb_body() {
         )
         .await
         .expect("read back");
-    let Some(Read::Document(stored)) = found.get(&rich.id) else {
+    let Some(Lookup::Found(Read::Document(stored))) = found.get(&rich.id) else {
         panic!("rich document not found: {found:?}");
     };
     assert_eq!(stored.document, rich);
     assert!(stored.stamped);
-    let Some(Read::Document(stored_big)) = found.get(&big.id) else {
+    let Some(Lookup::Found(Read::Document(stored_big))) = found.get(&big.id) else {
         panic!("1 MB document not found");
     };
     assert_eq!(stored_big.document.content, big.content);
@@ -292,7 +292,7 @@ async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
         .get_by_ids(&[(id, Some(index.clone()))], now_millis())
         .await
         .expect("read");
-    let Some(Read::Document(stored)) = found.get(&id) else {
+    let Some(Lookup::Found(Read::Document(stored))) = found.get(&id) else {
         panic!("document missing");
     };
     // The latest timestamp written: writer 1, n = 38 (n = 39 was backdated).
@@ -310,8 +310,54 @@ async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
             ..stored.version.clone()
         }),
     };
-    let outcome = stores[0].write_batch(&[stale]).await.expect("write");
-    assert_eq!(outcome, vec![WriteOutcome::ChangedUnderneath]);
+    let applied = stores[0].write_batch(&[stale]).await.expect("write");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
+
+    // The same for a delete: against an old version it deletes nothing; against the current
+    // one it deletes, and the id is then absent (not unknown).
+    let old = EsDelete {
+        id,
+        expected: essync::elasticsearch::EsVersion {
+            seq_no: 0,
+            ..stored.version.clone()
+        },
+    };
+    let applied = stores[0].delete_batch(&[old]).await.expect("delete");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
+    let current = EsDelete {
+        id,
+        expected: stored.version.clone(),
+    };
+    let applied = stores[0].delete_batch(&[current]).await.expect("delete");
+    assert_eq!(applied[0].outcome, WriteOutcome::Deleted);
+    let found = stores[0]
+        .locate(&[(id, Some(index.clone()))])
+        .await
+        .expect("locate");
+    assert_eq!(found.get(&id), Some(&Lookup::Absent));
+}
+
+/// A closed index cannot say what it holds: its documents are unknown, never absent (which
+/// would read as deleted).
+#[tokio::test]
+async fn documents_of_a_closed_index_are_unknown_not_absent() {
+    let (store, prefix) = support::es_store("es_closed").await;
+    let index = format!("{prefix}_shut");
+    let doc = Document::new(&index, "t", json!({"n": 1})).at(now_millis());
+    store.insert_or_replace_document(&doc).await.expect("write");
+    raw(Method::Post, &format!("/{index}/_close"), None).await;
+    let hint = [(doc.id, Some(index.clone()))];
+    let found = store.get_by_ids(&hint, now_millis()).await.expect("read");
+    assert!(
+        matches!(found.get(&doc.id), Some(Lookup::Unknown(_))),
+        "{found:?}"
+    );
+    let located = store.locate(&hint).await.expect("locate");
+    assert!(
+        matches!(located.get(&doc.id), Some(Lookup::Unknown(_))),
+        "{located:?}"
+    );
+    raw(Method::Post, &format!("/{index}/_open"), None).await;
 }
 
 #[tokio::test]
@@ -390,7 +436,13 @@ async fn bad_documents_are_reported_with_their_reason_and_the_rest_flows() {
         expected: EsExpected::Absent,
     })
     .collect::<Vec<_>>();
-    let outcomes = store.write_batch(&writes).await.expect("write batch");
+    let outcomes: Vec<WriteOutcome> = store
+        .write_batch(&writes)
+        .await
+        .expect("write batch")
+        .into_iter()
+        .map(|applied| applied.outcome)
+        .collect();
     let reason = |n: usize| match &outcomes[n] {
         WriteOutcome::Rejected(reason) => reason.clone(),
         other => panic!("write {n}: {other:?}"),

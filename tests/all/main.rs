@@ -13,3 +13,4 @@ mod es_store;
 mod policy_cli;
 mod scenarios;
 mod servers;
+mod three_way;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::Document;
-use crate::document::{DEFAULT_TYPE, now_millis};
+use crate::document::{DEFAULT_TYPE, Digest, now_millis};
 use crate::elasticsearch::convert::json_kind;
 use crate::store::{BadDocument, Read, Side, Stored};
 
@@ -84,6 +84,12 @@ pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
     };
     match document_of(id, &version) {
         Ok((document, stamped)) => Read::Document(Stored {
+            digest: Digest::of(
+                &document.index,
+                version.doc_type.as_deref().filter(|t| !t.is_empty()),
+                version.timestamp,
+                &document.content,
+            ),
             document,
             stamped,
             version,

@@ -39,6 +39,9 @@ pub struct Sweep {
     pub pass_started: i64,
     /// Where the current pass stopped; `None` before its first page.
     pub position: Option<TokenPosition>,
+    /// How many passes were completed.
+    #[serde(default)]
+    pub passes: u64,
 }
 
 /// A position in token order: the last token read, and the ids read at that token (distinct
@@ -60,6 +63,7 @@ impl CassandraCheckpoint {
                 written_since: Some(now.timestamp_micros()),
                 pass_started: now.timestamp_micros(),
                 position: None,
+                passes: 0,
             },
         }
     }
@@ -96,19 +100,31 @@ impl Sweep {
             let next = self.pass_started - window_us;
             self.written_since = Some(self.written_since.map_or(next, |w| w.max(next)));
             self.position = None;
+            self.passes += 1;
         } else if position.is_some() {
             self.position = position;
         }
     }
 }
 
+/// One row of a token-ordered scan.
+#[derive(Debug)]
+pub struct ScanRow {
+    /// The row's token.
+    pub token: i64,
+    /// The row's id.
+    pub id: Uuid,
+    /// The newest write time of its cells (µs since the epoch).
+    pub written_at: Option<i64>,
+    /// The whole row, when the scan read it.
+    pub read: Option<crate::store::Read<super::CassandraVersion>>,
+}
+
 /// One page of a token-ordered scan.
 #[derive(Debug)]
-pub struct ScanPage<R> {
-    /// The rows that count as changed (all rows in a reconciliation pass), with content.
-    pub reads: Vec<R>,
-    /// How many rows the page examined.
-    pub examined: usize,
+pub struct ScanPage {
+    /// The rows not read before, in token order.
+    pub rows: Vec<ScanRow>,
     /// Where the scan is after this page.
     pub position: Option<TokenPosition>,
     /// Whether the scan reached the end of the ring.

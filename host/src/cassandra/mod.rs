@@ -22,9 +22,8 @@ pub mod write;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -34,14 +33,14 @@ use uuid::Uuid;
 
 pub use convert::CassandraVersion;
 pub use error::CassandraError;
-pub use feed::{CassandraCheckpoint, ScanPage, Sweep, TokenPosition};
+pub use feed::{CassandraCheckpoint, ScanPage, ScanRow, Sweep, TokenPosition};
 pub use schema::check_name;
 pub use tls::CassandraTls;
-pub use write::{CassandraExpected, CassandraWrite};
+pub use write::{CassandraDelete, CassandraExpected, CassandraWrite, WriteMode};
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{ChangePage, Read, ReadError, WriteOutcome};
+use crate::store::{Applied, Read, ReadError, WriteOutcome};
 use convert::{COLUMNS, RawRow, TokenRow, from_row};
 
 /// How to reach Cassandra and which table to sync.
@@ -65,6 +64,9 @@ pub struct CassandraConfig {
     pub page_size: i32,
     /// Requests in flight at once for batched reads and writes.
     pub concurrency: usize,
+    /// How writes stay race-safe: fenced plain writes (the default) or lightweight
+    /// transactions.
+    pub write_mode: WriteMode,
 }
 
 impl CassandraConfig {
@@ -80,6 +82,7 @@ impl CassandraConfig {
             connect_timeout: Duration::from_secs(10),
             page_size: 1000,
             concurrency: 64,
+            write_mode: WriteMode::default(),
         }
     }
 }
@@ -134,7 +137,7 @@ impl CassandraStore {
             schema::ensure_time_index(&session, &config.keyspace, &config.table).await?;
         let table = format!("{}.{}", config.keyspace, config.table);
         let reads = prepare_reads(&session, &table, config.page_size).await?;
-        let writes = write::WriteStatements::prepare(&session, &table).await?;
+        let writes = write::WriteStatements::prepare(&session, &table, config.write_mode).await?;
         tracing::debug!(%table, has_time_index, "connected to Cassandra");
         Ok(Self {
             session,
@@ -180,6 +183,7 @@ impl CassandraStore {
         let mut document = document.clone();
         let timestamp = *document.timestamp.get_or_insert_with(now_millis);
         for _ in 0..32 {
+            let read_at = Utc::now();
             let current = self.get_by_ids(&[document.id]).await?.remove(&document.id);
             let expected = match current {
                 None => CassandraExpected::Absent,
@@ -199,8 +203,14 @@ impl CassandraStore {
             let write = CassandraWrite {
                 document: document.clone(),
                 expected,
+                read_at,
             };
-            match self.write_batch(std::slice::from_ref(&write)).await?.pop() {
+            match self
+                .write_batch(std::slice::from_ref(&write))
+                .await?
+                .pop()
+                .map(|a| a.outcome)
+            {
                 Some(WriteOutcome::ChangedUnderneath) => continue,
                 Some(outcome) => return Ok(outcome),
                 None => break,
@@ -223,10 +233,11 @@ impl CassandraStore {
         let pages =
             futures::stream::unfold(Some(None::<TokenPosition>), move |position| async move {
                 let position = position?;
-                match self.scan_page(position.as_ref(), page_size, None).await {
+                match self.scan_page(position.as_ref(), page_size, true).await {
                     Ok(page) => {
                         let next = (!page.done).then_some(page.position);
-                        Some((Ok(page.reads), next))
+                        let reads = page.rows.into_iter().filter_map(|row| row.read).collect();
+                        Some((Ok(reads), next))
                     }
                     Err(e) => Some((Err(e), None)),
                 }
@@ -277,13 +288,34 @@ impl CassandraStore {
         Ok(found)
     }
 
-    /// Writes a batch, each row a compare-and-set against the row expected; one outcome per
-    /// write, in order. Fails as a whole only when the cluster cannot be used at all.
+    /// Writes a batch, each row race-safe against the row expected (see [`mod@write`]); one
+    /// outcome per write, in order, with the version it left (its write time when fenced).
+    /// Fails as a whole only when the cluster cannot be used at all.
     pub async fn write_batch(
         &self,
         writes: &[CassandraWrite],
-    ) -> Result<Vec<WriteOutcome>, CassandraError> {
+    ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
         write::write_batch(&self.session, &self.writes, self.config.concurrency, writes).await
+    }
+
+    /// Deletes a batch of rows, each race-safe against the row expected; one outcome per
+    /// delete, in order.
+    pub async fn delete_batch(
+        &self,
+        deletes: &[CassandraDelete],
+    ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+        write::delete_batch(
+            &self.session,
+            &self.writes,
+            self.config.concurrency,
+            deletes,
+        )
+        .await
+    }
+
+    /// How writes stay race-safe.
+    pub fn write_mode(&self) -> WriteMode {
+        self.writes.mode()
     }
 
     /// Rows whose `timestamp` is in `[since, until]` (milliseconds), through the time index;
@@ -324,14 +356,15 @@ impl CassandraStore {
     }
 
     /// Reads the next page of a token-ordered scan after `position`, examining at most `limit`
-    /// rows. With `written_since` set, only rows with a cell written at or after it (µs) count
-    /// and are read in full; without, every row counts (a full reconciliation).
+    /// rows: every row's id and newest write time, and with `full` the whole row (a
+    /// reconciliation pass); without, only ids and write times are read, which is what the
+    /// write-time sweep needs to pick the rows to read in full.
     pub async fn scan_page(
         &self,
         position: Option<&TokenPosition>,
         limit: usize,
-        written_since: Option<i64>,
-    ) -> Result<ScanPage<Read<CassandraVersion>>, CassandraError> {
+        full: bool,
+    ) -> Result<ScanPage, CassandraError> {
         let limit = limit.max(1);
         let start = position.map(|p| p.token).unwrap_or(i64::MIN);
         let action = format!("to scan {}", self.table);
@@ -339,180 +372,80 @@ impl CassandraStore {
         // already read at the start token do not stall the scan.
         let skipped = position.map(|p| p.ids.len()).unwrap_or(0);
         let ask = (limit + skipped) as i32;
-        match written_since {
-            None => {
-                let rows = self
-                    .session
-                    .execute_unpaged(&self.reads.scan_full, (start, ask))
-                    .await
-                    .map_err(|e| CassandraError::execution(&action, &e))?
-                    .into_rows_result()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                let rows: Vec<(i64, Uuid, RawRow)> = rows
-                    .rows::<TokenRow>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?
-                    .map(|row| row.map(convert::split_token))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                let returned = rows.len();
-                let (fresh, next) = feed::continue_position(position, rows);
-                Ok(ScanPage {
-                    examined: fresh.len(),
-                    reads: fresh.into_iter().map(|(_, _, row)| from_row(row)).collect(),
-                    position: next,
-                    done: returned < ask as usize,
-                })
-            }
-            Some(since) => {
-                let rows = self
-                    .session
-                    .execute_unpaged(&self.reads.scan_write_times, (start, ask))
-                    .await
-                    .map_err(|e| CassandraError::execution(&action, &e))?
-                    .into_rows_result()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                let rows: Vec<(i64, Uuid, Option<i64>)> = rows
-                    .rows::<(
-                        i64,
-                        Uuid,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<i64>,
-                        Option<i64>,
-                    )>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?
-                    .map(|row| {
-                        row.map(|(token, id, a, b, c, d)| {
-                            (token, id, [a, b, c, d].into_iter().flatten().max())
-                        })
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                let returned = rows.len();
-                let (fresh, next) = feed::continue_position(position, rows);
-                let changed: Vec<Uuid> = fresh
-                    .iter()
-                    .filter(|(_, _, written)| written.is_some_and(|w| w >= since))
-                    .map(|(_, id, _)| *id)
-                    .collect();
-                let mut found = self.get_by_ids(&changed).await?;
-                Ok(ScanPage {
-                    examined: fresh.len(),
-                    reads: changed.iter().filter_map(|id| found.remove(id)).collect(),
-                    position: next,
-                    done: returned < ask as usize,
-                })
-            }
-        }
-    }
-
-    /// What changed since `from`, page by page: first the recent rows (by `timestamp`), then the
-    /// write-time sweep (at most `options.sweep_rows` rows examined, or the whole ring when a
-    /// reconciliation pass is under way). Each page carries the checkpoint that holds once it
-    /// and every page before it are applied. `now` is the round's start.
-    pub fn changes(
-        &self,
-        from: &CassandraCheckpoint,
-        now: DateTime<Utc>,
-        options: FeedOptions,
-    ) -> impl Stream<Item = Result<ChangePage<CassandraVersion, CassandraCheckpoint>, CassandraError>> + '_
-    {
-        enum Phase<'a> {
-            Recent(BoxStream<'a, Result<Vec<Read<CassandraVersion>>, CassandraError>>),
-            Sweep,
-            Done,
-        }
-        struct State<'a> {
-            phase: Phase<'a>,
-            checkpoint: CassandraCheckpoint,
-            budget: usize,
-        }
-        let window_ms = options.safety_window.as_millis() as i64;
-        let window_us = options.safety_window.as_micros() as i64;
-        let page_size = self.config.page_size.max(1) as usize;
-        let until = now.timestamp_millis() + window_ms;
-        let recent = self
-            .read_recent(from.recent_since, until)
-            .chunks(page_size)
-            .map(|reads| reads.into_iter().collect::<Result<Vec<_>, _>>())
-            .boxed();
-        let state = State {
-            phase: Phase::Recent(recent),
-            checkpoint: from.clone(),
-            budget: options.sweep_rows,
+        let statement = if full {
+            &self.reads.scan_full
+        } else {
+            &self.reads.scan_write_times
         };
-        futures::stream::unfold(state, move |mut state| async move {
-            let page = |reads, checkpoint: &CassandraCheckpoint| ChangePage {
-                reads,
-                checkpoint: checkpoint.clone(),
-            };
-            match &mut state.phase {
-                Phase::Recent(rows) => match rows.next().await {
-                    Some(Ok(reads)) => {
-                        let page = page(reads, &state.checkpoint);
-                        Some((Ok(page), state))
-                    }
-                    Some(Err(e)) if e.is_index_building() => {
-                        // The sweep covers this round; the recent rows are read again, from
-                        // the same point, once the index is built.
-                        tracing::info!(
-                            "the time index of {} is still being built; this round finds changes by the sweep",
-                            self.table
-                        );
-                        state.phase = Phase::Sweep;
-                        let page = page(Vec::new(), &state.checkpoint);
-                        Some((Ok(page), state))
-                    }
-                    Some(Err(e)) => {
-                        state.phase = Phase::Done;
-                        Some((Err(e), state))
-                    }
-                    None => {
-                        // Every recent row is read: the next round re-reads only the window.
-                        let next = now.timestamp_millis() - window_ms;
-                        state.checkpoint.recent_since = state.checkpoint.recent_since.max(next);
-                        state.phase = Phase::Sweep;
-                        let page = page(Vec::new(), &state.checkpoint);
-                        Some((Ok(page), state))
-                    }
-                },
-                Phase::Sweep => {
-                    let full = state.checkpoint.reconciling();
-                    if !full && state.budget == 0 {
-                        return None;
-                    }
-                    let limit = if full {
-                        page_size
-                    } else {
-                        page_size.min(state.budget)
-                    };
-                    state.checkpoint.sweep.begin_page(now.timestamp_micros());
-                    let sweep = &state.checkpoint.sweep;
-                    match self
-                        .scan_page(sweep.position.as_ref(), limit, sweep.written_since)
-                        .await
-                    {
-                        Ok(scanned) => {
-                            state.budget = state.budget.saturating_sub(scanned.examined.max(1));
-                            state.checkpoint.sweep.advance(
-                                scanned.position,
-                                scanned.done,
-                                window_us,
-                            );
-                            if scanned.done {
-                                state.phase = Phase::Done;
-                            }
-                            let page = page(scanned.reads, &state.checkpoint);
-                            Some((Ok(page), state))
-                        }
-                        Err(e) => {
-                            state.phase = Phase::Done;
-                            Some((Err(e), state))
-                        }
-                    }
-                }
-                Phase::Done => None,
-            }
+        let result = self
+            .session
+            .execute_unpaged(statement, (start, ask))
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let rows: Vec<(i64, Uuid, ScanRow)> = if full {
+            result
+                .rows::<TokenRow>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+                .map(|row| {
+                    row.map(|row| {
+                        let (token, id, raw) = convert::split_token(row);
+                        let read = from_row(raw);
+                        let written_at = match &read {
+                            Read::Document(stored) => stored.version.written_at,
+                            Read::Bad(_) => None,
+                        };
+                        (
+                            token,
+                            id,
+                            ScanRow {
+                                token,
+                                id,
+                                written_at,
+                                read: Some(read),
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+        } else {
+            type WriteTimes = (
+                i64,
+                Uuid,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+            );
+            result
+                .rows::<WriteTimes>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+                .map(|row| {
+                    row.map(|(token, id, a, b, c, d)| {
+                        let written_at = [a, b, c, d].into_iter().flatten().max();
+                        (
+                            token,
+                            id,
+                            ScanRow {
+                                token,
+                                id,
+                                written_at,
+                                read: None,
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+        };
+        let returned = rows.len();
+        let (fresh, next) = feed::continue_position(position, rows);
+        Ok(ScanPage {
+            rows: fresh.into_iter().map(|(_, _, row)| row).collect(),
+            position: next,
+            done: returned < ask as usize,
         })
     }
 

@@ -1,27 +1,55 @@
-//! Race-safe writes: every write is a lightweight transaction (compare-and-set) against the row
-//! the writer read.
+//! Race-safe writes: a write replaces exactly the row its writer read, or loses to whatever was
+//! written since. Two ways to get there, chosen by [`WriteMode`]:
 //!
-//! A write replaces exactly the version it was decided on, or nothing: `INSERT ... IF NOT
-//! EXISTS` when the row was absent, `UPDATE ... IF index_ = ? AND type = ? AND timestamp = ? AND
-//! content = ?` with the values read when it was there. A row changed in between (by a user,
-//! another essync, anyone) makes the write not apply, and it is reported as
-//! [`WriteOutcome::ChangedUnderneath`].
+//! - **Fenced** (the default): the write carries `USING TIMESTAMP` one microsecond after the
+//!   newest write time of the row read (`W + 1`), or, for a row that was absent, the time it
+//!   was read. Cassandra keeps, cell by cell, the value with the greatest write time: any write
+//!   made after the read (by an application, a person, anyone whose clock is not behind the
+//!   row's last writer) carries a later time and wins, in whatever order the two arrive. A
+//!   write that lost is not an error here: the next round sees the row's write time move and
+//!   decides again. A delete is fenced the same way. Plain writes go at the pace of the
+//!   cluster, and mix safely with the plain writes applications make.
+//! - **Lightweight transactions** (`lwt`): `INSERT ... IF NOT EXISTS`, `UPDATE ... IF index_ = ?
+//!   AND type = ? AND timestamp = ? AND content = ?`, `DELETE ... IF ...`: a Paxos round per row
+//!   (about six times slower), which says at once whether it applied
+//!   ([`WriteOutcome::ChangedUnderneath`] otherwise). Cassandra documents that mixing
+//!   lightweight transactions with plain writes on the same data is unsafe.
 //!
-//! Why not plain writes `USING TIMESTAMP` derived from the document's timestamp: Cassandra
-//! resolves cells by write time, and writers that know nothing of essync write at the current
-//! time whatever their `timestamp` column says. A row a user backdated (or one deleted, whose
-//! tombstone is recent) would silently shadow essync's later decision, and the two stores would
-//! stay apart with no error anywhere. A compare-and-set says whether it applied.
+//! Why not `USING TIMESTAMP` derived from the document's own timestamp: writers that know
+//! nothing of essync write at their current time whatever their `timestamp` column says, so a
+//! row a user backdated would silently shadow essync's later decision. The fence derives from
+//! what Cassandra recorded, not from what the document claims.
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+use uuid::Uuid;
 
 use super::CassandraError;
 use super::convert::{CassandraVersion, to_columns};
 use crate::Document;
-use crate::store::WriteOutcome;
+use crate::store::{Applied, WriteOutcome};
+
+/// How essync's writes stay race-safe (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Plain writes fenced by write time (`USING TIMESTAMP`).
+    #[default]
+    Fenced,
+    /// Lightweight transactions (compare-and-set with Paxos).
+    Lwt,
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::Fenced => "fenced",
+            WriteMode::Lwt => "lwt",
+        })
+    }
+}
 
 /// What the writer expects the table to hold for the document's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +67,35 @@ pub struct CassandraWrite {
     pub document: Document,
     /// What it replaces.
     pub expected: CassandraExpected,
+    /// When the expected state was read (a new row is fenced at this time).
+    pub read_at: DateTime<Utc>,
+}
+
+/// One delete: the id and the row it removes.
+#[derive(Debug, Clone)]
+pub struct CassandraDelete {
+    /// The row's id.
+    pub id: Uuid,
+    /// The row as read.
+    pub expected: CassandraVersion,
 }
 
 /// The prepared statements of the write path.
 pub(crate) struct WriteStatements {
-    pub insert_if_absent: PreparedStatement,
-    pub update_if_unchanged: PreparedStatement,
+    mode: WriteMode,
+    insert_if_absent: PreparedStatement,
+    update_if_unchanged: PreparedStatement,
+    delete_if_unchanged: PreparedStatement,
+    insert_at: PreparedStatement,
+    delete_at: PreparedStatement,
 }
 
 impl WriteStatements {
-    pub async fn prepare(session: &Session, table: &str) -> Result<Self, CassandraError> {
+    pub async fn prepare(
+        session: &Session,
+        table: &str,
+        mode: WriteMode,
+    ) -> Result<Self, CassandraError> {
         let prepare = |cql: String| async move {
             session
                 .prepare(cql)
@@ -60,6 +107,7 @@ impl WriteStatements {
                 })
         };
         Ok(Self {
+            mode,
             insert_if_absent: prepare(format!(
                 "INSERT INTO {table} (id, index_, type, timestamp, content) \
                  VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
@@ -70,8 +118,65 @@ impl WriteStatements {
                  IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
             ))
             .await?,
+            delete_if_unchanged: prepare(format!(
+                "DELETE FROM {table} WHERE id = ? \
+                 IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
+            ))
+            .await?,
+            insert_at: prepare(format!(
+                "INSERT INTO {table} (id, index_, type, timestamp, content) \
+                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+            ))
+            .await?,
+            delete_at: prepare(format!(
+                "DELETE FROM {table} USING TIMESTAMP ? WHERE id = ?"
+            ))
+            .await?,
         })
     }
+
+    pub fn mode(&self) -> WriteMode {
+        self.mode
+    }
+}
+
+/// The write time that fences a write of a row read as `expected` at `read_at`: one
+/// microsecond after its newest cell, or the read time for a row that was absent (an old
+/// delete's tombstone cannot hide it, a write after the read beats it).
+pub(crate) fn fence(expected: Option<&CassandraVersion>, read_at: DateTime<Utc>) -> i64 {
+    match expected.and_then(|v| v.written_at) {
+        Some(written_at) => written_at.saturating_add(1),
+        None => read_at.timestamp_micros(),
+    }
+}
+
+/// Runs one future per item, `concurrency` at a time, and collects the outcomes in order; an
+/// unreachable cluster fails the batch.
+async fn run_all<'a, F>(
+    pending: Vec<F>,
+    concurrency: usize,
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError>
+where
+    F: std::future::Future<Output = Result<Applied<CassandraVersion>, CassandraError>> + 'a,
+{
+    let results: Vec<Result<Applied<CassandraVersion>, CassandraError>> =
+        futures::stream::iter(pending)
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(outcome) => outcomes.push(outcome),
+            // The cluster is unusable: fail the batch rather than report every row.
+            Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
+            Err(e) if e.is_transient() => {
+                outcomes.push(Applied::outcome(WriteOutcome::Failed(e.to_string())))
+            }
+            Err(e) => outcomes.push(Applied::outcome(WriteOutcome::Rejected(e.to_string()))),
+        }
+    }
+    Ok(outcomes)
 }
 
 pub(crate) async fn write_batch(
@@ -79,41 +184,77 @@ pub(crate) async fn write_batch(
     statements: &WriteStatements,
     concurrency: usize,
     writes: &[CassandraWrite],
-) -> Result<Vec<WriteOutcome>, CassandraError> {
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
     // Futures built first, then polled: keeps the stream free of closures over borrowed items,
     // which would make the whole future not `Send` for every lifetime.
     let pending: Vec<_> = writes
         .iter()
         .map(|write| write_one(session, statements, write))
         .collect();
-    let results: Vec<Result<WriteOutcome, CassandraError>> = futures::stream::iter(pending)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
-    let mut outcomes = Vec::with_capacity(results.len());
-    for result in results {
-        match result {
-            Ok(outcome) => outcomes.push(outcome),
-            // The cluster is unusable: fail the batch rather than report every row.
-            Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
-            Err(e) if e.is_transient() => outcomes.push(WriteOutcome::Failed(e.to_string())),
-            Err(e) => outcomes.push(WriteOutcome::Rejected(e.to_string())),
-        }
-    }
-    Ok(outcomes)
+    run_all(pending, concurrency).await
+}
+
+pub(crate) async fn delete_batch(
+    session: &Session,
+    statements: &WriteStatements,
+    concurrency: usize,
+    deletes: &[CassandraDelete],
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+    let pending: Vec<_> = deletes
+        .iter()
+        .map(|delete| delete_one(session, statements, delete))
+        .collect();
+    run_all(pending, concurrency).await
 }
 
 async fn write_one(
     session: &Session,
     statements: &WriteStatements,
     write: &CassandraWrite,
-) -> Result<WriteOutcome, CassandraError> {
+) -> Result<Applied<CassandraVersion>, CassandraError> {
     let columns = match to_columns(&write.document) {
         Ok(columns) => columns,
-        Err(reason) => return Ok(WriteOutcome::Rejected(reason)),
+        Err(reason) => return Ok(Applied::outcome(WriteOutcome::Rejected(reason))),
     };
     let id = write.document.id;
     let action = format!("to write row {id}");
+    let inserted = |applied: bool| match (applied, &write.expected) {
+        (true, CassandraExpected::Absent) => WriteOutcome::Inserted,
+        (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
+        (false, _) => WriteOutcome::ChangedUnderneath,
+    };
+    let written = |written_at: Option<i64>| CassandraVersion {
+        index: Some(columns.index.clone()),
+        doc_type: Some(columns.doc_type.clone()),
+        timestamp: Some(columns.timestamp.0),
+        content: Some(columns.content.clone()),
+        written_at,
+    };
+    if statements.mode == WriteMode::Fenced {
+        let expected = match &write.expected {
+            CassandraExpected::Absent => None,
+            CassandraExpected::Row(seen) => Some(seen),
+        };
+        let at = fence(expected, write.read_at);
+        session
+            .execute_unpaged(
+                &statements.insert_at,
+                (
+                    id,
+                    &columns.index,
+                    &columns.doc_type,
+                    columns.timestamp,
+                    &columns.content,
+                    at,
+                ),
+            )
+            .await
+            .map_err(|e| classify(&action, &e))?;
+        return Ok(Applied {
+            outcome: inserted(true),
+            version: Some(written(Some(at))),
+        });
+    }
     let result = match &write.expected {
         CassandraExpected::Absent => {
             session
@@ -141,7 +282,7 @@ async fn write_one(
                         id,
                         &seen.index,
                         &seen.doc_type,
-                        seen.timestamp.map(scylla::value::CqlTimestamp),
+                        seen.timestamp.map(CqlTimestamp),
                         &seen.content,
                     ),
                 )
@@ -149,22 +290,65 @@ async fn write_one(
         }
     }
     .map_err(|e| classify(&action, &e))?;
+    let applied = was_applied(&action, result)?;
+    Ok(Applied {
+        outcome: inserted(applied),
+        // A transaction's write time is the server's: unknown here.
+        version: applied.then(|| written(None)),
+    })
+}
+
+async fn delete_one(
+    session: &Session,
+    statements: &WriteStatements,
+    delete: &CassandraDelete,
+) -> Result<Applied<CassandraVersion>, CassandraError> {
+    let id = delete.id;
+    let action = format!("to delete row {id}");
+    let seen = &delete.expected;
+    if statements.mode == WriteMode::Fenced {
+        let at = fence(Some(seen), Utc::now());
+        session
+            .execute_unpaged(&statements.delete_at, (at, id))
+            .await
+            .map_err(|e| classify(&action, &e))?;
+        return Ok(Applied::outcome(WriteOutcome::Deleted));
+    }
+    let result = session
+        .execute_unpaged(
+            &statements.delete_if_unchanged,
+            (
+                id,
+                &seen.index,
+                &seen.doc_type,
+                seen.timestamp.map(CqlTimestamp),
+                &seen.content,
+            ),
+        )
+        .await
+        .map_err(|e| classify(&action, &e))?;
+    Ok(Applied::outcome(if was_applied(&action, result)? {
+        WriteOutcome::Deleted
+    } else {
+        WriteOutcome::ChangedUnderneath
+    }))
+}
+
+/// The `[applied]` column of a lightweight transaction's answer.
+fn was_applied(
+    action: &str,
+    result: scylla::response::query_result::QueryResult,
+) -> Result<bool, CassandraError> {
     let rows = result
         .into_rows_result()
-        .map_err(|e| CassandraError::protocol(&action, e))?;
-    let applied = rows
-        .rows::<Row>()
-        .map_err(|e| CassandraError::protocol(&action, e))?
+        .map_err(|e| CassandraError::protocol(action, e))?;
+    rows.rows::<Row>()
+        .map_err(|e| CassandraError::protocol(action, e))?
         .next()
         .and_then(Result::ok)
         .and_then(|row| row.columns.into_iter().next().flatten())
         .map(|value| matches!(value, CqlValue::Boolean(true)))
-        .ok_or_else(|| CassandraError::protocol(&action, "no [applied] column in the answer"))?;
-    Ok(match (applied, &write.expected) {
-        (true, CassandraExpected::Absent) => WriteOutcome::Inserted,
-        (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
-        (false, _) => WriteOutcome::ChangedUnderneath,
-    })
+        .ok_or_else(|| CassandraError::protocol(action, "no [applied] column in the answer"))
 }
 
 /// A failed write: the cluster unreachable fails the batch, anything else this row.
@@ -178,5 +362,25 @@ fn classify(action: &str, error: &scylla::errors::ExecutionError) -> CassandraEr
             }
         }
         _ => CassandraError::execution(action, error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_is_just_after_the_row_read_or_at_the_read_of_an_absent_one() {
+        let read_at = DateTime::from_timestamp_micros(5_000_000).unwrap();
+        let row = CassandraVersion {
+            index: None,
+            doc_type: None,
+            timestamp: None,
+            content: None,
+            written_at: Some(9_000_000),
+        };
+        // A row written in the future (a writer whose clock is ahead) is still beaten.
+        assert_eq!(fence(Some(&row), read_at), 9_000_001);
+        assert_eq!(fence(None, read_at), 5_000_000);
     }
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use essync::document::format_timestamp;
-use essync::sync::errors;
+use essync::sync::state::errors;
 
 use crate::cli::{ConnectionOptions, Target};
 

@@ -66,6 +66,7 @@ pub async fn connect_cassandra(
     let mut config = CassandraConfig::new(&target.keyspace, &target.table);
     config.nodes = options.cassandra_nodes.clone();
     config.replication = options.replication.clone();
+    config.write_mode = options.cassandra_writes;
     config.credentials = match (&options.cassandra_user, &options.cassandra_password) {
         (Some(user), password) => Some((user.clone(), password.clone().unwrap_or_default())),
         (None, Some(_)) => anyhow::bail!("--cassandra-password needs --cassandra-user"),

@@ -11,12 +11,14 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use uuid::Uuid;
+
 use super::ElasticsearchError;
 use super::client::{Http, error_reason};
 use super::convert::{EsVersion, to_source};
 use super::schema::Indices;
 use crate::Document;
-use crate::store::WriteOutcome;
+use crate::store::{Applied, WriteOutcome};
 
 /// What the writer expects the store to hold for the document's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,16 @@ pub struct EsWrite {
     pub expected: EsExpected,
 }
 
+/// One delete: the id, and the version it removes (compare-and-set: a document changed since
+/// is left alone).
+#[derive(Debug, Clone)]
+pub struct EsDelete {
+    /// The document's id.
+    pub id: Uuid,
+    /// The version to delete.
+    pub expected: EsVersion,
+}
+
 /// Limits of one bulk request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BulkLimits {
@@ -46,9 +58,42 @@ pub(crate) struct BulkLimits {
 /// One bulk operation and which write it belongs to.
 struct Op {
     write: usize,
-    /// The document's own write (as opposed to the delete that follows a move).
+    /// The document's own write or delete (as opposed to the delete that follows a move).
     primary: bool,
     lines: Vec<u8>,
+}
+
+/// Deletes a batch of documents, each a compare-and-set against the version expected; one
+/// outcome per delete, in order ([`WriteOutcome::Deleted`], or `ChangedUnderneath` when the
+/// document changed or went away since it was read).
+pub(crate) async fn delete_batch(
+    http: &Http,
+    limits: BulkLimits,
+    deletes: &[EsDelete],
+) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
+    let ops: Vec<Op> = deletes
+        .iter()
+        .enumerate()
+        .map(|(n, delete)| {
+            let mut lines = Vec::new();
+            push_line(
+                &mut lines,
+                &json!({"delete": {
+                    "_index": delete.expected.index, "_id": delete.id.to_string(),
+                    "if_seq_no": delete.expected.seq_no,
+                    "if_primary_term": delete.expected.primary_term,
+                }}),
+            );
+            Op {
+                write: n,
+                primary: true,
+                lines,
+            }
+        })
+        .collect();
+    let mut outcomes = vec![None; deletes.len()];
+    execute(http, limits, &ops, &mut outcomes).await?;
+    Ok(finish(outcomes))
 }
 
 pub(crate) async fn write_batch(
@@ -56,8 +101,8 @@ pub(crate) async fn write_batch(
     indices: &Indices,
     limits: BulkLimits,
     writes: &[EsWrite],
-) -> Result<Vec<WriteOutcome>, ElasticsearchError> {
-    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
+    let mut outcomes: Vec<Option<Applied<EsVersion>>> = vec![None; writes.len()];
 
     // Indices first: create missing ones with the metadata mapping; refuse bad names.
     let targets: BTreeSet<&str> = writes.iter().map(|w| w.document.index.as_str()).collect();
@@ -72,19 +117,19 @@ pub(crate) async fn write_batch(
     for (n, write) in writes.iter().enumerate() {
         let document = &write.document;
         if let Some(reason) = refused.get(&document.index) {
-            outcomes[n] = Some(WriteOutcome::Rejected(reason.clone()));
+            outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(reason.clone())));
             continue;
         }
         let Some(timestamp) = document.timestamp else {
-            outcomes[n] = Some(WriteOutcome::Rejected(
+            outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(
                 "the document has no timestamp".to_string(),
-            ));
+            )));
             continue;
         };
         let source = match to_source(document, timestamp) {
             Ok(source) => source,
             Err(reason) => {
-                outcomes[n] = Some(WriteOutcome::Rejected(reason));
+                outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(reason)));
                 continue;
             }
         };
@@ -125,6 +170,17 @@ pub(crate) async fn write_batch(
         }
     }
 
+    execute(http, limits, &ops, &mut outcomes).await?;
+    Ok(finish(outcomes))
+}
+
+/// Sends the operations in requests within the limits, recording each write's outcome.
+async fn execute(
+    http: &Http,
+    limits: BulkLimits,
+    ops: &[Op],
+    outcomes: &mut [Option<Applied<EsVersion>>],
+) -> Result<(), ElasticsearchError> {
     let mut start = 0;
     while start < ops.len() {
         let mut end = start;
@@ -141,14 +197,21 @@ pub(crate) async fn write_batch(
         if end < ops.len() && !ops[end].primary {
             end += 1;
         }
-        send(http, &ops[start..end], &mut outcomes).await?;
+        send(http, &ops[start..end], outcomes).await?;
         start = end;
     }
+    Ok(())
+}
 
-    Ok(outcomes
+fn finish(outcomes: Vec<Option<Applied<EsVersion>>>) -> Vec<Applied<EsVersion>> {
+    outcomes
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| WriteOutcome::Failed("no answer for this document".into())))
-        .collect())
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Applied::outcome(WriteOutcome::Failed("no answer for this document".into()))
+            })
+        })
+        .collect()
 }
 
 fn push_line(buffer: &mut Vec<u8>, value: &Value) {
@@ -161,7 +224,7 @@ fn push_line(buffer: &mut Vec<u8>, value: &Value) {
 async fn send(
     http: &Http,
     ops: &[Op],
-    outcomes: &mut [Option<WriteOutcome>],
+    outcomes: &mut [Option<Applied<EsVersion>>],
 ) -> Result<(), ElasticsearchError> {
     let body: Vec<u8> = ops.iter().flat_map(|op| op.lines.iter().copied()).collect();
     let answer = http.send_ndjson("/_bulk", &[], body).await?;
@@ -196,19 +259,43 @@ async fn send(
         let outcome = match status {
             200..=299 if op.primary => match result.get("result").and_then(Value::as_str) {
                 Some("created") => WriteOutcome::Inserted,
+                Some("deleted") => WriteOutcome::Deleted,
                 _ => WriteOutcome::Replaced,
             },
             // The old copy of a moved document is gone: the move is complete.
             200..=299 => continue,
             404 if !op.primary => continue,
-            409 => WriteOutcome::ChangedUnderneath,
+            // A compare-and-set delete of a document that is gone: it changed since it was read.
+            404 | 409 => WriteOutcome::ChangedUnderneath,
             429 | 500..=599 => WriteOutcome::Failed(error_reason(&result)),
             _ => WriteOutcome::Rejected(error_reason(&result)),
         };
+        let version = match (&outcome, result.get("_seq_no"), result.get("_primary_term")) {
+            (WriteOutcome::Inserted | WriteOutcome::Replaced, Some(seq_no), Some(term)) => {
+                match (
+                    seq_no.as_i64(),
+                    term.as_i64(),
+                    result.get("_index").and_then(Value::as_str),
+                ) {
+                    (Some(seq_no), Some(primary_term), Some(index)) => Some(EsVersion {
+                        index: index.to_string(),
+                        seq_no,
+                        primary_term,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let slot = &mut outcomes[op.write];
         // The first problem of a write wins over a later success.
-        if slot.as_ref().is_none_or(WriteOutcome::is_written) {
-            *slot = Some(outcome);
+        if slot
+            .as_ref()
+            .is_none_or(|applied| applied.outcome.is_written())
+        {
+            // A move's cleanup keeps the version of the primary write.
+            let version = version.or_else(|| slot.as_ref().and_then(|a| a.version.clone()));
+            *slot = Some(Applied { outcome, version });
         }
     }
     Ok(())

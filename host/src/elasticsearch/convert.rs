@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::Document;
-use crate::document::{DEFAULT_TYPE, format_timestamp, truncate_to_millis};
+use crate::document::{DEFAULT_TYPE, Digest, format_timestamp, truncate_to_millis};
 use crate::store::{BadDocument, Read, Side, Stored};
 
 /// The `_source` field that holds essync's metadata (`type`, `timestamp`).
@@ -95,20 +95,28 @@ pub fn from_hit(hit: &Value, seen_at: DateTime<Utc>) -> Read<EsVersion> {
         }
     };
     let metadata = content.remove(METADATA_FIELD);
-    let (doc_type, timestamp, stamped) = match read_metadata(metadata.as_ref()) {
-        Ok(Some((doc_type, timestamp))) => (doc_type, timestamp, true),
-        Ok(None) => (DEFAULT_TYPE.to_string(), truncate_to_millis(seen_at), false),
+    let (stored_type, stored_timestamp) = match read_metadata(metadata.as_ref()) {
+        Ok(stored) => stored,
         Err(reason) => return bad(Some(id), reason),
     };
+    let content = Value::Object(content);
+    let digest = Digest::of(
+        index,
+        stored_type.as_deref(),
+        stored_timestamp.map(|t| t.timestamp_millis()),
+        &content,
+    );
+    let stamped = stored_timestamp.is_some();
     Read::Document(Stored {
         document: Document {
             id,
             index: index.to_string(),
-            doc_type,
-            timestamp: Some(timestamp),
-            content: Value::Object(content),
+            doc_type: stored_type.unwrap_or_else(|| DEFAULT_TYPE.to_string()),
+            timestamp: Some(stored_timestamp.unwrap_or_else(|| truncate_to_millis(seen_at))),
+            content,
         },
         stamped,
+        digest,
         version: EsVersion {
             index: index.to_string(),
             seq_no,
@@ -117,10 +125,22 @@ pub fn from_hit(hit: &Value, seen_at: DateTime<Utc>) -> Read<EsVersion> {
     })
 }
 
-/// The metadata field: `Ok(None)` when absent, an error when present but unusable.
-fn read_metadata(metadata: Option<&Value>) -> Result<Option<(String, DateTime<Utc>)>, String> {
+/// The version of a hit (a search hit or an `_mget` doc, with or without its source).
+pub(crate) fn version_of(hit: &Value) -> Option<EsVersion> {
+    Some(EsVersion {
+        index: hit.get("_index")?.as_str()?.to_string(),
+        seq_no: hit.get("_seq_no")?.as_i64()?,
+        primary_term: hit.get("_primary_term")?.as_i64()?,
+    })
+}
+
+/// The type and timestamp the metadata field holds (each `None` when absent), or why it is
+/// unusable.
+fn read_metadata(
+    metadata: Option<&Value>,
+) -> Result<(Option<String>, Option<DateTime<Utc>>), String> {
     let Some(metadata) = metadata else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(fields) = metadata.as_object() else {
         return Err(format!(
@@ -129,8 +149,9 @@ fn read_metadata(metadata: Option<&Value>) -> Result<Option<(String, DateTime<Ut
         ));
     };
     let doc_type = match fields.get("type") {
-        Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        None | Some(Value::Null) => DEFAULT_TYPE.to_string(),
+        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+        None | Some(Value::Null) => None,
+        Some(Value::String(_)) => None,
         Some(other) => {
             return Err(format!(
                 "'{METADATA_FIELD}.type' is {}, not a string",
@@ -139,10 +160,10 @@ fn read_metadata(metadata: Option<&Value>) -> Result<Option<(String, DateTime<Ut
         }
     };
     let timestamp = match fields.get("timestamp") {
-        Some(value) => parse_timestamp(value)?,
-        None => return Ok(None),
+        None | Some(Value::Null) => None,
+        Some(value) => Some(parse_timestamp(value)?),
     };
-    Ok(Some((doc_type, timestamp)))
+    Ok((doc_type, timestamp))
 }
 
 /// A timestamp as essync writes it (RFC 3339) or as a number of milliseconds since the epoch.

@@ -38,6 +38,23 @@ use crate::store::Read;
 pub struct EsCheckpoint {
     /// By index uuid.
     pub indices: BTreeMap<String, IndexPosition>,
+    /// The delete counters of every index when the feed last planned, by index uuid: a search
+    /// cannot see a deleted document, but these say where deletes happened.
+    #[serde(default)]
+    pub counters: BTreeMap<String, DeleteCounters>,
+}
+
+/// What `_stats` says of one index's deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteCounters {
+    /// The index name.
+    pub name: String,
+    /// Delete operations applied by its primaries (`indexing.delete_total`). The counters start
+    /// again from zero when a shard is reopened (a node restart, a close and open).
+    pub deletes: i64,
+    /// The primary term of each shard: it moves whenever a shard's primary is assigned again,
+    /// which is when the counters start again.
+    pub primary_terms: Vec<i64>,
 }
 
 /// How far one index has been read.
@@ -122,6 +139,29 @@ struct ShardState {
     uuid: String,
     shard: u32,
     global_checkpoint: i64,
+    deletes: i64,
+    primary_term: i64,
+}
+
+/// The delete counters of every index, from its shards' states.
+fn counters_of(states: &[ShardState]) -> BTreeMap<String, DeleteCounters> {
+    let mut counters: BTreeMap<String, DeleteCounters> = BTreeMap::new();
+    for state in states {
+        let index = counters
+            .entry(state.uuid.clone())
+            .or_insert_with(|| DeleteCounters {
+                name: state.index.clone(),
+                deletes: 0,
+                primary_terms: Vec::new(),
+            });
+        index.deletes += state.deletes;
+        let shard = state.shard as usize;
+        if index.primary_terms.len() <= shard {
+            index.primary_terms.resize(shard + 1, 0);
+        }
+        index.primary_terms[shard] = state.primary_term;
+    }
+    counters
 }
 
 /// The current global checkpoint of every primary shard of every synced index.
@@ -129,7 +169,7 @@ async fn shard_states(
     http: &Http,
     selection: &IndexSelection,
 ) -> Result<Vec<ShardState>, ElasticsearchError> {
-    let path = format!("/{}/_stats/docs", selection.path());
+    let path = format!("/{}/_stats/docs,indexing", selection.path());
     let answer = http
         .expect_ok(
             Method::Get,
@@ -170,11 +210,21 @@ async fn shard_states(
                 tracing::warn!(index = %name, shard, "no started primary for this shard; its changes wait for the next round");
                 continue;
             };
+            let deletes = primary
+                .and_then(|p| p.pointer("/indexing/delete_total"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let primary_term = primary
+                .and_then(|p| p.pointer("/retention_leases/primary_term"))
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             states.push(ShardState {
                 index: name.clone(),
                 uuid: uuid.to_string(),
                 shard,
                 global_checkpoint,
+                deletes,
+                primary_term,
             });
         }
     }
@@ -188,7 +238,9 @@ pub(crate) async fn current_positions(
     selection: &IndexSelection,
 ) -> Result<EsCheckpoint, ElasticsearchError> {
     let mut checkpoint = EsCheckpoint::default();
-    for state in shard_states(http, selection).await? {
+    let states = shard_states(http, selection).await?;
+    checkpoint.counters = counters_of(&states);
+    for state in states {
         let range = ShardRange {
             index: state.index,
             index_uuid: state.uuid,
@@ -209,7 +261,9 @@ pub(crate) async fn plan(
     from: &EsCheckpoint,
 ) -> Result<ChangePlan, ElasticsearchError> {
     let mut plan = ChangePlan::default();
-    for state in shard_states(http, selection).await? {
+    let states = shard_states(http, selection).await?;
+    plan.target.counters = counters_of(&states);
+    for state in states {
         let after = from
             .indices
             .get(&state.uuid)

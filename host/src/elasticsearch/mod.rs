@@ -29,16 +29,16 @@ use futures::Stream;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub use bulk::{EsExpected, EsWrite};
+pub use bulk::{EsDelete, EsExpected, EsWrite};
 pub use convert::{EsVersion, METADATA_FIELD};
 pub use error::ElasticsearchError;
-pub use feed::{ChangePlan, EsCheckpoint, IndexPosition, Page, ShardRange};
+pub use feed::{ChangePlan, DeleteCounters, EsCheckpoint, IndexPosition, Page, ShardRange};
 pub use indices::IndexSelection;
 pub use schema::check_index_name;
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{BadDocument, ChangePage, Read, ReadError, Side, WriteOutcome};
+use crate::store::{Applied, BadDocument, ChangePage, Lookup, Read, ReadError, Side, WriteOutcome};
 use client::Http;
 use feed::PageSizer;
 use futures::StreamExt;
@@ -191,14 +191,20 @@ impl ElasticsearchStore {
                 .await?
                 .remove(&document.id);
             let expected = match current {
-                None => EsExpected::Absent,
-                Some(Read::Bad(bad)) => {
+                None | Some(Lookup::Absent) => EsExpected::Absent,
+                Some(Lookup::Unknown(reason)) => {
+                    return Ok(WriteOutcome::Failed(format!(
+                        "Elasticsearch cannot say what it holds for {}: {reason}",
+                        document.id
+                    )));
+                }
+                Some(Lookup::Found(Read::Bad(bad))) => {
                     return Ok(WriteOutcome::Rejected(format!(
                         "the stored version cannot be read: {}",
                         bad.reason
                     )));
                 }
-                Some(Read::Document(stored)) => {
+                Some(Lookup::Found(Read::Document(stored))) => {
                     if stored.stamped && stored.document.timestamp > Some(timestamp) {
                         return Ok(WriteOutcome::NewerAlreadyThere);
                     }
@@ -209,8 +215,8 @@ impl ElasticsearchStore {
                 document: document.clone(),
                 expected,
             };
-            let outcome = self.write_batch(std::slice::from_ref(&write)).await?;
-            match outcome.into_iter().next() {
+            let applied = self.write_batch(std::slice::from_ref(&write)).await?;
+            match applied.into_iter().next().map(|a| a.outcome) {
                 Some(WriteOutcome::ChangedUnderneath) => continue,
                 Some(outcome) => return Ok(outcome),
                 None => break,
@@ -236,17 +242,63 @@ impl ElasticsearchStore {
         crate::store::documents_of(pages)
     }
 
-    /// The current version of each id, wherever it is. The hint (the index where the id is
-    /// expected) makes the lookup real-time there (`_mget`), seeing documents written but not
-    /// yet refreshed; ids not found there are searched in every selected index, which sees what
-    /// was refreshed (near real-time, like any search). An id found in more than one index is
-    /// reported as a [`BadDocument`].
+    /// The current version of each id, wherever it is: every id asked for gets an answer. The
+    /// hint (the index where the id is expected) makes the lookup real-time there (`_mget`),
+    /// seeing documents written but not yet refreshed; ids not found there are searched in
+    /// every selected index after a refresh. An id found in more than one index is reported as
+    /// a [`BadDocument`]. An id Elasticsearch cannot answer for (its index is closed, a shard is
+    /// unavailable, a search missed shards) is [`Lookup::Unknown`]: never taken for absent.
     pub async fn get_by_ids(
         &self,
         wanted: &[(Uuid, Option<String>)],
         seen_at: DateTime<Utc>,
-    ) -> Result<HashMap<Uuid, Read<EsVersion>>, ElasticsearchError> {
-        let mut found = HashMap::with_capacity(wanted.len());
+    ) -> Result<HashMap<Uuid, Lookup<Read<EsVersion>>>, ElasticsearchError> {
+        let hits = self.lookup(wanted, true).await?;
+        Ok(hits
+            .into_iter()
+            .map(|(id, hit)| {
+                let lookup = match hit {
+                    Hit::One(hit) => Lookup::Found(convert::from_hit(&hit, seen_at)),
+                    Hit::Many(places) => Lookup::Found(Read::Bad(in_many_indices(id, &places))),
+                    Hit::Absent => Lookup::Absent,
+                    Hit::Unknown(reason) => Lookup::Unknown(reason),
+                };
+                (id, lookup)
+            })
+            .collect())
+    }
+
+    /// Where each id is, without reading the documents: the version found, absent, or unknown
+    /// (as [`ElasticsearchStore::get_by_ids`] finds them).
+    pub async fn locate(
+        &self,
+        wanted: &[(Uuid, Option<String>)],
+    ) -> Result<HashMap<Uuid, Lookup<EsVersion>>, ElasticsearchError> {
+        let hits = self.lookup(wanted, false).await?;
+        Ok(hits
+            .into_iter()
+            .map(|(id, hit)| {
+                let lookup = match hit {
+                    Hit::One(hit) => match convert::version_of(&hit) {
+                        Some(version) => Lookup::Found(version),
+                        None => Lookup::Unknown("the answer carries no version".to_string()),
+                    },
+                    Hit::Many(places) => Lookup::Unknown(in_many_indices(id, &places).reason),
+                    Hit::Absent => Lookup::Absent,
+                    Hit::Unknown(reason) => Lookup::Unknown(reason),
+                };
+                (id, lookup)
+            })
+            .collect())
+    }
+
+    /// The raw hits of `wanted`: real-time in the hinted index, then a search of the selection.
+    async fn lookup(
+        &self,
+        wanted: &[(Uuid, Option<String>)],
+        source: bool,
+    ) -> Result<HashMap<Uuid, Hit>, ElasticsearchError> {
+        let mut found: HashMap<Uuid, Hit> = HashMap::with_capacity(wanted.len());
         let hinted: Vec<Value> = wanted
             .iter()
             .filter_map(|(id, index)| {
@@ -255,10 +307,16 @@ impl ElasticsearchStore {
                 Some(json!({"_index": index, "_id": id.to_string()}))
             })
             .collect();
+        let source_param = [("_source", if source { "true" } else { "false" })];
         for chunk in hinted.chunks(1000) {
             let answer = self
                 .http
-                .expect_ok(Method::Post, "/_mget", &[], Some(&json!({"docs": chunk})))
+                .expect_ok(
+                    Method::Post,
+                    "/_mget",
+                    &source_param,
+                    Some(&json!({"docs": chunk})),
+                )
                 .await?;
             for doc in answer
                 .body
@@ -267,10 +325,22 @@ impl ElasticsearchStore {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
             {
-                if doc.get("found").and_then(Value::as_bool) == Some(true)
-                    && let Read::Document(stored) = convert::from_hit(doc, seen_at)
-                {
-                    found.insert(stored.document.id, Read::Document(stored));
+                let Some(id) = doc
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                else {
+                    continue;
+                };
+                if doc.get("found").and_then(Value::as_bool) == Some(true) {
+                    found.insert(id, Hit::One(doc.clone()));
+                } else if let Some(error) = doc.get("error") {
+                    let kind = error.get("type").and_then(Value::as_str).unwrap_or("");
+                    // A missing index holds nothing: the id may be elsewhere. Any other error
+                    // (a closed index, a shard not available) leaves the id unknown.
+                    if kind != "index_not_found_exception" {
+                        found.insert(id, Hit::Unknown(client::error_reason(doc)));
+                    }
                 }
             }
         }
@@ -280,11 +350,24 @@ impl ElasticsearchStore {
             .filter(|(id, _)| !found.contains_key(id))
             .map(|(id, _)| id.to_string())
             .collect();
+        if !missing.is_empty() {
+            // Searches see what was refreshed: refresh first, so a document written a moment
+            // ago elsewhere is not taken for absent.
+            self.http
+                .expect_ok(
+                    Method::Post,
+                    &format!("/{}/_refresh", self.config.indices.path()),
+                    &SELECTION_PARAMS,
+                    None,
+                )
+                .await?;
+        }
         for chunk in missing.chunks(1000) {
             let body = json!({
                 "size": chunk.len() * 2 + 10,
                 "seq_no_primary_term": true,
                 "track_total_hits": false,
+                "_source": source,
                 "query": {"ids": {"values": chunk}},
             });
             let answer = self
@@ -296,7 +379,7 @@ impl ElasticsearchStore {
                     Some(&body),
                 )
                 .await?;
-            let mut by_id: HashMap<Uuid, Vec<Read<EsVersion>>> = HashMap::new();
+            let mut by_id: HashMap<Uuid, Vec<Value>> = HashMap::new();
             for hit in answer
                 .body
                 .pointer("/hits/hits")
@@ -304,54 +387,54 @@ impl ElasticsearchStore {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
             {
-                let read = convert::from_hit(hit, seen_at);
-                let id = match &read {
-                    Read::Document(stored) => Some(stored.document.id),
-                    Read::Bad(bad) => bad.id,
-                };
-                if let Some(id) = id {
-                    by_id.entry(id).or_default().push(read);
+                if let Some(id) = hit
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                {
+                    by_id.entry(id).or_default().push(hit.clone());
                 }
             }
-            for (id, mut reads) in by_id {
-                let read = if reads.len() == 1 {
-                    reads.remove(0)
-                } else {
-                    let places: Vec<String> = reads
-                        .iter()
-                        .map(|r| match r {
-                            Read::Document(s) => s.version.index.clone(),
-                            Read::Bad(b) => b.location.clone(),
-                        })
-                        .collect();
-                    Read::Bad(BadDocument {
-                        side: Side::Elasticsearch,
-                        id: Some(id),
-                        location: format!("*/{id}"),
-                        reason: format!(
-                            "the id is in {} indices ({}); essync needs one document per id",
-                            places.len(),
-                            places.join(", ")
-                        ),
-                    })
+            let failed_shards = answer
+                .body
+                .pointer("/_shards/failed")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let timed_out = answer.body.get("timed_out").and_then(Value::as_bool) == Some(true);
+            for id in chunk.iter().filter_map(|id| Uuid::parse_str(id).ok()) {
+                let hit = match by_id.remove(&id) {
+                    Some(mut hits) if hits.len() == 1 => Hit::One(hits.remove(0)),
+                    Some(hits) => Hit::Many(
+                        hits.iter()
+                            .map(|h| {
+                                h.get("_index")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("?")
+                                    .to_string()
+                            })
+                            .collect(),
+                    ),
+                    None if failed_shards > 0 || timed_out => Hit::Unknown(format!(
+                        "the search for it missed {failed_shards} shard(s){}",
+                        if timed_out { " and timed out" } else { "" }
+                    )),
+                    None => Hit::Absent,
                 };
-                found.insert(id, read);
+                found.insert(id, hit);
             }
         }
         Ok(found)
     }
 
     /// Writes a batch, each document a compare-and-set against the version expected; one
-    /// outcome per write, in order. Indices are created (with the metadata mapping) when
-    /// missing. Fails as a whole only when Elasticsearch cannot be used at all.
+    /// outcome per write, in order, with the version each applied write left. Indices are
+    /// created (with the metadata mapping) when missing. Fails as a whole only when
+    /// Elasticsearch cannot be used at all.
     pub async fn write_batch(
         &self,
         writes: &[EsWrite],
-    ) -> Result<Vec<WriteOutcome>, ElasticsearchError> {
-        let limits = bulk::BulkLimits {
-            max_documents: self.config.bulk_max_documents,
-            max_bytes: self.config.bulk_max_bytes,
-        };
+    ) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
+        let limits = self.bulk_limits();
         // Documents outside the selected indices are refused: they would never be read back.
         let (inside, outside): (Vec<usize>, Vec<usize>) = (0..writes.len())
             .partition(|&n| self.config.indices.contains(&writes[n].document.index));
@@ -360,21 +443,39 @@ impl ElasticsearchStore {
         }
         let selected: Vec<EsWrite> = inside.iter().map(|&n| writes[n].clone()).collect();
         let written = bulk::write_batch(&self.http, &self.indices, limits, &selected).await?;
-        let mut outcomes = vec![WriteOutcome::Failed(String::new()); writes.len()];
+        let mut outcomes =
+            vec![Applied::outcome(WriteOutcome::Failed(String::new())); writes.len()];
         for (n, outcome) in inside.into_iter().zip(written) {
             outcomes[n] = outcome;
         }
         for n in outside {
             let index = &writes[n].document.index;
-            outcomes[n] = WriteOutcome::Rejected(match check_index_name(index) {
+            outcomes[n] = Applied::outcome(WriteOutcome::Rejected(match check_index_name(index) {
                 Err(reason) => reason,
                 Ok(()) => format!(
                     "index '{index}' is not among the synced indices ({})",
                     self.config.indices
                 ),
-            });
+            }));
         }
         Ok(outcomes)
+    }
+
+    /// Deletes a batch, each a compare-and-set against the version expected (a document
+    /// changed since it was read is left alone and reported as `ChangedUnderneath`); one
+    /// outcome per delete, in order.
+    pub async fn delete_batch(
+        &self,
+        deletes: &[EsDelete],
+    ) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
+        bulk::delete_batch(&self.http, self.bulk_limits(), deletes).await
+    }
+
+    fn bulk_limits(&self) -> bulk::BulkLimits {
+        bulk::BulkLimits {
+            max_documents: self.config.bulk_max_documents,
+            max_bytes: self.config.bulk_max_bytes,
+        }
     }
 
     /// Where every shard is now: the starting checkpoint of a sync that leaves existing
@@ -424,6 +525,7 @@ impl ElasticsearchStore {
             if state.plan.is_none() {
                 match self.plan_changes(&state.checkpoint).await {
                     Ok(plan) => {
+                        state.checkpoint.counters = plan.target.counters.clone();
                         state.ranges = plan.ranges.clone().into_iter();
                         state.plan = Some(plan);
                     }
@@ -509,6 +611,30 @@ impl ElasticsearchStore {
             .get("count")
             .and_then(Value::as_u64)
             .unwrap_or(0))
+    }
+}
+
+/// What a lookup found for one id.
+enum Hit {
+    /// One document (a search hit or an `_mget` doc).
+    One(Value),
+    /// Documents in several indices (their names).
+    Many(Vec<String>),
+    Absent,
+    Unknown(String),
+}
+
+/// An id found in several indices: essync needs one document per id.
+fn in_many_indices(id: Uuid, places: &[String]) -> BadDocument {
+    BadDocument {
+        side: Side::Elasticsearch,
+        id: Some(id),
+        location: format!("*/{id}"),
+        reason: format!(
+            "the id is in {} indices ({}); essync needs one document per id",
+            places.len(),
+            places.join(", ")
+        ),
     }
 }
 

@@ -19,6 +19,7 @@ struct State {
     failed_rounds: u64,
     read: [u64; 2],
     written: [u64; 2],
+    deleted: [u64; 2],
     in_sync: u64,
     conflicts: u64,
     filtered: u64,
@@ -48,6 +49,8 @@ impl Metrics {
         s.read[1] += report.cassandra.read;
         s.written[0] += report.elasticsearch.written;
         s.written[1] += report.cassandra.written;
+        s.deleted[0] += report.elasticsearch.deleted;
+        s.deleted[1] += report.cassandra.deleted;
         s.in_sync += report.in_sync;
         s.conflicts += report.conflicts;
         s.filtered += report.filtered;
@@ -113,6 +116,12 @@ impl Metrics {
             &sides(s.written),
         );
         metric(
+            "documents_deleted_total",
+            "counter",
+            "Documents deleted from each side (deletes propagated from the other side).",
+            &sides(s.deleted),
+        );
+        metric(
             "in_sync_total",
             "counter",
             "Ids found equal on both sides.",
@@ -121,7 +130,7 @@ impl Metrics {
         metric(
             "conflicts_total",
             "counter",
-            "Ids whose two versions differed.",
+            "Ids both sides changed since the last sync, resolved by the policy.",
             &[("", s.conflicts as f64)],
         );
         metric(

@@ -1,51 +1,51 @@
-//! The sync engine: rounds that read both change feeds since their checkpoints, let the policy
-//! filter and resolve, apply the decisions with race-safe writes, and move the checkpoints.
+//! The sync engine: three-way sync of Elasticsearch and one Cassandra table.
 //!
-//! A round:
+//! essync remembers, per id, the version both stores held after it last synced them (the
+//! ledger, see [`state::ledger`]). A round reads what changed on each side since its checkpoint
+//! and compares each side's version with the ledger's: a change on one side only (an update, a
+//! creation, a delete) is copied to the other side whatever the timestamps say; only when both
+//! sides changed does the policy resolve (see [`batch`]). A round:
 //!
-//! 1. retries the ids recorded as failed whose backoff has passed ([`errors`]);
-//! 2. reads the Elasticsearch change feed page by page; for each page, looks up the Cassandra
-//!    version of every id, triages (equal versions need nothing), asks the policy to filter
-//!    and resolve in batches, writes each side that does not hold the winner (compare-and-set
-//!    against the version read), records what failed, then saves the checkpoint;
-//! 3. does the same from the Cassandra change feed.
+//! 1. retries the ids recorded as failed whose backoff has passed ([`state::errors`]);
+//! 2. reads the Elasticsearch change feed page by page, and syncs each page as a batch
+//!    (gather, attribute, decide, plan, apply), then saves the checkpoint;
+//! 3. does the same from the Cassandra change feed: recent rows, then the write-time sweep,
+//!    which also finds deletes on both sides ([`round`], [`deletes`]).
 //!
 //! Rounds start every period; a round longer than the period delays the next one instead of
 //! overlapping it. A store lost mid-round fails the round without moving any checkpoint past
 //! unapplied work; the next attempt comes after a backoff. A stop request ends the round after
 //! the current page, with the checkpoint saved.
 //!
-//! Echo-free: a document essync wrote is read back once by the next round (it is a change like
-//! any other), found equal on both sides, and left alone; idle rounds write nothing.
+//! Echo-free: a document essync wrote is read back by the next round and recognised from the
+//! ledger (its `_seq_no` or write time); idle rounds write nothing.
 
-pub mod checkpoint;
-mod decide;
-pub mod errors;
+mod batch;
+mod deletes;
 pub mod metrics;
 pub mod report;
 mod round;
+pub mod state;
 mod stop;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use thiserror::Error;
 
-pub use checkpoint::{Checkpoint, Reconciliation};
-pub use errors::ErrorEntry;
 pub use metrics::Metrics;
 pub use report::RoundReport;
+pub use state::{Checkpoint, DeleteWatch, ErrorEntry, Reconciliation};
 pub use stop::Stop;
 
 use crate::cassandra::{CassandraCheckpoint, CassandraError, CassandraStore, FeedOptions};
 use crate::document::now_millis;
 use crate::elasticsearch::{ElasticsearchError, ElasticsearchStore, EsCheckpoint};
 use crate::policy::Policy;
-use crate::store::{ChangePage, Read, Side};
-use checkpoint::CheckpointStore;
-use errors::ErrorLog;
-use round::{Context, Source, sync_batch};
+use crate::store::Side;
+use batch::Context;
+use round::Round;
+use state::State;
 
 /// A failure that stops a round (per-document failures are recorded, not raised).
 #[derive(Debug, Error)]
@@ -111,9 +111,8 @@ pub struct Syncer {
     cassandra: CassandraStore,
     policy: Policy,
     options: SyncOptions,
-    checkpoints: CheckpointStore,
+    state: State,
     checkpoint: Checkpoint,
-    errors: ErrorLog,
     rounds: u64,
     last_round: Option<Instant>,
     progress: Option<Arc<dyn Progress>>,
@@ -124,7 +123,8 @@ impl Syncer {
     /// Prepares a sync: creates essync's state tables beside the synced one and loads the
     /// checkpoint. Without one, the sync starts now (existing documents are left alone) or,
     /// with `reconcile`, with a full reconciliation. A reconciliation left unfinished by an
-    /// earlier run is resumed.
+    /// earlier run is resumed; a ledger created now beside an existing checkpoint (an upgrade,
+    /// a dropped ledger) is filled by a reconciliation too.
     pub async fn start(
         elasticsearch: ElasticsearchStore,
         cassandra: CassandraStore,
@@ -134,8 +134,7 @@ impl Syncer {
         let session = cassandra.session();
         let keyspace = cassandra.config().keyspace.clone();
         let sync = cassandra.config().table.clone();
-        let checkpoints = CheckpointStore::open(session, &keyspace, &sync).await?;
-        let errors = ErrorLog::open(
+        let opened = State::open(
             session,
             &keyspace,
             &sync,
@@ -143,8 +142,18 @@ impl Syncer {
             options.dry_run,
         )
         .await?;
+        let state = opened.state;
         let now = now_millis();
-        let checkpoint = match checkpoints.load(session).await? {
+        let reconciling = |now| Checkpoint {
+            elasticsearch: EsCheckpoint::default(),
+            cassandra: CassandraCheckpoint::reconciling_from(now),
+            reconciliation: Some(Reconciliation {
+                started_at: now,
+                elasticsearch_done: false,
+            }),
+            deletes: DeleteWatch::default(),
+        };
+        let checkpoint = match opened.checkpoint {
             Some(saved) if saved.reconciling() => {
                 if let Some(r) = &saved.reconciliation {
                     tracing::info!(
@@ -154,20 +163,20 @@ impl Syncer {
                 }
                 saved
             }
+            Some(_) if opened.new_ledger => {
+                tracing::info!(
+                    "the ledger of what was last synced is new: reconciling every existing \
+                     document once to fill it, then following changes"
+                );
+                reconciling(now)
+            }
             Some(saved) if !options.reconcile => {
                 tracing::info!("resuming from the saved checkpoint");
                 saved
             }
             _ if options.reconcile => {
                 tracing::info!("reconciling every existing document before following changes");
-                Checkpoint {
-                    elasticsearch: EsCheckpoint::default(),
-                    cassandra: CassandraCheckpoint::reconciling_from(now),
-                    reconciliation: Some(Reconciliation {
-                        started_at: now,
-                        elasticsearch_done: false,
-                    }),
-                }
+                reconciling(now)
             }
             _ => {
                 tracing::info!(
@@ -177,36 +186,29 @@ impl Syncer {
                     elasticsearch: elasticsearch.current_positions().await?,
                     cassandra: CassandraCheckpoint::starting_at(now),
                     reconciliation: None,
+                    deletes: DeleteWatch::default(),
                 }
             }
         };
-        if errors.len() > 0 {
+        if state.failures() > 0 {
             tracing::info!(
                 "{} document(s) recorded as failed earlier; they are retried (list them with `essync errors`)",
-                errors.len()
+                state.failures()
             );
         }
-        let syncer = Self {
+        state.save(cassandra.session(), &checkpoint).await?;
+        Ok(Self {
             elasticsearch,
             cassandra,
             policy,
             options,
-            checkpoints,
+            state,
             checkpoint,
-            errors,
             rounds: 0,
             last_round: None,
             progress: None,
             metrics: None,
-        };
-        save(
-            &syncer.checkpoints,
-            syncer.cassandra.session(),
-            &syncer.checkpoint,
-            syncer.options.dry_run,
-        )
-        .await?;
-        Ok(syncer)
+        })
     }
 
     /// Reports progress to `progress`.
@@ -228,7 +230,7 @@ impl Syncer {
 
     /// How many documents are recorded as failed.
     pub fn failed_documents(&self) -> usize {
-        self.errors.len()
+        self.state.failures()
     }
 
     /// Runs one round. Stops early, with the checkpoint saved, when `stop` is set.
@@ -241,7 +243,6 @@ impl Syncer {
             ..RoundReport::default()
         };
         self.last_round = Some(started);
-        let now = now_millis();
         // Progress is for reconciliations; following changes reports once per round.
         let progress = self
             .progress
@@ -256,59 +257,27 @@ impl Syncer {
             elasticsearch: &self.elasticsearch,
             cassandra: &self.cassandra,
             policy: &self.policy,
-            dry_run: self.options.dry_run,
-            now,
+            now: now_millis(),
         };
-
-        let due = self.errors.due(now, self.options.retries_per_round);
-        if !due.is_empty() {
-            report.retried = due.len() as u64;
-            sync_batch(&ctx, &mut self.errors, &mut report, Source::Retry(due)).await?;
-        }
-
-        let mut feed = Feed {
+        let mut round = Round {
             ctx: &ctx,
-            errors: &mut self.errors,
+            state: &mut self.state,
             report: &mut report,
-            checkpoints: &self.checkpoints,
             checkpoint: &mut self.checkpoint,
+            feed: self.options.feed,
             progress: progress.as_deref(),
             stop,
         };
-        let es_from = feed.checkpoint.elasticsearch.clone();
-        let finished = feed
-            .follow(
-                self.elasticsearch.changes(&es_from, now),
-                Side::Elasticsearch,
-                |checkpoint, position| checkpoint.elasticsearch = position,
-                Source::Elasticsearch,
-            )
-            .await?;
-        if finished {
-            if let Some(reconciliation) = &mut feed.checkpoint.reconciliation {
-                reconciliation.elasticsearch_done = true;
-            }
-            let cassandra_from = feed.checkpoint.cassandra.clone();
-            feed.follow(
-                self.cassandra
-                    .changes(&cassandra_from, now, self.options.feed),
-                Side::Cassandra,
-                |checkpoint, position| checkpoint.cassandra = position,
-                Source::Cassandra,
-            )
-            .await?;
+        round.retry(self.options.retries_per_round).await?;
+        if round.follow_elasticsearch().await? {
+            round.follow_cassandra().await?;
         }
-
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");
         }
-        save(
-            &self.checkpoints,
-            ctx.cassandra.session(),
-            &self.checkpoint,
-            ctx.dry_run,
-        )
-        .await?;
+        self.state
+            .save(self.cassandra.session(), &self.checkpoint)
+            .await?;
         report.duration = started.elapsed();
         if let Some(progress) = &progress {
             progress.round_finished(&report);
@@ -332,7 +301,11 @@ impl Syncer {
                 Ok(report) => {
                     failures = 0;
                     if let Some(metrics) = &self.metrics {
-                        metrics.round(&report, self.errors.len(), self.checkpoint.reconciling());
+                        metrics.round(
+                            &report,
+                            self.state.failures(),
+                            self.checkpoint.reconciling(),
+                        );
                     }
                     if self.options.dry_run {
                         tracing::info!("{report} (dry run: nothing written)");
@@ -373,69 +346,4 @@ impl Syncer {
         tracing::info!("stopped; checkpoint saved");
         Ok(())
     }
-}
-
-/// One round's reading of the change feeds.
-struct Feed<'r, 'c> {
-    ctx: &'r Context<'c>,
-    errors: &'r mut ErrorLog,
-    report: &'r mut RoundReport,
-    checkpoints: &'r CheckpointStore,
-    checkpoint: &'r mut Checkpoint,
-    progress: Option<&'r dyn Progress>,
-    stop: &'r Stop,
-}
-
-impl Feed<'_, '_> {
-    /// Applies one side's change feed page by page, saving the checkpoint after each page.
-    /// Returns whether the feed was read to its end (not stopped early).
-    async fn follow<V, C, E>(
-        &mut self,
-        pages: impl futures::Stream<Item = Result<ChangePage<V, C>, E>>,
-        side: Side,
-        advance: impl Fn(&mut Checkpoint, C),
-        source: impl Fn(Vec<Read<V>>) -> Source,
-    ) -> Result<bool, SyncError>
-    where
-        SyncError: From<E>,
-    {
-        let mut pages = std::pin::pin!(pages);
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            let count = page.reads.len() as u64;
-            self.report.side_mut(side).read += count;
-            if count > 0 {
-                sync_batch(self.ctx, self.errors, self.report, source(page.reads)).await?;
-            }
-            advance(self.checkpoint, page.checkpoint);
-            save(
-                self.checkpoints,
-                self.ctx.cassandra.session(),
-                self.checkpoint,
-                self.ctx.dry_run,
-            )
-            .await?;
-            if let Some(progress) = self.progress {
-                progress.read(side, count);
-            }
-            if self.stop.is_set() {
-                self.report.interrupted = true;
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Saves a checkpoint (not in a dry run).
-async fn save(
-    checkpoints: &CheckpointStore,
-    session: &scylla::client::session::Session,
-    checkpoint: &Checkpoint,
-    dry_run: bool,
-) -> Result<(), SyncError> {
-    if !dry_run {
-        checkpoints.save(session, checkpoint).await?;
-    }
-    Ok(())
 }

@@ -12,6 +12,8 @@ pub struct SideCounts {
     pub read: u64,
     /// Documents written to this side.
     pub written: u64,
+    /// Documents deleted from this side.
+    pub deleted: u64,
 }
 
 /// What one round did.
@@ -25,7 +27,10 @@ pub struct RoundReport {
     pub cassandra: SideCounts,
     /// Ids found equal on both sides (nothing to do).
     pub in_sync: u64,
-    /// Ids whose two versions both existed and differed.
+    /// Versions read back as essync left them (its own writes), recognised from the ledger
+    /// without reading the other side.
+    pub unchanged: u64,
+    /// Ids both sides changed since the last sync: resolved by the policy.
     pub conflicts: u64,
     /// Ids the policy kept out of the sync.
     pub filtered: u64,
@@ -77,6 +82,13 @@ impl fmt::Display for RoundReport {
             self.filtered,
             self.errors,
         )?;
+        let deleted = (self.elasticsearch.deleted, self.cassandra.deleted);
+        if deleted != (0, 0) {
+            write!(f, ", deleted es {} / cassandra {}", deleted.0, deleted.1)?;
+        }
+        if self.unchanged > 0 {
+            write!(f, ", own writes read back {}", self.unchanged)?;
+        }
         if self.changed_underneath > 0 {
             write!(f, ", changed underneath {}", self.changed_underneath)?;
         }

@@ -1,428 +1,316 @@
-//! One batch of ids through a round: look up both versions, triage, filter, resolve, write,
-//! record what failed.
+//! One round's reading: the failed ids due again, the Elasticsearch change feed, then the
+//! Cassandra change feed (recent rows, then the write-time sweep beside the ledger), each page
+//! synced as a batch and followed by a saved checkpoint.
+//!
+//! The sweep reads the table and the ledger in the same token order, a page at a time:
+//!
+//! - a row written since the sweep's threshold is read and synced, unless its write time is
+//!   the one essync's own write left (the ledger says so);
+//! - an id in the ledger but no longer in the table was deleted in Cassandra;
+//! - an id of an index suspected of deletes in Elasticsearch (see [`super::deletes`]) is looked
+//!   up there; if it is gone, it was deleted in Elasticsearch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use uuid::Uuid;
 
-use super::SyncError;
-use super::decide::{self, Filtered, Pair, Triage};
-use super::errors::ErrorLog;
+use super::batch::{Context, Effects, Source, sync_batch};
 use super::report::RoundReport;
-use crate::Document;
-use crate::cassandra::{CassandraExpected, CassandraStore, CassandraVersion, CassandraWrite};
-use crate::elasticsearch::{ElasticsearchStore, EsExpected, EsVersion, EsWrite};
-use crate::policy::{Candidate, Conflict, Policy, Version};
-use crate::store::{Read, Side, Stored, WriteOutcome};
+use super::state::{Checkpoint, LedgerEntry, State};
+use super::{Progress, Stop, SyncError, deletes};
+use crate::cassandra::{FeedOptions, ScanPage};
+use crate::store::{Lookup, Side};
 
-/// What a batch works with.
-pub(crate) struct Context<'a> {
-    pub elasticsearch: &'a ElasticsearchStore,
-    pub cassandra: &'a CassandraStore,
-    pub policy: &'a Policy,
-    pub dry_run: bool,
-    /// The round's start: stamps documents read without metadata.
-    pub now: DateTime<Utc>,
+/// What a round works on.
+pub(crate) struct Round<'r, 'c> {
+    pub ctx: &'r Context<'c>,
+    pub state: &'r mut State,
+    pub report: &'r mut RoundReport,
+    pub checkpoint: &'r mut Checkpoint,
+    pub feed: FeedOptions,
+    pub progress: Option<&'r dyn Progress>,
+    pub stop: &'r Stop,
 }
 
-/// Where a batch of ids comes from.
-pub(crate) enum Source {
-    /// A page of the Elasticsearch change feed.
-    Elasticsearch(Vec<Read<EsVersion>>),
-    /// A page of the Cassandra change feed.
-    Cassandra(Vec<Read<CassandraVersion>>),
-    /// Ids recorded as failed earlier, due for another attempt.
-    Retry(Vec<Uuid>),
-}
-
-/// Syncs one batch of ids.
-pub(crate) async fn sync_batch(
-    ctx: &Context<'_>,
-    errors: &mut ErrorLog,
-    report: &mut RoundReport,
-    source: Source,
-) -> Result<(), SyncError> {
-    let session = ctx.cassandra.session();
-    let mut es_reads: HashMap<Uuid, Read<EsVersion>>;
-    let mut cassandra_reads: HashMap<Uuid, Read<CassandraVersion>>;
-    let mut ids: Vec<Uuid> = Vec::new();
-    match source {
-        Source::Elasticsearch(reads) => {
-            es_reads = by_id(ctx, errors, report, reads, &mut ids).await?;
-            cassandra_reads = ctx.cassandra.get_by_ids(&ids).await?;
+impl Round<'_, '_> {
+    /// Syncs the ids recorded as failed whose backoff has passed.
+    pub async fn retry(&mut self, limit: usize) -> Result<(), SyncError> {
+        let due = self.state.due(self.ctx.now, limit);
+        if due.is_empty() {
+            return Ok(());
         }
-        Source::Cassandra(reads) => {
-            cassandra_reads = by_id(ctx, errors, report, reads, &mut ids).await?;
-            es_reads = ctx
-                .elasticsearch
-                .get_by_ids(&hints(&ids, &cassandra_reads), ctx.now)
-                .await?;
-        }
-        Source::Retry(retry) => {
-            ids = retry;
-            cassandra_reads = ctx.cassandra.get_by_ids(&ids).await?;
-            es_reads = ctx
-                .elasticsearch
-                .get_by_ids(&hints(&ids, &cassandra_reads), ctx.now)
-                .await?;
-        }
+        self.report.retried = due.len() as u64;
+        self.batch(Source::Ids(due)).await
     }
 
-    // Triage: bad versions are recorded, equal ones need nothing, the rest go to the policy.
-    let mut pairs = Vec::new();
-    for id in ids {
-        let es = es_reads.remove(&id);
-        let cassandra = cassandra_reads.remove(&id);
-        let mut bad = false;
-        for read in [es.as_ref().map(as_bad), cassandra.as_ref().map(as_bad)]
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            errors.record_bad(session, read, ctx.now).await?;
-            tracing::warn!("cannot sync {read}");
-            bad = true;
-        }
-        if bad {
-            report.errors += 1;
-            continue;
-        }
-        let pair = Pair {
-            id,
-            elasticsearch: es.and_then(into_stored),
-            cassandra: cassandra.and_then(into_stored),
-        };
-        match decide::triage(&pair, &ctx.elasticsearch.config().indices) {
-            Triage::InSync => {
-                report.in_sync += 1;
-                errors.resolve(session, &id).await?;
+    /// Follows the Elasticsearch change feed to its end (or a stop). Returns whether it was
+    /// read to the end.
+    pub async fn follow_elasticsearch(&mut self) -> Result<bool, SyncError> {
+        let from = self.checkpoint.elasticsearch.clone();
+        let mut pages = std::pin::pin!(self.ctx.elasticsearch.changes(&from, self.ctx.now));
+        let mut first = true;
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            if first {
+                first = false;
+                self.watch_deletes(&from.counters, &page.checkpoint.counters);
             }
-            Triage::Gone => {
-                errors.resolve(session, &id).await?;
+            let count = page.reads.len() as u64;
+            self.report.elasticsearch.read += count;
+            if count > 0 {
+                self.batch(Source::Elasticsearch(page.reads)).await?;
             }
-            Triage::OutOfScope(reason) => {
-                report.out_of_scope += 1;
-                tracing::debug!(%id, "left alone: {reason}");
-                errors.resolve(session, &id).await?;
+            self.checkpoint.elasticsearch = page.checkpoint;
+            if self.page_done(Side::Elasticsearch, count).await? {
+                return Ok(false);
             }
-            Triage::Decide => pairs.push(pair),
         }
-    }
-    if pairs.is_empty() {
-        return Ok(());
+        if let Some(reconciliation) = &mut self.checkpoint.reconciliation {
+            reconciliation.elasticsearch_done = true;
+        }
+        Ok(true)
     }
 
-    // Filter: every present version, with its side.
-    let mut candidates = Vec::new();
-    for pair in &pairs {
-        if let Some(stored) = &pair.elasticsearch {
-            candidates.push(Candidate {
-                side: Side::Elasticsearch,
-                version: Version::written(stored.document.clone()),
-                deleted: false,
-            });
-        }
-        if let Some(stored) = &pair.cassandra {
-            candidates.push(Candidate {
-                side: Side::Cassandra,
-                version: Version::written(stored.document.clone()),
-                deleted: false,
-            });
-        }
-    }
-    let mut verdicts = ctx.policy.filter(candidates).await.into_iter();
-    let mut taken = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        let es_verdict = pair.elasticsearch.as_ref().and_then(|_| verdicts.next());
-        let cassandra_verdict = pair.cassandra.as_ref().and_then(|_| verdicts.next());
-        match decide::apply_verdicts(&pair, es_verdict, cassandra_verdict) {
-            Filtered::Skip(reason) => {
-                report.filtered += 1;
-                tracing::debug!(id = %pair.id, "filtered out: {reason}");
-                errors.resolve(session, &pair.id).await?;
-            }
-            Filtered::Failed(reason) => {
-                fail(ctx, errors, report, pair.id, "policy", &reason).await?;
-            }
-            Filtered::Take {
-                elasticsearch,
-                cassandra,
-            } => taken.push((pair, elasticsearch, cassandra)),
-        }
-    }
-    if taken.is_empty() {
-        return Ok(());
-    }
-
-    // Resolve.
-    let conflicts: Vec<Conflict> = taken
-        .iter()
-        .map(|(pair, elasticsearch, cassandra)| Conflict {
-            id: pair.id,
-            base: None,
-            elasticsearch: elasticsearch.clone().map(Version::written),
-            cassandra: cassandra.clone().map(Version::written),
-        })
-        .collect();
-    let resolutions = ctx.policy.resolve(conflicts).await;
-    let mut es_writes = Vec::new();
-    let mut cassandra_writes = Vec::new();
-    let mut pending: HashSet<Uuid> = HashSet::new();
-    for ((pair, elasticsearch, cassandra), resolution) in taken.into_iter().zip(resolutions) {
-        let id = pair.id;
-        let resolution = match resolution {
-            Ok(resolution) => resolution,
-            Err(e) => {
-                fail(
-                    ctx,
-                    errors,
-                    report,
-                    id,
-                    "policy",
-                    &format!("policy resolve: {e}"),
-                )
-                .await?;
-                continue;
-            }
-        };
-        if let (Some(e), Some(c)) = (&pair.elasticsearch, &pair.cassandra)
-            && e.document != c.document
-        {
-            report.conflicts += 1;
-        }
-        let decision = match decide::decide(&pair, elasticsearch, cassandra, resolution) {
-            Ok(decision) => decision,
-            Err(reason) => {
-                fail(ctx, errors, report, id, "policy", &reason).await?;
-                continue;
-            }
-        };
-        log_decision(&pair, &decision);
-        let Some(target) = decision.target else {
-            errors.resolve(session, &id).await?;
-            continue;
-        };
-        if decision.write_elasticsearch {
-            es_writes.push(EsWrite {
-                document: target.clone(),
-                expected: match &pair.elasticsearch {
-                    Some(stored) => EsExpected::Version(stored.version.clone()),
-                    None => EsExpected::Absent,
-                },
-            });
-        }
-        if decision.write_cassandra {
-            cassandra_writes.push(CassandraWrite {
-                document: target,
-                expected: match &pair.cassandra {
-                    Some(stored) => CassandraExpected::Row(stored.version.clone()),
-                    None => CassandraExpected::Absent,
-                },
-            });
-        }
-        if decision.write_elasticsearch || decision.write_cassandra {
-            pending.insert(id);
-        } else {
-            errors.resolve(session, &id).await?;
+    /// Marks the indices whose delete counters moved beyond essync's own deletes.
+    fn watch_deletes(
+        &mut self,
+        before: &std::collections::BTreeMap<String, crate::elasticsearch::DeleteCounters>,
+        after: &std::collections::BTreeMap<String, crate::elasticsearch::DeleteCounters>,
+    ) {
+        let watch = &mut self.checkpoint.deletes;
+        let suspect = deletes::suspects(before, after, &watch.own);
+        watch.own.clear();
+        if !suspect.is_empty() {
+            tracing::debug!(
+                "deletes may have happened in {}; their ids are checked as the sweep passes",
+                suspect.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+            let sweep = &self.checkpoint.cassandra.sweep;
+            deletes::watch(watch, suspect, sweep.passes, sweep.position.is_some());
         }
     }
 
-    // Write both sides at once.
-    if ctx.dry_run {
-        report.elasticsearch.written += es_writes.len() as u64;
-        report.cassandra.written += cassandra_writes.len() as u64;
-        return Ok(());
-    }
-    let (es_outcomes, cassandra_outcomes) = tokio::join!(
-        async {
-            if es_writes.is_empty() {
-                Ok(Vec::new())
+    /// Follows the Cassandra change feed: the recent rows, then the write-time sweep (at most
+    /// the feed's budget of rows, or a whole pass while reconciling).
+    pub async fn follow_cassandra(&mut self) -> Result<(), SyncError> {
+        if self.follow_recent().await? {
+            return Ok(());
+        }
+        let mut budget = self.feed.sweep_rows;
+        let page_size = self.ctx.cassandra.config().page_size.max(1) as usize;
+        let window_us = self.feed.safety_window.as_micros() as i64;
+        loop {
+            let full = self.checkpoint.cassandra.reconciling();
+            if !full && budget == 0 {
+                return Ok(());
+            }
+            let limit = if full {
+                page_size
             } else {
-                ctx.elasticsearch.write_batch(&es_writes).await
-            }
-        },
-        async {
-            if cassandra_writes.is_empty() {
-                Ok(Vec::new())
-            } else {
-                ctx.cassandra.write_batch(&cassandra_writes).await
-            }
-        }
-    );
-    let outcomes = es_writes
-        .iter()
-        .map(|w| (Side::Elasticsearch, &w.document))
-        .zip(es_outcomes?)
-        .chain(
-            cassandra_writes
-                .iter()
-                .map(|w| (Side::Cassandra, &w.document))
-                .zip(cassandra_outcomes?),
-        );
-    let mut failed: HashSet<Uuid> = HashSet::new();
-    for ((side, document), outcome) in outcomes {
-        let id = document.id;
-        match outcome {
-            WriteOutcome::Inserted | WriteOutcome::Replaced => {
-                report.side_mut(side).written += 1;
-            }
-            WriteOutcome::ChangedUnderneath | WriteOutcome::NewerAlreadyThere => {
-                report.changed_underneath += 1;
-                failed.insert(id);
-                tracing::debug!(%id, "{side} changed while being written; decided again next round");
-                errors
-                    .record(
-                        session,
-                        Some(id),
-                        &id.to_string(),
-                        side.name(),
-                        "changed while being written; decided again on the next attempt",
-                        ctx.now,
-                    )
-                    .await?;
-            }
-            WriteOutcome::Rejected(reason) | WriteOutcome::Failed(reason) => {
-                failed.insert(id);
-                let reason = format!("{side} refused the write: {reason}");
-                fail(ctx, errors, report, id, side.name(), &reason).await?;
-            }
-        }
-    }
-    for id in pending.difference(&failed) {
-        errors.resolve(session, id).await?;
-    }
-    Ok(())
-}
-
-/// A page's reads by id (their ids, sorted, into `ids`); a read without a uuid id is recorded
-/// as failed at once, since nothing else can be done with it.
-async fn by_id<V>(
-    ctx: &Context<'_>,
-    errors: &mut ErrorLog,
-    report: &mut RoundReport,
-    reads: Vec<Read<V>>,
-    ids: &mut Vec<Uuid>,
-) -> Result<HashMap<Uuid, Read<V>>, SyncError> {
-    let mut found = HashMap::with_capacity(reads.len());
-    for read in reads {
-        match id_of(&read) {
-            Some(id) => {
-                ids.push(id);
-                found.insert(id, read);
-            }
-            None => record_bad(ctx, errors, report, &read).await?,
-        }
-    }
-    ids.sort();
-    ids.dedup();
-    Ok(found)
-}
-
-fn id_of<V>(read: &Read<V>) -> Option<Uuid> {
-    match read {
-        Read::Document(stored) => Some(stored.document.id),
-        Read::Bad(bad) => bad.id,
-    }
-}
-
-fn as_bad<V>(read: &Read<V>) -> Option<&crate::store::BadDocument> {
-    match read {
-        Read::Bad(bad) => Some(bad),
-        Read::Document(_) => None,
-    }
-}
-
-fn into_stored<V>(read: Read<V>) -> Option<Stored<V>> {
-    match read {
-        Read::Document(stored) => Some(stored),
-        Read::Bad(_) => None,
-    }
-}
-
-/// Ids with the Elasticsearch index their Cassandra version names, for real-time lookups.
-fn hints(
-    ids: &[Uuid],
-    cassandra: &HashMap<Uuid, Read<CassandraVersion>>,
-) -> Vec<(Uuid, Option<String>)> {
-    ids.iter()
-        .map(|id| {
-            let index = match cassandra.get(id) {
-                Some(Read::Document(stored)) => Some(stored.document.index.clone()),
-                _ => None,
+                page_size.min(budget)
             };
-            (*id, index)
-        })
-        .collect()
-}
+            let now_us = self.ctx.now.timestamp_micros();
+            self.checkpoint.cassandra.sweep.begin_page(now_us);
+            let position = self.checkpoint.cassandra.sweep.position.clone();
+            let page = self
+                .ctx
+                .cassandra
+                .scan_page(position.as_ref(), limit, full)
+                .await?;
+            budget = budget.saturating_sub(page.rows.len().max(1));
+            let examined = page.rows.len() as u64;
+            self.sweep_page(position.as_ref(), &page, full).await?;
+            let done = page.done;
+            self.checkpoint
+                .cassandra
+                .sweep
+                .advance(page.position, done, window_us);
+            if done {
+                let passes = self.checkpoint.cassandra.sweep.passes;
+                deletes::clear_checked(&mut self.checkpoint.deletes, passes);
+            }
+            if self.page_done(Side::Cassandra, examined).await? || done {
+                return Ok(());
+            }
+        }
+    }
 
-async fn record_bad<V>(
-    ctx: &Context<'_>,
-    errors: &mut ErrorLog,
-    report: &mut RoundReport,
-    read: &Read<V>,
-) -> Result<(), SyncError> {
-    if let Read::Bad(bad) = read {
-        tracing::warn!("cannot sync {bad}");
-        errors
-            .record_bad(ctx.cassandra.session(), bad, ctx.now)
+    /// The rows whose `timestamp` is recent. Returns whether the round was stopped.
+    async fn follow_recent(&mut self) -> Result<bool, SyncError> {
+        let page_size = self.ctx.cassandra.config().page_size.max(1) as usize;
+        let window_ms = self.feed.safety_window.as_millis() as i64;
+        let until = self.ctx.now.timestamp_millis() + window_ms;
+        let since = self.checkpoint.cassandra.recent_since;
+        let mut pages = std::pin::pin!(
+            self.ctx
+                .cassandra
+                .read_recent(since, until)
+                .chunks(page_size)
+        );
+        while let Some(chunk) = pages.next().await {
+            let reads = match chunk.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(reads) => reads,
+                Err(e) if e.is_index_building() => {
+                    // The sweep covers this round; the recent rows are read again, from the
+                    // same point, once the index is built.
+                    tracing::info!(
+                        "the time index of {} is still being built; this round finds changes by the sweep",
+                        self.ctx.cassandra.table()
+                    );
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let count = reads.len() as u64;
+            self.report.cassandra.read += count;
+            self.batch(Source::Cassandra {
+                reads,
+                recognise_own: true,
+            })
             .await?;
-        report.errors += 1;
+            if self.page_done(Side::Cassandra, count).await? {
+                return Ok(true);
+            }
+        }
+        // Every recent row is read: the next round re-reads only the window.
+        let next = self.ctx.now.timestamp_millis() - window_ms;
+        let recent = &mut self.checkpoint.cassandra.recent_since;
+        *recent = (*recent).max(next);
+        self.page_done(Side::Cassandra, 0).await
     }
-    Ok(())
-}
 
-async fn fail(
-    ctx: &Context<'_>,
-    errors: &mut ErrorLog,
-    report: &mut RoundReport,
-    id: Uuid,
-    side: &str,
-    reason: &str,
-) -> Result<(), SyncError> {
-    tracing::warn!(%id, "cannot sync: {reason}");
-    errors
-        .record(
-            ctx.cassandra.session(),
-            Some(id),
-            &id.to_string(),
-            side,
-            reason,
-            ctx.now,
-        )
-        .await?;
-    report.errors += 1;
-    Ok(())
-}
+    /// Syncs one page of the sweep: the rows that changed, the ids deleted in Cassandra, and
+    /// the ids of suspect indices gone from Elasticsearch.
+    async fn sweep_page(
+        &mut self,
+        position: Option<&crate::cassandra::TokenPosition>,
+        page: &ScanPage,
+        full: bool,
+    ) -> Result<(), SyncError> {
+        let session = self.ctx.cassandra.session();
+        let from = position.map(|p| p.token).unwrap_or(i64::MIN);
+        // The ledger's ids at the page's last token wait for the next page, which starts there
+        // (the table may hold more rows at that token than this page read).
+        let to = match page.rows.last() {
+            _ if page.done => i64::MAX,
+            Some(last) => last.token.saturating_sub(1),
+            None => from.saturating_sub(1),
+        };
+        let ledger = self.state.ledger_range(session, from, to).await?;
+        let in_table: HashSet<Uuid> = page
+            .rows
+            .iter()
+            .map(|row| row.id)
+            .chain(position.into_iter().flat_map(|p| p.ids.iter().copied()))
+            .collect();
+        let by_id: std::collections::HashMap<Uuid, &LedgerEntry> =
+            ledger.iter().map(|(_, entry)| (entry.id, entry)).collect();
 
-fn log_decision(pair: &Pair, decision: &decide::Decision) {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let show = |d: Option<&Document>| match d {
-        Some(d) => d
-            .timestamp
-            .map(crate::document::format_timestamp)
-            .unwrap_or_else(|| "no timestamp".into()),
-        None => "absent".to_string(),
-    };
-    let mut writes = Vec::new();
-    if decision.write_elasticsearch {
-        writes.push("elasticsearch");
-    }
-    if decision.write_cassandra {
-        writes.push("cassandra");
-    }
-    tracing::debug!(
-        "{}: es {} / cassandra {} -> {} wins, writing {}",
-        pair.id,
-        show(pair.elasticsearch.as_ref().map(|s| &s.document)),
-        show(pair.cassandra.as_ref().map(|s| &s.document)),
-        decision.winner,
-        if writes.is_empty() {
-            "nothing".to_string()
+        // Rows to sync.
+        let since = self.checkpoint.cassandra.sweep.written_since;
+        if full {
+            let reads: Vec<_> = page
+                .rows
+                .iter()
+                .filter_map(|row| row.read.clone())
+                .collect();
+            self.report.cassandra.read += reads.len() as u64;
+            // A reconciliation looks at every row beside its Elasticsearch version, essync's
+            // own writes included: that is how it repairs whatever slipped through.
+            if !reads.is_empty() {
+                self.batch(Source::Cassandra {
+                    reads,
+                    recognise_own: false,
+                })
+                .await?;
+            }
         } else {
-            writes.join(" and ")
-        },
-    );
+            let changed: Vec<Uuid> = page
+                .rows
+                .iter()
+                .filter(|row| {
+                    let own = by_id.get(&row.id).is_some_and(|entry| {
+                        entry.cassandra_written_at.is_some()
+                            && entry.cassandra_written_at == row.written_at
+                    });
+                    !own && row
+                        .written_at
+                        .zip(since)
+                        .is_some_and(|(written, since)| written >= since)
+                })
+                .map(|row| row.id)
+                .collect();
+            if !changed.is_empty() {
+                let mut found = self.ctx.cassandra.get_by_ids(&changed).await?;
+                let reads: Vec<_> = changed.iter().filter_map(|id| found.remove(id)).collect();
+                self.report.cassandra.read += reads.len() as u64;
+                self.batch(Source::Cassandra {
+                    reads,
+                    recognise_own: true,
+                })
+                .await?;
+            }
+        }
+
+        // Deletes in Cassandra: in the ledger, no longer in the table.
+        let deleted: Vec<Uuid> = ledger
+            .iter()
+            .map(|(_, entry)| entry.id)
+            .filter(|id| !in_table.contains(id))
+            .collect();
+        // Deletes in Elasticsearch: the ids of suspect indices it no longer holds.
+        let suspects = &self.checkpoint.deletes.suspects;
+        let wanted: Vec<(Uuid, Option<String>)> = ledger
+            .iter()
+            .filter(|(_, entry)| {
+                suspects.contains_key(&entry.index) && in_table.contains(&entry.id)
+            })
+            .map(|(_, entry)| (entry.id, Some(entry.index.clone())))
+            .collect();
+        let mut gone = Vec::new();
+        if !wanted.is_empty() {
+            for (id, lookup) in self.ctx.elasticsearch.locate(&wanted).await? {
+                if lookup == Lookup::Absent {
+                    gone.push(id);
+                }
+            }
+        }
+        if !deleted.is_empty() || !gone.is_empty() {
+            tracing::debug!(
+                "the sweep found {} id(s) deleted in Cassandra and {} in Elasticsearch",
+                deleted.len(),
+                gone.len()
+            );
+            self.batch(Source::Ids(deleted.into_iter().chain(gone).collect()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs a batch and keeps track of essync's own deletes in Elasticsearch.
+    async fn batch(&mut self, source: Source) -> Result<(), SyncError> {
+        let Effects {
+            elasticsearch_deletes,
+        } = sync_batch(self.ctx, self.state, self.report, source).await?;
+        for (index, count) in elasticsearch_deletes {
+            *self.checkpoint.deletes.own.entry(index).or_default() += count;
+        }
+        Ok(())
+    }
+
+    /// After a page: saves the checkpoint, reports progress. Returns whether to stop.
+    async fn page_done(&mut self, side: Side, count: u64) -> Result<bool, SyncError> {
+        self.state
+            .save(self.ctx.cassandra.session(), self.checkpoint)
+            .await?;
+        if let Some(progress) = self.progress {
+            progress.read(side, count);
+        }
+        if self.stop.is_set() {
+            self.report.interrupted = true;
+            return Ok(true);
+        }
+        Ok(false)
+    }
 }

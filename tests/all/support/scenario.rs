@@ -240,6 +240,107 @@ impl Scenario {
         assert!(results.iter().all(Result::is_ok), "inserts failed");
     }
 
+    /// Applies a partial update to an Elasticsearch document, as an application does: the
+    /// fields given replace theirs, the rest (essync's metadata included) is kept.
+    pub async fn es_partial_update(&self, index: &str, id: Uuid, fields: Value) {
+        let path = format!("/{index}/_update/{id}");
+        let answer = self
+            .http(Method::Post, &path, Some(json!({"doc": fields})))
+            .await;
+        assert!(
+            answer.get("result").is_some(),
+            "Elasticsearch refused {path}: {answer}"
+        );
+    }
+
+    /// Deletes an Elasticsearch document, as an application does.
+    pub async fn es_delete(&self, index: &str, id: Uuid) {
+        let path = format!("/{index}/_doc/{id}");
+        let answer = self.http(Method::Delete, &path, None).await;
+        assert_eq!(answer["result"], "deleted", "{path}: {answer}");
+    }
+
+    /// Deletes many Elasticsearch documents through the bulk API.
+    pub async fn es_bulk_delete(&self, docs: &[(String, Uuid)]) {
+        use elasticsearch::http::headers::{CONTENT_TYPE, HeaderValue};
+        for chunk in docs.chunks(1000) {
+            let mut body = String::new();
+            for (index, id) in chunk {
+                body.push_str(
+                    &json!({"delete": {"_index": index, "_id": id.to_string()}}).to_string(),
+                );
+                body.push('\n');
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            let answer: Value = self
+                .es
+                .send(
+                    Method::Post,
+                    "/_bulk",
+                    headers,
+                    Option::<&()>::None,
+                    Some(body),
+                    None,
+                )
+                .await
+                .expect("bulk delete")
+                .json()
+                .await
+                .expect("bulk answer");
+            assert_eq!(answer["errors"], false, "bulk delete failed: {answer}");
+        }
+    }
+
+    /// Updates the content column alone, as an application does with plain CQL.
+    pub async fn cql_update_content(&self, id: Uuid, content: &Value) {
+        self.cql
+            .query_unpaged(
+                format!("UPDATE {} SET content = ? WHERE id = ?", self.table()),
+                (content.to_string(), id),
+            )
+            .await
+            .expect("update content");
+    }
+
+    /// Deletes rows with plain CQL, concurrently.
+    pub async fn cql_delete(&self, ids: &[Uuid]) {
+        let delete = self
+            .cql
+            .prepare(format!("DELETE FROM {} WHERE id = ?", self.table()))
+            .await
+            .expect("prepare delete");
+        let pending: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let delete = &delete;
+                async move { self.cql.execute_unpaged(delete, (id,)).await }
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(pending)
+            .buffer_unordered(128)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "deletes failed");
+    }
+
+    /// Runs one round of essync to its end (`--once`, with `args` first) and returns its
+    /// summary lines; panics when it fails.
+    pub fn once(&self, args: &[&str]) -> Vec<String> {
+        let mut all = args.to_vec();
+        all.push("--once");
+        let (code, stdout, stderr) = run_to_end(&self.command_args(&all));
+        assert_eq!(code, Some(0), "essync --once failed:\n{stdout}{stderr}");
+        stderr
+            .lines()
+            .filter(|l| l.contains(" round ") && l.contains(": read es "))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Every document of this scenario's indices, read with a plain search after a refresh.
     pub async fn elasticsearch(&self) -> Docs {
         self.elasticsearch_in(&self.indices()).await

@@ -6,6 +6,8 @@
 //! for retry (see [`super::errors`]); it is saved after each page, so a crash re-reads at most
 //! one page, which is harmless: writes are compare-and-set and equal versions are skipped.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use scylla::client::session::Session;
 use scylla::value::CqlTimestamp;
@@ -26,6 +28,22 @@ pub struct Checkpoint {
     pub cassandra: CassandraCheckpoint,
     /// A full reconciliation under way (`-s`), if any.
     pub reconciliation: Option<Reconciliation>,
+    /// Where deletes may have happened in Elasticsearch, and essync's own deletes there.
+    #[serde(default)]
+    pub deletes: DeleteWatch,
+}
+
+/// Deletes in Elasticsearch are found through its delete counters: an index whose counters
+/// moved by more than essync's own deletes (or started again: a reopened shard) is *suspect*,
+/// and the ledger's ids in it are looked up in Elasticsearch as the write-time sweep passes
+/// over them. A suspicion ends when a whole sweep pass that started after it is done.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteWatch {
+    /// Deletes essync made since the counters were last read, by index name.
+    pub own: BTreeMap<String, i64>,
+    /// Suspect indices, by name, each with the number of completed sweep passes after which
+    /// it has been checked in full.
+    pub suspects: BTreeMap<String, u64>,
 }
 
 /// A full reconciliation of both stores: every document is read once, whatever its age.

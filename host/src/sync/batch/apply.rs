@@ -1,0 +1,220 @@
+//! Applying: every write of a batch at once on both stores, then the ledger for the ids whose
+//! writes all applied, and the failures recorded for the others (decided again later).
+
+use std::collections::{BTreeMap, HashMap};
+
+use uuid::Uuid;
+
+use super::Context;
+use super::plan::{CassandraOp, EsOp, LedgerOp, Plan};
+use crate::cassandra::{CassandraDelete, CassandraVersion, CassandraWrite};
+use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
+use crate::store::{Applied, Side, WriteOutcome};
+use crate::sync::SyncError;
+use crate::sync::report::RoundReport;
+use crate::sync::state::{LedgerEntry, Record, State};
+
+/// What a batch changed that the round keeps track of.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Documents essync deleted from Elasticsearch, by index (its delete counters move).
+    pub elasticsearch_deletes: BTreeMap<String, i64>,
+}
+
+/// Writes the plans, then the ledger; records what failed.
+pub(crate) async fn apply(
+    ctx: &Context<'_>,
+    state: &mut State,
+    report: &mut RoundReport,
+    plans: Vec<Plan>,
+) -> Result<Effects, SyncError> {
+    let session = ctx.cassandra.session();
+    let mut effects = Effects::default();
+    let mut es_puts: Vec<(usize, EsWrite)> = Vec::new();
+    let mut es_deletes: Vec<(usize, EsDelete)> = Vec::new();
+    let mut cassandra_puts: Vec<(usize, CassandraWrite)> = Vec::new();
+    let mut cassandra_deletes: Vec<(usize, CassandraDelete)> = Vec::new();
+    for (n, plan) in plans.iter().enumerate() {
+        match &plan.elasticsearch {
+            Some(EsOp::Put(write)) => es_puts.push((n, write.clone())),
+            Some(EsOp::Delete(delete)) => es_deletes.push((n, delete.clone())),
+            None => {}
+        }
+        match &plan.cassandra {
+            Some(CassandraOp::Put(write)) => cassandra_puts.push((n, write.clone())),
+            Some(CassandraOp::Delete(delete)) => cassandra_deletes.push((n, delete.clone())),
+            None => {}
+        }
+    }
+    if state.dry_run() {
+        report.elasticsearch.written += es_puts.len() as u64;
+        report.elasticsearch.deleted += es_deletes.len() as u64;
+        report.cassandra.written += cassandra_puts.len() as u64;
+        report.cassandra.deleted += cassandra_deletes.len() as u64;
+        return Ok(effects);
+    }
+
+    let writes_of =
+        |ops: &[(usize, EsWrite)]| ops.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>();
+    let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
+        async {
+            let writes = writes_of(&es_puts);
+            if writes.is_empty() {
+                return Ok(Vec::new());
+            }
+            ctx.elasticsearch.write_batch(&writes).await
+        },
+        async {
+            let deletes: Vec<EsDelete> = es_deletes.iter().map(|(_, d)| d.clone()).collect();
+            if deletes.is_empty() {
+                return Ok(Vec::new());
+            }
+            ctx.elasticsearch.delete_batch(&deletes).await
+        },
+        async {
+            let writes: Vec<CassandraWrite> =
+                cassandra_puts.iter().map(|(_, w)| w.clone()).collect();
+            if writes.is_empty() {
+                return Ok(Vec::new());
+            }
+            ctx.cassandra.write_batch(&writes).await
+        },
+        async {
+            let deletes: Vec<CassandraDelete> =
+                cassandra_deletes.iter().map(|(_, d)| d.clone()).collect();
+            if deletes.is_empty() {
+                return Ok(Vec::new());
+            }
+            ctx.cassandra.delete_batch(&deletes).await
+        },
+    );
+    let (es_put, es_delete) = (es_put?, es_delete?);
+    let (cassandra_put, cassandra_delete) = (cassandra_put?, cassandra_delete?);
+
+    // Each plan's outcomes, per side.
+    let mut es_results: HashMap<usize, Applied<EsVersion>> = HashMap::new();
+    let mut cassandra_results: HashMap<usize, Applied<CassandraVersion>> = HashMap::new();
+    for ((n, write), applied) in es_puts.iter().zip(es_put) {
+        if applied.outcome.is_written() {
+            report.elasticsearch.written += 1;
+            if let EsExpected::Version(old) = &write.expected
+                && old.index != write.document.index
+            {
+                // A move deletes the old copy.
+                *effects
+                    .elasticsearch_deletes
+                    .entry(old.index.clone())
+                    .or_default() += 1;
+            }
+        }
+        es_results.insert(*n, applied);
+    }
+    for ((n, delete), applied) in es_deletes.iter().zip(es_delete) {
+        if applied.outcome.is_written() {
+            report.elasticsearch.deleted += 1;
+            *effects
+                .elasticsearch_deletes
+                .entry(delete.expected.index.clone())
+                .or_default() += 1;
+        }
+        es_results.insert(*n, applied);
+    }
+    for ((n, _), applied) in cassandra_puts.iter().zip(cassandra_put) {
+        if applied.outcome.is_written() {
+            report.cassandra.written += 1;
+        }
+        cassandra_results.insert(*n, applied);
+    }
+    for ((n, _), applied) in cassandra_deletes.iter().zip(cassandra_delete) {
+        if applied.outcome.is_written() {
+            report.cassandra.deleted += 1;
+        }
+        cassandra_results.insert(*n, applied);
+    }
+
+    let mut records = Vec::new();
+    let mut refreshes: Vec<LedgerEntry> = Vec::new();
+    let mut forgotten = Vec::new();
+    for (n, plan) in plans.into_iter().enumerate() {
+        let id = plan.id;
+        let es = es_results.remove(&n);
+        let cassandra = cassandra_results.remove(&n);
+        let failures: Vec<(Side, WriteOutcome)> = [
+            (Side::Elasticsearch, es.as_ref().map(|a| &a.outcome)),
+            (Side::Cassandra, cassandra.as_ref().map(|a| &a.outcome)),
+        ]
+        .into_iter()
+        .filter_map(|(side, outcome)| {
+            outcome
+                .filter(|o| !o.is_written())
+                .map(|o| (side, o.clone()))
+        })
+        .collect();
+        if !failures.is_empty() {
+            for (side, outcome) in failures {
+                record_failure(ctx, state, report, id, side, outcome).await?;
+            }
+            continue;
+        }
+        match plan.ledger {
+            LedgerOp::Keep => {}
+            LedgerOp::Forget => forgotten.push(id),
+            LedgerOp::Refresh(entry) => refreshes.push(entry),
+            LedgerOp::Record {
+                digest,
+                document,
+                elasticsearch,
+                cassandra_written_at,
+            } => records.push(Record {
+                digest,
+                document,
+                elasticsearch: es.and_then(|a| a.version).or(elasticsearch),
+                cassandra_written_at: match cassandra {
+                    Some(applied) => applied.version.and_then(|v| v.written_at),
+                    None => cassandra_written_at,
+                },
+            }),
+        }
+        state.resolved(session, &id).await?;
+    }
+    state
+        .write_ledger(session, &records, &refreshes, &forgotten)
+        .await?;
+    Ok(effects)
+}
+
+async fn record_failure(
+    ctx: &Context<'_>,
+    state: &mut State,
+    report: &mut RoundReport,
+    id: Uuid,
+    side: Side,
+    outcome: WriteOutcome,
+) -> Result<(), SyncError> {
+    let session = ctx.cassandra.session();
+    match outcome {
+        WriteOutcome::ChangedUnderneath | WriteOutcome::NewerAlreadyThere => {
+            report.changed_underneath += 1;
+            tracing::debug!(%id, "{side} changed while being written; decided again next round");
+            state
+                .fail(
+                    session,
+                    id,
+                    side.name(),
+                    "changed while being written; decided again on the next attempt",
+                    ctx.now,
+                )
+                .await?;
+        }
+        WriteOutcome::Rejected(reason) | WriteOutcome::Failed(reason) => {
+            let reason = format!("{side} refused the write: {reason}");
+            tracing::warn!(%id, "cannot sync: {reason}");
+            state
+                .fail(session, id, side.name(), &reason, ctx.now)
+                .await?;
+            report.errors += 1;
+        }
+        WriteOutcome::Inserted | WriteOutcome::Replaced | WriteOutcome::Deleted => {}
+    }
+    Ok(())
+}

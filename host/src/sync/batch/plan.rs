@@ -1,0 +1,301 @@
+//! Planning: from what both sides should hold to the writes that get them there, and what the
+//! ledger records once they applied. Pure functions, tested without stores.
+
+use uuid::Uuid;
+
+use super::Examined;
+use crate::Document;
+use crate::cassandra::{CassandraDelete, CassandraExpected, CassandraWrite};
+use crate::document::Digest;
+use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
+use crate::sync::state::LedgerEntry;
+
+/// What both sides should end with, as decided for one id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Outcome {
+    /// Leave both sides (and the ledger) as they are.
+    Leave,
+    /// Both sides hold the same version already: record it in the ledger.
+    Record,
+    /// Neither side holds the id: forget it.
+    Forget,
+    /// Both sides get this document.
+    Target(Document),
+    /// The document is deleted wherever it is.
+    Delete,
+}
+
+/// A write to Elasticsearch.
+#[derive(Debug, Clone)]
+pub(crate) enum EsOp {
+    Put(EsWrite),
+    Delete(EsDelete),
+}
+
+/// A write to Cassandra.
+#[derive(Debug, Clone)]
+pub(crate) enum CassandraOp {
+    Put(CassandraWrite),
+    Delete(CassandraDelete),
+}
+
+/// What the ledger records once the writes applied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum LedgerOp {
+    /// Nothing.
+    Keep,
+    /// This version (and its digest) is what both sides hold. `elasticsearch` and
+    /// `cassandra_written_at` say where the sides that are not written hold it.
+    Record {
+        digest: Digest,
+        document: Document,
+        elasticsearch: Option<EsVersion>,
+        cassandra_written_at: Option<i64>,
+    },
+    /// The same version as before, held at other store versions.
+    Refresh(LedgerEntry),
+    /// Forget the id.
+    Forget,
+}
+
+/// The writes of one id.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub id: Uuid,
+    pub elasticsearch: Option<EsOp>,
+    pub cassandra: Option<CassandraOp>,
+    pub ledger: LedgerOp,
+}
+
+/// The plan that brings both sides of `examined` to `outcome`. A side that already holds the
+/// target (the same digest, metadata included) is not written.
+pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
+    let id = examined.id;
+    let es = examined.elasticsearch.as_ref();
+    let cassandra = examined.cassandra.as_ref();
+    let none = |ledger| Plan {
+        id,
+        elasticsearch: None,
+        cassandra: None,
+        ledger,
+    };
+    match outcome {
+        Outcome::Leave => none(refresh(examined)),
+        Outcome::Forget => none(LedgerOp::Forget),
+        Outcome::Record => match (es, cassandra) {
+            (Some(es), Some(cassandra)) => none(LedgerOp::Record {
+                digest: es.stored.digest,
+                document: es.stored.document.clone(),
+                elasticsearch: Some(es.stored.version.clone()),
+                cassandra_written_at: cassandra.stored.version.written_at,
+            }),
+            _ => none(LedgerOp::Keep),
+        },
+        Outcome::Delete => Plan {
+            id,
+            elasticsearch: es.map(|es| {
+                EsOp::Delete(EsDelete {
+                    id,
+                    expected: es.stored.version.clone(),
+                })
+            }),
+            cassandra: cassandra.map(|cassandra| {
+                CassandraOp::Delete(CassandraDelete {
+                    id,
+                    expected: cassandra.stored.version.clone(),
+                })
+            }),
+            ledger: LedgerOp::Forget,
+        },
+        Outcome::Target(target) => {
+            let digest = target.digest();
+            let es_holds = es.filter(|es| es.stored.digest == digest);
+            let cassandra_holds = cassandra.filter(|c| c.stored.digest == digest);
+            Plan {
+                id,
+                elasticsearch: es_holds.is_none().then(|| {
+                    EsOp::Put(EsWrite {
+                        document: target.clone(),
+                        expected: match es {
+                            Some(es) => EsExpected::Version(es.stored.version.clone()),
+                            None => EsExpected::Absent,
+                        },
+                    })
+                }),
+                cassandra: cassandra_holds.is_none().then(|| {
+                    CassandraOp::Put(CassandraWrite {
+                        document: target.clone(),
+                        expected: match cassandra {
+                            Some(c) => CassandraExpected::Row(c.stored.version.clone()),
+                            None => CassandraExpected::Absent,
+                        },
+                        read_at: examined.cassandra_read_at,
+                    })
+                }),
+                ledger: LedgerOp::Record {
+                    digest,
+                    elasticsearch: es_holds.map(|es| es.stored.version.clone()),
+                    cassandra_written_at: cassandra_holds.and_then(|c| c.stored.version.written_at),
+                    document: target,
+                },
+            }
+        }
+    }
+}
+
+/// When both sides still hold the ledger's version but at other store versions (rewritten
+/// with the same data), the ledger learns them, so the next round recognises them unread.
+fn refresh(examined: &Examined) -> LedgerOp {
+    let (Some(entry), Some(es), Some(cassandra)) = (
+        &examined.ledger,
+        &examined.elasticsearch,
+        &examined.cassandra,
+    ) else {
+        return LedgerOp::Keep;
+    };
+    if es.stored.digest != entry.digest || cassandra.stored.digest != entry.digest {
+        return LedgerOp::Keep;
+    }
+    let refreshed = LedgerEntry {
+        elasticsearch: Some(es.stored.version.clone()),
+        cassandra_written_at: cassandra.stored.version.written_at,
+        ..entry.clone()
+    };
+    if refreshed == *entry {
+        LedgerOp::Keep
+    } else {
+        LedgerOp::Refresh(refreshed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cassandra::CassandraVersion;
+    use crate::policy::Stamp;
+    use crate::store::Stored;
+    use crate::sync::batch::Seen;
+    use chrono::DateTime;
+    use serde_json::json;
+
+    fn doc(millis: i64, v: i64) -> Document {
+        Document::with_id(Uuid::from_u128(3), "books", "book", json!({ "v": v }))
+            .at(DateTime::from_timestamp_millis(millis).unwrap())
+    }
+
+    fn examined(es: Option<Document>, cassandra: Option<Document>) -> Examined {
+        Examined {
+            id: Uuid::from_u128(3),
+            ledger: None,
+            elasticsearch: es.map(|document| Seen {
+                stored: Stored {
+                    digest: document.digest(),
+                    version: EsVersion {
+                        index: "books".into(),
+                        seq_no: 4,
+                        primary_term: 1,
+                    },
+                    document,
+                    stamped: true,
+                },
+                stamp: Stamp::Written,
+            }),
+            cassandra: cassandra.map(|document| Seen {
+                stored: Stored {
+                    digest: document.digest(),
+                    version: CassandraVersion {
+                        index: Some("books".into()),
+                        doc_type: Some("book".into()),
+                        timestamp: document.timestamp_millis(),
+                        content: Some(document.content.to_string()),
+                        written_at: Some(42),
+                    },
+                    document,
+                    stamped: true,
+                },
+                stamp: Stamp::Written,
+            }),
+            cassandra_read_at: DateTime::from_timestamp_millis(1).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_target_is_written_where_it_is_missing_and_recorded_with_where_it_is_held() {
+        let (newer, older) = (doc(9, 2), doc(5, 1));
+        let plan = plan(
+            &examined(Some(newer.clone()), Some(older)),
+            Outcome::Target(newer.clone()),
+        );
+        assert!(plan.elasticsearch.is_none());
+        assert!(matches!(
+            &plan.cassandra,
+            Some(CassandraOp::Put(CassandraWrite {
+                expected: CassandraExpected::Row(_),
+                ..
+            }))
+        ));
+        match plan.ledger {
+            LedgerOp::Record {
+                digest,
+                elasticsearch,
+                cassandra_written_at,
+                ..
+            } => {
+                assert_eq!(digest, newer.digest());
+                assert_eq!(elasticsearch.map(|v| v.seq_no), Some(4));
+                assert_eq!(cassandra_written_at, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_target_that_only_restamps_a_side_still_writes_it() {
+        // The side holds the content, but under another timestamp (an observed one).
+        let held = doc(5, 1);
+        let restamped = doc(8, 1);
+        let plan = plan(
+            &examined(Some(held.clone()), None),
+            Outcome::Target(restamped),
+        );
+        assert!(matches!(plan.elasticsearch, Some(EsOp::Put(_))));
+        assert!(matches!(
+            plan.cassandra,
+            Some(CassandraOp::Put(CassandraWrite {
+                expected: CassandraExpected::Absent,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_delete_removes_every_present_version_and_forgets_the_id() {
+        let plan = plan(&examined(Some(doc(1, 1)), None), Outcome::Delete);
+        assert!(matches!(plan.elasticsearch, Some(EsOp::Delete(_))));
+        assert!(plan.cassandra.is_none());
+        assert_eq!(plan.ledger, LedgerOp::Forget);
+    }
+
+    #[test]
+    fn leaving_refreshes_the_versions_the_ledger_knows() {
+        let base = doc(1, 1);
+        let mut e = examined(Some(base.clone()), Some(base.clone()));
+        e.ledger = Some(LedgerEntry {
+            id: e.id,
+            digest: base.digest(),
+            timestamp: 1,
+            index: "books".into(),
+            elasticsearch: None,
+            cassandra_written_at: None,
+        });
+        let plan = plan(&e, Outcome::Leave);
+        assert!(plan.elasticsearch.is_none() && plan.cassandra.is_none());
+        match plan.ledger {
+            LedgerOp::Refresh(entry) => {
+                assert_eq!(entry.cassandra_written_at, Some(42));
+                assert_eq!(entry.elasticsearch.map(|v| v.seq_no), Some(4));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The ledger: for every synced id, the version both stores held after essync last brought
+//! them together (the common ancestor of three-way sync), kept in Cassandra beside the synced
+//! table (`KEYSPACE.essync_ledger`, one row per id and sync).
+//!
+//! A round compares each store's version of an id with the ledger's: equal is unchanged, a
+//! different version changed, an absent one was deleted. So a change is credited to the side
+//! that made it, whatever the timestamps say, and deletes can be told from creations. A row
+//! holds:
+//!
+//! - the digest of the synced version ([`Digest`]), which recognises it on each side;
+//! - the synced version itself (index, type, timestamp, content): the base a policy sees beside
+//!   the two sides of a conflict, and the document a delete removed;
+//! - what essync's own writes left: Elasticsearch's `_seq_no` and `_primary_term`, Cassandra's
+//!   write time. A version read back with these is essync's own write, recognised without
+//!   reading the other side.
+//!
+//! The partition key is the document's id, so the ledger sorts in the same token order as the
+//! synced table, and the write-time sweep reads both side by side: an id in the ledger but no
+//! longer in the table was deleted there.
+//!
+//! The ledger is written after a page's writes, and only for ids whose writes all applied: a
+//! crash leaves it behind the stores, never ahead, so an id is examined again rather than a
+//! change credited to the wrong side. Without a ledger entry (first contact, a dropped ledger)
+//! an id absent on one side is new, never deleted: losing the ledger costs work, never data.
+
+use std::collections::HashMap;
+
+use chrono::DateTime;
+use futures::StreamExt;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::Document;
+use crate::cassandra::CassandraError;
+use crate::document::Digest;
+use crate::elasticsearch::EsVersion;
+
+/// The table, in the synced keyspace, that holds the ledger.
+pub const LEDGER_TABLE: &str = "essync_ledger";
+
+/// Ids per `IN` read: few enough to keep each request small, many enough to save round trips.
+const IDS_PER_READ: usize = 50;
+/// Ledger requests in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// What the ledger holds for one id (without the synced content, read only when needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The id.
+    pub id: Uuid,
+    /// The digest of the synced version.
+    pub digest: Digest,
+    /// The synced version's timestamp (ms since the epoch).
+    pub timestamp: i64,
+    /// The synced version's index.
+    pub index: String,
+    /// The Elasticsearch version that holds it, as essync last saw or wrote it.
+    pub elasticsearch: Option<EsVersion>,
+    /// The write time of the Cassandra row that holds it (µs), when known.
+    pub cassandra_written_at: Option<i64>,
+}
+
+/// One entry to record: the synced document and where the stores hold it.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The digest both sides' versions have.
+    pub digest: Digest,
+    /// The synced document (its timestamp set).
+    pub document: Document,
+    /// The Elasticsearch version holding it.
+    pub elasticsearch: Option<EsVersion>,
+    /// The write time of the Cassandra row holding it.
+    pub cassandra_written_at: Option<i64>,
+}
+
+/// The ledger of one sync.
+pub(crate) struct Ledger {
+    sync: String,
+    table: String,
+    lookup: PreparedStatement,
+    base: PreparedStatement,
+    range: PreparedStatement,
+    upsert: PreparedStatement,
+    refresh: PreparedStatement,
+    forget: PreparedStatement,
+}
+
+type EntryRow = (
+    Uuid,
+    Option<Vec<u8>>,
+    Option<CqlTimestamp>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+const ENTRY_COLUMNS: &str =
+    "id, digest, timestamp, index_, es_seq_no, es_primary_term, cassandra_written_at";
+
+impl Ledger {
+    /// Creates the ledger table when missing and prepares its statements. Returns whether the
+    /// table was created now (a new ledger knows nothing yet).
+    pub async fn open(
+        session: &Session,
+        keyspace: &str,
+        sync: &str,
+    ) -> Result<(Self, bool), CassandraError> {
+        let table = format!("{keyspace}.{LEDGER_TABLE}");
+        let existed = table_exists(session, keyspace, LEDGER_TABLE).await?;
+        session
+            .query_unpaged(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {table} (id uuid, sync text, digest blob, \
+                     index_ text, type text, timestamp timestamp, content text, \
+                     es_seq_no bigint, es_primary_term bigint, cassandra_written_at bigint, \
+                     PRIMARY KEY (id, sync))"
+                ),
+                (),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(format!("to create {table}"), &e))?;
+        let prepare = |cql: String| {
+            let table = table.clone();
+            async move {
+                session
+                    .prepare(cql)
+                    .await
+                    .map_err(|e| CassandraError::Request {
+                        action: format!("to prepare the statements of {table}"),
+                        reason: e.to_string(),
+                        transient: false,
+                    })
+            }
+        };
+        let mut range = prepare(format!(
+            "SELECT token(id), sync, {ENTRY_COLUMNS} FROM {table} \
+             WHERE token(id) >= ? AND token(id) <= ?"
+        ))
+        .await?;
+        range.set_page_size(5000);
+        let ledger = Self {
+            sync: sync.to_string(),
+            lookup: prepare(format!(
+                "SELECT {ENTRY_COLUMNS} FROM {table} WHERE id IN ? AND sync = ?"
+            ))
+            .await?,
+            base: prepare(format!(
+                "SELECT id, index_, type, timestamp, content FROM {table} \
+                 WHERE id IN ? AND sync = ?"
+            ))
+            .await?,
+            range,
+            upsert: prepare(format!(
+                "INSERT INTO {table} (id, sync, digest, index_, type, timestamp, content, \
+                 es_seq_no, es_primary_term, cassandra_written_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            refresh: prepare(format!(
+                "UPDATE {table} SET es_seq_no = ?, es_primary_term = ?, \
+                 cassandra_written_at = ? WHERE id = ? AND sync = ?"
+            ))
+            .await?,
+            forget: prepare(format!("DELETE FROM {table} WHERE id = ? AND sync = ?")).await?,
+            table,
+        };
+        Ok((ledger, !existed))
+    }
+
+    /// The entries of the ids that have one.
+    pub async fn get(
+        &self,
+        session: &Session,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, LedgerEntry>, CassandraError> {
+        let action = format!("to read {}", self.table);
+        let pending: Vec<_> = ids
+            .chunks(IDS_PER_READ)
+            .map(|chunk| {
+                let action = &action;
+                async move {
+                    let rows = session
+                        .execute_unpaged(&self.lookup, (chunk, &self.sync))
+                        .await
+                        .map_err(|e| CassandraError::execution(action, &e))?
+                        .into_rows_result()
+                        .map_err(|e| CassandraError::protocol(action, e))?;
+                    rows.rows::<EntryRow>()
+                        .map_err(|e| CassandraError::protocol(action, e))?
+                        .map(|row| {
+                            row.map(entry_of)
+                                .map_err(|e| CassandraError::protocol(action, e))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                }
+            })
+            .collect();
+        let results: Vec<Result<Vec<Option<LedgerEntry>>, CassandraError>> =
+            futures::stream::iter(pending)
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut found = HashMap::with_capacity(ids.len());
+        for result in results {
+            for entry in result?.into_iter().flatten() {
+                found.insert(entry.id, entry);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The synced documents (the bases) of the ids that have an entry.
+    pub async fn base(
+        &self,
+        session: &Session,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Document>, CassandraError> {
+        let action = format!("to read the synced versions in {}", self.table);
+        let mut found = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_READ) {
+            let rows = session
+                .execute_unpaged(&self.base, (chunk, &self.sync))
+                .await
+                .map_err(|e| CassandraError::execution(&action, &e))?
+                .into_rows_result()
+                .map_err(|e| CassandraError::protocol(&action, e))?;
+            type BaseRow = (
+                Uuid,
+                Option<String>,
+                Option<String>,
+                Option<CqlTimestamp>,
+                Option<String>,
+            );
+            for row in rows
+                .rows::<BaseRow>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+            {
+                let (id, index, doc_type, timestamp, content) =
+                    row.map_err(|e| CassandraError::protocol(&action, e))?;
+                let content = content
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .filter(Value::is_object);
+                let timestamp = timestamp.and_then(|t| DateTime::from_timestamp_millis(t.0));
+                if let (Some(index), Some(content), Some(timestamp)) = (index, content, timestamp) {
+                    let doc_type = doc_type.unwrap_or_else(|| crate::document::DEFAULT_TYPE.into());
+                    found.insert(
+                        id,
+                        Document::with_id(id, index, doc_type, content).at(timestamp),
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The entries whose id's token is in `[from, to]`, in token order, with their tokens.
+    pub async fn range(
+        &self,
+        session: &Session,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, LedgerEntry)>, CassandraError> {
+        let action = format!("to read {}", self.table);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let pager = session
+            .execute_iter(self.range.clone(), (from, to))
+            .await
+            .map_err(|e| CassandraError::pager(&action, &e))?;
+        type RangeRow = (
+            i64,
+            String,
+            Uuid,
+            Option<Vec<u8>>,
+            Option<CqlTimestamp>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let mut rows = pager
+            .rows_stream::<RangeRow>()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (token, sync, id, digest, timestamp, index, seq_no, term, written_at) =
+                row.map_err(|e| CassandraError::protocol(&action, e))?;
+            if sync != self.sync {
+                continue;
+            }
+            if let Some(entry) = entry_of((id, digest, timestamp, index, seq_no, term, written_at))
+            {
+                entries.push((token, entry));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Records synced versions.
+    pub async fn record(
+        &self,
+        session: &Session,
+        records: &[Record],
+    ) -> Result<(), CassandraError> {
+        let action = format!("to write {}", self.table);
+        let pending: Vec<_> = records
+            .iter()
+            .map(|record| {
+                let action = &action;
+                async move {
+                    let document = &record.document;
+                    session
+                        .execute_unpaged(
+                            &self.upsert,
+                            (
+                                document.id,
+                                &self.sync,
+                                record.digest.0.to_vec(),
+                                &document.index,
+                                &document.doc_type,
+                                document.timestamp_millis().map(CqlTimestamp),
+                                document.content.to_string(),
+                                record.elasticsearch.as_ref().map(|v| v.seq_no),
+                                record.elasticsearch.as_ref().map(|v| v.primary_term),
+                                record.cassandra_written_at,
+                            ),
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| CassandraError::execution(action, &e))
+                }
+            })
+            .collect();
+        all(pending).await
+    }
+
+    /// Updates where the stores hold an entry's version (its content unchanged).
+    pub async fn refresh(
+        &self,
+        session: &Session,
+        entries: &[LedgerEntry],
+    ) -> Result<(), CassandraError> {
+        let action = format!("to write {}", self.table);
+        let pending: Vec<_> = entries
+            .iter()
+            .map(|entry| {
+                let action = &action;
+                async move {
+                    session
+                        .execute_unpaged(
+                            &self.refresh,
+                            (
+                                entry.elasticsearch.as_ref().map(|v| v.seq_no),
+                                entry.elasticsearch.as_ref().map(|v| v.primary_term),
+                                entry.cassandra_written_at,
+                                entry.id,
+                                &self.sync,
+                            ),
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| CassandraError::execution(action, &e))
+                }
+            })
+            .collect();
+        all(pending).await
+    }
+
+    /// Forgets ids: neither store holds them any more.
+    pub async fn forget(&self, session: &Session, ids: &[Uuid]) -> Result<(), CassandraError> {
+        let action = format!("to write {}", self.table);
+        let pending: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let action = &action;
+                async move {
+                    session
+                        .execute_unpaged(&self.forget, (id, &self.sync))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| CassandraError::execution(action, &e))
+                }
+            })
+            .collect();
+        all(pending).await
+    }
+}
+
+/// Runs the requests, [`CONCURRENCY`] at a time; the first failure is the result.
+async fn all<F>(pending: Vec<F>) -> Result<(), CassandraError>
+where
+    F: std::future::Future<Output = Result<(), CassandraError>>,
+{
+    let results: Vec<Result<(), CassandraError>> = futures::stream::iter(pending)
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// An entry from its columns; `None` when the row is incomplete (written by hand): such an id
+/// counts as not in the ledger, which costs a comparison, never data.
+fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
+    let (id, digest, timestamp, index, seq_no, primary_term, written_at) = row;
+    let digest: [u8; 16] = digest?.try_into().ok()?;
+    Some(LedgerEntry {
+        id,
+        digest: Digest(digest),
+        timestamp: timestamp?.0,
+        elasticsearch: match (seq_no, primary_term) {
+            (Some(seq_no), Some(primary_term)) => Some(EsVersion {
+                index: index.clone()?,
+                seq_no,
+                primary_term,
+            }),
+            _ => None,
+        },
+        index: index?,
+        cassandra_written_at: written_at,
+    })
+}
+
+/// Whether `keyspace.table` exists.
+async fn table_exists(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<bool, CassandraError> {
+    let action = format!("to look for {keyspace}.{table}");
+    let rows = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, table),
+        )
+        .await
+        .map_err(|e| CassandraError::execution(&action, &e))?
+        .into_rows_result()
+        .map_err(|e| CassandraError::protocol(&action, e))?;
+    Ok(rows.rows_num() > 0)
+}

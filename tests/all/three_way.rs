@@ -1,0 +1,541 @@
+//! Three-way sync, as applications write: partial updates, single-column updates, deletes and
+//! data that predates essync, made with the stores' plain clients against the real binary. No
+//! application write is reverted; a delete is a write too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms};
+
+const HOUR: i64 = 3_600_000;
+
+fn ids(n: usize) -> Vec<Uuid> {
+    (0..n).map(|_| Uuid::new_v4()).collect()
+}
+
+fn content_of(docs: &Docs, id: &Uuid) -> Option<Value> {
+    docs.get(id).map(|d| d.content.clone())
+}
+
+/// Both stores equal, field by field, and holding `id` with `content`.
+fn holds(e: &Docs, c: &Docs, id: &Uuid, content: &Value) -> bool {
+    differences(e, c).is_empty() && content_of(e, id).as_ref() == Some(content)
+}
+
+/// Runs `rounds` more rounds and checks that the stores still hold what they hold now.
+async fn stays(s: &Scenario, rounds: usize, what: &str) {
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    for _ in 0..rounds {
+        s.once(&[]);
+    }
+    let (e2, c2) = (s.elasticsearch().await, s.cassandra().await);
+    assert_eq!(e2, e, "{what}: Elasticsearch changed in later rounds");
+    assert_eq!(c2, c, "{what}: Cassandra changed in later rounds");
+}
+
+// 19, case 1: a partial update in Elasticsearch keeps the `_essync` stamp.
+#[tokio::test]
+async fn an_elasticsearch_partial_update_reaches_cassandra_and_is_never_reverted() {
+    let s = Scenario::new("t19es").await;
+    s.once(&[]);
+    let id = Uuid::new_v4();
+    let index = s.index("p");
+    s.cql_write(
+        id,
+        &doc(&index, "t", now_ms() - 10_000, json!({"v": 9, "k": "keep"})),
+    )
+    .await;
+    s.once(&[]);
+    s.wait_equal(1).await;
+    s.es_partial_update(&index, id, json!({"v": 1})).await;
+    s.once(&[]);
+    let wanted = json!({"v": 1, "k": "keep"});
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(holds(&e, &c, &id, &wanted), "{:?}", differences(&e, &c));
+    stays(&s, 3, "after a partial update").await;
+}
+
+// 19, case 2: a Cassandra update of the content column alone keeps the `timestamp` column.
+#[tokio::test]
+async fn a_cassandra_single_column_update_reaches_elasticsearch_and_is_never_reverted() {
+    let s = Scenario::new("t19c").await;
+    s.once(&[]);
+    let id = Uuid::new_v4();
+    let index = s.index("p");
+    s.es_write(id, &doc(&index, "t", now_ms() - 10_000, json!({"v": 9})))
+        .await;
+    s.once(&[]);
+    s.wait_equal(1).await;
+    s.cql_update_content(id, &json!({"v": 1})).await;
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(&e, &c, &id, &json!({"v": 1})),
+        "{:?}",
+        differences(&e, &c)
+    );
+    stays(&s, 3, "after a column update").await;
+}
+
+// 19 with a running sync at period 1: both kinds of update, on both sides, converge.
+#[tokio::test]
+async fn partial_updates_on_both_sides_converge_under_a_running_sync() {
+    let s = Scenario::new("t19run").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let index = s.index("p");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    s.cql_write(a, &doc(&index, "t", now_ms() - 60_000, json!({"v": 9})))
+        .await;
+    s.es_write(b, &doc(&index, "t", now_ms() - 60_000, json!({"w": 9})))
+        .await;
+    s.wait_equal(2).await;
+    s.es_partial_update(&index, a, json!({"v": 1})).await;
+    s.cql_update_content(b, &json!({"w": 1})).await;
+    s.wait_until("both updates on both sides", |e, c| {
+        holds(e, c, &a, &json!({"v": 1})) && holds(e, c, &b, &json!({"w": 1}))
+    })
+    .await;
+    let settled = essync.rounds().len();
+    essync.wait_rounds(settled, 3).await;
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(holds(&e, &c, &a, &json!({"v": 1})), "reverted: {e:?}");
+    assert!(holds(&e, &c, &b, &json!({"w": 1})), "reverted: {e:?}");
+}
+
+// 20: a delete on one side reaches the other, within two rounds of a running sync.
+#[tokio::test]
+async fn a_delete_on_either_side_reaches_the_other_within_two_rounds() {
+    let s = Scenario::new("t20").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    let index = s.index("d");
+    let [from_es, from_cassandra, kept] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    for id in [from_es, from_cassandra, kept] {
+        s.cql_write(
+            id,
+            &doc(&index, "t", now_ms(), json!({"id": id.to_string()})),
+        )
+        .await;
+    }
+    s.wait_equal(3).await;
+    let settled = essync.rounds().len();
+    essync.wait_rounds(settled, 1).await;
+    s.es_delete(&index, from_es).await;
+    s.cql_delete(&[from_cassandra]).await;
+    let rounds = essync.rounds().len();
+    // The round under way when the deletes landed may miss them; the next two see them.
+    essync.wait_rounds(rounds, 3).await;
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert_eq!(e.keys().copied().collect::<Vec<_>>(), vec![kept], "{e:?}");
+    assert!(differences(&e, &c).is_empty(), "{:?}", differences(&e, &c));
+    let deleted: Vec<String> = essync
+        .rounds()
+        .into_iter()
+        .filter(|l| l.contains("deleted es"))
+        .collect();
+    assert!(!deleted.is_empty(), "no round reported the deletes");
+}
+
+// 20: deleted on both sides; deleted while essync is stopped; a later -s does not bring it back.
+#[tokio::test]
+async fn deletes_on_both_sides_and_while_stopped_stay_deleted_even_after_s() {
+    let s = Scenario::new("t20b").await;
+    s.once(&[]);
+    let index = s.index("d");
+    let all = ids(4);
+    for id in &all {
+        s.es_write(
+            *id,
+            &doc(&index, "t", now_ms(), json!({"n": id.to_string()})),
+        )
+        .await;
+    }
+    s.once(&[]);
+    s.wait_equal(4).await;
+    // Essync is not running: one deleted on each side, one on both.
+    s.es_delete(&index, all[0]).await;
+    s.cql_delete(&[all[1]]).await;
+    s.es_delete(&index, all[2]).await;
+    s.cql_delete(&[all[2]]).await;
+    s.once(&[]);
+    let e = s.wait_equal(1).await;
+    assert!(e.contains_key(&all[3]));
+    // A full reconciliation later brings nothing back.
+    s.once(&["-s"]);
+    let e = s.wait_equal(1).await;
+    assert!(e.contains_key(&all[3]));
+}
+
+// 21: a delete on one side and a later change on the other: the change wins (restored), the
+// same way on each side and whatever the timestamps.
+#[tokio::test]
+async fn a_change_after_the_last_sync_wins_over_a_delete_on_the_other_side() {
+    let s = Scenario::new("t21").await;
+    s.once(&[]);
+    let index = s.index("r");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    s.cql_write(a, &doc(&index, "t", now_ms(), json!({"v": "original"})))
+        .await;
+    s.cql_write(b, &doc(&index, "t", now_ms(), json!({"v": "original"})))
+        .await;
+    s.once(&[]);
+    s.wait_equal(2).await;
+    // a: deleted in Elasticsearch, changed in Cassandra (with an old timestamp).
+    s.es_delete(&index, a).await;
+    s.cql_write(
+        a,
+        &doc(
+            &index,
+            "t",
+            now_ms() - HOUR,
+            json!({"v": "changed in cassandra"}),
+        ),
+    )
+    .await;
+    // b: deleted in Cassandra, changed in Elasticsearch by a partial update.
+    s.cql_delete(&[b]).await;
+    s.es_partial_update(&index, b, json!({"v": "changed in elasticsearch"}))
+        .await;
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(&e, &c, &a, &json!({"v": "changed in cassandra"})),
+        "{e:?}"
+    );
+    assert!(
+        holds(&e, &c, &b, &json!({"v": "changed in elasticsearch"})),
+        "{e:?}"
+    );
+    stays(&s, 2, "after restoring").await;
+}
+
+// 20: a thousand deletes in one burst, on each side, all propagate.
+#[tokio::test]
+async fn a_thousand_deletes_in_one_burst_on_each_side_all_propagate() {
+    let s = Scenario::new("t20k").await;
+    s.once(&[]);
+    let index = s.index("burst");
+    let docs: Vec<(Uuid, Doc)> = ids(2001)
+        .into_iter()
+        .enumerate()
+        .map(|(n, id)| (id, doc(&index, "t", now_ms(), json!({"n": n}))))
+        .collect();
+    s.cql_bulk(&docs[..1000]).await;
+    s.es_bulk(&docs[1000..]).await;
+    s.once(&[]);
+    s.wait_equal(2001).await;
+    let from_cassandra: Vec<Uuid> = docs[..1000].iter().map(|(id, _)| *id).collect();
+    let from_es: Vec<(String, Uuid)> = docs[1000..2000]
+        .iter()
+        .map(|(id, _)| (index.clone(), *id))
+        .collect();
+    s.cql_delete(&from_cassandra).await;
+    s.es_bulk_delete(&from_es).await;
+    let rounds = s.once(&[]);
+    let e = s.wait_equal(1).await;
+    assert!(e.contains_key(&docs[2000].0));
+    assert!(
+        rounds
+            .iter()
+            .any(|l| l.contains("deleted es 1000 / cassandra 1000")),
+        "{rounds:?}"
+    );
+}
+
+// 22, case 4: data that predates essync. An Elasticsearch document without essync's metadata
+// and a Cassandra row of the same id stamped later: the stamped version wins; and the mirror.
+#[tokio::test]
+async fn data_that_predates_essync_settles_by_the_documented_rule_and_later_writes_win() {
+    let s = Scenario::new("t22").await;
+    s.create_table().await;
+    let index = s.index("old");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    // a: unstamped in Elasticsearch (written "now" as far as essync can tell), stamped in
+    // Cassandra with an explicit recent time.
+    s.es_write(
+        a,
+        &Doc {
+            index: index.clone(),
+            doc_type: None,
+            timestamp: None,
+            content: json!({"from": "elasticsearch, no metadata"}),
+        },
+    )
+    .await;
+    s.cql_write(
+        a,
+        &doc(
+            &index,
+            "t",
+            now_ms() - 1_000,
+            json!({"from": "cassandra, stamped"}),
+        ),
+    )
+    .await;
+    // b: a Cassandra row without a timestamp written first, then an Elasticsearch document
+    // stamped later.
+    s.cql_write(
+        b,
+        &Doc {
+            index: index.clone(),
+            doc_type: Some("t".into()),
+            timestamp: None,
+            content: json!({"from": "cassandra, no timestamp"}),
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    s.es_write(
+        b,
+        &doc(
+            &index,
+            "t",
+            now_ms(),
+            json!({"from": "elasticsearch, stamped"}),
+        ),
+    )
+    .await;
+    s.once(&["-s"]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(&e, &c, &a, &json!({"from": "cassandra, stamped"})),
+        "{e:?}"
+    );
+    assert!(
+        holds(&e, &c, &b, &json!({"from": "elasticsearch, stamped"})),
+        "{e:?}"
+    );
+    // Later application writes win as in 19, whatever timestamps they keep.
+    s.es_partial_update(&index, a, json!({"later": true})).await;
+    s.cql_update_content(b, &json!({"later": true})).await;
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(
+            &e,
+            &c,
+            &a,
+            &json!({"from": "cassandra, stamped", "later": true})
+        ),
+        "{e:?}"
+    );
+    assert!(holds(&e, &c, &b, &json!({"later": true})), "{e:?}");
+}
+
+/// A deterministic random source for the convergence test (xorshift*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What one side does to an id in one step.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A whole new version with an explicit timestamp.
+    Put(Value, i64),
+    /// A partial update that keeps the synced timestamp (observed when essync sees it).
+    Partial(Value),
+    Delete,
+}
+
+/// What the default policy makes of one step's changes to an id, computed on its own.
+fn expected(before: Option<&Value>, es: Option<&Op>, cassandra: Option<&Op>) -> Option<Value> {
+    let apply = |op: &Op| match op {
+        Op::Put(content, _) => Some(content.clone()),
+        Op::Partial(fields) => {
+            let mut merged = before.cloned().unwrap_or_else(|| json!({}));
+            if let (Some(m), Some(f)) = (merged.as_object_mut(), fields.as_object()) {
+                m.extend(f.clone());
+            }
+            Some(merged)
+        }
+        Op::Delete => None,
+    };
+    match (es, cassandra) {
+        (None, None) => before.cloned(),
+        (Some(op), None) | (None, Some(op)) => apply(op),
+        (Some(Op::Delete), Some(other)) | (Some(other), Some(Op::Delete)) => apply(other),
+        (Some(e), Some(c)) => {
+            // Both changed: the later timestamp wins; an observed one (a partial update) is
+            // "now", between the hour before and the hour after that conflicting puts use.
+            let time = |op: &Op| match op {
+                Op::Put(_, t) => *t,
+                _ => now_ms(),
+            };
+            if time(e) >= time(c) {
+                apply(e)
+            } else {
+                apply(c)
+            }
+        }
+    }
+}
+
+// 23: a seeded random mix of creates, updates, partial updates and deletes on both sides,
+// conflicts included, with rounds in between; the stores end as the model says, and further
+// rounds write nothing.
+#[tokio::test]
+async fn a_random_mix_of_application_writes_converges_to_what_the_policy_implies() {
+    let seed: u64 = std::env::var("ESSYNC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ms() as u64 | 1);
+    eprintln!("convergence seed {seed} (ESSYNC_TEST_SEED={seed} repeats this run)");
+    let mut rng = Rng(seed);
+    let s = Scenario::new("t23").await;
+    s.once(&[]);
+    let indices = [s.index("a"), s.index("b")];
+    let mut model: BTreeMap<Uuid, (String, Value)> = BTreeMap::new();
+    let mut operations = 0;
+    let mut clock = now_ms() - 10 * HOUR;
+    for step in 0..30 {
+        let mut es_ops: BTreeMap<Uuid, Op> = BTreeMap::new();
+        let mut cassandra_ops: BTreeMap<Uuid, Op> = BTreeMap::new();
+        let existing: Vec<Uuid> = model.keys().copied().collect();
+        for _ in 0..(6 + rng.below(10)) {
+            let on_es = rng.below(2) == 0;
+            let conflict_step = rng.below(4) == 0;
+            let ops = if on_es {
+                &mut es_ops
+            } else {
+                &mut cassandra_ops
+            };
+            let kind = if existing.is_empty() { 0 } else { rng.below(4) };
+            clock += 1 + rng.below(1000) as i64;
+            let put_time = clock;
+            if kind == 0 {
+                let id = Uuid::new_v4();
+                let index = indices[rng.below(2) as usize].clone();
+                let content = json!({"n": rng.below(1000), "created": step});
+                model.insert(id, (index, Value::Null));
+                ops.insert(id, Op::Put(content, put_time));
+                continue;
+            }
+            let id = existing[rng.below(existing.len() as u64) as usize];
+            if ops.contains_key(&id) {
+                continue;
+            }
+            let op = match kind {
+                1 => Op::Put(json!({"n": rng.below(1000), "put": step}), put_time),
+                2 => Op::Partial(json!({"p": rng.below(1000)})),
+                _ => Op::Delete,
+            };
+            ops.insert(id, op);
+            // Sometimes the other side changes the same id in the same step: a conflict.
+            if conflict_step {
+                let other = if on_es {
+                    &mut cassandra_ops
+                } else {
+                    &mut es_ops
+                };
+                let t = now_ms()
+                    + if rng.below(2) == 0 { HOUR } else { -HOUR }
+                    + rng.below(1000) as i64;
+                let op = match rng.below(3) {
+                    0 => Op::Put(json!({"n": rng.below(1000), "conflict": step}), t),
+                    1 => Op::Delete,
+                    _ => Op::Put(json!({"other": rng.below(1000)}), t),
+                };
+                other.entry(id).or_insert(op);
+            }
+        }
+        // A partial update on both sides at once has no timestamp to order them: make one a put.
+        for (id, op) in es_ops.iter_mut() {
+            if matches!(op, Op::Partial(_)) && matches!(cassandra_ops.get(id), Some(Op::Partial(_)))
+            {
+                *op = Op::Put(json!({"both": step}), now_ms() + HOUR);
+            }
+        }
+        // Apply the step through the plain clients, and to the model.
+        let touched: BTreeSet<Uuid> = es_ops.keys().chain(cassandra_ops.keys()).copied().collect();
+        for id in &touched {
+            let (index, before) = model.get(id).cloned().expect("in the model");
+            let before = (!before.is_null()).then_some(before);
+            let es_op = es_ops.get(id);
+            let cassandra_op = cassandra_ops.get(id);
+            for (op, on_es) in [(es_op, true), (cassandra_op, false)] {
+                let Some(op) = op else { continue };
+                operations += 1;
+                match (op, on_es) {
+                    (Op::Put(content, t), true) => {
+                        s.es_write(*id, &doc(&index, "t", *t, content.clone()))
+                            .await
+                    }
+                    (Op::Put(content, t), false) => {
+                        s.cql_write(*id, &doc(&index, "t", *t, content.clone()))
+                            .await
+                    }
+                    (Op::Partial(fields), true) => {
+                        if before.is_some() {
+                            s.es_partial_update(&index, *id, fields.clone()).await
+                        }
+                    }
+                    (Op::Partial(fields), false) => {
+                        if let Some(before) = &before {
+                            let mut merged = before.clone();
+                            if let (Some(m), Some(f)) = (merged.as_object_mut(), fields.as_object())
+                            {
+                                m.extend(f.clone());
+                            }
+                            s.cql_update_content(*id, &merged).await
+                        }
+                    }
+                    (Op::Delete, true) => {
+                        if before.is_some() {
+                            s.es_delete(&index, *id).await
+                        }
+                    }
+                    (Op::Delete, false) => s.cql_delete(&[*id]).await,
+                }
+            }
+            // An operation on a document that is gone did nothing.
+            let exists = before.is_some();
+            let es_op = es_op.filter(|op| exists || matches!(op, Op::Put(..)));
+            let cassandra_op = cassandra_op.filter(|op| exists || matches!(op, Op::Put(..)));
+            let after = expected(before.as_ref(), es_op, cassandra_op);
+            model.insert(*id, (index, after.unwrap_or(Value::Null)));
+        }
+        s.once(&[]);
+        let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+        let diff = differences(&e, &c);
+        assert!(
+            diff.is_empty(),
+            "seed {seed}, step {step}: stores differ: {diff:?}"
+        );
+        let live: BTreeMap<Uuid, Value> = model
+            .iter()
+            .filter(|(_, (_, v))| !v.is_null())
+            .map(|(id, (_, v))| (*id, v.clone()))
+            .collect();
+        let held: BTreeMap<Uuid, Value> =
+            e.iter().map(|(id, d)| (*id, d.content.clone())).collect();
+        assert_eq!(
+            held, live,
+            "seed {seed}, step {step}: not what the policy implies"
+        );
+        model.retain(|_, (_, v)| !v.is_null());
+    }
+    assert!(operations >= 200, "only {operations} operations");
+    // Quiescence: two more rounds write nothing.
+    for round in [s.once(&[]), s.once(&[])] {
+        for line in round {
+            assert!(
+                line.contains("wrote es 0 / cassandra 0") && !line.contains("deleted es"),
+                "seed {seed}: an idle round wrote: {line}"
+            );
+        }
+    }
+}
