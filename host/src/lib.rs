@@ -12,13 +12,17 @@
 //!   change feed that does not depend on the documents' own timestamps.
 //! - [`policy`]: the WebAssembly runtime that runs a policy component (filtering and conflict
 //!   resolution), sandboxed and bounded.
-//! - [`sync`]: rounds that read both change feeds, let the policy decide, apply the decisions and
+//! - [`sync`]: three-way sync: rounds that read both change feeds, compare each side with the
+//!   ledger of what was last synced (so every change, delete included, is credited to the side
+//!   that made it), let the policy resolve what both sides changed, apply the decisions and
 //!   advance checkpoints kept in Cassandra.
 //!
-//! What holds throughout: a write replaces exactly the version its round read, or nothing (so a
-//! stale version never overwrites a newer one, whoever wrote it); a checkpoint moves only past
-//! applied work; a document that cannot be synced is reported with its reason and kept for
-//! retry, never dropped; nothing panics on what a server, a policy or a user sends.
+//! What holds throughout: no application write is reverted (a change on one side only is taken
+//! whatever its timestamp); a write never replaces a version its writer did not read (a stale
+//! version never overwrites a newer one, whoever wrote it); a checkpoint moves only past applied
+//! work, and the ledger never runs ahead of the stores; a document that cannot be synced is
+//! reported with its reason and kept for retry, never dropped; nothing panics on what a server,
+//! a policy or a user sends.
 
 #![deny(missing_docs)]
 
