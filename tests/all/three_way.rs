@@ -539,3 +539,43 @@ async fn a_random_mix_of_application_writes_converges_to_what_the_policy_implies
         }
     }
 }
+
+mod policies {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
+// A policy compiled for the earlier interface (0.1.0) keeps working: it resolves conflicts of
+// two versions (this one prefers Elasticsearch), while deletes are decided by the default rule.
+#[tokio::test]
+async fn a_policy_of_the_earlier_interface_keeps_working_with_deletes_decided_by_the_default_rule()
+{
+    let s = Scenario::new("t01legacy").await;
+    let policy = ["--policy", policies::LEGACY_V0_1];
+    s.once(&policy);
+    let index = s.index("l");
+    let (both, deleted, changed) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for id in [both, deleted, changed] {
+        s.cql_write(id, &doc(&index, "t", now_ms(), json!({"v": "base"})))
+            .await;
+    }
+    s.once(&policy);
+    s.wait_equal(3).await;
+    // Both changed: the legacy policy picks Elasticsearch, though Cassandra is newer.
+    s.es_write(both, &doc(&index, "t", now_ms() - HOUR, json!({"v": "es"})))
+        .await;
+    s.cql_write(both, &doc(&index, "t", now_ms(), json!({"v": "cassandra"})))
+        .await;
+    // A delete on one side only is taken; a delete against a change: the change wins.
+    s.cql_delete(&[deleted]).await;
+    s.es_delete(&index, changed).await;
+    s.cql_write(changed, &doc(&index, "t", now_ms(), json!({"v": "kept"})))
+        .await;
+    let rounds = s.once(&policy);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(&e, &c, &both, &json!({"v": "es"})),
+        "{rounds:?} {e:?}"
+    );
+    assert!(holds(&e, &c, &changed, &json!({"v": "kept"})), "{e:?}");
+    assert!(!e.contains_key(&deleted) && !c.contains_key(&deleted));
+}
