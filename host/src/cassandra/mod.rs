@@ -64,6 +64,8 @@ pub struct CassandraConfig {
     pub page_size: i32,
     /// Requests in flight at once for batched reads and writes.
     pub concurrency: usize,
+    /// Ids read by one request (`WHERE id IN ...`) when rows are read by id.
+    pub ids_per_read: usize,
     /// How writes stay race-safe: fenced plain writes (the default) or lightweight
     /// transactions.
     pub write_mode: WriteMode,
@@ -82,6 +84,7 @@ impl CassandraConfig {
             connect_timeout: Duration::from_secs(10),
             page_size: 1000,
             concurrency: 64,
+            ids_per_read: 20,
             write_mode: WriteMode::default(),
         }
     }
@@ -107,7 +110,7 @@ impl Default for FeedOptions {
 
 /// Prepared statements of the read path.
 struct ReadStatements {
-    by_id: PreparedStatement,
+    by_ids: PreparedStatement,
     recent: PreparedStatement,
     scan_full: PreparedStatement,
     scan_write_times: PreparedStatement,
@@ -251,30 +254,32 @@ impl CassandraStore {
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Read<CassandraVersion>>, CassandraError> {
         let pending: Vec<_> = ids
-            .iter()
-            .map(|id| async move {
-                let action = format!("to read row {id}");
+            .chunks(self.config.ids_per_read.max(1))
+            .map(|chunk| async move {
+                let action = format!("to read {} row(s) of {}", chunk.len(), self.table);
                 let result = self
                     .session
-                    .execute_unpaged(&self.reads.by_id, (id,))
+                    .execute_unpaged(&self.reads.by_ids, (chunk,))
                     .await
                     .map_err(|e| CassandraError::execution(&action, &e))?
                     .into_rows_result()
                     .map_err(|e| CassandraError::protocol(&action, e))?;
-                let row = result
-                    .maybe_first_row::<RawRow>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                Ok(row.map(from_row))
+                result
+                    .rows::<RawRow>()
+                    .map_err(|e| CassandraError::protocol(&action, e))?
+                    .map(|row| row.map(from_row))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CassandraError::protocol(&action, e))
             })
             .collect();
-        let results: Vec<Result<Option<Read<CassandraVersion>>, CassandraError>> =
+        let results: Vec<Result<Vec<Read<CassandraVersion>>, CassandraError>> =
             futures::stream::iter(pending)
                 .buffer_unordered(self.config.concurrency.max(1))
                 .collect()
                 .await;
         let mut found = HashMap::with_capacity(ids.len());
         for result in results {
-            if let Some(read) = result? {
+            for read in result? {
                 let id = match &read {
                     Read::Document(stored) => stored.document.id,
                     Read::Bad(bad) => match bad.id {
@@ -511,7 +516,7 @@ async fn prepare_reads(
         Ok::<_, CassandraError>(statement)
     };
     Ok(ReadStatements {
-        by_id: prepare(format!("SELECT {COLUMNS} FROM {table} WHERE id = ?")).await?,
+        by_ids: prepare(format!("SELECT {COLUMNS} FROM {table} WHERE id IN ?")).await?,
         recent: prepare(format!(
             "SELECT {COLUMNS} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"
         ))

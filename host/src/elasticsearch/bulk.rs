@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
+
 use serde_json::{Value, json};
 
 use uuid::Uuid;
@@ -48,11 +50,12 @@ pub struct EsDelete {
     pub expected: EsVersion,
 }
 
-/// Limits of one bulk request.
+/// Limits of one bulk request, and how many are in flight at once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BulkLimits {
     pub max_documents: usize,
     pub max_bytes: usize,
+    pub in_flight: usize,
 }
 
 /// One bulk operation and which write it belongs to.
@@ -174,13 +177,15 @@ pub(crate) async fn write_batch(
     Ok(finish(outcomes))
 }
 
-/// Sends the operations in requests within the limits, recording each write's outcome.
+/// Sends the operations in requests within the limits, several in flight at once, recording
+/// each write's outcome.
 async fn execute(
     http: &Http,
     limits: BulkLimits,
     ops: &[Op],
     outcomes: &mut [Option<Applied<EsVersion>>],
 ) -> Result<(), ElasticsearchError> {
+    let mut requests = Vec::new();
     let mut start = 0;
     while start < ops.len() {
         let mut end = start;
@@ -197,10 +202,43 @@ async fn execute(
         if end < ops.len() && !ops[end].primary {
             end += 1;
         }
-        send(http, &ops[start..end], outcomes).await?;
+        requests.push(&ops[start..end]);
         start = end;
     }
+    // Futures built first, then polled: a stream of closures over borrowed items would make
+    // the whole future not `Send` for every lifetime.
+    let pending: Vec<_> = requests.into_iter().map(|ops| send(http, ops)).collect();
+    let answers: Vec<Result<Vec<ItemOutcome>, ElasticsearchError>> = futures::stream::iter(pending)
+        .buffered(limits.in_flight.max(1))
+        .collect()
+        .await;
+    for answer in answers {
+        for item in answer? {
+            let slot = &mut outcomes[item.write];
+            // The first problem of a write wins over a later success.
+            if slot
+                .as_ref()
+                .is_none_or(|applied| applied.outcome.is_written())
+            {
+                // A move's cleanup keeps the version of the primary write.
+                let version = item
+                    .version
+                    .or_else(|| slot.as_ref().and_then(|a| a.version.clone()));
+                *slot = Some(Applied {
+                    outcome: item.outcome,
+                    version,
+                });
+            }
+        }
+    }
     Ok(())
+}
+
+/// What one bulk item says about its write.
+struct ItemOutcome {
+    write: usize,
+    outcome: WriteOutcome,
+    version: Option<EsVersion>,
 }
 
 fn finish(outcomes: Vec<Option<Applied<EsVersion>>>) -> Vec<Applied<EsVersion>> {
@@ -221,11 +259,7 @@ fn push_line(buffer: &mut Vec<u8>, value: &Value) {
     }
 }
 
-async fn send(
-    http: &Http,
-    ops: &[Op],
-    outcomes: &mut [Option<Applied<EsVersion>>],
-) -> Result<(), ElasticsearchError> {
+async fn send(http: &Http, ops: &[Op]) -> Result<Vec<ItemOutcome>, ElasticsearchError> {
     let body: Vec<u8> = ops.iter().flat_map(|op| op.lines.iter().copied()).collect();
     let answer = http.send_ndjson("/_bulk", &[], body).await?;
     if !(200..300).contains(&answer.status) {
@@ -249,6 +283,7 @@ async fn send(
             reason: format!("{} items for {} operations", items.len(), ops.len()),
         });
     }
+    let mut outcomes = Vec::with_capacity(ops.len());
     for (op, item) in ops.iter().zip(items) {
         let result = item
             .as_object()
@@ -270,33 +305,15 @@ async fn send(
             429 | 500..=599 => WriteOutcome::Failed(error_reason(&result)),
             _ => WriteOutcome::Rejected(error_reason(&result)),
         };
-        let version = match (&outcome, result.get("_seq_no"), result.get("_primary_term")) {
-            (WriteOutcome::Inserted | WriteOutcome::Replaced, Some(seq_no), Some(term)) => {
-                match (
-                    seq_no.as_i64(),
-                    term.as_i64(),
-                    result.get("_index").and_then(Value::as_str),
-                ) {
-                    (Some(seq_no), Some(primary_term), Some(index)) => Some(EsVersion {
-                        index: index.to_string(),
-                        seq_no,
-                        primary_term,
-                    }),
-                    _ => None,
-                }
-            }
+        let version = match outcome {
+            WriteOutcome::Inserted | WriteOutcome::Replaced => super::convert::version_of(&result),
             _ => None,
         };
-        let slot = &mut outcomes[op.write];
-        // The first problem of a write wins over a later success.
-        if slot
-            .as_ref()
-            .is_none_or(|applied| applied.outcome.is_written())
-        {
-            // A move's cleanup keeps the version of the primary write.
-            let version = version.or_else(|| slot.as_ref().and_then(|a| a.version.clone()));
-            *slot = Some(Applied { outcome, version });
-        }
+        outcomes.push(ItemOutcome {
+            write: op.write,
+            outcome,
+            version,
+        });
     }
-    Ok(())
+    Ok(outcomes)
 }

@@ -65,6 +65,8 @@ pub struct ElasticsearchConfig {
     pub bulk_max_documents: usize,
     /// The most bytes in one bulk request.
     pub bulk_max_bytes: usize,
+    /// Bulk requests in flight at once.
+    pub bulk_in_flight: usize,
 }
 
 /// Credentials for Elasticsearch.
@@ -107,6 +109,7 @@ impl Default for ElasticsearchConfig {
             page_bytes: 16 << 20,
             bulk_max_documents: 1000,
             bulk_max_bytes: 16 << 20,
+            bulk_in_flight: 4,
         }
     }
 }
@@ -475,6 +478,7 @@ impl ElasticsearchStore {
         bulk::BulkLimits {
             max_documents: self.config.bulk_max_documents,
             max_bytes: self.config.bulk_max_bytes,
+            in_flight: self.config.bulk_in_flight,
         }
     }
 

@@ -47,10 +47,12 @@ impl Round<'_, '_> {
     /// Follows the Elasticsearch change feed to its end (or a stop). Returns whether it was
     /// read to the end.
     pub async fn follow_elasticsearch(&mut self) -> Result<bool, SyncError> {
+        let ctx = self.ctx;
         let from = self.checkpoint.elasticsearch.clone();
-        let mut pages = std::pin::pin!(self.ctx.elasticsearch.changes(&from, self.ctx.now));
+        let mut pages = std::pin::pin!(ctx.elasticsearch.changes(&from, ctx.now));
         let mut first = true;
-        while let Some(page) = pages.next().await {
+        let mut next = pages.next().await;
+        while let Some(page) = next {
             let page = page?;
             if first {
                 first = false;
@@ -58,13 +60,23 @@ impl Round<'_, '_> {
             }
             let count = page.reads.len() as u64;
             self.report.elasticsearch.read += count;
-            if count > 0 {
-                self.batch(Source::Elasticsearch(page.reads)).await?;
-            }
+            // The next page is read while this one is synced: the slower server sets the pace.
+            let (synced, following) = tokio::join!(
+                async {
+                    if count > 0 {
+                        self.batch(Source::Elasticsearch(page.reads)).await
+                    } else {
+                        Ok(())
+                    }
+                },
+                pages.next()
+            );
+            synced?;
             self.checkpoint.elasticsearch = page.checkpoint;
             if self.page_done(Side::Elasticsearch, count).await? {
                 return Ok(false);
             }
+            next = following;
         }
         if let Some(reconciliation) = &mut self.checkpoint.reconciliation {
             reconciliation.elasticsearch_done = true;
@@ -97,58 +109,83 @@ impl Round<'_, '_> {
         if self.follow_recent().await? {
             return Ok(());
         }
-        let mut budget = self.feed.sweep_rows;
-        let page_size = self.ctx.cassandra.config().page_size.max(1) as usize;
+        let ctx = self.ctx;
+        let page_size = ctx.cassandra.config().page_size.max(1) as usize;
         let window_us = self.feed.safety_window.as_micros() as i64;
-        loop {
-            let full = self.checkpoint.cassandra.reconciling();
-            if !full && budget == 0 {
-                return Ok(());
-            }
+        let full = self.checkpoint.cassandra.reconciling();
+        // How many rows the next page may examine (all of a page while reconciling).
+        let mut budget = self.feed.sweep_rows;
+        let limit = |budget: &mut usize| {
             let limit = if full {
                 page_size
             } else {
-                page_size.min(budget)
+                page_size.min(*budget)
             };
-            let now_us = self.ctx.now.timestamp_micros();
-            self.checkpoint.cassandra.sweep.begin_page(now_us);
-            let position = self.checkpoint.cassandra.sweep.position.clone();
-            let page = self
-                .ctx
-                .cassandra
-                .scan_page(position.as_ref(), limit, full)
-                .await?;
-            budget = budget.saturating_sub(page.rows.len().max(1));
-            let examined = page.rows.len() as u64;
-            self.sweep_page(position.as_ref(), &page, full).await?;
+            *budget = budget.saturating_sub(limit);
+            limit
+        };
+        if !full && budget == 0 {
+            return Ok(());
+        }
+        self.checkpoint
+            .cassandra
+            .sweep
+            .begin_page(ctx.now.timestamp_micros());
+        let mut position = self.checkpoint.cassandra.sweep.position.clone();
+        let mut page = ctx
+            .cassandra
+            .scan_page(position.as_ref(), limit(&mut budget), full)
+            .await?;
+        loop {
             let done = page.done;
+            let more = !done && (full || budget > 0);
+            let next_limit = if more { limit(&mut budget) } else { 0 };
+            // The next page is scanned while this one is synced.
+            let (synced, following) =
+                tokio::join!(self.sweep_page(position.as_ref(), &page, full), async {
+                    if more {
+                        Some(
+                            ctx.cassandra
+                                .scan_page(page.position.as_ref(), next_limit, full)
+                                .await,
+                        )
+                    } else {
+                        None
+                    }
+                });
+            synced?;
+            let examined = page.rows.len() as u64;
             self.checkpoint
                 .cassandra
                 .sweep
-                .advance(page.position, done, window_us);
+                .advance(page.position.clone(), done, window_us);
             if done {
                 let passes = self.checkpoint.cassandra.sweep.passes;
                 deletes::clear_checked(&mut self.checkpoint.deletes, passes);
             }
-            if self.page_done(Side::Cassandra, examined).await? || done {
+            if self.page_done(Side::Cassandra, examined).await? {
                 return Ok(());
+            }
+            match following {
+                Some(next) => {
+                    position = page.position.take();
+                    page = next?;
+                }
+                None => return Ok(()),
             }
         }
     }
 
     /// The rows whose `timestamp` is recent. Returns whether the round was stopped.
     async fn follow_recent(&mut self) -> Result<bool, SyncError> {
-        let page_size = self.ctx.cassandra.config().page_size.max(1) as usize;
+        let ctx = self.ctx;
+        let page_size = ctx.cassandra.config().page_size.max(1) as usize;
         let window_ms = self.feed.safety_window.as_millis() as i64;
-        let until = self.ctx.now.timestamp_millis() + window_ms;
+        let until = ctx.now.timestamp_millis() + window_ms;
         let since = self.checkpoint.cassandra.recent_since;
-        let mut pages = std::pin::pin!(
-            self.ctx
-                .cassandra
-                .read_recent(since, until)
-                .chunks(page_size)
-        );
-        while let Some(chunk) = pages.next().await {
+        let mut pages = std::pin::pin!(ctx.cassandra.read_recent(since, until).chunks(page_size));
+        let mut next = pages.next().await;
+        while let Some(chunk) = next {
             let reads = match chunk.into_iter().collect::<Result<Vec<_>, _>>() {
                 Ok(reads) => reads,
                 Err(e) if e.is_index_building() => {
@@ -164,14 +201,19 @@ impl Round<'_, '_> {
             };
             let count = reads.len() as u64;
             self.report.cassandra.read += count;
-            self.batch(Source::Cassandra {
-                reads,
-                recognise_own: true,
-            })
-            .await?;
+            // The next rows are read while these are synced.
+            let (synced, following) = tokio::join!(
+                self.batch(Source::Cassandra {
+                    reads,
+                    recognise_own: true,
+                }),
+                pages.next()
+            );
+            synced?;
             if self.page_done(Side::Cassandra, count).await? {
                 return Ok(true);
             }
+            next = following;
         }
         // Every recent row is read: the next round re-reads only the window.
         let next = self.ctx.now.timestamp_millis() - window_ms;
