@@ -9,6 +9,7 @@
 mod support;
 
 mod cassandra_store;
+mod clusters;
 mod es_store;
 mod policy_cli;
 mod scenarios;
