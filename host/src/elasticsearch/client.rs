@@ -224,9 +224,7 @@ impl Http {
             bytes: bytes.len(),
         })
     }
-}
 
-impl Http {
     /// A request that got no answer, classified by what the user can do about it.
     fn transport_error(&self, error: &elasticsearch::Error) -> ElasticsearchError {
         let url = self.shown_url.clone();
