@@ -176,7 +176,8 @@ impl CassandraError {
                 None => CassandraError::CredentialsRequired { nodes },
             };
         }
-        if !tls && (text.contains("broken") || text.contains("closed") || text.contains("reset")) {
+        // A TLS-only port drops a plain STARTUP: the answer is a reset, not a refusal.
+        if !tls && text.contains("connection reset by peer") && !text.contains("refused") {
             return CassandraError::TlsRequired { nodes, reason };
         }
         CassandraError::Unreachable { nodes, reason }

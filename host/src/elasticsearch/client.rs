@@ -240,14 +240,26 @@ impl Http {
         if self.tls && (text.contains("corrupt message") || text.contains("invalidcontenttype")) {
             return ElasticsearchError::NotTls { url, reason };
         }
-        if !self.tls
-            && (text.contains("connection closed before message completed")
-                || text.contains("connection reset")
-                || text.contains("incompletemessage"))
-        {
-            return ElasticsearchError::TlsRequired { url, reason };
-        }
         ElasticsearchError::Unreachable { url, reason }
+    }
+
+    /// The first request to a cluster: a plain-HTTP URL whose connection is closed without an
+    /// answer is most likely an HTTPS port (later, the same thing is a server going away).
+    pub async fn first_contact(&self) -> Result<Answer, ElasticsearchError> {
+        match self
+            .expect_ok(Method::Get, "/_cluster/health", &[], None)
+            .await
+        {
+            Err(ElasticsearchError::Unreachable { url, reason })
+                if !self.tls
+                    && (reason.contains("connection closed before message completed")
+                        || reason.contains("Connection reset")
+                        || reason.contains("IncompleteMessage")) =>
+            {
+                Err(ElasticsearchError::TlsRequired { url, reason })
+            }
+            other => other,
+        }
     }
 
     /// Whether the credentials have what essync needs (`_has_privileges`): monitor on the

@@ -136,9 +136,7 @@ impl ElasticsearchStore {
     /// Connects and checks that the cluster answers.
     pub async fn connect(config: ElasticsearchConfig) -> Result<Self, ElasticsearchError> {
         let http = Http::new(&config)?;
-        let health = http
-            .expect_ok(Method::Get, "/_cluster/health", &[], None)
-            .await?;
+        let health = http.first_contact().await?;
         let status = health
             .body
             .get("status")
