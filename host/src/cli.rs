@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use essync::cassandra::{Consistency, SerialConsistency};
 
 /// Keeps Elasticsearch and a Cassandra table in sync, both ways, every PERIOD seconds.
 ///
@@ -20,7 +21,12 @@ use clap::{Args, Parser, Subcommand};
                       essync policy check POLICY\n       \
                       essync policy test POLICY CASES\n       \
                       essync errors KEYSPACE:TABLE [--clear]",
-    after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
+    after_help = "Every option can also be set in a TOML file given with --config (or ESSYNC_CONFIG): \
+                  the keys are the long option names without '--' (plus `target` and `period`); \
+                  the command line overrides the environment, which overrides the file. \
+                  --print-config shows the settings in effect, secrets masked.\n\n\
+                  Examples:\n  essync -s shop:products 10\n  essync --config /etc/essync/essync.toml\n  \
+                  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
 )]
 pub struct Cli {
     /// What to sync: KEYSPACE:TABLE (both created when missing)
@@ -40,6 +46,16 @@ pub struct Cli {
     /// More output: -v logs every decision, -vv every request
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Read settings from this TOML file (command-line options and ESSYNC_* variables override
+    /// it)
+    #[arg(long, value_name = "FILE", env = "ESSYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Print the settings in effect (from the command line, the environment, the config file and
+    /// the defaults) as a config file, secrets masked, and exit
+    #[arg(long, global = true)]
+    pub print_config: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -116,7 +132,8 @@ pub struct ConnectionOptions {
     #[arg(long, value_name = "USER", env = "ESSYNC_ES_USER", global = true)]
     pub es_user: Option<String>,
 
-    /// Elasticsearch password
+    /// Elasticsearch password (prefer --es-password-file or ESSYNC_ES_PASSWORD: the command line
+    /// is visible to every user of the machine)
     #[arg(
         long,
         value_name = "PASSWORD",
@@ -126,7 +143,18 @@ pub struct ConnectionOptions {
     )]
     pub es_password: Option<String>,
 
-    /// Elasticsearch API key, as ID:KEY
+    /// A file holding the Elasticsearch password (one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_ES_PASSWORD_FILE",
+        conflicts_with = "es_password",
+        global = true
+    )]
+    pub es_password_file: Option<PathBuf>,
+
+    /// Elasticsearch API key, as ID:KEY or as the `encoded` form Elasticsearch returns (prefer
+    /// --es-api-key-file or ESSYNC_ES_API_KEY)
     #[arg(
         long,
         value_name = "ID:KEY",
@@ -135,6 +163,21 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub es_api_key: Option<String>,
+
+    /// A file holding the Elasticsearch API key (ID:KEY or encoded, one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_ES_API_KEY_FILE",
+        conflicts_with = "es_api_key",
+        global = true
+    )]
+    pub es_api_key_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authorities Elasticsearch's certificate is checked against
+    /// (beside the public web roots)
+    #[arg(long, value_name = "FILE", env = "ESSYNC_ES_CA", global = true)]
+    pub es_ca: Option<PathBuf>,
 
     /// Accept any Elasticsearch TLS certificate (self-signed test clusters only)
     #[arg(long, global = true)]
@@ -151,7 +194,7 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_nodes: Vec<String>,
 
-    /// Cassandra user
+    /// Cassandra user (PasswordAuthenticator)
     #[arg(
         long,
         value_name = "USER",
@@ -160,7 +203,7 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_user: Option<String>,
 
-    /// Cassandra password
+    /// Cassandra password (prefer --cassandra-password-file or ESSYNC_CASSANDRA_PASSWORD)
     #[arg(
         long,
         value_name = "PASSWORD",
@@ -169,6 +212,16 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub cassandra_password: Option<String>,
+
+    /// A file holding the Cassandra password (one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_PASSWORD_FILE",
+        conflicts_with = "cassandra_password",
+        global = true
+    )]
+    pub cassandra_password_file: Option<PathBuf>,
 
     /// Talk to Cassandra over TLS (client encryption), checking its certificate against the
     /// public web roots unless --cassandra-ca is given
@@ -179,6 +232,27 @@ pub struct ConnectionOptions {
     /// (implies --cassandra-tls)
     #[arg(long, value_name = "FILE", env = "ESSYNC_CASSANDRA_CA", global = true)]
     pub cassandra_ca: Option<PathBuf>,
+
+    /// PEM file of the client certificate to show Cassandra (mutual TLS, with
+    /// --cassandra-key; implies --cassandra-tls)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_CERT",
+        requires = "cassandra_key",
+        global = true
+    )]
+    pub cassandra_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_KEY",
+        requires = "cassandra_cert",
+        global = true
+    )]
+    pub cassandra_key: Option<PathBuf>,
 
     /// Accept any Cassandra TLS certificate (self-signed test clusters only; implies
     /// --cassandra-tls)
@@ -197,6 +271,53 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub cassandra_writes: essync::cassandra::WriteMode,
+
+    /// Consistency level of essync's reads: LOCAL_QUORUM overlaps every LOCAL_QUORUM write of
+    /// the datacenter, so a round sees what the last one wrote
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_READ_CONSISTENCY",
+        default_value = "local-quorum",
+        value_parser = parse_consistency,
+        global = true
+    )]
+    pub cassandra_read_consistency: Consistency,
+
+    /// Consistency level of essync's writes: LOCAL_QUORUM survives the loss of a replica and
+    /// does not wait for other datacenters
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_WRITE_CONSISTENCY",
+        default_value = "local-quorum",
+        value_parser = parse_consistency,
+        global = true
+    )]
+    pub cassandra_write_consistency: Consistency,
+
+    /// Consistency level of the compare-and-set (Paxos) phase of writes: SERIAL keeps them
+    /// linearizable across datacenters; LOCAL_SERIAL is faster when every essync writing the
+    /// table runs in one datacenter
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_SERIAL_CONSISTENCY",
+        default_value = "serial",
+        value_parser = parse_serial_consistency,
+        global = true
+    )]
+    pub cassandra_serial_consistency: SerialConsistency,
+
+    /// The datacenter essync is in: requests go to its nodes, and LOCAL_* levels mean it
+    /// (needed on a cluster of several datacenters)
+    #[arg(
+        long = "cassandra-local-dc",
+        value_name = "NAME",
+        env = "ESSYNC_CASSANDRA_LOCAL_DC",
+        global = true
+    )]
+    pub cassandra_local_dc: Option<String>,
 
     /// The replication of a keyspace essync creates, as a CQL map
     #[arg(
@@ -289,6 +410,43 @@ fn parse_write_mode(s: &str) -> Result<essync::cassandra::WriteMode, String> {
     }
 }
 
+/// The consistency levels, as CQL names them, with `-` or `_`, in any case.
+const CONSISTENCY_LEVELS: [(&str, Consistency); 9] = [
+    ("any", Consistency::Any),
+    ("one", Consistency::One),
+    ("two", Consistency::Two),
+    ("three", Consistency::Three),
+    ("quorum", Consistency::Quorum),
+    ("all", Consistency::All),
+    ("local-quorum", Consistency::LocalQuorum),
+    ("each-quorum", Consistency::EachQuorum),
+    ("local-one", Consistency::LocalOne),
+];
+
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+    CONSISTENCY_LEVELS
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, level)| *level)
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not a consistency level (one of any, one, two, three, quorum, all, \
+                 local-quorum, each-quorum, local-one)"
+            )
+        })
+}
+
+fn parse_serial_consistency(s: &str) -> Result<SerialConsistency, String> {
+    match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        "serial" => Ok(SerialConsistency::Serial),
+        "local-serial" => Ok(SerialConsistency::LocalSerial),
+        _ => Err(format!(
+            "'{s}' is not a serial consistency level (serial or local-serial)"
+        )),
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     let seconds: f64 = s
         .trim()
@@ -346,6 +504,29 @@ mod tests {
         assert!(parse_period("NaN").is_err());
         assert_eq!(parse_period("10").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_period("0.5").unwrap(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn consistency_levels_are_read_as_cql_names_them() {
+        assert_eq!(
+            parse_consistency("LOCAL_QUORUM").unwrap(),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(
+            parse_consistency("each-quorum").unwrap(),
+            Consistency::EachQuorum
+        );
+        assert!(parse_consistency("serial").is_err());
+        assert!(
+            parse_consistency("most")
+                .unwrap_err()
+                .contains("local-quorum")
+        );
+        assert_eq!(
+            parse_serial_consistency("LOCAL_SERIAL").unwrap(),
+            SerialConsistency::LocalSerial
+        );
+        assert!(parse_serial_consistency("quorum").is_err());
     }
 
     #[test]

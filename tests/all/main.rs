@@ -4,7 +4,9 @@
 //! `http://127.0.0.1:9200`) and Cassandra on `ESSYNC_CASSANDRA` (default `127.0.0.1:9042`), as
 //! started by `scripts/servers up`. Tests isolate themselves by index and keyspace names, so
 //! they run in parallel against one pair of servers. The `policy_cli` module is the exception:
-//! it drives `essync policy` with no server.
+//! it drives `essync policy` with no server; `security` needs the secured servers
+//! (`ESSYNC_SECURE=1 scripts/servers up`), so its tests are ignored unless asked for
+//! (`scripts/test` does).
 
 mod support;
 
@@ -12,5 +14,6 @@ mod cassandra_store;
 mod es_store;
 mod policy_cli;
 mod scenarios;
+mod security;
 mod servers;
 mod three_way;
