@@ -291,7 +291,8 @@ pub async fn measure(
 }
 
 /// Creates `index` and `table` and writes `es_docs` to the one and `cql_docs` to the other at
-/// once, with the best settings; returns the seconds it took.
+/// once, with the best settings; returns the seconds it took (then, untimed, waits until
+/// Elasticsearch has settled: see [`Es::settle`]).
 pub async fn load_both(
     es: &Es,
     cql: &Cql,
@@ -305,13 +306,15 @@ pub async fn load_both(
     cql.create_table(table).await?;
     let insert = cql.insert(table).await?;
     let bodies = Es::bulk_bodies(es_docs, best.es_writes.batch);
-    timed(async {
+    let seconds = timed(async {
         futures::try_join!(
             es.bulk_write(index, bodies, best.es_writes.concurrency),
             cql.write(&insert, cql_docs, best.cql_writes)
         )
     })
-    .await
+    .await?;
+    es.settle(index).await?;
+    Ok(seconds)
 }
 
 fn expect(read: usize, wanted: usize, what: &str) -> anyhow::Result<()> {

@@ -203,6 +203,50 @@ impl Es {
         Ok(())
     }
 
+    /// Waits (up to a minute) until every shard copy of `index` has its global checkpoint at
+    /// its last operation: only then does everything written count as processed on every copy,
+    /// which is what essync's change feed reads up to. Data a user backfills has long been
+    /// there; right after a bulk load the global checkpoint may still lag behind.
+    pub async fn settle(&self, index: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = self
+                .json(
+                    Method::Get,
+                    &format!("/{index}/_stats"),
+                    &[
+                        ("level", "shards"),
+                        ("filter_path", "indices.*.shards.*.seq_no"),
+                    ],
+                    None,
+                )
+                .await?;
+            let copies: Vec<&Value> = stats
+                .pointer(&format!("/indices/{index}/shards"))
+                .and_then(Value::as_object)
+                .map(|shards| {
+                    shards
+                        .values()
+                        .filter_map(Value::as_array)
+                        .flatten()
+                        .filter_map(|copy| copy.get("seq_no"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let settled = !copies.is_empty()
+                && copies
+                    .iter()
+                    .all(|s| s.get("global_checkpoint") == s.get("max_seq_no"));
+            if settled {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the global checkpoint of {index} did not reach its last write in 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The bulk request bodies that index `docs`, `batch` documents each (built before the
     /// clock starts: the limit is the server's, not the serializer's).
     pub fn bulk_bodies(docs: &[Doc], batch: usize) -> Vec<Bytes> {
