@@ -39,6 +39,7 @@ mod error;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 mod world;
 
 use std::path::Path;
@@ -352,7 +353,7 @@ impl Policy {
     pub async fn filter(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || policy.filter_blocking(batch))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.filter_blocking(batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
@@ -361,7 +362,7 @@ impl Policy {
     pub async fn resolve(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || policy.resolve_blocking(batch))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.resolve_blocking(batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
