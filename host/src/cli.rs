@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use essync::cassandra::{Consistency, SerialConsistency};
+use essync::policy::CompileCache;
 
 /// Keeps Elasticsearch and a Cassandra table in sync, both ways, every PERIOD seconds.
 ///
@@ -18,15 +19,19 @@ use essync::cassandra::{Consistency, SerialConsistency};
     version,
     subcommand_negates_reqs = true,
     override_usage = "essync [OPTIONS] KEYSPACE:TABLE PERIOD\n       \
+                      essync policy new NAME --lang rust|python|js\n       \
                       essync policy check POLICY\n       \
                       essync policy test POLICY CASES\n       \
+                      essync policy bench POLICY CASES\n       \
+                      essync policy wit\n       \
                       essync errors KEYSPACE:TABLE [--clear]",
     after_help = "Every option can also be set in a TOML file given with --config (or ESSYNC_CONFIG): \
                   the keys are the long option names without '--' (plus `target` and `period`); \
                   the command line overrides the environment, which overrides the file. \
                   --print-config shows the settings in effect, secrets masked.\n\n\
                   Examples:\n  essync -s shop:products 10\n  essync --config /etc/essync/essync.toml\n  \
-                  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
+                  essync --policy prefer-cassandra.wasm --once shop:products 60\n  \
+                  essync policy new my-policy --lang python\n  essync policy test my-policy.wasm cases.json"
 )]
 pub struct Cli {
     /// What to sync: KEYSPACE:TABLE (both created when missing)
@@ -75,6 +80,22 @@ pub struct SyncOptions {
     /// The policy component (.wasm) to use instead of the built-in last-write-wins
     #[arg(long, value_name = "PATH", env = "ESSYNC_POLICY")]
     pub policy: Option<PathBuf>,
+
+    /// Load the policy file again when it changes (checked at each round's start; SIGHUP
+    /// reloads it in any case)
+    #[arg(long, requires = "policy")]
+    pub policy_reload: bool,
+
+    /// Where compiled policies are kept between runs, or `off` [default:
+    /// $XDG_CACHE_HOME/essync/policies, else ~/.cache/essync/policies]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ESSYNC_POLICY_CACHE",
+        global = true,
+        value_parser = parse_cache
+    )]
+    pub policy_cache: Option<CompileCache>,
 
     /// Decide and report what would change, but write nothing and save no checkpoint
     #[arg(long)]
@@ -330,10 +351,19 @@ pub struct ConnectionOptions {
     pub replication: String,
 }
 
+impl SyncOptions {
+    /// The compile cache the command line asks for.
+    pub fn compile_cache(&self) -> CompileCache {
+        self.policy_cache
+            .clone()
+            .unwrap_or_else(CompileCache::default_location)
+    }
+}
+
 /// Subcommands beside the sync itself.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check or test a policy component, with no database
+    /// Write, check, test or benchmark a policy component, with no database
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// List the documents of a sync that could not be synced, with their reasons
@@ -350,6 +380,17 @@ pub enum Command {
 /// `essync policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Write a ready policy project into the folder NAME: the WIT, a build script, cases, unit
+    /// tests and a README
+    New {
+        /// The folder to create (its name names the policy)
+        name: PathBuf,
+        /// The language of the policy
+        #[arg(long, value_enum)]
+        lang: Lang,
+    },
+    /// Print the WIT of the policy interface this essync was built with
+    Wit,
     /// Validate a policy component and print its world and version
     Check {
         /// The component (.wasm); `builtin` names the built-in default policy
@@ -362,6 +403,25 @@ pub enum PolicyCommand {
         /// The cases file (JSON)
         cases: PathBuf,
     },
+    /// Measure a policy component: load time, cost per document of filter and resolve in
+    /// batches of 1,000 made from the cases, peak memory per call
+    Bench {
+        /// The component (.wasm); `builtin` names the built-in default policy
+        policy: PathBuf,
+        /// The cases file (JSON) whose inputs make the batches
+        cases: PathBuf,
+    },
+}
+
+/// The languages `essync policy new` writes a project in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// Rust, built with cargo for wasm32-wasip2
+    Rust,
+    /// Python, built with componentize-py
+    Python,
+    /// JavaScript, built with componentize-js
+    Js,
 }
 
 /// KEYSPACE:TABLE, validated as Cassandra identifiers.
@@ -444,6 +504,14 @@ fn parse_serial_consistency(s: &str) -> Result<SerialConsistency, String> {
         _ => Err(format!(
             "'{s}' is not a serial consistency level (serial or local-serial)"
         )),
+    }
+}
+
+fn parse_cache(s: &str) -> Result<CompileCache, String> {
+    match s.trim() {
+        "" => Err("the policy cache needs a directory, or `off`".to_string()),
+        "off" => Ok(CompileCache::Off),
+        dir => Ok(CompileCache::Dir(PathBuf::from(dir))),
     }
 }
 
@@ -539,5 +607,33 @@ mod tests {
         assert!(Cli::try_parse_from(["essync", "ks:t"]).is_err());
         let cli = Cli::try_parse_from(["essync", "-s", "ks:t", "5"]).unwrap();
         assert!(cli.sync.sync_existing);
+    }
+
+    #[test]
+    fn the_policy_cache_is_a_directory_or_off_and_reloading_needs_a_policy_file() {
+        let cli =
+            Cli::try_parse_from(["essync", "policy", "wit", "--policy-cache", "off"]).unwrap();
+        assert_eq!(cli.sync.compile_cache(), CompileCache::Off);
+        let cli = Cli::try_parse_from(["essync", "--policy-cache", "/tmp/c", "ks:t", "5"]).unwrap();
+        assert_eq!(
+            cli.sync.compile_cache(),
+            CompileCache::Dir(PathBuf::from("/tmp/c"))
+        );
+        assert!(Cli::try_parse_from(["essync", "--policy-reload", "ks:t", "5"]).is_err());
+        let cli = Cli::try_parse_from([
+            "essync",
+            "--policy",
+            "p.wasm",
+            "--policy-reload",
+            "ks:t",
+            "5",
+        ])
+        .unwrap();
+        assert!(cli.sync.policy_reload);
+        let cli = Cli::try_parse_from(["essync", "policy", "new", "p", "--lang", "js"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Policy(PolicyCommand::New { lang: Lang::Js, .. }))
+        ));
     }
 }

@@ -59,7 +59,9 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Policy(command)) => commands::policy::run(command).await,
+            Some(Command::Policy(command)) => {
+                commands::policy::run(command, cli.sync.compile_cache()).await
+            }
             Some(Command::Errors { target, clear }) => {
                 commands::errors::run(&cli.connection, &target, clear).await
             }
