@@ -3,17 +3,26 @@
 
     cql.py HOST PORT                 prints the server's version (a readiness check)
     cql.py HOST PORT "STATEMENT"     runs a statement; prints the rows, tab-separated
+    cql.py HOST PORT -               runs the statement read from standard input (one that holds
+                                     a password, which the command line would show)
 
 Only text columns are printed as text (others as hex). Exit code 0 when the server answered,
 1 otherwise (the reason goes to stderr).
+
+A secured server is reached through the environment (never the command line, which `ps`
+shows): CQL_CA (a PEM file: talk TLS, trusting it), CQL_CERT and CQL_KEY (a client certificate),
+CQL_USER and CQL_PASSWORD_FILE (PasswordAuthenticator).
 """
 
+import os
 import socket
+import ssl
 import struct
 import sys
 
 VERSION = 0x04
 OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE, OP_QUERY, OP_RESULT = 0x00, 0x01, 0x02, 0x03, 0x07, 0x08
+OP_AUTH_RESPONSE, OP_AUTH_SUCCESS = 0x0F, 0x10
 CONSISTENCY_ONE = 0x0001
 
 
@@ -126,19 +135,46 @@ def rows_of(body):
     return rows
 
 
+def connect(host, port, timeout):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    ca = os.environ.get("CQL_CA")
+    if not ca:
+        return sock
+    context = ssl.create_default_context(cafile=ca)
+    if os.environ.get("CQL_CERT"):
+        context.load_cert_chain(os.environ["CQL_CERT"], os.environ.get("CQL_KEY"))
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def authenticate(sock):
+    user = os.environ.get("CQL_USER")
+    if not user:
+        print("server asks for authentication; it is up", file=sys.stderr)
+        return False
+    with open(os.environ["CQL_PASSWORD_FILE"]) as f:
+        password = f.read().strip()
+    token = b"\0" + user.encode() + b"\0" + password.encode()
+    sock.sendall(frame(1, OP_AUTH_RESPONSE, struct.pack(">i", len(token)) + token))
+    opcode, body = read_frame(sock)
+    if opcode != OP_AUTH_SUCCESS:
+        raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
+    return True
+
+
 def main():
     host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
     port = int(sys.argv[2]) if len(sys.argv) > 2 else 9042
     statement = sys.argv[3] if len(sys.argv) > 3 else None
+    if statement == "-":
+        statement = sys.stdin.read()
     try:
-        with socket.create_connection((host, port), timeout=5 if statement is None else 120) as sock:
+        with connect(host, port, 5 if statement is None else 120) as sock:
             sock.sendall(frame(1, OP_STARTUP, struct.pack(">H", 1) + string("CQL_VERSION") + string("3.0.0")))
             opcode, body = read_frame(sock)
-            if opcode == OP_AUTHENTICATE:
-                print("server asks for authentication; it is up", file=sys.stderr)
+            if opcode == OP_AUTHENTICATE and not authenticate(sock):
                 print("unknown (authentication required)")
                 return 0
-            if opcode != OP_READY:
+            if opcode not in (OP_READY, OP_AUTHENTICATE):
                 raise RuntimeError(error_message(body) if opcode == OP_ERROR else "unexpected opcode %d" % opcode)
             query = long_string(statement or "SELECT release_version FROM system.local")
             sock.sendall(frame(2, OP_QUERY, query + struct.pack(">HB", CONSISTENCY_ONE, 0)))

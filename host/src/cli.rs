@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use essync::cassandra::{Consistency, SerialConsistency};
+use essync::policy::CompileCache;
 
 /// Keeps Elasticsearch and a Cassandra table in sync, both ways, every PERIOD seconds.
 ///
@@ -17,10 +19,19 @@ use clap::{Args, Parser, Subcommand};
     version,
     subcommand_negates_reqs = true,
     override_usage = "essync [OPTIONS] KEYSPACE:TABLE PERIOD\n       \
+                      essync policy new NAME --lang rust|python|js\n       \
                       essync policy check POLICY\n       \
                       essync policy test POLICY CASES\n       \
+                      essync policy bench POLICY CASES\n       \
+                      essync policy wit\n       \
                       essync errors KEYSPACE:TABLE [--clear]",
-    after_help = "Examples:\n  essync -s shop:products 10\n  essync --policy prefer-cassandra.wasm --once shop:products 60\n  essync policy test my-policy.wasm cases.json"
+    after_help = "Every option can also be set in a TOML file given with --config (or ESSYNC_CONFIG): \
+                  the keys are the long option names without '--' (plus `target` and `period`); \
+                  the command line overrides the environment, which overrides the file. \
+                  --print-config shows the settings in effect, secrets masked.\n\n\
+                  Examples:\n  essync -s shop:products 10\n  essync --config /etc/essync/essync.toml\n  \
+                  essync --policy prefer-cassandra.wasm --once shop:products 60\n  \
+                  essync policy new my-policy --lang python\n  essync policy test my-policy.wasm cases.json"
 )]
 pub struct Cli {
     /// What to sync: KEYSPACE:TABLE (both created when missing)
@@ -41,6 +52,16 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// Read settings from this TOML file (command-line options and ESSYNC_* variables override
+    /// it)
+    #[arg(long, value_name = "FILE", env = "ESSYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Print the settings in effect (from the command line, the environment, the config file and
+    /// the defaults) as a config file, secrets masked, and exit
+    #[arg(long, global = true)]
+    pub print_config: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -59,6 +80,22 @@ pub struct SyncOptions {
     /// The policy component (.wasm) to use instead of the built-in last-write-wins
     #[arg(long, value_name = "PATH", env = "ESSYNC_POLICY")]
     pub policy: Option<PathBuf>,
+
+    /// Load the policy file again when it changes (checked at each round's start; SIGHUP
+    /// reloads it in any case)
+    #[arg(long, requires = "policy")]
+    pub policy_reload: bool,
+
+    /// Where compiled policies are kept between runs, or `off` [default:
+    /// $XDG_CACHE_HOME/essync/policies, else ~/.cache/essync/policies]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ESSYNC_POLICY_CACHE",
+        global = true,
+        value_parser = parse_cache
+    )]
+    pub policy_cache: Option<CompileCache>,
 
     /// Decide and report what would change, but write nothing and save no checkpoint
     #[arg(long)]
@@ -116,7 +153,8 @@ pub struct ConnectionOptions {
     #[arg(long, value_name = "USER", env = "ESSYNC_ES_USER", global = true)]
     pub es_user: Option<String>,
 
-    /// Elasticsearch password
+    /// Elasticsearch password (prefer --es-password-file or ESSYNC_ES_PASSWORD: the command line
+    /// is visible to every user of the machine)
     #[arg(
         long,
         value_name = "PASSWORD",
@@ -126,7 +164,18 @@ pub struct ConnectionOptions {
     )]
     pub es_password: Option<String>,
 
-    /// Elasticsearch API key, as ID:KEY
+    /// A file holding the Elasticsearch password (one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_ES_PASSWORD_FILE",
+        conflicts_with = "es_password",
+        global = true
+    )]
+    pub es_password_file: Option<PathBuf>,
+
+    /// Elasticsearch API key, as ID:KEY or as the `encoded` form Elasticsearch returns (prefer
+    /// --es-api-key-file or ESSYNC_ES_API_KEY)
     #[arg(
         long,
         value_name = "ID:KEY",
@@ -135,6 +184,21 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub es_api_key: Option<String>,
+
+    /// A file holding the Elasticsearch API key (ID:KEY or encoded, one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_ES_API_KEY_FILE",
+        conflicts_with = "es_api_key",
+        global = true
+    )]
+    pub es_api_key_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authorities Elasticsearch's certificate is checked against
+    /// (beside the public web roots)
+    #[arg(long, value_name = "FILE", env = "ESSYNC_ES_CA", global = true)]
+    pub es_ca: Option<PathBuf>,
 
     /// Accept any Elasticsearch TLS certificate (self-signed test clusters only)
     #[arg(long, global = true)]
@@ -151,7 +215,7 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_nodes: Vec<String>,
 
-    /// Cassandra user
+    /// Cassandra user (PasswordAuthenticator)
     #[arg(
         long,
         value_name = "USER",
@@ -160,7 +224,7 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_user: Option<String>,
 
-    /// Cassandra password
+    /// Cassandra password (prefer --cassandra-password-file or ESSYNC_CASSANDRA_PASSWORD)
     #[arg(
         long,
         value_name = "PASSWORD",
@@ -169,6 +233,16 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub cassandra_password: Option<String>,
+
+    /// A file holding the Cassandra password (one line)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_PASSWORD_FILE",
+        conflicts_with = "cassandra_password",
+        global = true
+    )]
+    pub cassandra_password_file: Option<PathBuf>,
 
     /// Talk to Cassandra over TLS (client encryption), checking its certificate against the
     /// public web roots unless --cassandra-ca is given
@@ -179,6 +253,27 @@ pub struct ConnectionOptions {
     /// (implies --cassandra-tls)
     #[arg(long, value_name = "FILE", env = "ESSYNC_CASSANDRA_CA", global = true)]
     pub cassandra_ca: Option<PathBuf>,
+
+    /// PEM file of the client certificate to show Cassandra (mutual TLS, with
+    /// --cassandra-key; implies --cassandra-tls)
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_CERT",
+        requires = "cassandra_key",
+        global = true
+    )]
+    pub cassandra_cert: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ESSYNC_CASSANDRA_KEY",
+        requires = "cassandra_cert",
+        global = true
+    )]
+    pub cassandra_key: Option<PathBuf>,
 
     /// Accept any Cassandra TLS certificate (self-signed test clusters only; implies
     /// --cassandra-tls)
@@ -198,6 +293,53 @@ pub struct ConnectionOptions {
     )]
     pub cassandra_writes: essync::cassandra::WriteMode,
 
+    /// Consistency level of essync's reads: LOCAL_QUORUM overlaps every LOCAL_QUORUM write of
+    /// the datacenter, so a round sees what the last one wrote
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_READ_CONSISTENCY",
+        default_value = "local-quorum",
+        value_parser = parse_consistency,
+        global = true
+    )]
+    pub cassandra_read_consistency: Consistency,
+
+    /// Consistency level of essync's writes: LOCAL_QUORUM survives the loss of a replica and
+    /// does not wait for other datacenters
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_WRITE_CONSISTENCY",
+        default_value = "local-quorum",
+        value_parser = parse_consistency,
+        global = true
+    )]
+    pub cassandra_write_consistency: Consistency,
+
+    /// Consistency level of the compare-and-set (Paxos) phase of writes: SERIAL keeps them
+    /// linearizable across datacenters; LOCAL_SERIAL is faster when every essync writing the
+    /// table runs in one datacenter
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        env = "ESSYNC_CASSANDRA_SERIAL_CONSISTENCY",
+        default_value = "serial",
+        value_parser = parse_serial_consistency,
+        global = true
+    )]
+    pub cassandra_serial_consistency: SerialConsistency,
+
+    /// The datacenter essync is in: requests go to its nodes, and LOCAL_* levels mean it
+    /// (needed on a cluster of several datacenters)
+    #[arg(
+        long = "cassandra-local-dc",
+        value_name = "NAME",
+        env = "ESSYNC_CASSANDRA_LOCAL_DC",
+        global = true
+    )]
+    pub cassandra_local_dc: Option<String>,
+
     /// The replication of a keyspace essync creates, as a CQL map
     #[arg(
         long,
@@ -209,10 +351,19 @@ pub struct ConnectionOptions {
     pub replication: String,
 }
 
+impl SyncOptions {
+    /// The compile cache the command line asks for.
+    pub fn compile_cache(&self) -> CompileCache {
+        self.policy_cache
+            .clone()
+            .unwrap_or_else(CompileCache::default_location)
+    }
+}
+
 /// Subcommands beside the sync itself.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check or test a policy component, with no database
+    /// Write, check, test or benchmark a policy component, with no database
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// List the documents of a sync that could not be synced, with their reasons
@@ -229,6 +380,17 @@ pub enum Command {
 /// `essync policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Write a ready policy project into the folder NAME: the WIT, a build script, cases, unit
+    /// tests and a README
+    New {
+        /// The folder to create (its name names the policy)
+        name: PathBuf,
+        /// The language of the policy
+        #[arg(long, value_enum)]
+        lang: Lang,
+    },
+    /// Print the WIT of the policy interface this essync was built with
+    Wit,
     /// Validate a policy component and print its world and version
     Check {
         /// The component (.wasm); `builtin` names the built-in default policy
@@ -241,6 +403,25 @@ pub enum PolicyCommand {
         /// The cases file (JSON)
         cases: PathBuf,
     },
+    /// Measure a policy component: load time, cost per document of filter and resolve in
+    /// batches of 1,000 made from the cases, peak memory per call
+    Bench {
+        /// The component (.wasm); `builtin` names the built-in default policy
+        policy: PathBuf,
+        /// The cases file (JSON) whose inputs make the batches
+        cases: PathBuf,
+    },
+}
+
+/// The languages `essync policy new` writes a project in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// Rust, built with cargo for wasm32-wasip2
+    Rust,
+    /// Python, built with componentize-py
+    Python,
+    /// JavaScript, built with componentize-js
+    Js,
 }
 
 /// KEYSPACE:TABLE, validated as Cassandra identifiers.
@@ -286,6 +467,51 @@ fn parse_write_mode(s: &str) -> Result<essync::cassandra::WriteMode, String> {
         "fenced" => Ok(essync::cassandra::WriteMode::Fenced),
         "lwt" => Ok(essync::cassandra::WriteMode::Lwt),
         other => Err(format!("'{other}' is not a write mode (fenced or lwt)")),
+    }
+}
+
+/// The consistency levels, as CQL names them, with `-` or `_`, in any case.
+const CONSISTENCY_LEVELS: [(&str, Consistency); 9] = [
+    ("any", Consistency::Any),
+    ("one", Consistency::One),
+    ("two", Consistency::Two),
+    ("three", Consistency::Three),
+    ("quorum", Consistency::Quorum),
+    ("all", Consistency::All),
+    ("local-quorum", Consistency::LocalQuorum),
+    ("each-quorum", Consistency::EachQuorum),
+    ("local-one", Consistency::LocalOne),
+];
+
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+    CONSISTENCY_LEVELS
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, level)| *level)
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not a consistency level (one of any, one, two, three, quorum, all, \
+                 local-quorum, each-quorum, local-one)"
+            )
+        })
+}
+
+fn parse_serial_consistency(s: &str) -> Result<SerialConsistency, String> {
+    match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+        "serial" => Ok(SerialConsistency::Serial),
+        "local-serial" => Ok(SerialConsistency::LocalSerial),
+        _ => Err(format!(
+            "'{s}' is not a serial consistency level (serial or local-serial)"
+        )),
+    }
+}
+
+fn parse_cache(s: &str) -> Result<CompileCache, String> {
+    match s.trim() {
+        "" => Err("the policy cache needs a directory, or `off`".to_string()),
+        "off" => Ok(CompileCache::Off),
+        dir => Ok(CompileCache::Dir(PathBuf::from(dir))),
     }
 }
 
@@ -349,6 +575,29 @@ mod tests {
     }
 
     #[test]
+    fn consistency_levels_are_read_as_cql_names_them() {
+        assert_eq!(
+            parse_consistency("LOCAL_QUORUM").unwrap(),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(
+            parse_consistency("each-quorum").unwrap(),
+            Consistency::EachQuorum
+        );
+        assert!(parse_consistency("serial").is_err());
+        assert!(
+            parse_consistency("most")
+                .unwrap_err()
+                .contains("local-quorum")
+        );
+        assert_eq!(
+            parse_serial_consistency("LOCAL_SERIAL").unwrap(),
+            SerialConsistency::LocalSerial
+        );
+        assert!(parse_serial_consistency("quorum").is_err());
+    }
+
+    #[test]
     fn subcommands_need_no_target() {
         let cli = Cli::try_parse_from(["essync", "policy", "check", "p.wasm"]).unwrap();
         assert!(matches!(
@@ -358,5 +607,33 @@ mod tests {
         assert!(Cli::try_parse_from(["essync", "ks:t"]).is_err());
         let cli = Cli::try_parse_from(["essync", "-s", "ks:t", "5"]).unwrap();
         assert!(cli.sync.sync_existing);
+    }
+
+    #[test]
+    fn the_policy_cache_is_a_directory_or_off_and_reloading_needs_a_policy_file() {
+        let cli =
+            Cli::try_parse_from(["essync", "policy", "wit", "--policy-cache", "off"]).unwrap();
+        assert_eq!(cli.sync.compile_cache(), CompileCache::Off);
+        let cli = Cli::try_parse_from(["essync", "--policy-cache", "/tmp/c", "ks:t", "5"]).unwrap();
+        assert_eq!(
+            cli.sync.compile_cache(),
+            CompileCache::Dir(PathBuf::from("/tmp/c"))
+        );
+        assert!(Cli::try_parse_from(["essync", "--policy-reload", "ks:t", "5"]).is_err());
+        let cli = Cli::try_parse_from([
+            "essync",
+            "--policy",
+            "p.wasm",
+            "--policy-reload",
+            "ks:t",
+            "5",
+        ])
+        .unwrap();
+        assert!(cli.sync.policy_reload);
+        let cli = Cli::try_parse_from(["essync", "policy", "new", "p", "--lang", "js"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Policy(PolicyCommand::New { lang: Lang::Js, .. }))
+        ));
     }
 }

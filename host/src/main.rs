@@ -3,22 +3,25 @@
 
 mod cli;
 mod commands;
+mod config;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use cli::{Cli, Command};
+use cli::Command;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
+    let settings = match config::parse(std::env::args_os().collect()) {
+        Ok(settings) => settings,
+        Err(config::Error::File(message)) => {
+            eprintln!("essync: {message}");
+            return ExitCode::from(2);
+        }
+        Err(config::Error::CommandLine(e)) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(config::Error::CommandLine(e)) => {
             // One line, not clap's usage block: scripts and users read the first line only.
             let message = e.to_string();
             let first: Vec<&str> = message
@@ -34,6 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if settings.print_requested() {
+        print!("{}", settings.print());
+        return ExitCode::SUCCESS;
+    }
+    let cli = settings.cli;
     commands::init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,7 +59,9 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Policy(command)) => commands::policy::run(command).await,
+            Some(Command::Policy(command)) => {
+                commands::policy::run(command, cli.sync.compile_cache()).await
+            }
             Some(Command::Errors { target, clear }) => {
                 commands::errors::run(&cli.connection, &target, clear).await
             }

@@ -379,14 +379,15 @@ async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
         .await
         .expect("user write");
     // Fenced: the stale write is a plain write one microsecond after what it read, so the
-    // user's later write wins in Cassandra's own reconciliation.
+    // user's later write wins in Cassandra's own reconciliation, and the read-back says so.
     let stale = CassandraWrite {
         document: Document::with_id(id, "i", "t", json!({"stale": true})).at(at(9_999_999_999)),
         expected: CassandraExpected::Row(stored.version.clone()),
         read_at: Utc::now(),
     };
     assert_eq!(store.write_mode(), WriteMode::Fenced);
-    store.write_batch(&[stale]).await.expect("write");
+    let applied = store.write_batch(&[stale]).await.expect("write");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
     let found = store.get_by_ids(&[id]).await.expect("read");
     let Some(Read::Document(stored)) = found.get(&id) else {
         panic!("row missing");
@@ -466,7 +467,8 @@ async fn fenced_deletes_spare_newer_writes_and_old_deletes_do_not_hide_new_rows(
         id,
         expected: read.version.clone(),
     };
-    store.delete_batch(&[delete]).await.expect("delete");
+    let applied = store.delete_batch(&[delete]).await.expect("delete");
+    assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
     let found = store.get_by_ids(&[id]).await.expect("read");
     assert!(
         matches!(found.get(&id), Some(Read::Document(s)) if s.document.content == json!({"again": 1})),

@@ -164,3 +164,44 @@ fn a_policy_of_the_earlier_interface_is_tested_and_checked() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("policy@0.1.0"), "{stdout}");
 }
+
+/// Several processes compile into one cache directory at once; the next load reads it back.
+#[test]
+fn processes_share_the_compile_cache() {
+    let cache = std::env::temp_dir().join(format!("essync-compile-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let check = |cache: &str| {
+        Command::new(env!("CARGO_BIN_EXE_essync"))
+            .args([
+                "policy",
+                "check",
+                components::FIELD_MERGE,
+                "--policy-cache",
+                cache,
+            ])
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the essync binary runs")
+    };
+    let dir = cache.to_str().expect("utf-8");
+    let together: Vec<_> = (0..3).map(|_| check(dir)).collect();
+    for child in together {
+        let output = child.wait_with_output().expect("essync ends");
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(stdout.contains("compile cache"), "{stdout}");
+    }
+    let output = check(dir).wait_with_output().expect("essync ends");
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("from the compile cache"), "{stdout}");
+
+    let output = check("off").wait_with_output().expect("essync ends");
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("compiled in") && !stdout.contains("compile cache"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -18,6 +18,7 @@ mod policies {
     include!(concat!(env!("OUT_DIR"), "/policies.rs"));
 }
 
+const SIGHUP: i32 = 1;
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
@@ -115,6 +116,16 @@ async fn disjoint_new_documents_on_both_sides_end_as_the_union() {
 /// Writes one document, lets it sync, then changes it on both sides with the given
 /// timestamps (offsets from now) and returns its id and the two versions.
 async fn conflict(s: &Scenario, es_offset: i64, cassandra_offset: i64) -> (Uuid, Doc, Doc) {
+    conflict_among(s, 1, es_offset, cassandra_offset).await
+}
+
+/// [`conflict`] on a table that holds `count - 1` documents already.
+async fn conflict_among(
+    s: &Scenario,
+    count: usize,
+    es_offset: i64,
+    cassandra_offset: i64,
+) -> (Uuid, Doc, Doc) {
     let id = Uuid::new_v4();
     let base = now_ms();
     s.cql_write(
@@ -122,7 +133,7 @@ async fn conflict(s: &Scenario, es_offset: i64, cassandra_offset: i64) -> (Uuid,
         &doc(&s.index("c"), "t", base - 10_000, json!({"v": "original"})),
     )
     .await;
-    s.wait_equal(1).await;
+    s.wait_equal(count).await;
     let es_version = doc(
         &s.index("c"),
         "t",
@@ -665,6 +676,97 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     assert!(elasticsearch.contains_key(&secret_es) && !cassandra.contains_key(&secret_es));
     assert!(cassandra.contains_key(&secret_c) && !elasticsearch.contains_key(&secret_c));
     assert!(cassandra.contains_key(&public));
+}
+
+/// Waits until essync printed a line containing `needle`; returns the line.
+async fn wait_for_line(essync: &Essync, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(line) = essync.output().into_iter().find(|l| l.contains(needle)) {
+            return line;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "essync did not print {needle:?} within {}s:\n{}",
+            DEADLINE.as_secs(),
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Replaces a policy file in one step, as a deployment should: a new file renamed over it.
+fn replace_policy_file(file: &std::path::Path, component: &str) {
+    let new = file.with_extension("new");
+    std::fs::copy(component, &new).expect("copy the new policy");
+    std::fs::rename(&new, file).expect("rename it over the old one");
+}
+
+fn policy_file(s: &Scenario, component: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("essync-{}-{}", s.name, std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder for the policy");
+    let file = dir.join("policy.wasm");
+    std::fs::copy(component, &file).expect("copy the policy");
+    file
+}
+
+// Reloading the policy without a restart.
+#[tokio::test]
+async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refused() {
+    let s = Scenario::new("reload").await;
+    let file = policy_file(&s, policies::PREFER_CASSANDRA);
+    let essync = s.essync(&["--policy", file.to_str().expect("utf-8")]);
+    essync.wait_rounds(0, 1).await;
+    // prefer-cassandra: the older Cassandra version wins.
+    let (first, _, cassandra_version) = conflict_among(&s, 1, 5_000, 1_000).await;
+    s.wait_until(
+        "prefer-cassandra: the older Cassandra version on both sides",
+        |e, c| {
+            e.get(&first) == Some(&cassandra_version) && c.get(&first) == Some(&cassandra_version)
+        },
+    )
+    .await;
+
+    // Another rule, then SIGHUP: the next conflict goes to the newer version.
+    replace_policy_file(&file, policies::LAST_WRITE_WINS);
+    essync.signal(SIGHUP);
+    wait_for_line(&essync, "policy reloaded").await;
+    let (second, es_version, _) = conflict_among(&s, 2, 5_000, 1_000).await;
+    s.wait_until(
+        "last-write-wins: the newer Elasticsearch version on both sides",
+        |e, c| e.get(&second) == Some(&es_version) && c.get(&second) == Some(&es_version),
+    )
+    .await;
+
+    // A broken replacement is refused, with its reason, and the rule loaded last stays.
+    std::fs::write(&file, "not a policy").expect("break the policy file");
+    essync.signal(SIGHUP);
+    let refusal = wait_for_line(&essync, "the new policy is refused").await;
+    assert!(refusal.contains("neither WebAssembly"), "{refusal}");
+    let (third, es_version, _) = conflict_among(&s, 3, 5_000, 1_000).await;
+    s.wait_until(
+        "still last-write-wins: the newer Elasticsearch version",
+        |e, c| e.get(&third) == Some(&es_version) && c.get(&third) == Some(&es_version),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(file.parent().expect("a folder"));
+}
+
+#[tokio::test]
+async fn with_policy_reload_a_replaced_policy_file_is_used_from_the_next_round() {
+    let s = Scenario::new("reloadw").await;
+    let file = policy_file(&s, policies::LAST_WRITE_WINS);
+    let essync = s.essync(&["--policy", file.to_str().expect("utf-8"), "--policy-reload"]);
+    essync.wait_rounds(0, 1).await;
+    replace_policy_file(&file, policies::PREFER_CASSANDRA);
+    wait_for_line(&essync, "policy reloaded").await;
+    let (id, _, cassandra_version) = conflict_among(&s, 1, 5_000, 1_000).await;
+    s.wait_until(
+        "prefer-cassandra: the older Cassandra version on both sides",
+        |e, c| e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(file.parent().expect("a folder"));
 }
 
 /// Writes `each` documents on each side before essync starts, in an index per side; returns

@@ -109,7 +109,7 @@ async fn partial_updates_on_both_sides_converge_under_a_running_sync() {
 #[tokio::test]
 async fn a_delete_on_either_side_reaches_the_other_within_two_rounds() {
     let s = Scenario::new("t20").await;
-    let essync = s.essync(&[]);
+    let essync = s.essync(&["-v"]);
     essync.wait_rounds(0, 1).await;
     let index = s.index("d");
     let [from_es, from_cassandra, kept] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
@@ -129,8 +129,17 @@ async fn a_delete_on_either_side_reaches_the_other_within_two_rounds() {
     // The round under way when the deletes landed may miss them; the next two see them.
     essync.wait_rounds(rounds, 3).await;
     let (e, c) = (s.elasticsearch().await, s.cassandra().await);
-    assert_eq!(e.keys().copied().collect::<Vec<_>>(), vec![kept], "{e:?}");
-    assert!(differences(&e, &c).is_empty(), "{:?}", differences(&e, &c));
+    let log = essync.output().join("\n");
+    assert_eq!(
+        e.keys().copied().collect::<Vec<_>>(),
+        vec![kept],
+        "deleted in Cassandra: {from_cassandra}, in Elasticsearch: {from_es}; {e:?}\n{log}"
+    );
+    assert!(
+        differences(&e, &c).is_empty(),
+        "deleted in Cassandra: {from_cassandra}, in Elasticsearch: {from_es}; {:?}\n{log}",
+        differences(&e, &c)
+    );
     let deleted: Vec<String> = essync
         .rounds()
         .into_iter()

@@ -1,7 +1,15 @@
 //! What can go wrong talking to Cassandra, phrased for the person who has to fix it.
 
-use scylla::errors::{DbError, ExecutionError, PagerExecutionError, RequestAttemptError};
+use scylla::errors::{
+    DbError, ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError,
+};
 use thiserror::Error;
+
+use super::CassandraConfig;
+
+/// What essync needs on the synced keyspace, for messages about missing permissions.
+const NEEDED: &str = "essync needs SELECT and MODIFY on the keyspace, CREATE on it (for its \
+                      state tables) and ALTER on the table (for its time index)";
 
 /// A Cassandra failure that stops the operation as a whole (per-document problems are reported
 /// as [`crate::store::BadDocument`] or [`crate::store::WriteOutcome`] instead).
@@ -24,6 +32,76 @@ pub enum CassandraError {
         nodes: String,
         /// What the driver said.
         reason: String,
+    },
+    /// The cluster refused the user or password.
+    #[error(
+        "Cassandra at {nodes} refused the credentials of user '{user}': {reason} (check --cassandra-user and the password)"
+    )]
+    BadCredentials {
+        /// The contact points tried.
+        nodes: String,
+        /// The user given.
+        user: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// The cluster requires a user and password and none was given.
+    #[error(
+        "Cassandra at {nodes} requires a user and password: give --cassandra-user and --cassandra-password-file"
+    )]
+    CredentialsRequired {
+        /// The contact points tried.
+        nodes: String,
+    },
+    /// The server's TLS certificate is not signed by a trusted authority (or not for this
+    /// address).
+    #[error(
+        "the TLS certificate of Cassandra at {nodes} is not trusted ({reason}): give the CA that signed it with --cassandra-ca"
+    )]
+    UntrustedCertificate {
+        /// The contact points tried.
+        nodes: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+    /// The cluster requires a client certificate (mutual TLS) and none, or one it does not
+    /// trust, was shown.
+    #[error(
+        "Cassandra at {nodes} requires a client certificate it trusts: give --cassandra-cert and --cassandra-key ({reason})"
+    )]
+    ClientCertificateRefused {
+        /// The contact points tried.
+        nodes: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+    /// Plain CQL to a port that speaks only TLS.
+    #[error(
+        "Cassandra at {nodes} closed the connection before answering: if it requires TLS (client encryption), add --cassandra-tls or --cassandra-ca ({reason})"
+    )]
+    TlsRequired {
+        /// The contact points tried.
+        nodes: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// The user lacks a permission essync needs.
+    #[error("Cassandra refused {action}: {reason}; {NEEDED}")]
+    Forbidden {
+        /// What essync was doing.
+        action: String,
+        /// What the server said (it names the permission and the resource).
+        reason: String,
+    },
+    /// `--cassandra-local-dc` names a datacenter the cluster does not have.
+    #[error(
+        "the Cassandra cluster has no datacenter '{name}' (it has: {known}); check --cassandra-local-dc"
+    )]
+    UnknownDatacenter {
+        /// The name given.
+        name: String,
+        /// The datacenters the cluster has.
+        known: String,
     },
     /// The table exists but cannot hold essync's documents.
     #[error("table {table} cannot be synced: {reason}")]
@@ -69,8 +147,54 @@ impl CassandraError {
         matches!(self, CassandraError::Request { reason, .. } if reason.contains("INDEX_NOT_AVAILABLE"))
     }
 
+    /// A session that could not be opened, classified by what the user can do about it.
+    pub(crate) fn session(config: &CassandraConfig, error: &NewSessionError) -> Self {
+        let nodes = config.nodes.join(",");
+        let reason = error_chain(error);
+        let text = reason.to_ascii_lowercase();
+        let tls = config.tls.is_some();
+        if tls && (text.contains("certificaterequired") || text.contains("certificate required")) {
+            return CassandraError::ClientCertificateRefused { nodes, reason };
+        }
+        if tls
+            && (text.contains("invalid peer certificate")
+                || text.contains("unknownissuer")
+                || text.contains("notvalidforname"))
+        {
+            return CassandraError::UntrustedCertificate { nodes, reason };
+        }
+        if tls && (text.contains("unknownca") || text.contains("bad certificate")) {
+            return CassandraError::ClientCertificateRefused { nodes, reason };
+        }
+        if text.contains("authentication") || text.contains("credentials") {
+            return match &config.credentials {
+                Some(credentials) => CassandraError::BadCredentials {
+                    nodes,
+                    user: credentials.user.clone(),
+                    reason: server_message(&reason),
+                },
+                None => CassandraError::CredentialsRequired { nodes },
+            };
+        }
+        // A TLS-only port drops a plain STARTUP: the answer is a reset, not a refusal.
+        if !tls && text.contains("connection reset by peer") && !text.contains("refused") {
+            return CassandraError::TlsRequired { nodes, reason };
+        }
+        CassandraError::Unreachable { nodes, reason }
+    }
+
     /// A failed statement, classified.
     pub(crate) fn execution(action: impl Into<String>, error: &ExecutionError) -> Self {
+        if let ExecutionError::LastAttemptError(RequestAttemptError::DbError(
+            DbError::Unauthorized,
+            message,
+        )) = error
+        {
+            return CassandraError::Forbidden {
+                action: action.into(),
+                reason: message.clone(),
+            };
+        }
         CassandraError::Request {
             action: action.into(),
             reason: error.to_string(),
@@ -80,6 +204,13 @@ impl CassandraError {
 
     /// A failed paged read, classified.
     pub(crate) fn pager(action: impl Into<String>, error: &PagerExecutionError) -> Self {
+        let text = error.to_string();
+        if text.contains("has no") && text.contains("permission") {
+            return CassandraError::Forbidden {
+                action: action.into(),
+                reason: text,
+            };
+        }
         let transient = match error {
             PagerExecutionError::NextPageError(_) => true,
             other => {
@@ -102,6 +233,30 @@ impl CassandraError {
             reason: error.to_string(),
         }
     }
+}
+
+/// The error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The server's own words from a driver message (`... Error message: Provided username ...`).
+fn server_message(reason: &str) -> String {
+    ["Error message: ", "message="]
+        .iter()
+        .find_map(|marker| reason.split_once(marker))
+        .map(|(_, message)| message.trim_matches(|c| c == '"' || c == ' ').to_string())
+        .unwrap_or_else(|| reason.to_string())
 }
 
 fn execution_is_transient(error: &ExecutionError) -> bool {

@@ -25,8 +25,10 @@ use std::time::Duration;
 use chrono::Utc;
 
 use futures::{Stream, StreamExt};
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
@@ -35,6 +37,7 @@ pub use convert::CassandraVersion;
 pub use error::CassandraError;
 pub use feed::{CassandraCheckpoint, ScanPage, ScanRow, Sweep, TokenPosition};
 pub use schema::check_name;
+pub use scylla::statement::{Consistency, SerialConsistency};
 pub use tls::CassandraTls;
 pub use write::{CassandraDelete, CassandraExpected, CassandraWrite, WriteMode};
 
@@ -54,10 +57,23 @@ pub struct CassandraConfig {
     pub table: String,
     /// The replication of a keyspace created by essync, as a CQL map.
     pub replication: String,
-    /// Credentials, if the cluster needs them.
-    pub credentials: Option<(String, String)>,
+    /// Credentials, if the cluster needs them (PasswordAuthenticator).
+    pub credentials: Option<CassandraCredentials>,
     /// TLS (client encryption), if the cluster uses it.
     pub tls: Option<CassandraTls>,
+    /// Consistency level of reads (default LOCAL_QUORUM: it overlaps every LOCAL_QUORUM write
+    /// of the datacenter, so a round sees what the previous one wrote).
+    pub read_consistency: Consistency,
+    /// Consistency level of writes, and of the statements on essync's state tables (default
+    /// LOCAL_QUORUM: a write survives the loss of a replica, without waiting for other
+    /// datacenters).
+    pub write_consistency: Consistency,
+    /// Consistency level of the Paxos phase of compare-and-set writes (default SERIAL: writes
+    /// stay linearizable whichever datacenter another writer of the table is in).
+    pub serial_consistency: SerialConsistency,
+    /// The datacenter essync runs in: requests go to its nodes only, and LOCAL_* levels refer
+    /// to it. Needed on a cluster of several datacenters.
+    pub local_datacenter: Option<String>,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
     /// Rows per page of reads.
@@ -71,6 +87,21 @@ pub struct CassandraConfig {
     pub write_mode: WriteMode,
 }
 
+/// A Cassandra user and password; the password never shows in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CassandraCredentials {
+    /// The user (role) name.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for CassandraCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CassandraCredentials({}, ***)", self.user)
+    }
+}
+
 impl CassandraConfig {
     /// The default configuration for a table, on `127.0.0.1:9042`.
     pub fn new(keyspace: impl Into<String>, table: impl Into<String>) -> Self {
@@ -81,6 +112,10 @@ impl CassandraConfig {
             replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".to_string(),
             credentials: None,
             tls: None,
+            read_consistency: Consistency::LocalQuorum,
+            write_consistency: Consistency::LocalQuorum,
+            serial_consistency: SerialConsistency::Serial,
+            local_datacenter: None,
             connect_timeout: Duration::from_secs(10),
             page_size: 1000,
             concurrency: 64,
@@ -139,7 +174,8 @@ impl CassandraStore {
         let has_time_index =
             schema::ensure_time_index(&session, &config.keyspace, &config.table).await?;
         let table = format!("{}.{}", config.keyspace, config.table);
-        let reads = prepare_reads(&session, &table, config.page_size).await?;
+        let reads =
+            prepare_reads(&session, &table, config.page_size, config.read_consistency).await?;
         let writes = write::WriteStatements::prepare(&session, &table, config.write_mode).await?;
         tracing::debug!(%table, has_time_index, "connected to Cassandra");
         Ok(Self {
@@ -480,28 +516,72 @@ impl CassandraStore {
 }
 
 async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraError> {
+    let mut load_balancing = DefaultPolicy::builder();
+    if let Some(datacenter) = &config.local_datacenter {
+        // LOCAL_* levels are local to the coordinator: only the local datacenter's nodes may be
+        // coordinators, or LOCAL_QUORUM could be met in another one.
+        load_balancing = load_balancing
+            .prefer_datacenter(datacenter.clone())
+            .permit_dc_failover(false);
+    }
+    // Statements use the write levels unless they set their own (the reads do).
+    let profile = ExecutionProfile::builder()
+        .consistency(config.write_consistency)
+        .serial_consistency(Some(config.serial_consistency))
+        .load_balancing_policy(load_balancing.build())
+        .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)
-        .connection_timeout(config.connect_timeout);
-    if let Some((user, password)) = &config.credentials {
-        builder = builder.user(user, password);
+        .connection_timeout(config.connect_timeout)
+        .default_execution_profile_handle(profile.into_handle());
+    if let Some(credentials) = &config.credentials {
+        builder = builder.user(&credentials.user, &credentials.password);
     }
     if let Some(tls) = &config.tls {
         builder = builder.tls_context(Some(tls::client_config(tls)?));
     }
-    builder
+    let session = builder
         .build()
         .await
-        .map_err(|e| CassandraError::Unreachable {
-            nodes: config.nodes.join(","),
-            reason: e.to_string(),
-        })
+        .map_err(|e| CassandraError::session(config, &e))?;
+    check_datacenter(&session, config)?;
+    Ok(session)
+}
+
+/// The local datacenter must exist; a cluster of several datacenters needs one named.
+fn check_datacenter(session: &Session, config: &CassandraConfig) -> Result<(), CassandraError> {
+    let state = session.get_cluster_state();
+    let mut datacenters: Vec<&str> = state
+        .get_nodes_info()
+        .iter()
+        .filter_map(|node| node.datacenter.as_deref())
+        .collect();
+    datacenters.sort_unstable();
+    datacenters.dedup();
+    match &config.local_datacenter {
+        Some(local) if !datacenters.contains(&local.as_str()) => {
+            Err(CassandraError::UnknownDatacenter {
+                name: local.clone(),
+                known: datacenters.join(", "),
+            })
+        }
+        None if datacenters.len() > 1 => {
+            tracing::warn!(
+                "the Cassandra cluster has datacenters {}: set --cassandra-local-dc to the one \
+                 essync runs in, so that LOCAL_* consistency levels mean it",
+                datacenters.join(", ")
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn prepare_reads(
     session: &Session,
     table: &str,
     page_size: i32,
+    consistency: Consistency,
 ) -> Result<ReadStatements, CassandraError> {
     let prepare = |cql: String| async move {
         let mut statement = session
@@ -513,6 +593,7 @@ async fn prepare_reads(
                 transient: false,
             })?;
         statement.set_page_size(page_size);
+        statement.set_consistency(consistency);
         Ok::<_, CassandraError>(statement)
     };
     Ok(ReadStatements {

@@ -31,12 +31,29 @@ pub fn check_name(what: &'static str, name: &str) -> Result<String, CassandraErr
     }
 }
 
-/// Creates the keyspace when missing.
+/// Creates the keyspace when missing. An existing one is left alone: even `CREATE KEYSPACE IF
+/// NOT EXISTS` needs the CREATE permission on all keyspaces, which a user limited to its
+/// keyspace does not have.
 pub(crate) async fn ensure_keyspace(
     session: &Session,
     keyspace: &str,
     replication: &str,
 ) -> Result<(), CassandraError> {
+    let action = format!("to look for keyspace {keyspace}");
+    let found = session
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .map_err(|e| CassandraError::execution(&action, &e))?
+        .into_rows_result()
+        .map_err(|e| CassandraError::protocol(&action, e))?
+        .rows_num()
+        > 0;
+    if found {
+        return Ok(());
+    }
     let statement =
         format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}");
     session

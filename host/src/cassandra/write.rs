@@ -6,8 +6,11 @@
 //!   was read. Cassandra keeps, cell by cell, the value with the greatest write time: any write
 //!   made after the read (by an application, a person, anyone whose clock is not behind the
 //!   row's last writer) carries a later time and wins, in whatever order the two arrive. A
-//!   write that lost is not an error here: the next round sees the row's write time move and
-//!   decides again. A delete is fenced the same way. Plain writes go at the pace of the
+//!   delete is fenced the same way. Then the rows written are read back (their write times
+//!   only, many per request): a row some other writer wrote between essync's read and its
+//!   write (a write time after the fence but before essync sent its own) is reported as
+//!   [`WriteOutcome::ChangedUnderneath`], as a transaction would have; a write made after
+//!   essync's is a later change, for the next round. Plain writes go at the pace of the
 //!   cluster, and mix safely with the plain writes applications make.
 //! - **Lightweight transactions** (`lwt`): `INSERT ... IF NOT EXISTS`, `UPDATE ... IF index_ = ?
 //!   AND type = ? AND timestamp = ? AND content = ?`, `DELETE ... IF ...`: a Paxos round per row
@@ -91,6 +94,7 @@ pub(crate) struct WriteStatements {
     delete_if_unchanged: PreparedStatement,
     insert_at: PreparedStatement,
     delete_at: PreparedStatement,
+    write_times: PreparedStatement,
 }
 
 impl WriteStatements {
@@ -133,6 +137,11 @@ impl WriteStatements {
             .await?,
             delete_at: prepare(format!(
                 "DELETE FROM {table} USING TIMESTAMP ? WHERE id = ?"
+            ))
+            .await?,
+            write_times: prepare(format!(
+                "SELECT id, writetime(index_), writetime(type), writetime(timestamp), \
+                 writetime(content) FROM {table} WHERE id IN ?"
             ))
             .await?,
         })
@@ -190,11 +199,88 @@ pub(crate) async fn write_batch(
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
     // Futures built first, then polled: keeps the stream free of closures over borrowed items,
     // which would make the whole future not `Send` for every lifetime.
+    let sent_at = Utc::now().timestamp_micros();
     let pending: Vec<_> = writes
         .iter()
         .map(|write| write_one(session, statements, write))
         .collect();
-    run_all(pending, concurrency).await
+    let mut outcomes = run_all(pending, concurrency).await?;
+    if statements.mode == WriteMode::Fenced {
+        let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
+        verify(
+            session,
+            statements,
+            concurrency,
+            &ids,
+            sent_at,
+            &mut outcomes,
+        )
+        .await?;
+    }
+    Ok(outcomes)
+}
+
+/// Reads back the write times of rows just written (or deleted) with fenced writes: a row
+/// another writer wrote before essync sent its write (between essync's read and its write)
+/// makes that write [`WriteOutcome::ChangedUnderneath`].
+async fn verify(
+    session: &Session,
+    statements: &WriteStatements,
+    concurrency: usize,
+    ids: &[Uuid],
+    sent_at: i64,
+    outcomes: &mut [Applied<CassandraVersion>],
+) -> Result<(), CassandraError> {
+    const IDS_PER_READ: usize = 50;
+    let pending: Vec<_> = ids
+        .chunks(IDS_PER_READ)
+        .map(|chunk| async move {
+            let action = format!("to read back {} row(s) written", chunk.len());
+            let rows = session
+                .execute_unpaged(&statements.write_times, (chunk,))
+                .await
+                .map_err(|e| classify(&action, &e))?
+                .into_rows_result()
+                .map_err(|e| CassandraError::protocol(&action, e))?;
+            type WriteTimes = (Uuid, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+            rows.rows::<WriteTimes>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+                .map(|row| {
+                    row.map(|(id, a, b, c, d)| (id, [a, b, c, d].into_iter().flatten().max()))
+                        .map_err(|e| CassandraError::protocol(&action, e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect();
+    type Found = Result<Vec<(Uuid, Option<i64>)>, CassandraError>;
+    let results: Vec<Found> = futures::stream::iter(pending)
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut written_at = std::collections::HashMap::with_capacity(ids.len());
+    for result in results {
+        written_at.extend(result?);
+    }
+    for (id, applied) in ids.iter().zip(outcomes.iter_mut()) {
+        if !applied.outcome.is_written() {
+            continue;
+        }
+        let fence = applied.version.as_ref().and_then(|v| v.written_at);
+        let now = written_at.get(id).copied().flatten();
+        let raced = match (applied.outcome.clone(), fence, now) {
+            // A delete that left cells: someone wrote the row after essync read it.
+            (WriteOutcome::Deleted, _, Some(_)) => true,
+            (WriteOutcome::Deleted, _, None) => false,
+            // Intact, or overwritten by a write made after essync's (a later change).
+            (_, Some(fence), Some(now)) => now != fence && now < sent_at,
+            // Gone since: a delete made after essync's write, a later change.
+            _ => false,
+        };
+        if raced {
+            *applied = Applied::outcome(WriteOutcome::ChangedUnderneath);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn delete_batch(
@@ -203,11 +289,25 @@ pub(crate) async fn delete_batch(
     concurrency: usize,
     deletes: &[CassandraDelete],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+    let sent_at = Utc::now().timestamp_micros();
     let pending: Vec<_> = deletes
         .iter()
         .map(|delete| delete_one(session, statements, delete))
         .collect();
-    run_all(pending, concurrency).await
+    let mut outcomes = run_all(pending, concurrency).await?;
+    if statements.mode == WriteMode::Fenced {
+        let ids: Vec<Uuid> = deletes.iter().map(|d| d.id).collect();
+        verify(
+            session,
+            statements,
+            concurrency,
+            &ids,
+            sent_at,
+            &mut outcomes,
+        )
+        .await?;
+    }
+    Ok(outcomes)
 }
 
 async fn write_one(

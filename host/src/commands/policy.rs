@@ -1,5 +1,5 @@
-//! `essync policy check` and `essync policy test`: a policy component on its own, with no
-//! database.
+//! `essync policy ...`: a policy component on its own, with no database. `check` and `test`
+//! are here, `new` (and `wit`) in `policy/new.rs`, `bench` in `policy/bench.rs`.
 //!
 //! # The cases file
 //!
@@ -53,34 +53,52 @@ use uuid::Uuid;
 use essync::Document;
 use essync::document::{DEFAULT_TYPE, format_timestamp};
 use essync::policy::{
-    Candidate, Conflict, Policy, PolicyError, PolicyLimits, Resolution, Side, Stamp, Verdict,
-    Version,
+    Candidate, CompileCache, Conflict, LoadOptions, Policy, PolicyError, PolicySource, Resolution,
+    Side, Stamp, Verdict, Version,
 };
 
 use crate::cli::PolicyCommand;
 
+mod bench;
+mod new;
+
 /// The id of a case that does not name one.
 const DEFAULT_ID: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0000);
 
-/// Runs a policy subcommand.
-pub async fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
+/// Runs a policy subcommand; `cache` is where compiled components are kept.
+pub async fn run(command: PolicyCommand, cache: CompileCache) -> anyhow::Result<ExitCode> {
     match command {
-        PolicyCommand::Check { policy } => check(&policy),
-        PolicyCommand::Test { policy, cases } => test(&policy, &cases).await,
+        PolicyCommand::New { name, lang } => new::run(&name, lang),
+        PolicyCommand::Wit => {
+            print!("{}", essync::policy::WIT);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Check { policy } => check(&policy, &cache),
+        PolicyCommand::Test { policy, cases } => test(&policy, &cases, &cache).await,
+        PolicyCommand::Bench { policy, cases } => bench::run(&policy, &cases, &cache),
     }
 }
 
-/// Loads `builtin` or a component file.
-fn load(policy: &Path) -> Result<Policy, PolicyError> {
+/// What a policy argument names: `builtin` or a component file.
+fn source(policy: &Path) -> PolicySource {
     if policy.as_os_str() == "builtin" {
-        Policy::builtin(PolicyLimits::default())
+        PolicySource::Builtin
     } else {
-        Policy::from_file(policy, PolicyLimits::default())
+        PolicySource::File(policy.to_path_buf())
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let policy = load(path)?;
+/// Loads `builtin` or a component file, under the default limits.
+fn load(policy: &Path, cache: &CompileCache) -> Result<Policy, PolicyError> {
+    let options = LoadOptions {
+        cache: cache.clone(),
+        ..LoadOptions::default()
+    };
+    Policy::load(&source(policy), &options)
+}
+
+fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
+    let policy = load(path, cache)?;
     policy.probe()?;
     println!("{}: an essync policy", policy.name());
     println!(
@@ -91,6 +109,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     println!("  exports  {}", policy.exports().join(", "));
     println!("  imports  {}", policy.imports().join(", "));
+    println!(
+        "  size     {}, {}",
+        bench::bytes(policy.size()),
+        super::sync::describe_load(&policy)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -262,16 +285,22 @@ struct Outcome {
     actual: Value,
 }
 
-async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
+/// The cases of a cases file, as the policy's inputs: the filter cases' candidates and the
+/// resolve cases' conflicts, each with (position in the file, name, expected answer).
+struct Inputs {
+    candidates: Vec<Candidate>,
+    conflicts: Vec<Conflict>,
+    filter_cases: Vec<(usize, String, Value)>,
+    resolve_cases: Vec<(usize, String, Value)>,
+}
+
+fn read_cases(cases_path: &Path) -> anyhow::Result<Inputs> {
     let text = std::fs::read_to_string(cases_path)
         .with_context(|| format!("cannot read the cases file {}", cases_path.display()))?;
     let file: CasesFile = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a cases file", cases_path.display()))?;
-    let policy = load(path)?;
-
     let mut candidates = Vec::new();
     let mut conflicts = Vec::new();
-    // (position in the file, name, expected, index in its batch)
     let mut filter_cases = Vec::new();
     let mut resolve_cases = Vec::new();
     for (position, case) in file.cases.iter().enumerate() {
@@ -326,6 +355,22 @@ async fn test(path: &Path, cases_path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(Inputs {
+        candidates,
+        conflicts,
+        filter_cases,
+        resolve_cases,
+    })
+}
+
+async fn test(path: &Path, cases_path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
+    let Inputs {
+        candidates,
+        conflicts,
+        filter_cases,
+        resolve_cases,
+    } = read_cases(cases_path)?;
+    let policy = load(path, cache)?;
 
     let verdicts = policy.filter(candidates).await;
     let resolutions = policy.resolve(conflicts).await;

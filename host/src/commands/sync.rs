@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use essync::cassandra::FeedOptions;
-use essync::policy::{Policy, PolicyLimits};
+use essync::policy::{
+    Compiled, LoadOptions, Policy, PolicyLimits, PolicyReload, PolicySource, ReloadRequest,
+};
 use essync::store::Side;
 use essync::sync::{Metrics, Progress, RoundReport, Stop, SyncOptions, Syncer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,14 +21,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let target = cli.target.context("KEYSPACE:TABLE is missing")?;
     let period = cli.period.context("PERIOD is missing")?;
     // Nothing is logged before both stores answer: a failure to start is one line.
-    let policy = load_policy(&cli.sync).await?;
+    let load = load_options(&cli.sync);
+    let policy = load_policy(&cli.sync, &load).await?;
     let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
     let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
     tracing::info!(
-        "policy {} (world essync:policy@{})",
+        "policy {} (world essync:policy@{}, {})",
         policy.name(),
-        policy.world_version()
+        policy.world_version(),
+        describe_load(&policy)
     );
+    let reload = cli
+        .sync
+        .policy
+        .as_ref()
+        .map(|path| PolicyReload::new(path, load.clone(), cli.sync.policy_reload));
     let options = SyncOptions {
         reconcile: cli.sync.sync_existing,
         dry_run: cli.sync.dry_run,
@@ -38,6 +47,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ..SyncOptions::default()
     };
     let mut syncer = Syncer::start(elasticsearch, cassandra, policy, options).await?;
+    let reload_request = reload.as_ref().map(PolicyReload::request);
+    if let Some(reload) = reload {
+        if cli.sync.policy_reload {
+            tracing::info!(
+                "the policy is loaded again when {} changes",
+                reload.path().display()
+            );
+        }
+        syncer = syncer.with_policy_reload(reload);
+    }
     if syncer.checkpoint().reconciling() {
         let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
             Arc::new(Bars::new())
@@ -60,25 +79,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     let stop = Stop::new();
     listen_for_signals(stop.clone());
+    listen_for_reload(reload_request);
     syncer.run(period, cli.sync.once, &stop).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load_policy(options: &CliSyncOptions) -> anyhow::Result<Policy> {
-    let limits = PolicyLimits {
-        timeout: Duration::from_millis(options.policy_timeout_ms.max(1)),
-        memory_bytes: options.policy_memory_mib.max(1) << 20,
-        ..PolicyLimits::default()
-    };
+/// The limits of policy calls and the compile cache, as the command line says.
+fn load_options(options: &CliSyncOptions) -> LoadOptions {
+    LoadOptions {
+        limits: PolicyLimits {
+            timeout: Duration::from_millis(options.policy_timeout_ms.max(1)),
+            memory_bytes: options.policy_memory_mib.max(1) << 20,
+            ..PolicyLimits::default()
+        },
+        cache: options.compile_cache(),
+    }
+}
+
+async fn load_policy(options: &CliSyncOptions, load: &LoadOptions) -> anyhow::Result<Policy> {
     let path = options.policy.clone();
+    let load = load.clone();
     // Compiling a component takes CPU time: off the async threads.
     tokio::task::spawn_blocking(move || match path {
-        Some(path) => Policy::from_file(&path, limits)
+        Some(path) => Policy::load(&PolicySource::File(path.clone()), &load)
             .with_context(|| format!("cannot use the policy {}", path.display())),
-        None => Policy::builtin(limits).context("cannot load the built-in policy"),
+        None => {
+            Policy::load(&PolicySource::Builtin, &load).context("cannot load the built-in policy")
+        }
     })
     .await
     .context("the policy loader stopped")?
+}
+
+/// How a policy was loaded, for the logs.
+pub fn describe_load(policy: &Policy) -> String {
+    let took = policy.load_time().as_secs_f64();
+    match policy.compiled() {
+        Compiled::FromCache => format!("loaded in {took:.2}s from the compile cache"),
+        Compiled::Fresh { cached: true } => {
+            format!("compiled in {took:.2}s, kept in the compile cache")
+        }
+        Compiled::Fresh { cached: false } => format!("compiled in {took:.2}s"),
+    }
+}
+
+/// SIGHUP asks for the policy file to be loaded again at the next round boundary.
+fn listen_for_reload(request: Option<ReloadRequest>) {
+    tokio::spawn(async move {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match &request {
+                Some(request) => {
+                    tracing::info!("SIGHUP: the policy file is loaded again before the next round");
+                    request.trigger();
+                }
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (the built-in policy is in use; --policy names a file)"
+                ),
+            }
+        }
+    });
 }
 
 /// SIGINT and SIGTERM stop the sync after the current page, with its checkpoint saved; a

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
-use elasticsearch::cert::CertificateValidation;
+use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use elasticsearch::http::transport::{
     MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::response::ErrorCause;
-use super::{ElasticsearchConfig, ElasticsearchError};
+use super::{ElasticsearchConfig, ElasticsearchError, IndexSelection};
 
 /// A JSON answer.
 pub(crate) struct Answer {
@@ -37,6 +37,11 @@ pub(crate) struct Http {
     client: Elasticsearch,
     /// For messages: the URL(s) requests go to.
     shown_url: String,
+    /// For messages: whose credentials requests carry ("user 'essync'", "API key 'id'"), never
+    /// the secret.
+    who: Option<String>,
+    /// Whether every URL is https (what a closed connection most likely means differs).
+    tls: bool,
     timeout: Duration,
 }
 
@@ -82,6 +87,20 @@ impl Http {
         }
         if config.accept_invalid_certificates {
             builder = builder.cert_validation(CertificateValidation::None);
+        } else if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ElasticsearchError::Client(format!(
+                    "cannot read the CA file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = Certificate::from_pem(&pem).map_err(|e| {
+                ElasticsearchError::Client(format!(
+                    "the CA file {} holds no usable PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            builder = builder.cert_validation(CertificateValidation::Full(certificates));
         }
         let transport = builder
             .build()
@@ -89,6 +108,11 @@ impl Http {
         Ok(Self {
             client: Elasticsearch::new(transport),
             shown_url: config.urls.join(","),
+            who: config.credentials.as_ref().map(|c| match c {
+                super::Credentials::Basic { username, .. } => format!("user '{username}'"),
+                super::Credentials::ApiKey { id, .. } => format!("API key '{id}'"),
+            }),
+            tls: urls.iter().all(|url| url.scheme() == "https"),
             timeout: config.request_timeout,
         })
     }
@@ -287,10 +311,7 @@ impl Http {
             .client
             .send(method, path, headers, query, body, Some(timeout))
             .await
-            .map_err(|e| ElasticsearchError::Unreachable {
-                url: self.shown_url.clone(),
-                reason: error_chain(&e),
-            })?;
+            .map_err(|e| self.transport_error(&e))?;
         let status = response.status_code().as_u16();
         let bytes = response
             .bytes()
@@ -299,25 +320,153 @@ impl Http {
                 url: self.shown_url.clone(),
                 reason: format!("the answer to {} broke off: {}", describe(method, path), e),
             })?;
-        if status == 401 {
-            return Err(ElasticsearchError::Unauthorized {
-                request: describe(method, path),
-                status,
-            });
-        }
-        if status == 403 {
+        if status == 401 || status == 403 {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             // A cluster block (a read-only index, a full disk) is a 403 too: only a security
             // refusal is about credentials.
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if !ErrorCause::of(body.get("error")).involves("cluster_block_exception") {
-                return Err(ElasticsearchError::Unauthorized {
-                    request: describe(method, path),
-                    status,
-                });
+            let blocked = ErrorCause::of(body.get("error")).involves("cluster_block_exception");
+            match (status, &self.who) {
+                (401, None) => {
+                    return Err(ElasticsearchError::CredentialsRequired {
+                        url: self.shown_url.clone(),
+                    });
+                }
+                (401, Some(who)) => {
+                    return Err(ElasticsearchError::BadCredentials {
+                        url: self.shown_url.clone(),
+                        who: who.clone(),
+                        reason: error_reason(&body),
+                    });
+                }
+                (403, _) if !blocked => {
+                    return Err(ElasticsearchError::Forbidden {
+                        request: describe(method, path),
+                        who: self.who.clone().unwrap_or_else(|| "anonymous".to_string()),
+                        reason: error_reason(&body),
+                    });
+                }
+                _ => {}
             }
         }
         Ok((status, bytes))
     }
+
+    /// A request that got no answer, classified by what the user can do about it.
+    fn transport_error(&self, error: &elasticsearch::Error) -> ElasticsearchError {
+        let url = self.shown_url.clone();
+        let reason = error_chain(error);
+        let text = reason.to_ascii_lowercase();
+        if text.contains("invalid peer certificate")
+            || text.contains("unknownissuer")
+            || text.contains("notvalidforname")
+            || text.contains("certificate verify failed")
+        {
+            return ElasticsearchError::UntrustedCertificate { url, reason };
+        }
+        if self.tls && (text.contains("corrupt message") || text.contains("invalidcontenttype")) {
+            return ElasticsearchError::NotTls { url, reason };
+        }
+        ElasticsearchError::Unreachable { url, reason }
+    }
+
+    /// The first request to a cluster: a plain-HTTP URL whose connection is closed without an
+    /// answer is most likely an HTTPS port (later, the same thing is a server going away).
+    pub async fn first_contact(&self) -> Result<Answer, ElasticsearchError> {
+        match self
+            .expect_ok(Method::Get, "/_cluster/health", &[], None)
+            .await
+        {
+            Err(ElasticsearchError::Unreachable { url, reason })
+                if !self.tls
+                    && (reason.contains("connection closed before message completed")
+                        || reason.contains("Connection reset")
+                        || reason.contains("IncompleteMessage")) =>
+            {
+                Err(ElasticsearchError::TlsRequired { url, reason })
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the credentials have what essync needs (`_has_privileges`): monitor on the
+    /// cluster; read, write, create_index, view_index_metadata, monitor and maintenance on the
+    /// synced indices. Missing ones are named. A cluster without the security API (security
+    /// off, OpenSearch) is not checked: its requests fail on their own if they must.
+    pub async fn check_privileges(
+        &self,
+        indices: &IndexSelection,
+    ) -> Result<(), ElasticsearchError> {
+        let names: Vec<String> = indices
+            .to_string()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !p.starts_with('-'))
+            .map(str::to_string)
+            .collect();
+        let request = serde_json::json!({
+            "cluster": CLUSTER_PRIVILEGES,
+            "index": [{"names": names, "privileges": INDEX_PRIVILEGES}],
+        });
+        let path = "/_security/user/_has_privileges";
+        let answer = self.send(Method::Post, path, &[], Some(&request)).await?;
+        if !(200..300).contains(&answer.status) {
+            tracing::debug!(
+                status = answer.status,
+                reason = %error_reason(&answer.body),
+                "cannot ask Elasticsearch for the credentials' privileges; not checked"
+            );
+            return Ok(());
+        }
+        let missing = missing_privileges(&answer.body);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ElasticsearchError::MissingPrivileges {
+            who: self.who.clone().unwrap_or_else(|| "anonymous".to_string()),
+            missing: missing.join("; "),
+        })
+    }
+}
+
+/// The cluster privileges essync needs.
+pub(crate) const CLUSTER_PRIVILEGES: [&str; 1] = ["monitor"];
+/// The index privileges essync needs on the synced indices.
+pub(crate) const INDEX_PRIVILEGES: [&str; 6] = [
+    "read",
+    "write",
+    "create_index",
+    "view_index_metadata",
+    "monitor",
+    "maintenance",
+];
+
+/// "cluster: monitor; indices shop-*: write, create_index" from a `_has_privileges` answer.
+fn missing_privileges(answer: &Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    let lacking = |privileges: &Value| -> Vec<String> {
+        privileges
+            .as_object()
+            .map(|all| {
+                all.iter()
+                    .filter(|(_, granted)| granted.as_bool() != Some(true))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let cluster = lacking(&answer["cluster"]);
+    if !cluster.is_empty() {
+        missing.push(format!("cluster: {}", cluster.join(", ")));
+    }
+    if let Some(indices) = answer["index"].as_object() {
+        for (pattern, privileges) in indices {
+            let lacked = lacking(privileges);
+            if !lacked.is_empty() {
+                missing.push(format!("indices {pattern}: {}", lacked.join(", ")));
+            }
+        }
+    }
+    missing
 }
 
 fn encode(
@@ -396,4 +545,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_privileges_are_named_by_cluster_and_index_pattern() {
+        let answer = serde_json::json!({
+            "has_all_requested": false,
+            "cluster": {"monitor": true},
+            "index": {"shop-*": {"read": true, "write": false, "create_index": false}},
+        });
+        assert_eq!(
+            missing_privileges(&answer),
+            vec!["indices shop-*: write, create_index".to_string()]
+        );
+        let answer = serde_json::json!({"cluster": {"monitor": false}, "index": {}});
+        assert_eq!(
+            missing_privileges(&answer),
+            vec!["cluster: monitor".to_string()]
+        );
+    }
 }

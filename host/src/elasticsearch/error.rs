@@ -35,15 +35,76 @@ pub enum ElasticsearchError {
         /// Elasticsearch's error type and reason.
         reason: String,
     },
-    /// Credentials missing or wrong.
+    /// The server's TLS certificate is not signed by a trusted authority (or not for this
+    /// address).
     #[error(
-        "Elasticsearch refused the credentials for {request} (HTTP {status}); check the user, password or API key"
+        "the TLS certificate of Elasticsearch at {url} is not trusted ({reason}): give the CA that signed it with --es-ca"
     )]
-    Unauthorized {
+    UntrustedCertificate {
+        /// Where we tried.
+        url: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+    /// An https URL for a server that speaks plain HTTP.
+    #[error("Elasticsearch at {url} does not speak TLS: use http:// in --es-url ({reason})")]
+    NotTls {
+        /// Where we tried.
+        url: String,
+        /// What the TLS library said.
+        reason: String,
+    },
+    /// An http URL for a server that speaks only TLS (it closes plain connections).
+    #[error(
+        "Elasticsearch at {url} closed the connection without answering: if it serves HTTPS (security on), use https:// in --es-url ({reason})"
+    )]
+    TlsRequired {
+        /// Where we tried.
+        url: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+    /// The cluster asks for credentials and none were given.
+    #[error(
+        "Elasticsearch at {url} requires credentials: give --es-user and --es-password-file, or --es-api-key-file"
+    )]
+    CredentialsRequired {
+        /// Where we tried.
+        url: String,
+    },
+    /// The credentials were refused (wrong password, unknown user, invalid or expired key).
+    #[error(
+        "Elasticsearch at {url} refused the credentials of {who} (HTTP 401: {reason}); check the user and password, or the API key"
+    )]
+    BadCredentials {
+        /// Where we tried.
+        url: String,
+        /// Whose credentials ("user 'x'", "API key 'id'").
+        who: String,
+        /// Elasticsearch's reason.
+        reason: String,
+    },
+    /// The credentials lack a privilege for a request.
+    #[error(
+        "Elasticsearch refused {request} to {who} (HTTP 403: {reason}); see the privileges essync needs in its README"
+    )]
+    Forbidden {
         /// What was asked.
         request: String,
-        /// 401 or 403.
-        status: u16,
+        /// Whose credentials.
+        who: String,
+        /// Elasticsearch's reason (it names the action and the privileges that grant it).
+        reason: String,
+    },
+    /// The credentials lack privileges essync needs, found at start-up.
+    #[error(
+        "the Elasticsearch {who} lacks privileges essync needs: {missing} (grant them, or narrow --es-indices to the indices it may use)"
+    )]
+    MissingPrivileges {
+        /// Whose credentials.
+        who: String,
+        /// Which privileges are missing, by cluster and index pattern.
+        missing: String,
     },
     /// A part of the cluster cannot be read now (a closed index, an unavailable shard).
     #[error("Elasticsearch cannot read {location} now: {reason}")]

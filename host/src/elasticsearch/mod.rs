@@ -67,6 +67,9 @@ pub struct ElasticsearchConfig {
     pub credentials: Option<Credentials>,
     /// Accept any server certificate (for self-signed test clusters only).
     pub accept_invalid_certificates: bool,
+    /// A PEM file of certificate authorities to trust beside the public web roots (a cluster
+    /// with its own CA, as Elasticsearch makes at its first start).
+    pub ca_file: Option<std::path::PathBuf>,
     /// How long one request may take.
     pub request_timeout: Duration,
     /// The most documents a page of reads holds.
@@ -119,6 +122,7 @@ impl Default for ElasticsearchConfig {
             indices: IndexSelection::default(),
             credentials: None,
             accept_invalid_certificates: false,
+            ca_file: None,
             request_timeout: Duration::from_secs(60),
             page_size: 1000,
             page_bytes: 16 << 20,
@@ -151,9 +155,7 @@ impl ElasticsearchStore {
     /// Connects and checks that the cluster answers.
     pub async fn connect(config: ElasticsearchConfig) -> Result<Self, ElasticsearchError> {
         let http = Http::new(&config)?;
-        let health = http
-            .expect_ok(Method::Get, "/_cluster/health", &[], None)
-            .await?;
+        let health = http.first_contact().await?;
         let status = health
             .body
             .get("status")
@@ -162,6 +164,9 @@ impl ElasticsearchStore {
         tracing::debug!(urls = ?config.urls, status, "connected to Elasticsearch");
         if status == "red" {
             tracing::warn!("the Elasticsearch cluster is red: some shards are unavailable");
+        }
+        if config.credentials.is_some() {
+            http.check_privileges(&config.indices).await?;
         }
         Ok(Self {
             http,

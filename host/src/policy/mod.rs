@@ -16,6 +16,11 @@
 //!   (wasmtime `Engine`, `Component`, `InstancePre`) after checking that it exports the policy
 //!   world at a compatible version: a component of another world is refused with a message
 //!   naming the missing export. A [`Policy`] is cheap to clone and shared across tasks.
+//!   [`Policy::load`] does the same through a [`CompileCache`] (`cache.rs`): the compiled code
+//!   is kept on disk, so the next start with the same component skips the compilation.
+//! - **Reload.** [`PolicyReload`] (`reload.rs`) loads a replacement of the policy file when
+//!   asked (SIGHUP) or when the file changes, checks it, and keeps the old policy if the new
+//!   one is refused.
 //! - **Sandbox per call.** Every call gets a fresh store and instance: no preopened
 //!   directory, no environment, no arguments, no network, stdin closed, stdout and stderr
 //!   captured into the logs, clocks fixed at the Unix epoch, randomness seeded with a constant,
@@ -34,22 +39,28 @@
 //!   [`PolicyError::Refused`]. The host never panics on what a policy does.
 
 mod batch;
+mod cache;
 mod convert;
 mod error;
+mod reload;
 mod sandbox;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 mod world;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
+pub use cache::{CompileCache, Compiled};
 pub use error::PolicyError;
+pub use reload::{PolicyReload, ReloadRequest};
 
 use batch::CallFailure;
 use sandbox::CallState;
@@ -71,6 +82,28 @@ static BUILTIN: &[u8] = include_bytes!(env!("ESSYNC_BUILTIN_POLICY"));
 
 /// The name of the built-in policy.
 pub const BUILTIN_NAME: &str = "last-write-wins";
+
+/// The WIT of the current `essync:policy` world (`wit/policy.wit`), as this essync was built
+/// with: what `essync policy wit` prints and `essync policy new` writes.
+pub const WIT: &str = include_str!("../../../wit/policy.wit");
+
+/// Where a policy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The built-in default policy ([`BUILTIN_NAME`]).
+    Builtin,
+    /// A component file.
+    File(PathBuf),
+}
+
+/// How policies are loaded: the bounds of their calls and where their compiled code is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The bounds of every call.
+    pub limits: PolicyLimits,
+    /// Where compiled code is kept between runs.
+    pub cache: CompileCache,
+}
 
 /// The bounds of every call of a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +246,11 @@ struct Inner {
     imports: Vec<String>,
     engine: Engine,
     pre: Pre,
+    size: usize,
+    load_time: Duration,
+    compiled: Compiled,
+    /// The most linear memory a call used, in bytes (see [`Policy::peak_memory`]).
+    peak_memory: AtomicUsize,
 }
 
 impl std::fmt::Debug for Policy {
@@ -240,12 +278,45 @@ impl Policy {
         Policy::from_bytes(&path.display().to_string(), &bytes, limits)
     }
 
-    /// Loads a policy component from its bytes (binary, or the WebAssembly text format).
+    /// Loads a policy, through the compile cache of `options`. Blocks while it compiles
+    /// (milliseconds for a Rust policy, seconds for a large one that is not in the cache yet).
+    pub fn load(source: &PolicySource, options: &LoadOptions) -> Result<Policy, PolicyError> {
+        match source {
+            PolicySource::Builtin => {
+                Policy::compile(BUILTIN_NAME, BUILTIN, options.limits, &options.cache)
+            }
+            PolicySource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+                    path: path.to_path_buf(),
+                    source: Arc::new(source),
+                })?;
+                Policy::compile(
+                    &path.display().to_string(),
+                    &bytes,
+                    options.limits,
+                    &options.cache,
+                )
+            }
+        }
+    }
+
+    /// Loads a policy component from its bytes (binary, or the WebAssembly text format),
+    /// compiling it (no compile cache).
     pub fn from_bytes(
         name: &str,
         bytes: &[u8],
         limits: PolicyLimits,
     ) -> Result<Policy, PolicyError> {
+        Policy::compile(name, bytes, limits, &CompileCache::Off)
+    }
+
+    fn compile(
+        name: &str,
+        bytes: &[u8],
+        limits: PolicyLimits,
+        cache: &CompileCache,
+    ) -> Result<Policy, PolicyError> {
+        let started = Instant::now();
         if is_core_module(bytes) {
             return Err(PolicyError::NotAComponent {
                 name: name.to_string(),
@@ -258,11 +329,18 @@ impl Policy {
                     .to_string(),
             });
         }
-        let engine = sandbox::engine()?;
+        let cache = cache.open();
+        let engine = sandbox::engine(cache.clone())?;
         let component = Component::new(&engine, bytes).map_err(|e| PolicyError::Invalid {
             name: name.to_string(),
             reason: one_line(&e),
         })?;
+        // The cache was made for this load alone: a hit is this component's.
+        let compiled = match &cache {
+            Some(cache) if cache.cache_hits() > 0 => Compiled::FromCache,
+            Some(_) => Compiled::Fresh { cached: true },
+            None => Compiled::Fresh { cached: false },
+        };
         let ty = component.component_type();
         let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
         let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
@@ -275,7 +353,14 @@ impl Policy {
                  no base and no deletes; rebuild it against @{WORLD_VERSION} for them)"
             );
         }
-        tracing::debug!(policy = name, version, "policy loaded");
+        let load_time = started.elapsed();
+        tracing::debug!(
+            policy = name,
+            version,
+            ?compiled,
+            ?load_time,
+            "policy loaded"
+        );
         let inner = Arc::new(Inner {
             name: Arc::from(name),
             version,
@@ -283,6 +368,10 @@ impl Policy {
             imports,
             engine,
             pre,
+            size: bytes.len(),
+            load_time,
+            compiled,
+            peak_memory: AtomicUsize::new(0),
         });
         Ok(Policy::limited(inner, limits))
     }
@@ -334,6 +423,32 @@ impl Policy {
         self.limits
     }
 
+    /// The size of the component, in bytes.
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    /// How long loading took: checking, compiling (or reading the compile cache), linking.
+    pub fn load_time(&self) -> Duration {
+        self.inner.load_time
+    }
+
+    /// Whether the compiled code came from the compile cache.
+    pub fn compiled(&self) -> Compiled {
+        self.inner.compiled
+    }
+
+    /// The most memory (linear memories) one call of this policy has used so far, in bytes;
+    /// every call starts from the component's initial memory.
+    pub fn peak_memory(&self) -> usize {
+        self.inner.peak_memory.load(Ordering::Relaxed)
+    }
+
+    /// Starts [`Policy::peak_memory`] over (for measuring one kind of call).
+    pub fn reset_peak_memory(&self) {
+        self.inner.peak_memory.store(0, Ordering::Relaxed);
+    }
+
     /// Instantiates the component once in its sandbox, as every call does, and drops the
     /// instance: checks that it starts within its limits.
     pub fn probe(&self) -> Result<(), PolicyError> {
@@ -352,7 +467,7 @@ impl Policy {
     pub async fn filter(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || policy.filter_blocking(batch))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.filter_blocking(batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
@@ -361,7 +476,7 @@ impl Policy {
     pub async fn resolve(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || policy.resolve_blocking(batch))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.resolve_blocking(batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
@@ -481,7 +596,11 @@ impl Policy {
             Ok(instance) => instance,
             Err(e) => return Err(CallFailure::Always(self.failure(&mut store, &e))),
         };
-        match call(&mut store, &instance, items) {
+        let answers = call(&mut store, &instance, items);
+        inner
+            .peak_memory
+            .fetch_max(store.data().limiter.used(), Ordering::Relaxed);
+        match answers {
             Ok(answers) => {
                 store.data_mut().finish();
                 if answers.len() == items.len() {

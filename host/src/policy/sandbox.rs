@@ -30,10 +30,12 @@ const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// The engine every call of one policy runs on: epoch interruption bounds each call in time.
-pub(super) fn engine() -> Result<Engine, PolicyError> {
+/// The compile cache, if any, keys its entries by these settings too.
+pub(super) fn engine(cache: Option<wasmtime::Cache>) -> Result<Engine, PolicyError> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
+    config.cache(cache);
     Engine::new(&config).map_err(|e| PolicyError::Engine {
         reason: format!("{e:#}"),
     })
@@ -238,6 +240,13 @@ pub(super) struct MemoryLimiter {
     /// Set when the policy asked for more than the limit: a trap that follows is reported as
     /// out of memory.
     pub(super) exceeded: bool,
+}
+
+impl MemoryLimiter {
+    /// The memory the call has grown to, in bytes.
+    pub(super) fn used(&self) -> usize {
+        self.used
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {

@@ -187,6 +187,12 @@ impl Metrics {
             "When the last round ended (Unix time).",
             &[("", s.last_round_end)],
         );
+        metric(
+            "policy_cpu_seconds_total",
+            "counter",
+            "CPU time spent inside policy calls (filter and resolve), process-wide.",
+            &[("", crate::policy::usage::cpu_seconds())],
+        );
         out
     }
 }
@@ -221,6 +227,10 @@ mod tests {
         assert!(text.contains("essync_reconciling 0\n"), "{text}");
         assert!(
             text.contains("# TYPE essync_rounds_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE essync_policy_cpu_seconds_total counter"),
             "{text}"
         );
     }

@@ -41,7 +41,7 @@ pub use stop::Stop;
 use crate::cassandra::{CassandraCheckpoint, CassandraError, CassandraStore, FeedOptions};
 use crate::document::now_millis;
 use crate::elasticsearch::{ElasticsearchError, ElasticsearchStore, EsCheckpoint};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyReload};
 use crate::store::Side;
 use batch::Context;
 use round::Round;
@@ -117,6 +117,7 @@ pub struct Syncer {
     last_round: Option<Instant>,
     progress: Option<Arc<dyn Progress>>,
     metrics: Option<Arc<Metrics>>,
+    policy_reload: Option<PolicyReload>,
 }
 
 impl Syncer {
@@ -208,6 +209,7 @@ impl Syncer {
             last_round: None,
             progress: None,
             metrics: None,
+            policy_reload: None,
         })
     }
 
@@ -221,6 +223,17 @@ impl Syncer {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Asks `reload` for a new policy at every round boundary of [`Syncer::run`].
+    pub fn with_policy_reload(mut self, reload: PolicyReload) -> Self {
+        self.policy_reload = Some(reload);
+        self
+    }
+
+    /// Uses `policy` from the next round on.
+    pub fn replace_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     /// The current checkpoint.
@@ -297,6 +310,11 @@ impl Syncer {
         let mut failures: u32 = 0;
         loop {
             let started = Instant::now();
+            if let Some(reload) = &mut self.policy_reload
+                && let Some(policy) = reload.check().await
+            {
+                self.replace_policy(policy);
+            }
             match self.round(stop).await {
                 Ok(report) => {
                     failures = 0;

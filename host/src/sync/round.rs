@@ -294,10 +294,14 @@ impl Round<'_, '_> {
                 .rows
                 .iter()
                 .filter(|row| {
-                    let own = by_id.get(&row.id).is_some_and(|entry| {
-                        entry.cassandra_written_at.is_some()
-                            && entry.cassandra_written_at == row.written_at
-                    });
+                    let own = by_id
+                        .get(&row.id)
+                        .filter(|entry| entry.intent.is_none())
+                        .and_then(|entry| entry.base.as_ref())
+                        .is_some_and(|base| {
+                            base.cassandra_written_at.is_some()
+                                && base.cassandra_written_at == row.written_at
+                        });
                     !own && row
                         .written_at
                         .zip(since)
@@ -327,10 +331,13 @@ impl Round<'_, '_> {
         let suspects = &self.checkpoint.deletes.suspects;
         let wanted: Vec<(Uuid, Option<String>)> = ledger
             .iter()
-            .filter(|(_, entry)| {
-                suspects.contains_key(&entry.index) && in_table.contains(&entry.id)
+            .filter(|(_, entry)| in_table.contains(&entry.id))
+            .filter_map(|(_, entry)| {
+                let index = &entry.base.as_ref()?.index;
+                suspects
+                    .contains_key(index)
+                    .then(|| (entry.id, Some(index.clone())))
             })
-            .map(|(_, entry)| (entry.id, Some(entry.index.clone())))
             .collect();
         let mut gone = Vec::new();
         if !wanted.is_empty() {

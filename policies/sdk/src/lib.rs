@@ -449,6 +449,20 @@ mod tests {
         );
         assert_eq!(json::canonical(r#"{"a":"\u00e9"}"#), r#"{"a":"é"}"#);
         assert_eq!(json::canonical("not json"), "not json");
+        // What the Python and JavaScript helpers must write too (`policies/sdk/{python,js}`).
+        assert_eq!(
+            json::canonical(
+                "[9007199254740993, 1e21, 1e-7, -0.0, -0, 18446744073709551616, 0.1, 1.5e300]"
+            ),
+            format!(
+                "[9007199254740993,1000000000000000000000,0.0000001,-0,0,18446744073709552000,0.1,15{}]",
+                "0".repeat(299)
+            )
+        );
+        assert_eq!(
+            json::canonical("{\"\u{ffff}\":1,\"\u{1F600}\":2,\"a\\u0000\":\"\\t\\u007f/\"}"),
+            "{\"a\\u0000\":\"\\t\u{7f}/\",\"\u{ffff}\":1,\"\u{1F600}\":2}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
 use crate::store::{Applied, Side, WriteOutcome};
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
-use crate::sync::state::{LedgerEntry, Record, State};
+use crate::sync::state::{Record, State, Synced};
 
 /// What a batch changed that the round keeps track of.
 #[derive(Debug, Default)]
@@ -54,6 +54,13 @@ pub(crate) async fn apply(
         return Ok(effects);
     }
 
+    // The ledger learns of the writes before they are made: a crash between them and their
+    // confirmation leaves an intent, not a change credited to the wrong side.
+    let intents: Vec<_> = plans
+        .iter()
+        .filter_map(|plan| plan.intent.map(|intent| (plan.id, intent)))
+        .collect();
+    state.intend(session, &intents).await?;
     let writes_of =
         |ops: &[(usize, EsWrite)]| ops.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>();
     let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
@@ -133,8 +140,9 @@ pub(crate) async fn apply(
     }
 
     let mut records = Vec::new();
-    let mut refreshes: Vec<LedgerEntry> = Vec::new();
+    let mut refreshes: Vec<(Uuid, Synced)> = Vec::new();
     let mut forgotten = Vec::new();
+    let mut abandoned = Vec::new();
     for (n, plan) in plans.into_iter().enumerate() {
         let id = plan.id;
         let es = es_results.remove(&n);
@@ -154,12 +162,16 @@ pub(crate) async fn apply(
             for (side, outcome) in failures {
                 record_failure(ctx, state, report, id, side, outcome).await?;
             }
+            // Decided again with both changes in view, against the synced version.
+            if plan.intent.is_some() {
+                abandoned.push(id);
+            }
             continue;
         }
         match plan.ledger {
             LedgerOp::Keep => {}
             LedgerOp::Forget => forgotten.push(id),
-            LedgerOp::Refresh(entry) => refreshes.push(entry),
+            LedgerOp::Refresh(synced) => refreshes.push((id, synced)),
             LedgerOp::Record {
                 digest,
                 document,
@@ -178,7 +190,7 @@ pub(crate) async fn apply(
         state.resolved(session, &id).await?;
     }
     state
-        .write_ledger(session, &records, &refreshes, &forgotten)
+        .write_ledger(session, &records, &refreshes, &forgotten, &abandoned)
         .await?;
     Ok(effects)
 }

@@ -19,6 +19,19 @@
 //! A version is *changed* when its digest differs from the ledger's, *deleted* when it is
 //! absent while the ledger has the id, *created* when there is no ledger entry. Without a
 //! ledger entry an absent side never counts as a delete.
+//!
+//! When the ledger holds an *intent* (essync stopped between deciding a write and confirming
+//! it), each side is first compared with the decision: a side that holds what it held then, or
+//! what was being written, has not changed since; anything else (a delete included) is a change
+//! made after the decision. Then:
+//!
+//! | Elasticsearch | Cassandra | attribution |
+//! | --- | --- | --- |
+//! | the version written | the version written | in sync: record it |
+//! | the version written | what it held then | finish the decision: copy it to Cassandra |
+//! | what it held then | what it held then | nothing was written: decide again, as above |
+//! | changed since | either of the decision's | take the change (or the mirror) |
+//! | changed since | changed since | conflict |
 
 use chrono::{DateTime, Utc};
 
@@ -28,7 +41,7 @@ use crate::document::{Digest, truncate_to_millis};
 use crate::elasticsearch::EsVersion;
 use crate::policy::Stamp;
 use crate::store::{Side, Stored};
-use crate::sync::state::LedgerEntry;
+use crate::sync::state::{Intent, LedgerEntry, Synced};
 
 /// What happened to an id on one side since the last sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,10 +74,10 @@ pub(crate) enum Attribution {
     Conflict,
 }
 
-/// One side's change, compared with the ledger.
-pub(crate) fn change(ledger: Option<&LedgerEntry>, present: Option<Digest>) -> Change {
-    match (ledger, present) {
-        (Some(entry), Some(digest)) if entry.digest == digest => Change::Unchanged,
+/// One side's change, compared with the synced version.
+pub(crate) fn change(base: Option<&Synced>, present: Option<Digest>) -> Change {
+    match (base, present) {
+        (Some(base), Some(digest)) if base.digest == digest => Change::Unchanged,
         (Some(_), Some(_)) => Change::Changed,
         (None, Some(_)) => Change::Created,
         (Some(_), None) => Change::Deleted,
@@ -72,13 +85,18 @@ pub(crate) fn change(ledger: Option<&LedgerEntry>, present: Option<Digest>) -> C
     }
 }
 
-/// Who changed the id, per the table above.
+/// Who changed the id, per the tables above.
 pub(crate) fn attribute(examined: &Examined) -> Attribution {
-    let ledger = examined.ledger.as_ref();
+    let base = examined.ledger.as_ref().and_then(|l| l.base.as_ref());
     let es_digest = examined.elasticsearch.as_ref().map(|s| s.stored.digest);
     let cassandra_digest = examined.cassandra.as_ref().map(|s| s.stored.digest);
-    let es = change(ledger, es_digest);
-    let cassandra = change(ledger, cassandra_digest);
+    if let Some(intent) = examined.ledger.as_ref().and_then(|l| l.intent.as_ref())
+        && let Some(attribution) = after_intent(intent, base, es_digest, cassandra_digest)
+    {
+        return attribution;
+    }
+    let es = change(base, es_digest);
+    let cassandra = change(base, cassandra_digest);
     use Change::*;
     match (es, cassandra) {
         (Unchanged, Unchanged) | (Absent, Absent) => Attribution::Nothing,
@@ -94,6 +112,57 @@ pub(crate) fn attribute(examined: &Examined) -> Attribution {
         }
         _ => Attribution::Conflict,
     }
+}
+
+/// Where one side stands against an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// It holds the version being written.
+    Written,
+    /// It holds what it held when the write was decided.
+    Before,
+    /// It changed since (a delete included).
+    Since,
+}
+
+/// Attribution against an unconfirmed write (see the module documentation); `None` when
+/// nothing of it was written, and the id is decided again against the synced version.
+fn after_intent(
+    intent: &Intent,
+    base: Option<&Synced>,
+    elasticsearch: Option<Digest>,
+    cassandra: Option<Digest>,
+) -> Option<Attribution> {
+    let against = |present: Option<Digest>, before: Option<Digest>| {
+        if present == Some(intent.target) {
+            Against::Written
+        } else if present == before {
+            Against::Before
+        } else {
+            Against::Since
+        }
+    };
+    if elasticsearch.is_none() && cassandra.is_none() {
+        return Some(Attribution::Forget);
+    }
+    let es_against = against(elasticsearch, intent.elasticsearch);
+    let cassandra_against = against(cassandra, intent.cassandra);
+    // What a change made since the decision is.
+    let kind = |present: Option<Digest>| match (present, base) {
+        (None, _) => Change::Deleted,
+        (Some(_), Some(_)) => Change::Changed,
+        (Some(_), None) => Change::Created,
+    };
+    use Against::*;
+    Some(match (es_against, cassandra_against) {
+        (Written, Written) => Attribution::InSync,
+        (Written, Before) => Attribution::Take(Side::Elasticsearch, Change::Changed),
+        (Before, Written) => Attribution::Take(Side::Cassandra, Change::Changed),
+        (Before, Before) => return None,
+        (Since, Written | Before) => Attribution::Take(Side::Elasticsearch, kind(elasticsearch)),
+        (Written | Before, Since) => Attribution::Take(Side::Cassandra, kind(cassandra)),
+        (Since, Since) => Attribution::Conflict,
+    })
 }
 
 /// An Elasticsearch version as the round sees it: a timestamp its writer did not set (none at
@@ -150,9 +219,11 @@ fn kept_the_stamp(
     digest: Digest,
     ledger: Option<&LedgerEntry>,
 ) -> bool {
-    ledger.is_some_and(|entry| {
-        entry.digest != digest && document.timestamp_millis() == Some(entry.timestamp)
-    })
+    ledger
+        .and_then(|entry| entry.base.as_ref())
+        .is_some_and(|base| {
+            base.digest != digest && document.timestamp_millis() == Some(base.timestamp)
+        })
 }
 
 #[cfg(test)]
@@ -206,11 +277,14 @@ mod tests {
     fn ledger(document: &Document) -> LedgerEntry {
         LedgerEntry {
             id: document.id,
-            digest: document.digest(),
-            timestamp: document.timestamp_millis().unwrap(),
-            index: document.index.clone(),
-            elasticsearch: None,
-            cassandra_written_at: None,
+            base: Some(Synced {
+                digest: document.digest(),
+                timestamp: document.timestamp_millis().unwrap(),
+                index: document.index.clone(),
+                elasticsearch: None,
+                cassandra_written_at: None,
+            }),
+            intent: None,
         }
     }
 
@@ -327,6 +401,96 @@ mod tests {
         for (name, examined, expected) in cases {
             assert_eq!(attribute(&examined), expected, "{name}");
         }
+    }
+
+    /// essync stopped between deciding a write and confirming it: every way the stores may have
+    /// been left, and what applications did since.
+    #[test]
+    fn an_unconfirmed_write_is_finished_or_decided_again_and_later_changes_win() {
+        use Attribution::*;
+        let base = doc(10, 1);
+        let changed = doc(20, 2); // Elasticsearch's change, being copied to Cassandra
+        let later = doc(30, 3);
+        let intent = |base: Option<&Document>, es: Option<&Document>, c: Option<&Document>| {
+            let mut entry = base.map(ledger).unwrap_or(LedgerEntry {
+                id: id(),
+                base: None,
+                intent: None,
+            });
+            entry.intent = Some(Intent {
+                target: changed.digest(),
+                elasticsearch: es.map(Document::digest),
+                cassandra: c.map(Document::digest),
+            });
+            entry
+        };
+        let with = |entry: LedgerEntry, es: Option<Document>, c: Option<Document>| {
+            let mut e = examined(None, es, c);
+            e.ledger = Some(entry);
+            e
+        };
+        // An update being copied (base held by Cassandra) ...
+        let update = intent(Some(&base), Some(&changed), Some(&base));
+        let cases: Vec<(&str, Examined, Attribution)> = vec![
+            (
+                "copied: recorded",
+                with(update.clone(), Some(changed.clone()), Some(changed.clone())),
+                InSync,
+            ),
+            (
+                "not copied yet: copied again",
+                with(update.clone(), Some(changed.clone()), Some(base.clone())),
+                Take(Side::Elasticsearch, Change::Changed),
+            ),
+            (
+                "copied, then deleted in Elasticsearch: the delete is taken",
+                with(update.clone(), None, Some(changed.clone())),
+                Take(Side::Elasticsearch, Change::Deleted),
+            ),
+            (
+                "copied, then changed in Cassandra: the change is taken",
+                with(update.clone(), Some(changed.clone()), Some(later.clone())),
+                Take(Side::Cassandra, Change::Changed),
+            ),
+            (
+                "changed since on both sides: a conflict",
+                with(update, Some(later.clone()), Some(doc(31, 4))),
+                Conflict,
+            ),
+        ];
+        for (name, e, expected) in cases {
+            assert_eq!(attribute(&e), expected, "{name}");
+        }
+        // ... and a creation being copied (no synced version yet).
+        let creation = intent(None, Some(&changed), None);
+        assert_eq!(
+            attribute(&with(creation.clone(), Some(changed.clone()), None)),
+            Take(Side::Elasticsearch, Change::Changed),
+            "not copied yet: copied again"
+        );
+        assert_eq!(
+            attribute(&with(creation.clone(), None, Some(changed.clone()))),
+            Take(Side::Elasticsearch, Change::Deleted),
+            "copied, then deleted at its source: deleted"
+        );
+        assert_eq!(
+            attribute(&with(creation, None, None)),
+            Forget,
+            "deleted at its source before the copy: nothing left"
+        );
+        // A merge of two changes, written nowhere yet: decided again against the synced
+        // version (the same conflict).
+        let (es_change, cassandra_change) = (doc(21, 5), doc(22, 6));
+        let mut merge = ledger(&base);
+        merge.intent = Some(Intent {
+            target: doc(23, 7).digest(),
+            elasticsearch: Some(es_change.digest()),
+            cassandra: Some(cassandra_change.digest()),
+        });
+        assert_eq!(
+            attribute(&with(merge, Some(es_change), Some(cassandra_change))),
+            Conflict
+        );
     }
 
     #[test]

@@ -240,10 +240,11 @@ fn outside(target: &Document, selection: &crate::elasticsearch::IndexSelection) 
 /// would delete on the other side what Elasticsearch did not keep, and writing again would
 /// loop for ever.
 fn rewritten_by_elasticsearch(ctx: &Context<'_>, examined: &Examined) -> Option<String> {
-    let (entry, es) = (examined.ledger.as_ref()?, examined.elasticsearch.as_ref()?);
+    let base = examined.ledger.as_ref()?.base.as_ref()?;
+    let es = examined.elasticsearch.as_ref()?;
     let index = &es.stored.document.index;
-    (entry.elasticsearch.as_ref() == Some(&es.stored.version)
-        && entry.digest != es.stored.digest
+    (base.elasticsearch.as_ref() == Some(&es.stored.version)
+        && base.digest != es.stored.digest
         && ctx.elasticsearch.may_rewrite(index))
     .then(|| {
         format!(

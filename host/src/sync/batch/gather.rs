@@ -15,7 +15,7 @@ use crate::elasticsearch::EsVersion;
 use crate::store::{Lookup, Read, Side, Stored};
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
-use crate::sync::state::{LedgerEntry, State};
+use crate::sync::state::{LedgerEntry, State, Synced};
 
 /// Every id of the batch that needs a decision, with all a decision needs.
 pub(crate) async fn gather(
@@ -98,7 +98,12 @@ pub(crate) async fn gather(
                 let hint = cassandra_found
                     .get(id)
                     .map(|s| s.document.index.clone())
-                    .or_else(|| ledger.get(id).map(|e| e.index.clone()));
+                    .or_else(|| {
+                        ledger
+                            .get(id)
+                            .and_then(|e| e.base.as_ref())
+                            .map(|b| b.index.clone())
+                    });
                 (*id, hint)
             })
             .collect();
@@ -181,12 +186,19 @@ async fn keep_documents<V>(
 
 /// Whether an Elasticsearch version is the one essync last wrote or saw synced.
 fn own_elasticsearch_write(entry: Option<&LedgerEntry>, read: Option<&Stored<EsVersion>>) -> bool {
-    match (entry, read) {
-        (Some(entry), Some(read)) => {
-            entry.digest == read.digest && entry.elasticsearch.as_ref() == Some(&read.version)
+    match (confirmed(entry), read) {
+        (Some(base), Some(read)) => {
+            base.digest == read.digest && base.elasticsearch.as_ref() == Some(&read.version)
         }
         _ => false,
     }
+}
+
+/// The synced version of an entry with no write under way.
+fn confirmed(entry: Option<&LedgerEntry>) -> Option<&Synced> {
+    entry
+        .filter(|entry| entry.intent.is_none())
+        .and_then(|entry| entry.base.as_ref())
 }
 
 /// Whether a Cassandra row is the one essync last wrote or saw synced (same write time).
@@ -194,11 +206,11 @@ fn own_cassandra_write(
     entry: Option<&LedgerEntry>,
     read: Option<&Stored<CassandraVersion>>,
 ) -> bool {
-    match (entry, read) {
-        (Some(entry), Some(read)) => {
-            entry.digest == read.digest
-                && entry.cassandra_written_at.is_some()
-                && entry.cassandra_written_at == read.version.written_at
+    match (confirmed(entry), read) {
+        (Some(base), Some(read)) => {
+            base.digest == read.digest
+                && base.cassandra_written_at.is_some()
+                && base.cassandra_written_at == read.version.written_at
         }
         _ => false,
     }

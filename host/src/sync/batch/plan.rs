@@ -8,7 +8,7 @@ use crate::Document;
 use crate::cassandra::{CassandraDelete, CassandraExpected, CassandraWrite};
 use crate::document::Digest;
 use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
-use crate::sync::state::LedgerEntry;
+use crate::sync::state::{Intent, Synced};
 
 /// What both sides should end with, as decided for one id.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +53,7 @@ pub(crate) enum LedgerOp {
         cassandra_written_at: Option<i64>,
     },
     /// The same version as before, held at other store versions.
-    Refresh(LedgerEntry),
+    Refresh(Synced),
     /// Forget the id.
     Forget,
 }
@@ -65,6 +65,8 @@ pub(crate) struct Plan {
     pub elasticsearch: Option<EsOp>,
     pub cassandra: Option<CassandraOp>,
     pub ledger: LedgerOp,
+    /// What the ledger records before the writes, when a version is written.
+    pub intent: Option<Intent>,
 }
 
 /// The plan that brings both sides of `examined` to `outcome`. A side that already holds the
@@ -78,6 +80,7 @@ pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
         elasticsearch: None,
         cassandra: None,
         ledger,
+        intent: None,
     };
     match outcome {
         Outcome::Leave => none(refresh(examined)),
@@ -106,12 +109,19 @@ pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
                 })
             }),
             ledger: LedgerOp::Forget,
+            intent: None,
         },
         Outcome::Target(target) => {
             let digest = target.digest();
             let es_holds = es.filter(|es| es.stored.digest == digest);
             let cassandra_holds = cassandra.filter(|c| c.stored.digest == digest);
+            let writes = es_holds.is_none() || cassandra_holds.is_none();
             Plan {
+                intent: writes.then(|| Intent {
+                    target: digest,
+                    elasticsearch: es.map(|es| es.stored.digest),
+                    cassandra: cassandra.map(|c| c.stored.digest),
+                }),
                 id,
                 elasticsearch: es_holds.is_none().then(|| {
                     EsOp::Put(EsWrite {
@@ -153,15 +163,18 @@ fn refresh(examined: &Examined) -> LedgerOp {
     ) else {
         return LedgerOp::Keep;
     };
-    if es.stored.digest != entry.digest || cassandra.stored.digest != entry.digest {
+    let Some(base) = entry.base.as_ref().filter(|_| entry.intent.is_none()) else {
+        return LedgerOp::Keep;
+    };
+    if es.stored.digest != base.digest || cassandra.stored.digest != base.digest {
         return LedgerOp::Keep;
     }
-    let refreshed = LedgerEntry {
+    let refreshed = Synced {
         elasticsearch: Some(es.stored.version.clone()),
         cassandra_written_at: cassandra.stored.version.written_at,
-        ..entry.clone()
+        ..base.clone()
     };
-    if refreshed == *entry {
+    if refreshed == *base {
         LedgerOp::Keep
     } else {
         LedgerOp::Refresh(refreshed)
@@ -277,20 +290,23 @@ mod tests {
     fn leaving_refreshes_the_versions_the_ledger_knows() {
         let base = doc(1, 1);
         let mut e = examined(Some(base.clone()), Some(base.clone()));
-        e.ledger = Some(LedgerEntry {
+        e.ledger = Some(crate::sync::state::LedgerEntry {
             id: e.id,
-            digest: base.digest(),
-            timestamp: 1,
-            index: "books".into(),
-            elasticsearch: None,
-            cassandra_written_at: None,
+            base: Some(Synced {
+                digest: base.digest(),
+                timestamp: 1,
+                index: "books".into(),
+                elasticsearch: None,
+                cassandra_written_at: None,
+            }),
+            intent: None,
         });
         let plan = plan(&e, Outcome::Leave);
         assert!(plan.elasticsearch.is_none() && plan.cassandra.is_none());
         match plan.ledger {
-            LedgerOp::Refresh(entry) => {
-                assert_eq!(entry.cassandra_written_at, Some(42));
-                assert_eq!(entry.elasticsearch.map(|v| v.seq_no), Some(4));
+            LedgerOp::Refresh(synced) => {
+                assert_eq!(synced.cassandra_written_at, Some(42));
+                assert_eq!(synced.elasticsearch.map(|v| v.seq_no), Some(4));
             }
             other => panic!("{other:?}"),
         }

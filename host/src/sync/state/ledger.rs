@@ -18,10 +18,22 @@
 //! synced table, and the write-time sweep reads both side by side: an id in the ledger but no
 //! longer in the table was deleted there.
 //!
-//! The ledger is written after a page's writes, and only for ids whose writes all applied: a
-//! crash leaves it behind the stores, never ahead, so an id is examined again rather than a
-//! change credited to the wrong side. Without a ledger entry (first contact, a dropped ledger)
-//! an id absent on one side is new, never deleted: losing the ledger costs work, never data.
+//! Writes are recorded ahead and confirmed after, so that a crash at any point leaves a ledger
+//! that errs towards "examined again", never towards a change credited to the wrong side:
+//!
+//! - before a page's writes, an *intent* per id written: the digest of the version being written
+//!   and the digests each side held when the decision was taken (small cells, in unlogged
+//!   batches);
+//! - after them, for the ids whose writes all applied, the synced version (the intent cleared);
+//!   for the others, the intent cleared.
+//!
+//! An intent found later (essync stopped between the two) says which versions are the
+//! decision's own: a side that still holds what it held then, or holds what was being written,
+//! has not changed since; anything else on a side is a change made after the decision (a delete
+//! included). See [`crate::sync`]'s attribution.
+//!
+//! Without a ledger entry (first contact, a dropped ledger) an id absent on one side is new,
+//! never deleted: losing the ledger costs work, never data.
 
 use std::collections::HashMap;
 
@@ -43,6 +55,9 @@ pub const LEDGER_TABLE: &str = "essync_ledger";
 
 /// Ids per `IN` read: few enough to keep each request small, many enough to save round trips.
 const IDS_PER_READ: usize = 50;
+/// Intents per unlogged batch: each is three small cells, well under Cassandra's batch warning
+/// size.
+const INTENTS_PER_BATCH: usize = 50;
 /// Ledger requests in flight at once.
 const CONCURRENCY: usize = 64;
 
@@ -51,16 +66,37 @@ const CONCURRENCY: usize = 64;
 pub struct LedgerEntry {
     /// The id.
     pub id: Uuid,
-    /// The digest of the synced version.
+    /// The version both sides held after essync last synced them, if it ever did.
+    pub base: Option<Synced>,
+    /// A write essync decided and had not confirmed when it stopped.
+    pub intent: Option<Intent>,
+}
+
+/// The version both sides held after a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// Its digest.
     pub digest: Digest,
-    /// The synced version's timestamp (ms since the epoch).
+    /// Its timestamp (ms since the epoch).
     pub timestamp: i64,
-    /// The synced version's index.
+    /// Its index.
     pub index: String,
     /// The Elasticsearch version that holds it, as essync last saw or wrote it.
     pub elasticsearch: Option<EsVersion>,
     /// The write time of the Cassandra row that holds it (µs), when known.
     pub cassandra_written_at: Option<i64>,
+}
+
+/// A write under way: what was being written, and what each side held when it was decided
+/// (`None`: the side had no version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    /// The digest of the version being written.
+    pub target: Digest,
+    /// The digest of the Elasticsearch version the decision saw.
+    pub elasticsearch: Option<Digest>,
+    /// The digest of the Cassandra version the decision saw.
+    pub cassandra: Option<Digest>,
 }
 
 /// One entry to record: the synced document and where the stores hold it.
@@ -86,6 +122,7 @@ pub(crate) struct Ledger {
     upsert: PreparedStatement,
     refresh: PreparedStatement,
     forget: PreparedStatement,
+    intend: PreparedStatement,
 }
 
 type EntryRow = (
@@ -96,10 +133,16 @@ type EntryRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
 );
 
-const ENTRY_COLUMNS: &str =
-    "id, digest, timestamp, index_, es_seq_no, es_primary_term, cassandra_written_at";
+const ENTRY_COLUMNS: &str = "id, digest, timestamp, index_, es_seq_no, es_primary_term, \
+     cassandra_written_at, pending, seen_es, seen_cassandra";
+
+/// The columns of the intent, added to ledgers created before it existed.
+const INTENT_COLUMNS: [&str; 3] = ["pending", "seen_es", "seen_cassandra"];
 
 impl Ledger {
     /// Creates the ledger table when missing and prepares its statements. Returns whether the
@@ -117,12 +160,14 @@ impl Ledger {
                     "CREATE TABLE IF NOT EXISTS {table} (id uuid, sync text, digest blob, \
                      index_ text, type text, timestamp timestamp, content text, \
                      es_seq_no bigint, es_primary_term bigint, cassandra_written_at bigint, \
+                     pending blob, seen_es blob, seen_cassandra blob, \
                      PRIMARY KEY (id, sync))"
                 ),
                 (),
             )
             .await
             .map_err(|e| CassandraError::execution(format!("to create {table}"), &e))?;
+        add_missing_columns(session, keyspace, &table).await?;
         let prepare = |cql: String| {
             let table = table.clone();
             async move {
@@ -156,8 +201,13 @@ impl Ledger {
             range,
             upsert: prepare(format!(
                 "INSERT INTO {table} (id, sync, digest, index_, type, timestamp, content, \
-                 es_seq_no, es_primary_term, cassandra_written_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 es_seq_no, es_primary_term, cassandra_written_at, pending, seen_es, \
+                 seen_cassandra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, null, null, null)"
+            ))
+            .await?,
+            intend: prepare(format!(
+                "UPDATE {table} SET pending = ?, seen_es = ?, seen_cassandra = ? \
+                 WHERE id = ? AND sync = ?"
             ))
             .await?,
             refresh: prepare(format!(
@@ -282,19 +332,23 @@ impl Ledger {
             Option<i64>,
             Option<i64>,
             Option<i64>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
         );
         let mut rows = pager
             .rows_stream::<RangeRow>()
             .map_err(|e| CassandraError::protocol(&action, e))?;
         let mut entries = Vec::new();
         while let Some(row) = rows.next().await {
-            let (token, sync, id, digest, timestamp, index, seq_no, term, written_at) =
+            let (token, sync, id, digest, timestamp, index, seq_no, term, written_at, a, b, c) =
                 row.map_err(|e| CassandraError::protocol(&action, e))?;
             if sync != self.sync {
                 continue;
             }
-            if let Some(entry) = entry_of((id, digest, timestamp, index, seq_no, term, written_at))
-            {
+            if let Some(entry) = entry_of((
+                id, digest, timestamp, index, seq_no, term, written_at, a, b, c,
+            )) {
                 entries.push((token, entry));
             }
         }
@@ -339,26 +393,64 @@ impl Ledger {
         all(pending).await
     }
 
+    /// Records writes about to be made (`Some` intent), or forgets them (`None`): unlogged
+    /// batches of small cells.
+    pub async fn intend(
+        &self,
+        session: &Session,
+        intents: &[(Uuid, Option<Intent>)],
+    ) -> Result<(), CassandraError> {
+        use scylla::statement::batch::{Batch, BatchType};
+        let action = format!("to write {}", self.table);
+        let bytes = |d: Option<Digest>| d.map(|d| d.0.to_vec());
+        let pending: Vec<_> = intents
+            .chunks(INTENTS_PER_BATCH)
+            .map(|chunk| {
+                let action = &action;
+                async move {
+                    let mut batch = Batch::new(BatchType::Unlogged);
+                    let mut values = Vec::with_capacity(chunk.len());
+                    for (id, intent) in chunk {
+                        batch.append_statement(self.intend.clone());
+                        values.push((
+                            bytes(intent.map(|i| i.target)),
+                            bytes(intent.and_then(|i| i.elasticsearch)),
+                            bytes(intent.and_then(|i| i.cassandra)),
+                            *id,
+                            &self.sync,
+                        ));
+                    }
+                    session
+                        .batch(&batch, values)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| CassandraError::execution(action, &e))
+                }
+            })
+            .collect();
+        all(pending).await
+    }
+
     /// Updates where the stores hold an entry's version (its content unchanged).
     pub async fn refresh(
         &self,
         session: &Session,
-        entries: &[LedgerEntry],
+        entries: &[(Uuid, Synced)],
     ) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
         let pending: Vec<_> = entries
             .iter()
-            .map(|entry| {
+            .map(|(id, synced)| {
                 let action = &action;
                 async move {
                     session
                         .execute_unpaged(
                             &self.refresh,
                             (
-                                entry.elasticsearch.as_ref().map(|v| v.seq_no),
-                                entry.elasticsearch.as_ref().map(|v| v.primary_term),
-                                entry.cassandra_written_at,
-                                entry.id,
+                                synced.elasticsearch.as_ref().map(|v| v.seq_no),
+                                synced.elasticsearch.as_ref().map(|v| v.primary_term),
+                                synced.cassandra_written_at,
+                                *id,
                                 &self.sync,
                             ),
                         )
@@ -403,24 +495,70 @@ where
     results.into_iter().collect()
 }
 
-/// An entry from its columns; `None` when the row is incomplete (written by hand): such an id
-/// counts as not in the ledger, which costs a comparison, never data.
+/// An entry from its columns; `None` when it holds neither a synced version nor an intent. An
+/// incomplete synced version (a row written by hand) counts as none: that costs a comparison,
+/// never data.
 fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
-    let (id, digest, timestamp, index, seq_no, primary_term, written_at) = row;
-    let digest: [u8; 16] = digest?.try_into().ok()?;
-    Some(LedgerEntry {
-        id,
-        digest: Digest(digest),
-        timestamp: timestamp?.0,
-        elasticsearch: match (seq_no, primary_term) {
-            (Some(seq_no), Some(primary_term)) => {
-                Some(EsVersion::new(index.clone()?, seq_no, primary_term))
-            }
-            _ => None,
-        },
-        index: index?,
-        cassandra_written_at: written_at,
-    })
+    let (id, digest, timestamp, index, seq_no, primary_term, written_at, pending, seen_es, seen_c) =
+        row;
+    let digest_of = |bytes: Option<Vec<u8>>| -> Option<Digest> {
+        bytes.and_then(|b| <[u8; 16]>::try_from(b).ok()).map(Digest)
+    };
+    let base = match (digest_of(digest), timestamp, index) {
+        (Some(digest), Some(timestamp), Some(index)) => Some(Synced {
+            digest,
+            timestamp: timestamp.0,
+            elasticsearch: match (seq_no, primary_term) {
+                (Some(seq_no), Some(primary_term)) => {
+                    Some(EsVersion::new(index.clone(), seq_no, primary_term))
+                }
+                _ => None,
+            },
+            index,
+            cassandra_written_at: written_at,
+        }),
+        _ => None,
+    };
+    let intent = digest_of(pending).map(|target| Intent {
+        target,
+        elasticsearch: digest_of(seen_es),
+        cassandra: digest_of(seen_c),
+    });
+    (base.is_some() || intent.is_some()).then_some(LedgerEntry { id, base, intent })
+}
+
+/// Adds the columns a ledger created by an earlier essync lacks.
+async fn add_missing_columns(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+) -> Result<(), CassandraError> {
+    let action = format!("to read the columns of {table}");
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+            (keyspace, LEDGER_TABLE),
+        )
+        .await
+        .map_err(|e| CassandraError::execution(&action, &e))?
+        .into_rows_result()
+        .map_err(|e| CassandraError::protocol(&action, e))?;
+    let present: Vec<String> = rows
+        .rows::<(String,)>()
+        .map_err(|e| CassandraError::protocol(&action, e))?
+        .filter_map(|row| row.ok().map(|(name,)| name))
+        .collect();
+    for column in INTENT_COLUMNS {
+        if !present.iter().any(|name| name == column) {
+            session
+                .query_unpaged(format!("ALTER TABLE {table} ADD {column} blob"), ())
+                .await
+                .map_err(|e| {
+                    CassandraError::execution(format!("to add {column} to {table}"), &e)
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `keyspace.table` exists.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
 pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX};
-pub use ledger::{LEDGER_TABLE, LedgerEntry, Record};
+pub use ledger::{Intent, LEDGER_TABLE, LedgerEntry, Record, Synced};
 
 use crate::Document;
 use crate::cassandra::CassandraError;
@@ -196,22 +196,42 @@ impl State {
         self.ledger.range(session, from, to).await
     }
 
-    /// Brings the ledger up to date: records, refreshes and forgets.
+    /// Records the writes about to be made, before they are (see [`ledger`]).
+    pub async fn intend(
+        &self,
+        session: &Session,
+        intents: &[(Uuid, Intent)],
+    ) -> Result<(), CassandraError> {
+        if self.dry_run || intents.is_empty() {
+            return Ok(());
+        }
+        let intents: Vec<(Uuid, Option<Intent>)> =
+            intents.iter().map(|(id, i)| (*id, Some(*i))).collect();
+        self.ledger.intend(session, &intents).await
+    }
+
+    /// Brings the ledger up to date after the writes: records what was synced, refreshes where
+    /// the stores hold it, forgets what is gone, and drops the intents of writes that did not
+    /// apply.
     pub async fn write_ledger(
         &self,
         session: &Session,
         records: &[Record],
-        refreshes: &[LedgerEntry],
+        refreshes: &[(Uuid, Synced)],
         forgotten: &[Uuid],
+        abandoned: &[Uuid],
     ) -> Result<(), CassandraError> {
         if self.dry_run {
             return Ok(());
         }
-        let (a, b, c) = tokio::join!(
+        let abandoned: Vec<(Uuid, Option<Intent>)> =
+            abandoned.iter().map(|id| (*id, None)).collect();
+        let (a, b, c, d) = tokio::join!(
             self.ledger.record(session, records),
             self.ledger.refresh(session, refreshes),
             self.ledger.forget(session, forgotten),
+            self.ledger.intend(session, &abandoned),
         );
-        a.and(b).and(c)
+        a.and(b).and(c).and(d)
     }
 }

@@ -1,0 +1,601 @@
+//! `scripts/bench [N] [--quick]`: essync beside the raw limit of the servers it syncs, on the
+//! same data, in one run.
+//!
+//! 1. **raw limit**: N documents bulk-written to Elasticsearch and N rows written to Cassandra by
+//!    the client crates essync uses, at the best of a small grid of settings, plus reading the
+//!    2N back; each store alone and both at once (the honest limit on a machine whose servers
+//!    share the cores).
+//! 2. **backfill**: the N documents in Elasticsearch only and N others in Cassandra only, then
+//!    `essync -s --once`.
+//! 3. **next round**: `essync --once` right after.
+//! 4. **incremental**: 1% of the documents changed on each side, then one round.
+//! 5. **idle round**: at N and at 4N.
+//! 6. **memory**: essync's peak resident memory during the backfill, at N and at 4N.
+//! 7. **lag**: a writer on each side at 200 writes/s for 60 s against `essync ... 1`.
+//! 8. **policy share**: the CPU essync spends in its policy over its CPU, during the backfill.
+//!
+//! essync runs as its binary, as a user runs it: round times come from its own summary line,
+//! memory and CPU from `/proc`, the policy's CPU from `--metrics`. It prints a table and writes
+//! the figures to a JSON file. It asserts nothing.
+
+mod data;
+mod lag;
+mod limit;
+mod process;
+mod report;
+mod stores;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use data::{Doc, Rng, documents};
+use limit::Limit;
+use process::{Essync, Run};
+use report::{Figures, Table, percent, seconds, thousands};
+use stores::{Cql, Es};
+
+/// The keyspace of every benchmark table (`scripts/servers clean-tests` drops it).
+const KEYSPACE: &str = "essync_bench";
+/// The data's seed: the same documents on every run and machine.
+const SEED: u64 = 1;
+/// A quiet pause before an idle round, longer than essync's default safety window (5 s), so
+/// the round does not re-read the last round's writes: what a round on an idle table costs.
+const IDLE_WAIT: Duration = Duration::from_secs(6);
+
+/// essync beside the raw limit of its servers: backfill, rounds, memory, lag, policy share.
+#[derive(Debug, Parser)]
+#[command(name = "essync-bench", version)]
+struct Args {
+    /// Documents on each side (default 50,000; 10,000 with --quick)
+    n: Option<usize>,
+    /// Steps 1-5 only (no lag), at N = 10,000 unless N is given
+    #[arg(long)]
+    quick: bool,
+    /// The essync binary to measure (default: `essync` beside this program)
+    #[arg(long, value_name = "PATH")]
+    essync: Option<PathBuf>,
+    /// Where to write the figures as JSON
+    #[arg(long, value_name = "PATH", default_value = ".work/bench/latest.json")]
+    out: PathBuf,
+    /// Elasticsearch
+    #[arg(long, env = "ESSYNC_ES_URL", default_value = "http://127.0.0.1:9200")]
+    es_url: String,
+    /// Cassandra contact point
+    #[arg(long, env = "ESSYNC_CASSANDRA", default_value = "127.0.0.1:9042")]
+    cassandra: String,
+    /// How long the lag writers write
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    lag_seconds: u64,
+    /// Writes per second of each lag writer
+    #[arg(long, value_name = "RATE", default_value_t = 200)]
+    lag_rate: u32,
+}
+
+/// This run's index and table names: unique, so runs never see each other's data.
+struct Names {
+    tag: String,
+}
+
+impl Names {
+    fn index(&self, what: &str) -> String {
+        format!("bench_{}_{what}", self.tag)
+    }
+
+    fn table(&self, what: &str) -> String {
+        format!("{what}_{}", self.tag)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("essync_bench=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up, runs the steps, and removes this run's indices and tables whatever happened.
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let n = args
+        .n
+        .unwrap_or(if args.quick { 10_000 } else { 50_000 })
+        .max(100);
+    let path = match &args.essync {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("essync"),
+    };
+    anyhow::ensure!(path.is_file(), "no essync binary at {}", path.display());
+    let essync = Essync {
+        path,
+        es_url: args.es_url.clone(),
+        cassandra: args.cassandra.clone(),
+        keyspace: KEYSPACE.to_string(),
+    };
+    let es = Es::connect(&args.es_url)?;
+    let cql = Arc::new(Cql::connect(&args.cassandra, KEYSPACE).await?);
+    let names = Names {
+        tag: std::process::id().to_string(),
+    };
+    let result = steps(&args, n, &essync, &es, &cql, &names).await;
+    let cleaned = async {
+        let indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
+        es.delete_indices(&indices.join(",")).await?;
+        for table in ["grid", "n", "x4"] {
+            cql.drop_table(&names.table(table)).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = &cleaned {
+        tracing::warn!("could not remove this run's data: {e:#}");
+    }
+    let (figures, text) = result?;
+    print!("{text}");
+    figures.write(&args.out)?;
+    println!("\nFigures written to {}", args.out.display());
+    Ok(())
+}
+
+/// Every run of essync, for the detail table.
+struct Runs(Vec<(String, Run)>);
+
+impl Runs {
+    fn add(&mut self, what: &str, run: Run) -> Run {
+        tracing::info!(
+            "{what}: round {}, process {} ({} read {} / {}, wrote {} / {})",
+            seconds(run.round_s),
+            seconds(run.process_s),
+            "Elasticsearch / Cassandra",
+            run.round.read[0],
+            run.round.read[1],
+            run.round.written[0],
+            run.round.written[1],
+        );
+        self.0.push((what.to_string(), run.clone()));
+        run
+    }
+}
+
+async fn steps(
+    args: &Args,
+    n: usize,
+    essync: &Essync,
+    es: &Es,
+    cql: &Arc<Cql>,
+    names: &Names,
+) -> anyhow::Result<(Figures, String)> {
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let index_n = names.index("n");
+    let table_n = names.table("n");
+    let index_4n = names.index("4n");
+    let table_4n = names.table("x4");
+    let mut runs = Runs(Vec::new());
+
+    // 1. Raw limit; leaves the backfill's data in place.
+    let es_docs = documents(SEED * 10 + 1, &index_n, n);
+    let cql_docs = documents(SEED * 10 + 2, &index_n, n);
+    let average = (es_docs
+        .iter()
+        .chain(&cql_docs)
+        .map(|d| d.content.len())
+        .sum::<usize>()
+        / (2 * n)) as f64;
+    let limit = limit::measure(
+        es,
+        cql,
+        limit::Scratch {
+            index: &names.index("grid"),
+            table: &names.table("grid"),
+        },
+        SEED * 10 + 9,
+        &index_n,
+        &table_n,
+        &es_docs,
+        &cql_docs,
+    )
+    .await?;
+
+    // 2-3. Backfill and the round after it.
+    tracing::info!("backfill: essync -s --once on {n} + {n} documents");
+    let backfill = runs.add(
+        "backfill (-s) at N",
+        essync.once(&table_n, &index_n, true).await?,
+    );
+    let next = runs.add(
+        "next round at N",
+        essync.once(&table_n, &index_n, false).await?,
+    );
+
+    // 4. Incremental: 1% of the 2N documents changed on each side, distinct ids.
+    let all: Vec<&Doc> = es_docs.iter().chain(&cql_docs).collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut rng = Rng::new(SEED * 10 + 3);
+    let on_es: Vec<Doc> = all
+        .iter()
+        .step_by(100)
+        .map(|d| d.changed(&mut rng, now))
+        .collect();
+    let on_cql: Vec<Doc> = all
+        .iter()
+        .skip(50)
+        .step_by(100)
+        .map(|d| d.changed(&mut rng, now))
+        .collect();
+    tracing::info!(
+        "incremental: {} documents changed in Elasticsearch, {} others in Cassandra",
+        on_es.len(),
+        on_cql.len()
+    );
+    let insert = cql.insert(&table_n).await?;
+    futures::try_join!(
+        es.bulk_write(
+            &index_n,
+            Es::bulk_bodies(&on_es, limit.best.es_writes.batch),
+            limit.best.es_writes.concurrency
+        ),
+        cql.write(&insert, &on_cql, limit.best.cql_writes)
+    )?;
+    let incremental = runs.add(
+        "incremental at N",
+        essync.once(&table_n, &index_n, false).await?,
+    );
+    runs.add(
+        "round after it at N",
+        essync.once(&table_n, &index_n, false).await?,
+    );
+
+    // 5. Idle at N.
+    tokio::time::sleep(IDLE_WAIT).await;
+    let idle_n = runs.add(
+        "idle round at N",
+        essync.once(&table_n, &index_n, false).await?,
+    );
+
+    // 4N: load, backfill (memory), the round after it, idle.
+    tracing::info!("4N: writing {} + {} documents", 4 * n, 4 * n);
+    let es_docs_4n = documents(SEED * 10 + 4, &index_4n, 4 * n);
+    let cql_docs_4n = documents(SEED * 10 + 5, &index_4n, 4 * n);
+    let load_4n = limit::load_both(
+        es,
+        cql,
+        &index_4n,
+        &table_4n,
+        &es_docs_4n,
+        &cql_docs_4n,
+        limit.best,
+    )
+    .await?;
+    drop((es_docs_4n, cql_docs_4n));
+    let backfill_4n = runs.add(
+        "backfill (-s) at 4N",
+        essync.once(&table_4n, &index_4n, true).await?,
+    );
+    runs.add(
+        "next round at 4N",
+        essync.once(&table_4n, &index_4n, false).await?,
+    );
+    tokio::time::sleep(IDLE_WAIT).await;
+    let idle_4n = runs.add(
+        "idle round at 4N",
+        essync.once(&table_4n, &index_4n, false).await?,
+    );
+
+    // 7. Lag, on the N table.
+    let lag = if args.quick {
+        None
+    } else {
+        tracing::info!(
+            "lag: {} writes/s on each side for {} s against essync ... 1",
+            args.lag_rate,
+            args.lag_seconds
+        );
+        let mut running = essync.start(&table_n, &index_n, 1).await?;
+        running.next_round(Duration::from_secs(300)).await?;
+        let measured = lag::measure(
+            SEED * 10 + 6,
+            es,
+            cql,
+            &table_n,
+            &index_n,
+            args.lag_rate,
+            Duration::from_secs(args.lag_seconds),
+        )
+        .await;
+        let rounds = running.rounds();
+        running.stop().await?;
+        Some((measured?, rounds))
+    };
+
+    let figures = Figures {
+        n,
+        raw_limit_s: limit.limit_s(),
+        backfill_s: backfill.round_s,
+        backfill_docs_per_s: (2 * n) as f64 / backfill.round_s,
+        backfill_ratio: limit.limit_s() / backfill.round_s,
+        next_round_s: next.round_s,
+        incremental_round_s: incremental.round_s,
+        idle_round_s_n: idle_n.round_s,
+        idle_round_s_4n: idle_4n.round_s,
+        peak_rss_mb_n: backfill.peak_rss_mib,
+        peak_rss_mb_4n: backfill_4n.peak_rss_mib,
+        lag_p50_s: lag.as_ref().map(|l| l.0.p50_s),
+        lag_p99_s: lag.as_ref().map(|l| l.0.p99_s),
+        policy_cpu_share: backfill.policy_share,
+    };
+    let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut text = String::new();
+    text.push_str(&format!(
+        "\nessync benchmark: N = {} documents on each side, {:.0} bytes of nested JSON on \
+         average (seed {SEED}){}\n{}\nload average at start {}, at end {}\n\n",
+        thousands(n as f64),
+        average,
+        if args.quick { ", --quick" } else { "" },
+        essync.path.display(),
+        load_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_end
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+    text.push_str(&summary(
+        &figures,
+        &limit,
+        &backfill,
+        &next,
+        &incremental,
+        &backfill_4n,
+    ));
+    if let Some((lag, rounds)) = &lag {
+        text.push_str(&format!(
+            "\nLag: {} + {} writes ({:.0} and {:.0} per second achieved, {} + {} failed), {} \
+             never seen within 20 s; Elasticsearch to Cassandra p50 {} p99 {}, Cassandra to \
+             Elasticsearch p50 {} p99 {}, max {}; essync ran {} rounds.\n",
+            lag.written[0],
+            lag.written[1],
+            lag.rate[0],
+            lag.rate[1],
+            lag.failed[0],
+            lag.failed[1],
+            lag.unseen,
+            seconds(lag.es_to_cassandra[0]),
+            seconds(lag.es_to_cassandra[1]),
+            seconds(lag.cassandra_to_es[0]),
+            seconds(lag.cassandra_to_es[1]),
+            seconds(lag.max_s),
+            rounds.len(),
+        ));
+    }
+    text.push_str(&details(&limit, &runs, load_4n, 4 * n));
+    Ok((figures, text))
+}
+
+/// The main table: one row per figure, with what stands beside it and the issue's target.
+fn summary(
+    f: &Figures,
+    limit: &Limit,
+    backfill: &Run,
+    next: &Run,
+    incremental: &Run,
+    backfill_4n: &Run,
+) -> String {
+    let mut t = Table::new(&["step", "figure", "value", "beside it", "target"]);
+    let rw = |run: &Run| {
+        format!(
+            "process {}; read {} / {}, wrote {} / {}",
+            seconds(run.process_s),
+            thousands(run.round.read[0] as f64),
+            thousands(run.round.read[1] as f64),
+            thousands(run.round.written[0] as f64),
+            thousands(run.round.written[1] as f64),
+        )
+    };
+    let share = |part: f64| format!("{} of the backfill", percent(part / f.backfill_s));
+    t.row(&[
+        "1 raw limit".into(),
+        "`raw_limit_s`".into(),
+        seconds(f.raw_limit_s),
+        format!(
+            "both stores at once: write {} + read {}; alone: Elasticsearch {}, Cassandra {}; {}",
+            seconds(limit.both[0]),
+            seconds(limit.both[1]),
+            seconds(limit.es_alone_s()),
+            seconds(limit.cql_alone_s()),
+            limit.verdict()
+        ),
+        String::new(),
+    ]);
+    t.row(&[
+        "2 backfill".into(),
+        "`backfill_s`".into(),
+        seconds(f.backfill_s),
+        rw(backfill),
+        String::new(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`backfill_docs_per_s`".into(),
+        thousands(f.backfill_docs_per_s),
+        format!(
+            "raw limit: {} documents/s",
+            thousands((2 * f.n) as f64 / f.raw_limit_s)
+        ),
+        String::new(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`backfill_ratio`".into(),
+        format!("{:.2}", f.backfill_ratio),
+        "raw limit time / backfill time".into(),
+        "at least 0.8".into(),
+    ]);
+    t.row(&[
+        "3 next round".into(),
+        "`next_round_s`".into(),
+        seconds(f.next_round_s),
+        format!("{}; {}", share(f.next_round_s), rw(next)),
+        "under 10% of the backfill".into(),
+    ]);
+    t.row(&[
+        "4 incremental".into(),
+        "`incremental_round_s`".into(),
+        seconds(f.incremental_round_s),
+        format!("1% changed on each side; {}", rw(incremental)),
+        String::new(),
+    ]);
+    t.row(&[
+        "5 idle round".into(),
+        "`idle_round_s_n`".into(),
+        seconds(f.idle_round_s_n),
+        share(f.idle_round_s_n),
+        "under 2% of the backfill".into(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`idle_round_s_4n`".into(),
+        seconds(f.idle_round_s_4n),
+        format!(
+            "{:.2}x the idle round at N",
+            f.idle_round_s_4n / f.idle_round_s_n
+        ),
+        "at most 1.5x the idle round at N".into(),
+    ]);
+    t.row(&[
+        "6 memory".into(),
+        "`peak_rss_mb_n`".into(),
+        format!("{:.1} MiB", f.peak_rss_mb_n),
+        "VmHWM during the backfill at N".into(),
+        "under 200 MB".into(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`peak_rss_mb_4n`".into(),
+        format!("{:.1} MiB", f.peak_rss_mb_4n),
+        format!(
+            "{:.2}x the peak at N; backfill at 4N took {}",
+            f.peak_rss_mb_4n / f.peak_rss_mb_n,
+            seconds(backfill_4n.round_s)
+        ),
+        "at most 1.2x the peak at N".into(),
+    ]);
+    let not_measured = "not measured (--quick)".to_string();
+    t.row(&[
+        "7 lag".into(),
+        "`lag_p50_s`".into(),
+        f.lag_p50_s.map_or(not_measured.clone(), seconds),
+        "write to first visible on the other side, PERIOD 1".into(),
+        String::new(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`lag_p99_s`".into(),
+        f.lag_p99_s.map_or(not_measured, seconds),
+        String::new(),
+        "under 2 s".into(),
+    ]);
+    t.row(&[
+        "8 policy share".into(),
+        "`policy_cpu_share`".into(),
+        f.policy_cpu_share
+            .map_or("not exported by this essync".to_string(), percent),
+        match (backfill.policy_cpu_s, backfill.policy_share) {
+            (Some(policy), Some(share)) if share > 0.0 => format!(
+                "{:.2} s in the policy of {:.2} s CPU during the backfill",
+                policy,
+                policy / share
+            ),
+            _ => format!("{:.2} s CPU during the backfill", backfill.cpu_s),
+        },
+        "under 5%".into(),
+    ]);
+    t.render()
+}
+
+/// The grid, and every run of essync.
+fn details(limit: &Limit, runs: &Runs, load_4n: f64, docs_4n: usize) -> String {
+    let mut out = format!(
+        "\nRaw limit grid ({} documents per setting; best: {}, {}, {}, {}):\n\n",
+        thousands(limit.grid_docs as f64),
+        limit.best.es_writes,
+        limit.best.es_reads,
+        limit.best.cql_writes,
+        limit.best.cql_reads,
+    );
+    let mut grid = Table::new(&["setting", "documents/s"]);
+    for (what, rate) in &limit.grid {
+        grid.row(&[what.clone(), thousands(*rate)]);
+    }
+    out.push_str(&grid.render());
+    out.push_str(&format!(
+        "\nAlone, N documents: Elasticsearch write {} + read {}, Cassandra write {} + read {}. \
+         Both at once: write {} + read {}. 4N loaded at once in {} ({} documents/s).\n",
+        seconds(limit.alone[0]),
+        seconds(limit.alone[1]),
+        seconds(limit.alone[2]),
+        seconds(limit.alone[3]),
+        seconds(limit.both[0]),
+        seconds(limit.both[1]),
+        seconds(load_4n),
+        thousands((2 * docs_4n) as f64 / load_4n),
+    ));
+    out.push_str("\nessync runs:\n\n");
+    let mut table = Table::new(&[
+        "run",
+        "round",
+        "process",
+        "read es / cassandra",
+        "wrote es / cassandra",
+        "errors",
+        "peak RSS",
+        "CPU",
+    ]);
+    for (what, run) in &runs.0 {
+        table.row(&[
+            what.clone(),
+            seconds(run.round_s),
+            seconds(run.process_s),
+            format!(
+                "{} / {}",
+                thousands(run.round.read[0] as f64),
+                thousands(run.round.read[1] as f64)
+            ),
+            format!(
+                "{} / {}",
+                thousands(run.round.written[0] as f64),
+                thousands(run.round.written[1] as f64)
+            ),
+            run.round.errors.to_string(),
+            format!("{:.1} MiB", run.peak_rss_mib),
+            format!("{:.2} s", run.cpu_s),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}

@@ -1,0 +1,39 @@
+"""{{name}}: an essync policy.
+
+Documents of indices whose name starts with `scratch-` stay on their side. When both sides
+changed a document, the newer version wins (essync's default rule).
+"""
+
+from essync_policy import answer_each, last_write_wins
+from wit_world import exports
+from wit_world.imports.types import (
+    Candidate,
+    Conflict,
+    Resolution,
+    Verdict,
+    Verdict_Keep,
+    Verdict_Skip,
+)
+
+
+def decide(candidate: Candidate) -> Verdict:
+    """Whether a change takes part (raise essync_policy.Refusal to refuse)."""
+    index = candidate.document.index
+    if index.startswith("scratch-"):
+        return Verdict_Skip(f"{index} is a scratch index")
+    return Verdict_Keep()
+
+
+def resolve(conflict: Conflict) -> Resolution:
+    """What both sides hold when both changed a document."""
+    return last_write_wins(conflict)
+
+
+class Filter(exports.Filter):
+    def filter(self, batch):
+        return answer_each(batch, decide)
+
+
+class Resolver(exports.Resolver):
+    def resolve(self, batch):
+        return answer_each(batch, resolve)

@@ -1,0 +1,51 @@
+//! {{name}}: an essync policy.
+//!
+//! Documents of indices whose name starts with `scratch-` stay on their side. When both sides
+//! changed a document, the newer version wins (essync's default rule).
+
+use essync_policy::{Candidate, Conflict, Policy, Resolution, Verdict, versions};
+
+/// The policy.
+pub struct {{type}};
+
+impl Policy for {{type}} {
+    fn filter(candidate: Candidate) -> Result<Verdict, String> {
+        let index = &candidate.document.index;
+        if index.starts_with("scratch-") {
+            return Ok(Verdict::Skip(format!("{index} is a scratch index")));
+        }
+        Ok(Verdict::Keep)
+    }
+
+    fn resolve(conflict: Conflict) -> Result<Resolution, String> {
+        Ok(versions::last_write_wins(&conflict))
+    }
+}
+
+essync_policy::export!({{type}});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use essync_policy::Side;
+    use essync_policy::testing::{candidate, conflict_from, doc, doc_in};
+
+    #[test]
+    fn scratch_indices_stay_on_their_side() {
+        let scratch = candidate(Side::Elasticsearch, doc_in("scratch-notes", 1, "{}"));
+        assert!(matches!({{type}}::filter(scratch), Ok(Verdict::Skip(_))));
+        let book = candidate(Side::Cassandra, doc(1, "{}"));
+        assert_eq!({{type}}::filter(book), Ok(Verdict::Keep));
+    }
+
+    #[test]
+    fn the_newer_version_wins() {
+        let base = doc(0, r#"{"title":"Dune"}"#);
+        let c = conflict_from(
+            base,
+            Some(doc(2, r#"{"title":"Dune","pages":412}"#)),
+            Some(doc(1, r#"{"title":"Dune (2nd edition)"}"#)),
+        );
+        assert_eq!({{type}}::resolve(c), Ok(Resolution::UseElasticsearch));
+    }
+}

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds the policy component from policy.py: ./build.sh [OUT.wasm] (default policy.wasm).
+# Needs componentize-py (pip install componentize-py==0.25.1). Also generates the bindings
+# (bindings/) that the unit tests import: python3 -m unittest
+set -eu
+caller="$(pwd)"
+cd "$(dirname "$0")"
+out="${1:-$(pwd)/policy.wasm}"
+case "$out" in /*) ;; *) out="$caller/$out" ;; esac
+command -v componentize-py >/dev/null \
+  || { echo "build.sh: componentize-py not found: pip install componentize-py==0.25.1" >&2; exit 1; }
+wit=../../wit/policy.wit
+rm -rf bindings
+componentize-py -q -d "$wit" -w policy bindings bindings
+componentize-py -q -d "$wit" -w policy componentize -p . -p ../sdk/python policy -o "$out"
+echo "built $out"

@@ -1,0 +1,190 @@
+"""Helpers for essync policies written in Python (componentize-py).
+
+The same helpers as the Rust SDK (the `essync-policy` crate), for the types that
+componentize-py generates from `wit/policy.wit` (`wit_world`):
+
+- `answer_each(batch, decide)`: one `Ok(answer)` per item, in order, or `Err(reason)` where
+  `decide` raised `Refusal` (any other exception traps the call, as a panic does in Rust);
+- `content_object(document)`: the content as a `dict`, or a `Refusal` saying why not;
+- `canonical(text)`: the canonical text of JSON, byte for byte what the Rust SDK writes (keys
+  sorted, no whitespace, one spelling per number), so that two spellings of the same content
+  compare equal;
+- `compare`, `same`, `compare_in`, `last_write_wins`: the default policy's order of versions
+  and its resolution, as in the Rust SDK's `versions` module.
+
+essync writes this file into every Python policy that `essync policy new --lang python`
+creates.
+"""
+
+import json
+from decimal import Decimal
+
+from componentize_py_types import Err, Ok
+from wit_world.imports.types import (
+    Conflict,
+    Document,
+    Resolution,
+    Resolution_Unchanged,
+    Resolution_UseCassandra,
+    Resolution_UseElasticsearch,
+    Stamp,
+)
+
+
+class Refusal(Exception):
+    """A policy's refusal to decide on one item; essync reports the reason and asks again
+    on a later round."""
+
+
+def answer_each(batch, decide):
+    """Applies `decide` to each item of a batch: the list a `filter` or `resolve` export
+    returns."""
+    answers = []
+    for item in batch:
+        try:
+            answers.append(Ok(decide(item)))
+        except Refusal as refusal:
+            answers.append(Err(str(refusal)))
+    return answers
+
+
+def content_object(document: Document) -> dict:
+    """The document's content, parsed; a `Refusal` when it is not a JSON object."""
+    try:
+        value = json.loads(document.content)
+    except ValueError as e:
+        raise Refusal(f"the content of {document.id} is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise Refusal(f"the content of {document.id} is not a JSON object")
+    return value
+
+
+# Canonical JSON: what the Rust SDK's `json::canonical` writes.
+
+
+class _Number:
+    """A JSON number as it was written, formatted when the text is written out."""
+
+    __slots__ = ("text", "integer")
+
+    def __init__(self, text, integer):
+        self.text = text
+        self.integer = integer
+
+    def canonical(self) -> str:
+        if self.integer:
+            value = int(self.text)
+            # Integers that fit 64 bits are written in decimal; larger ones as a float.
+            if -(2**63) <= value < 2**64:
+                return str(value)
+        number = float(self.text)
+        if number != number or number in (float("inf"), float("-inf")):
+            return self.text
+        # The shortest digits that read back as the same float, never in exponent form
+        # (1e21 is 1000000000000000000000, 1.0 is 1), as Rust writes an f64.
+        text = format(Decimal(repr(number)), "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+
+
+def _reject(constant):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _parse(text):
+    return json.loads(
+        text,
+        parse_int=lambda t: _Number(t, True),
+        parse_float=lambda t: _Number(t, False),
+        parse_constant=_reject,
+    )
+
+
+def _write(value, out):
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, _Number):
+        out.append(value.canonical())
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        out.append("{")
+        # Python orders strings by code point: the order of their UTF-8 bytes.
+        for i, key in enumerate(sorted(value)):
+            if i:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _write(value[key], out)
+        out.append("}")
+
+
+def canonical(text: str) -> str:
+    """The canonical text of a JSON text (the text itself when it is not JSON)."""
+    try:
+        value = _parse(text)
+    except (ValueError, RecursionError):
+        return text
+    out = []
+    _write(value, out)
+    return "".join(out)
+
+
+# The default order of versions: what the Rust SDK's `versions` module does.
+
+
+def _cmp(a, b) -> int:
+    return (a > b) - (a < b)
+
+
+def compare(a: Document, b: Document) -> int:
+    """-1, 0 or 1: the later timestamp is greater; on equal timestamps the canonical content,
+    then the index, then the type decide. 0 means both hold the same data."""
+    order = _cmp(a.timestamp, b.timestamp)
+    if order == 0 and a.content != b.content:
+        order = _cmp(canonical(a.content), canonical(b.content))
+    return order or _cmp(a.index, b.index) or _cmp(a.doc_type, b.doc_type)
+
+
+def same(a: Document, b: Document) -> bool:
+    """Whether two versions hold the same data."""
+    return compare(a, b) == 0
+
+
+def compare_in(conflict: Conflict, a: Document, b: Document) -> int:
+    """`compare`, except that without a base a timestamp its writer set is newer than one
+    essync observed."""
+    if conflict.base is None:
+        order = _cmp(a.stamp == Stamp.WRITTEN, b.stamp == Stamp.WRITTEN)
+        if order:
+            return order
+    return compare(a, b)
+
+
+def last_write_wins(conflict: Conflict) -> Resolution:
+    """The default resolution: the newer version wins; a change wins over a delete."""
+    es, cassandra = conflict.elasticsearch, conflict.cassandra
+    if es is None and cassandra is None:
+        return Resolution_Unchanged()
+    if cassandra is None:
+        return Resolution_UseElasticsearch()
+    if es is None:
+        return Resolution_UseCassandra()
+    order = compare_in(conflict, es, cassandra)
+    if order > 0:
+        return Resolution_UseElasticsearch()
+    if order < 0:
+        return Resolution_UseCassandra()
+    return Resolution_Unchanged()

@@ -1,0 +1,200 @@
+//! Policies in every language, built with the installed toolchains as an author builds them:
+//! the Python and JavaScript examples pass the cases of their Rust twins, and a project that
+//! `essync policy new` writes builds, passes its unit tests and passes its cases in Rust,
+//! Python and JavaScript. No server needed.
+//!
+//! The toolchains are found on PATH: `cargo` with the wasm32-wasip2 target, `componentize-py`
+//! and `python3`, `componentize-js` and `node` (`scripts/policy-tools` installs the last ones
+//! into the work area and `scripts/test` puts them on PATH). A missing one fails the test that
+//! needs it, with the build script's message saying what to install.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command to its end; panics with its output unless it succeeds.
+fn run(what: &str, command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    output
+}
+
+fn essync(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_essync"));
+    command.args(args).env("RUST_LOG", "off");
+    command
+}
+
+/// A fresh folder of this run for `name`.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("policy-langs")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch folder");
+    dir
+}
+
+fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// `essync policy test` passes every case and names the interface version.
+fn passes_its_cases(component: &Path, cases: &Path) {
+    let output = run(
+        "essync policy test",
+        essync(&["policy", "test"]).arg(component).arg(cases),
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("essync:policy@0.2.0"), "{stdout}");
+}
+
+#[test]
+fn the_python_example_passes_the_cases_of_its_rust_twin_and_loads_from_the_cache() {
+    let example = policies().join("prefer-cassandra-python");
+    let out = scratch("prefer-cassandra-python");
+    let component = out.join("policy.wasm");
+    run(
+        "building the Python example",
+        Command::new("sh")
+            .arg(example.join("build.sh"))
+            .arg(&component),
+    );
+    run(
+        "the Python example's unit tests",
+        Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(&example),
+    );
+    passes_its_cases(&component, &policies().join("prefer-cassandra/cases.json"));
+
+    // A second load of the same 18 MB component reads its compiled code back.
+    let cache = out.join("cache");
+    let check = || {
+        let output = run(
+            "essync policy check",
+            essync(&["policy", "check"])
+                .arg(&component)
+                .arg("--policy-cache")
+                .arg(&cache),
+        );
+        text(&output.stdout)
+    };
+    let first = check();
+    assert!(first.contains("kept in the compile cache"), "{first}");
+    let second = check();
+    assert!(second.contains("from the compile cache"), "{second}");
+}
+
+#[test]
+fn the_javascript_example_passes_the_cases_of_its_rust_twin() {
+    let example = policies().join("field-merge-js");
+    let component = scratch("field-merge-js").join("policy.wasm");
+    run(
+        "building the JavaScript example",
+        Command::new("sh")
+            .arg(example.join("build.sh"))
+            .arg(&component),
+    );
+    run(
+        "the JavaScript example's unit tests",
+        Command::new("node").arg("--test").current_dir(&example),
+    );
+    passes_its_cases(&component, &policies().join("field-merge/cases.json"));
+}
+
+/// `essync policy new` in an empty folder, the project's build script, its native unit tests
+/// and its cases.
+fn a_new_project_builds_and_passes(lang: &str, unit_tests: &[&str]) {
+    let dir = scratch(&format!("new-{lang}"));
+    let project = dir.join(format!("my-{lang}-policy"));
+    let output = run(
+        "essync policy new",
+        essync(&["policy", "new"])
+            .arg(&project)
+            .args(["--lang", lang]),
+    );
+    assert!(text(&output.stdout).contains("essync policy test policy.wasm cases.json"));
+    for file in ["wit/policy.wit", "cases.json", "build.sh", "README.md"] {
+        assert!(project.join(file).is_file(), "{lang}: {file} is missing");
+    }
+    let wit = std::fs::read_to_string(project.join("wit/policy.wit")).expect("the WIT");
+    assert_eq!(
+        wit,
+        text(&run("essync policy wit", &mut essync(&["policy", "wit"])).stdout)
+    );
+    // Rust builds share a target folder across runs (their dependencies are compiled once).
+    let rust_target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy-new-rust-target");
+    run(
+        &format!("building the new {lang} project"),
+        Command::new("./build.sh")
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &rust_target),
+    );
+    run(
+        &format!("the new {lang} project's unit tests"),
+        Command::new(unit_tests[0])
+            .args(&unit_tests[1..])
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &rust_target),
+    );
+    let cases = project.join("cases.json");
+    passes_its_cases(&project.join("policy.wasm"), &cases);
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cases).expect("cases")).expect("JSON");
+    let kinds: Vec<&str> = cases["cases"]
+        .as_array()
+        .expect("a list of cases")
+        .iter()
+        .filter_map(|case| case["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["filter", "resolve"]);
+}
+
+#[test]
+fn a_new_rust_policy_builds_and_passes_its_tests_and_cases() {
+    a_new_project_builds_and_passes("rust", &["cargo", "test", "--quiet"]);
+}
+
+#[test]
+fn a_new_python_policy_builds_and_passes_its_tests_and_cases() {
+    a_new_project_builds_and_passes("python", &["python3", "-m", "unittest", "-q"]);
+}
+
+#[test]
+fn a_new_javascript_policy_builds_and_passes_its_tests_and_cases() {
+    a_new_project_builds_and_passes("js", &["node", "--test"]);
+}
+
+#[test]
+fn new_refuses_a_folder_in_use_and_a_name_no_language_takes() {
+    let dir = scratch("new-refused");
+    std::fs::write(dir.join("file"), "taken").expect("a file");
+    for (folder, expected) in [
+        (dir.clone(), "not empty"),
+        (dir.join("My Policy"), "cannot name a policy"),
+    ] {
+        let output = essync(&["policy", "new"])
+            .arg(&folder)
+            .args(["--lang", "python"])
+            .output()
+            .expect("essync runs");
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success());
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

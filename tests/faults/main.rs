@@ -1,0 +1,20 @@
+//! The slower test group: faults injected into a real essync and real servers, and a soak.
+//!
+//! The tests here stop, hang and kill processes, the servers' included, so they run one at a
+//! time ([`serial`]), and cargo runs this binary apart from the main suite (`tests/all`): no
+//! other test shares the servers while a fault is injected. `scripts/test` runs it with the rest.
+
+// The support of the main suite, shared: not every helper of it is used here.
+#[allow(dead_code)]
+#[path = "../all/support/mod.rs"]
+mod support;
+
+mod kill;
+mod model;
+mod soak;
+
+/// One fault test at a time.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

@@ -1,0 +1,295 @@
+//! Application writers on both sides, and the state their writes imply, computed on its own.
+//!
+//! Each writer owns the ids it creates: it updates them (whole versions with a current or an
+//! old timestamp, partial updates that keep the stamp) and deletes them; nobody else writes
+//! them, so whatever rounds run in between, the last write is what both stores must end with. A
+//! few ids are shared: both writers write whole versions of them, one write at a time and with
+//! timestamps that follow the order the writes land in, so the later write wins whether a round
+//! sees both (a conflict, the later timestamp wins) or one after the other (each change wins).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::scenario::{Doc, Docs, Scenario, doc, now_ms};
+
+/// A deterministic random source (xorshift*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The seed of a test: `ESSYNC_TEST_SEED`, or the clock; printed so a run can be repeated.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("ESSYNC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now_ms() as u64 | 1);
+    eprintln!("{test}: seed {seed} (ESSYNC_TEST_SEED={seed} repeats this run)");
+    seed
+}
+
+/// What the stores must end with.
+#[derive(Default)]
+pub struct World {
+    /// The owned ids: their last content, `None` once deleted.
+    owned: Mutex<BTreeMap<Uuid, Option<Value>>>,
+    /// The shared ids: the timestamp and content of their last write.
+    shared: tokio::sync::Mutex<BTreeMap<Uuid, (i64, Value)>>,
+    clock: AtomicI64,
+    /// Operations made, by kind.
+    pub operations: AtomicUsize,
+}
+
+impl World {
+    /// A timestamp later than any given before.
+    fn stamp(&self) -> i64 {
+        let now = now_ms();
+        let previous = self.clock.fetch_max(now, Ordering::SeqCst);
+        if previous >= now {
+            self.clock.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
+    }
+
+    /// Records documents written before the writers started (their ids owned by nobody).
+    pub fn existing(&self, docs: &[(Uuid, Doc)]) {
+        let mut owned = self.owned.lock().expect("model");
+        for (id, written) in docs {
+            owned.insert(*id, Some(written.content.clone()));
+        }
+        self.operations.fetch_add(docs.len(), Ordering::Relaxed);
+    }
+
+    /// The contents the stores must hold.
+    pub async fn expected(&self) -> BTreeMap<Uuid, Value> {
+        let mut expected: BTreeMap<Uuid, Value> = self
+            .owned
+            .lock()
+            .expect("model")
+            .iter()
+            .filter_map(|(id, content)| content.clone().map(|c| (*id, c)))
+            .collect();
+        for (id, (_, content)) in self.shared.lock().await.iter() {
+            expected.insert(*id, content.clone());
+        }
+        expected
+    }
+
+    /// Whether both stores hold exactly the expected contents and agree field by field.
+    pub async fn holds(&self, elasticsearch: &Docs, cassandra: &Docs) -> Result<(), String> {
+        let diff = crate::support::scenario::differences(elasticsearch, cassandra);
+        if !diff.is_empty() {
+            return Err(format!(
+                "{} differences between the stores, first: {:?}",
+                diff.len(),
+                &diff[..diff.len().min(5)]
+            ));
+        }
+        let expected = self.expected().await;
+        let held: BTreeMap<Uuid, Value> = elasticsearch
+            .iter()
+            .map(|(id, d)| (*id, d.content.clone()))
+            .collect();
+        if held != expected {
+            let missing: Vec<_> = expected
+                .keys()
+                .filter(|id| !held.contains_key(id))
+                .collect();
+            let extra: Vec<_> = held
+                .keys()
+                .filter(|id| !expected.contains_key(id))
+                .collect();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(id, c)| held.get(id).is_some_and(|h| h != *c))
+                .map(|(id, c)| format!("{id}: expected {c}, held {}", held[id]))
+                .collect();
+            return Err(format!(
+                "{} missing {:?}, {} extra {:?}, {} wrong {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)],
+                extra.len(),
+                &extra[..extra.len().min(5)],
+                wrong.len(),
+                &wrong[..wrong.len().min(5)]
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which side a writer writes to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    Elasticsearch,
+    Cassandra,
+}
+
+/// One application writing to one side.
+pub struct Writer {
+    pub side: Side,
+    rng: Rng,
+    owned: Vec<Uuid>,
+    index: String,
+    shared_index: String,
+    written: u64,
+}
+
+impl Writer {
+    pub fn new(side: Side, seed: u64, s: &Scenario) -> Self {
+        let name = match side {
+            Side::Elasticsearch => "es",
+            Side::Cassandra => "c",
+        };
+        Self {
+            side,
+            rng: Rng(seed),
+            owned: Vec::new(),
+            index: s.index(name),
+            shared_index: s.index("shared"),
+            written: 0,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self.side {
+            Side::Elasticsearch => "es",
+            Side::Cassandra => "c",
+        }
+    }
+
+    /// A current timestamp, or (one time in five) one days old: an out-of-order write.
+    fn timestamp(&mut self) -> i64 {
+        if self.rng.below(5) == 0 {
+            now_ms() - 86_400_000 * (1 + self.rng.below(30) as i64)
+        } else {
+            now_ms()
+        }
+    }
+
+    async fn put(&self, s: &Scenario, id: Uuid, written: &Doc) {
+        match self.side {
+            Side::Elasticsearch => s.es_write(id, written).await,
+            Side::Cassandra => s.cql_write(id, written).await,
+        }
+    }
+
+    /// One random operation: a create, an update, a partial update or a delete of an owned id,
+    /// or a write of a shared one.
+    pub async fn step(&mut self, s: &Scenario, world: &World, shared: &[Uuid]) {
+        self.written += 1;
+        world.operations.fetch_add(1, Ordering::Relaxed);
+        let label = self.label();
+        let choice = if self.owned.is_empty() {
+            0
+        } else {
+            self.rng.below(100)
+        };
+        let content =
+            json!({"side": label, "n": self.written, "nested": {"k": [self.rng.below(9), 1]}});
+        match choice {
+            0..=29 => {
+                let id = Uuid::new_v4();
+                let at = self.timestamp();
+                let written = doc(&self.index, "t", at, content.clone());
+                self.put(s, id, &written).await;
+                world.owned.lock().expect("model").insert(id, Some(content));
+                self.owned.push(id);
+            }
+            30..=54 => {
+                let id = self.owned[self.rng.below(self.owned.len() as u64) as usize];
+                let at = self.timestamp();
+                let written = doc(&self.index, "t", at, content.clone());
+                self.put(s, id, &written).await;
+                world.owned.lock().expect("model").insert(id, Some(content));
+            }
+            55..=69 => {
+                let id = self.owned[self.rng.below(self.owned.len() as u64) as usize];
+                let fields = json!({"p": self.rng.below(1000)});
+                let before = world
+                    .owned
+                    .lock()
+                    .expect("model")
+                    .get(&id)
+                    .cloned()
+                    .flatten();
+                let Some(mut merged) = before else { return };
+                if let (Some(m), Some(f)) = (merged.as_object_mut(), fields.as_object()) {
+                    m.extend(f.clone());
+                }
+                match self.side {
+                    Side::Elasticsearch => s.es_partial_update(&self.index, id, fields).await,
+                    Side::Cassandra => s.cql_update_content(id, &merged).await,
+                }
+                world.owned.lock().expect("model").insert(id, Some(merged));
+            }
+            70..=79 => {
+                let n = self.rng.below(self.owned.len() as u64) as usize;
+                let id = self.owned.swap_remove(n);
+                match self.side {
+                    Side::Elasticsearch => s.es_delete(&self.index, id).await,
+                    Side::Cassandra => s.cql_delete(&[id]).await,
+                }
+                world.owned.lock().expect("model").insert(id, None);
+            }
+            _ if !shared.is_empty() => {
+                let id = shared[self.rng.below(shared.len() as u64) as usize];
+                // One shared write at a time, its timestamp taken under the lock: timestamps
+                // follow the order in which the writes land.
+                let mut last = world.shared.lock().await;
+                let at = world.stamp();
+                let content = json!({"shared": self.written, "by": label});
+                self.put(s, id, &doc(&self.shared_index, "t", at, content.clone()))
+                    .await;
+                last.insert(id, (at, content));
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes, one operation every `pause`, while `more` says so.
+    pub async fn write_while(
+        &mut self,
+        s: &Scenario,
+        world: &World,
+        shared: &[Uuid],
+        pause: std::time::Duration,
+        more: impl Fn() -> bool,
+    ) {
+        while more() {
+            self.step(s, world, shared).await;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Creates `count` shared ids, written once by this writer.
+    pub async fn create_shared(&mut self, s: &Scenario, world: &World, count: usize) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let id = Uuid::new_v4();
+            let mut last = world.shared.lock().await;
+            let at = world.stamp();
+            let content = json!({"shared": n, "by": "start"});
+            self.put(s, id, &doc(&self.shared_index, "t", at, content.clone()))
+                .await;
+            last.insert(id, (at, content));
+            ids.push(id);
+        }
+        ids
+    }
+}
