@@ -149,6 +149,7 @@ pub struct ElasticsearchStore {
     http: Http,
     config: ElasticsearchConfig,
     indices: schema::Indices,
+    red: bool,
 }
 
 impl ElasticsearchStore {
@@ -162,9 +163,16 @@ impl ElasticsearchStore {
             .and_then(Value::as_str)
             .unwrap_or("unknown");
         tracing::debug!(urls = ?config.urls, status, "connected to Elasticsearch");
-        if status == "red" {
-            tracing::warn!("the Elasticsearch cluster is red: some shards are unavailable");
-        }
+        // Only the synced indices' shards concern essync: a red index outside them is not
+        // worth a warning (and one inside fails only itself).
+        let red = status == "red" && {
+            let path = format!("/_cluster/health/{}", config.indices.path());
+            let query = [("allow_no_indices", "true"), ("expand_wildcards", "open")];
+            match http.expect_ok(Method::Get, &path, &query, None).await {
+                Ok(synced) => synced.body.get("status").and_then(Value::as_str) == Some("red"),
+                Err(_) => true,
+            }
+        };
         if config.credentials.is_some() {
             http.check_privileges(&config.indices).await?;
         }
@@ -172,7 +180,15 @@ impl ElasticsearchStore {
             http,
             indices: schema::Indices::new(config.index_recheck),
             config,
+            red,
         })
+    }
+
+    /// Whether some of the synced indices had unavailable primary shards when essync
+    /// connected (the caller warns once everything has started: a failure to start stays one
+    /// line).
+    pub fn red_at_start(&self) -> bool {
+        self.red
     }
 
     /// The configuration in use.
