@@ -417,6 +417,9 @@ async fn a_default_pipeline_is_bypassed_and_a_final_pipeline_that_fails_is_refus
     .await;
     let line = wait_for_error(&s, &[&refused.to_string()]).await;
     assert!(line.contains("final pipeline"), "{line}");
+    // The round that recorded the error may still be finishing: the idle rounds come after it.
+    let finishing = essync.rounds().len();
+    essync.wait_rounds(finishing, 1).await;
     let before = essync.rounds().len();
     let rounds = essync.wait_rounds(before, 2).await;
     assert!(
