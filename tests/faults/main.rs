@@ -1,8 +1,8 @@
 //! The slower test group: faults injected into a real essync and real servers, and a soak.
 //!
-//! The tests here stop, hang and kill processes, the servers' included, so they run one at a
-//! time ([`serial`]), and cargo runs this binary apart from the main suite (`tests/all`): no
-//! other test shares the servers while a fault is injected. `scripts/test` runs it with the rest.
+//! The tests here kill essync, and stop and freeze servers of their own (see [`outage`]), so
+//! they run one at a time ([`serial`]), and cargo runs this binary apart from the main suite
+//! (`tests/all`). `scripts/test` runs it with the rest.
 
 // The support of the main suite, shared: not every helper of it is used here.
 #[allow(dead_code)]
@@ -11,6 +11,7 @@ mod support;
 
 mod kill;
 mod model;
+mod outage;
 mod soak;
 
 /// One fault test at a time.

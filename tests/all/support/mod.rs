@@ -54,16 +54,25 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// A plain Elasticsearch client, independent of essync's store.
 pub fn es_client() -> Elasticsearch {
-    let transport = Transport::single_node(&es_url())
-        .unwrap_or_else(|e| panic!("bad ESSYNC_ES_URL {}: {e}", es_url()));
+    es_client_at(&es_url())
+}
+
+/// A plain Elasticsearch client of the server at `url`.
+pub fn es_client_at(url: &str) -> Elasticsearch {
+    let transport =
+        Transport::single_node(url).unwrap_or_else(|e| panic!("bad Elasticsearch URL {url}: {e}"));
     Elasticsearch::new(transport)
 }
 
 /// Bulk-writes `(index, id, source)` through the plain client; panics on any item error.
 pub async fn es_bulk(docs: &[(String, String, serde_json::Value)]) {
+    es_bulk_with(&es_client(), docs).await;
+}
+
+/// [`es_bulk`] through `client`.
+pub async fn es_bulk_with(client: &Elasticsearch, docs: &[(String, String, serde_json::Value)]) {
     use elasticsearch::http::Method;
     use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
-    let client = es_client();
     for chunk in docs.chunks(2000) {
         let mut body = String::new();
         for (index, id, source) in chunk {
@@ -100,15 +109,17 @@ pub async fn es_bulk(docs: &[(String, String, serde_json::Value)]) {
 
 /// A plain CQL session, independent of essync's store.
 pub async fn cql_session() -> Session {
+    cql_session_at(&cassandra_node()).await
+}
+
+/// A plain CQL session to the Cassandra at `node`.
+pub async fn cql_session_at(node: &str) -> Session {
     SessionBuilder::new()
-        .known_node(cassandra_node())
+        .known_node(node)
         .build()
         .await
         .unwrap_or_else(|e| {
-            panic!(
-                "Cassandra is not reachable at {} ({e}); start it with scripts/servers up",
-                cassandra_node()
-            )
+            panic!("Cassandra is not reachable at {node} ({e}); start it with scripts/servers up")
         })
 }
 

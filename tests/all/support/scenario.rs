@@ -18,7 +18,7 @@ use scylla::value::CqlTimestamp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{cassandra_node, cql_session, es_client, es_url, unique_name};
+use super::{cassandra_node, cql_session_at, es_client_at, es_url, unique_name};
 
 /// The keyspace every scenario's table lives in.
 pub const KEYSPACE: &str = "essync_e2e";
@@ -81,11 +81,19 @@ pub struct Scenario {
     pub name: String,
     pub es: Elasticsearch,
     pub cql: Session,
+    /// The servers essync is pointed at.
+    es_url: String,
+    cassandra_node: String,
 }
 
 impl Scenario {
     pub async fn new(prefix: &str) -> Self {
-        let cql = cql_session().await;
+        Self::on(prefix, &es_url(), &cassandra_node()).await
+    }
+
+    /// A scenario on other servers than the suite's (the fault tests stop theirs).
+    pub async fn on(prefix: &str, es_url: &str, cassandra_node: &str) -> Self {
+        let cql = cql_session_at(cassandra_node).await;
         cql.query_unpaged(
             format!(
                 "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = \
@@ -97,8 +105,10 @@ impl Scenario {
         .expect("create the scenarios' keyspace");
         Self {
             name: unique_name(prefix),
-            es: es_client(),
+            es: es_client_at(es_url),
             cql,
+            es_url: es_url.to_string(),
+            cassandra_node: cassandra_node.to_string(),
         }
     }
 
@@ -147,9 +157,9 @@ impl Scenario {
     pub fn command_args(&self, args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = vec![
             "--es-url".into(),
-            es_url(),
+            self.es_url.clone(),
             "--cassandra".into(),
-            cassandra_node(),
+            self.cassandra_node.clone(),
         ];
         if !args.contains(&"--es-indices") {
             all.push("--es-indices".into());
@@ -195,7 +205,7 @@ impl Scenario {
                 (doc.index.clone(), id.to_string(), source)
             })
             .collect();
-        super::es_bulk(&lines).await;
+        super::es_bulk_with(&self.es, &lines).await;
     }
 
     /// Writes a row to Cassandra as a user would (plain CQL, the driver's write time).
