@@ -204,6 +204,18 @@ pub struct ConnectionOptions {
     #[arg(long, global = true)]
     pub es_insecure: bool,
 
+    /// The longest one Elasticsearch request may take, in seconds: a server that does not
+    /// answer within it fails the round, which is tried again after a backoff
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "ESSYNC_ES_TIMEOUT",
+        default_value = "60",
+        value_parser = parse_timeout,
+        global = true
+    )]
+    pub es_timeout: Duration,
+
     /// Cassandra contact point(s) HOST:PORT, comma-separated
     #[arg(
         long = "cassandra",
@@ -362,6 +374,19 @@ pub struct ConnectionOptions {
         global = true
     )]
     pub cassandra_local_dc: Option<String>,
+
+    /// The longest one Cassandra request may take, in seconds (also the bound of a connection
+    /// attempt): a node that does not answer within it fails the round, which is tried again
+    /// after a backoff
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "ESSYNC_CASSANDRA_TIMEOUT",
+        default_value = "30",
+        value_parser = parse_timeout,
+        global = true
+    )]
+    pub cassandra_timeout: Duration,
 
     /// The replication of a keyspace essync creates, as a CQL map
     #[arg(
@@ -549,6 +574,17 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A request timeout: a positive number of seconds, at most a day.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_seconds(s)?;
+    if timeout < Duration::from_millis(100) {
+        return Err(format!(
+            "'{s}' is too short for a request timeout (at least 0.1 seconds)"
+        ));
+    }
+    Ok(timeout)
+}
+
 fn parse_period(s: &str) -> Result<Duration, String> {
     let seconds: f64 = s
         .trim()
@@ -571,6 +607,27 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn request_timeouts_have_defaults_and_refuse_nothing_and_text() {
+        let cli = Cli::try_parse_from(["essync", "ks:t", "5"]).unwrap();
+        assert_eq!(cli.connection.es_timeout, Duration::from_secs(60));
+        assert_eq!(cli.connection.cassandra_timeout, Duration::from_secs(30));
+        let cli = Cli::try_parse_from([
+            "essync",
+            "--es-timeout",
+            "2.5",
+            "--cassandra-timeout",
+            "3",
+            "ks:t",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.connection.es_timeout, Duration::from_millis(2500));
+        assert_eq!(cli.connection.cassandra_timeout, Duration::from_secs(3));
+        assert!(parse_timeout("0").unwrap_err().contains("too short"));
+        assert!(parse_timeout("soon").is_err());
     }
 
     #[test]

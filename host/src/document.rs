@@ -183,6 +183,15 @@ pub fn canonical_json(value: &Value, out: &mut String) {
     }
 }
 
+/// Whether two JSON values hold the same data, however they are spelled or ordered (their
+/// [`canonical_json`] texts are equal).
+pub fn canonical_eq(a: &Value, b: &Value) -> bool {
+    let (mut left, mut right) = (String::new(), String::new());
+    canonical_json(a, &mut left);
+    canonical_json(b, &mut right);
+    left == right
+}
+
 impl fmt::Display for Document {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let timestamp = match self.timestamp {

@@ -204,4 +204,18 @@ pub struct ChangePage<V, C> {
     pub reads: Vec<Read<V>>,
     /// The checkpoint after this page.
     pub checkpoint: C,
+    /// Parts of the feed that could not be read this time (a closed index, an unavailable
+    /// shard, a page refused, an index essync does not sync): skipped, their positions kept in
+    /// the checkpoint, to be read when they can be.
+    pub failed: Vec<FeedFailure>,
+}
+
+/// A part of a change feed that could not be read, and why. It fails only itself: the rest of
+/// the feed goes on, and its position stays where it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedFailure {
+    /// What could not be read: `INDEX`, or `INDEX, shard N`.
+    pub location: String,
+    /// Why.
+    pub reason: String,
 }

@@ -12,6 +12,7 @@
 mod support;
 
 mod cassandra_store;
+mod clusters;
 mod es_store;
 mod policy_cli;
 mod policy_langs;

@@ -11,9 +11,10 @@ use crate::document::{DEFAULT_TYPE, Digest, now_millis};
 use crate::elasticsearch::convert::json_kind;
 use crate::store::{BadDocument, Read, Side, Stored};
 
-/// The columns every read selects, in this order (see [`RawRow`]).
+/// The columns every read selects, in this order (see [`RawRow`]): the row, its cells' write
+/// times, and the time to live left to its content (a row written `USING TTL`).
 pub(crate) const COLUMNS: &str = "id, index_, type, timestamp, content, \
-     writetime(index_), writetime(type), writetime(timestamp), writetime(content)";
+     writetime(index_), writetime(type), writetime(timestamp), writetime(content), ttl(content)";
 
 /// A row as selected with [`COLUMNS`].
 pub(crate) type RawRow = (
@@ -26,6 +27,7 @@ pub(crate) type RawRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<i32>,
 );
 
 /// A row selected as `token(id), COLUMNS`.
@@ -40,15 +42,16 @@ pub(crate) type TokenRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<i32>,
 );
 
 /// The token, id and [`RawRow`] of a [`TokenRow`].
 pub(crate) fn split_token(row: TokenRow) -> (i64, Uuid, RawRow) {
-    let (token, id, index, doc_type, timestamp, content, w1, w2, w3, w4) = row;
+    let (token, id, index, doc_type, timestamp, content, w1, w2, w3, w4, ttl) = row;
     (
         token,
         id,
-        (id, index, doc_type, timestamp, content, w1, w2, w3, w4),
+        (id, index, doc_type, timestamp, content, w1, w2, w3, w4, ttl),
     )
 }
 
@@ -65,12 +68,16 @@ pub struct CassandraVersion {
     pub content: Option<String>,
     /// The latest write time of the row's cells, in microseconds since the epoch.
     pub written_at: Option<i64>,
+    /// The seconds the row has left to live, when it was written `USING TTL`: essync's
+    /// rewrite of the row keeps it.
+    pub ttl: Option<i32>,
 }
 
 /// Reads a row into a document. A row whose `timestamp` is null takes the time its write was
 /// seen by Cassandra (its cells' write time).
 pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
-    let (id, index, doc_type, timestamp, content, w_index, w_type, w_timestamp, w_content) = row;
+    let (id, index, doc_type, timestamp, content, w_index, w_type, w_timestamp, w_content, ttl) =
+        row;
     let written_at = [w_index, w_type, w_timestamp, w_content]
         .into_iter()
         .flatten()
@@ -81,6 +88,7 @@ pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
         timestamp: timestamp.map(|t| t.0),
         content,
         written_at,
+        ttl: ttl.filter(|t| *t > 0),
     };
     match document_of(id, &version) {
         Ok((document, stamped)) => Read::Document(Stored {
@@ -195,6 +203,7 @@ mod tests {
             Some(1_700_000_000_000_000),
             Some(1_700_000_000_000_000),
             Some(1_700_000_000_123_456),
+            None,
         )
     }
 

@@ -76,6 +76,9 @@ pub struct CassandraConfig {
     pub local_datacenter: Option<String>,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
+    /// How long one request may take before it fails (the driver's client-side timeout; it
+    /// bounds a request to a node that hangs without closing its connections).
+    pub request_timeout: Duration,
     /// Rows per page of reads.
     pub page_size: i32,
     /// Requests in flight at once for batched reads and writes.
@@ -117,6 +120,7 @@ impl CassandraConfig {
             serial_consistency: SerialConsistency::Serial,
             local_datacenter: None,
             connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             page_size: 1000,
             concurrency: 64,
             ids_per_read: 20,
@@ -529,6 +533,7 @@ async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraErro
         .consistency(config.write_consistency)
         .serial_consistency(Some(config.serial_consistency))
         .load_balancing_policy(load_balancing.build())
+        .request_timeout(Some(config.request_timeout))
         .build();
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.nodes)

@@ -18,6 +18,9 @@
 //!   ([`WriteOutcome::ChangedUnderneath`] otherwise). Cassandra documents that mixing
 //!   lightweight transactions with plain writes on the same data is unsafe.
 //!
+//! A row written with a time to live keeps it: essync's rewrite carries the seconds it had left
+//! (`USING TTL`), so the row still expires when its writer meant it to.
+//!
 //! Why not `USING TIMESTAMP` derived from the document's own timestamp: writers that know
 //! nothing of essync write at their current time whatever their `timestamp` column says, so a
 //! row a user backdated would silently shadow essync's later decision. The fence derives from
@@ -114,12 +117,12 @@ impl WriteStatements {
             mode,
             insert_if_absent: prepare(format!(
                 "INSERT INTO {table} (id, index_, type, timestamp, content) \
-                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await?,
             update_if_unchanged: prepare(format!(
-                "UPDATE {table} SET index_ = ?, type = ?, timestamp = ?, content = ? WHERE id = ? \
-                 IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
+                "UPDATE {table} USING TTL ? SET index_ = ?, type = ?, timestamp = ?, content = ? \
+                 WHERE id = ? IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
             ))
             .await?,
             delete_if_unchanged: prepare(format!(
@@ -129,7 +132,7 @@ impl WriteStatements {
             .await?,
             insert_at: prepare(format!(
                 "INSERT INTO {table} (id, index_, type, timestamp, content) \
-                 VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?"
+                 VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
             ))
             .await?,
             delete_at: prepare(format!(
@@ -323,12 +326,18 @@ async fn write_one(
         (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
         (false, _) => WriteOutcome::ChangedUnderneath,
     };
+    // The time to live the row had left (0: none).
+    let ttl = match &write.expected {
+        CassandraExpected::Row(seen) => seen.ttl.unwrap_or(0).max(0),
+        CassandraExpected::Absent => 0,
+    };
     let written = |written_at: Option<i64>| CassandraVersion {
         index: Some(columns.index.clone()),
         doc_type: Some(columns.doc_type.clone()),
         timestamp: Some(columns.timestamp.0),
         content: Some(columns.content.clone()),
         written_at,
+        ttl: (ttl > 0).then_some(ttl),
     };
     if statements.mode == WriteMode::Fenced {
         let expected = match &write.expected {
@@ -345,6 +354,7 @@ async fn write_one(
                     &columns.doc_type,
                     columns.timestamp,
                     &columns.content,
+                    ttl,
                     at,
                 ),
             )
@@ -366,6 +376,7 @@ async fn write_one(
                         &columns.doc_type,
                         columns.timestamp,
                         &columns.content,
+                        ttl,
                     ),
                 )
                 .await
@@ -375,6 +386,7 @@ async fn write_one(
                 .execute_unpaged(
                     &statements.update_if_unchanged,
                     (
+                        ttl,
                         &columns.index,
                         &columns.doc_type,
                         columns.timestamp,
@@ -478,6 +490,7 @@ mod tests {
             timestamp: None,
             content: None,
             written_at: Some(9_000_000),
+            ttl: None,
         };
         // A row written in the future (a writer whose clock is ahead) is still beaten.
         assert_eq!(fence(Some(&row), read_at), 9_000_001);

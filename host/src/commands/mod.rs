@@ -86,6 +86,7 @@ pub fn elasticsearch_config(options: &ConnectionOptions) -> anyhow::Result<Elast
     config.bulk_max_bytes = (options.es_bulk_mib as usize) << 20;
     config.bulk_in_flight = options.es_bulk_in_flight as usize;
     config.ca_file = options.es_ca.clone();
+    config.request_timeout = options.es_timeout;
     let password = secret(
         &options.es_password,
         &options.es_password_file,
@@ -156,6 +157,8 @@ pub fn cassandra_config(
     config.write_consistency = options.cassandra_write_consistency;
     config.serial_consistency = options.cassandra_serial_consistency;
     config.local_datacenter = options.cassandra_local_dc.clone();
+    config.request_timeout = options.cassandra_timeout;
+    config.connect_timeout = config.connect_timeout.min(options.cassandra_timeout);
     Ok(config)
 }
 

@@ -25,6 +25,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&cli.sync, &load).await?;
     let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
     let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
+    if elasticsearch.red_at_start() {
+        tracing::warn!(
+            "some of the synced Elasticsearch indices are red: their unavailable shards are \
+             skipped until they come back"
+        );
+    }
     tracing::info!(
         "policy {} (world essync:policy@{}, {})",
         policy.name(),

@@ -6,6 +6,12 @@
 //! is [`WriteOutcome::ChangedUnderneath`], and the newer write is decided on in a later round.
 //! This holds for writers that know nothing of essync, which external versioning derived from
 //! timestamps would not give: a plain index request resets such a version.
+//!
+//! A write goes back where the document is: under its `_id` exactly as spelled there, with its
+//! custom routing (a write without it would reach another shard, and find another version
+//! there for ever). An index's default pipeline is bypassed (`pipeline: _none`): Elasticsearch
+//! then holds exactly what essync wrote, as the other store does. An index essync does not sync
+//! (see [`super::schema`]) gets no write: each is reported with the reason.
 
 use std::collections::BTreeSet;
 
@@ -16,9 +22,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::ElasticsearchError;
-use super::client::{Http, error_reason};
+use super::client::{Http, Reply};
 use super::convert::{EsVersion, to_source};
-use super::schema::Indices;
+use super::response::{BulkAnswer, bulk_item_outcome};
+use super::schema::{Decision, Indices};
 use crate::Document;
 use crate::store::{Applied, WriteOutcome};
 
@@ -64,6 +71,19 @@ struct Op {
     /// The document's own write or delete (as opposed to the delete that follows a move).
     primary: bool,
     lines: Vec<u8>,
+    /// The `_id` and routing written (for the version the answer reports).
+    raw_id: Option<String>,
+    routing: Option<String>,
+}
+
+/// The action line of one operation: the kind, the index, the `_id`, the routing, and the rest.
+fn action(kind: &str, index: &str, id: &str, routing: Option<&str>, mut rest: Value) -> Value {
+    rest["_index"] = json!(index);
+    rest["_id"] = json!(id);
+    if let Some(routing) = routing {
+        rest["routing"] = json!(routing);
+    }
+    json!({ kind: rest })
 }
 
 /// Deletes a batch of documents, each a compare-and-set against the version expected; one
@@ -78,19 +98,24 @@ pub(crate) async fn delete_batch(
         .iter()
         .enumerate()
         .map(|(n, delete)| {
+            let expected = &delete.expected;
             let mut lines = Vec::new();
             push_line(
                 &mut lines,
-                &json!({"delete": {
-                    "_index": delete.expected.index, "_id": delete.id.to_string(),
-                    "if_seq_no": delete.expected.seq_no,
-                    "if_primary_term": delete.expected.primary_term,
-                }}),
+                &action(
+                    "delete",
+                    &expected.index,
+                    &expected.id_of(delete.id),
+                    expected.routing.as_deref(),
+                    json!({"if_seq_no": expected.seq_no, "if_primary_term": expected.primary_term}),
+                ),
             );
             Op {
                 write: n,
                 primary: true,
                 lines,
+                raw_id: expected.raw_id.clone(),
+                routing: expected.routing.clone(),
             }
         })
         .collect();
@@ -107,12 +132,21 @@ pub(crate) async fn write_batch(
 ) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
     let mut outcomes: Vec<Option<Applied<EsVersion>>> = vec![None; writes.len()];
 
-    // Indices first: create missing ones with the metadata mapping; refuse bad names.
+    // Indices first: create missing ones with the metadata mapping; refuse bad names and the
+    // indices essync does not sync.
     let targets: BTreeSet<&str> = writes.iter().map(|w| w.document.index.as_str()).collect();
     let mut refused = std::collections::HashMap::new();
+    let mut bypass = BTreeSet::new();
     for index in targets {
-        if let Err(reason) = indices.prepare(http, index, None).await? {
-            refused.insert(index.to_string(), reason);
+        match indices.prepare(http, index, None).await? {
+            Decision::Refuse(reason) => {
+                refused.insert(index.to_string(), reason);
+            }
+            Decision::Sync(fidelity) => {
+                if fidelity.default_pipeline.is_some() {
+                    bypass.insert(index.to_string());
+                }
+            }
         }
     }
 
@@ -136,22 +170,39 @@ pub(crate) async fn write_batch(
                 continue;
             }
         };
-        let id = document.id.to_string();
-        let action = match &write.expected {
-            EsExpected::Version(version) if version.index == document.index => json!({"index": {
-                "_index": document.index, "_id": id,
+        // Where the document is: its `_id` as spelled there, its routing.
+        let (raw_id, routing) = match &write.expected {
+            EsExpected::Version(version) => (version.raw_id.clone(), version.routing.clone()),
+            EsExpected::Absent => (None, None),
+        };
+        let id = raw_id.clone().unwrap_or_else(|| document.id.to_string());
+        let mut rest = match &write.expected {
+            EsExpected::Version(version) if version.index == document.index => json!({
                 "if_seq_no": version.seq_no, "if_primary_term": version.primary_term,
-            }}),
+            }),
             // Absent, or moving to another index: create it there.
-            _ => json!({"create": {"_index": document.index, "_id": id}}),
+            _ => json!({}),
+        };
+        if bypass.contains(&document.index) {
+            rest["pipeline"] = json!("_none");
+        }
+        let kind = if rest.get("if_seq_no").is_some() {
+            "index"
+        } else {
+            "create"
         };
         let mut lines = Vec::new();
-        push_line(&mut lines, &action);
+        push_line(
+            &mut lines,
+            &action(kind, &document.index, &id, routing.as_deref(), rest),
+        );
         push_line(&mut lines, &source);
         ops.push(Op {
             write: n,
             primary: true,
             lines,
+            raw_id: raw_id.clone(),
+            routing: routing.clone(),
         });
         if let EsExpected::Version(version) = &write.expected
             && version.index != document.index
@@ -160,15 +211,20 @@ pub(crate) async fn write_batch(
             let mut lines = Vec::new();
             push_line(
                 &mut lines,
-                &json!({"delete": {
-                    "_index": version.index, "_id": id,
-                    "if_seq_no": version.seq_no, "if_primary_term": version.primary_term,
-                }}),
+                &action(
+                    "delete",
+                    &version.index,
+                    &id,
+                    routing.as_deref(),
+                    json!({"if_seq_no": version.seq_no, "if_primary_term": version.primary_term}),
+                ),
             );
             ops.push(Op {
                 write: n,
                 primary: false,
                 lines,
+                raw_id,
+                routing,
             });
         }
     }
@@ -261,58 +317,48 @@ fn push_line(buffer: &mut Vec<u8>, value: &Value) {
 
 async fn send(http: &Http, ops: &[Op]) -> Result<Vec<ItemOutcome>, ElasticsearchError> {
     let body: Vec<u8> = ops.iter().flat_map(|op| op.lines.iter().copied()).collect();
-    let answer = http.send_ndjson("/_bulk", &[], body).await?;
-    if !(200..300).contains(&answer.status) {
-        return Err(super::client::error_answer(
-            elasticsearch::http::Method::Post,
-            "/_bulk",
-            &answer,
-        ));
-    }
-    let items = answer
-        .body
-        .get("items")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ElasticsearchError::Protocol {
-            request: "POST /_bulk".to_string(),
-            reason: "no items in the answer".to_string(),
-        })?;
-    if items.len() != ops.len() {
+    let answer = match http
+        .request_ndjson::<BulkAnswer>("/_bulk", &[], body)
+        .await?
+    {
+        Reply::Ok { value, .. } => value,
+        Reply::Refused { status, error } => {
+            return Err(ElasticsearchError::Api {
+                request: "POST /_bulk".to_string(),
+                status,
+                reason: error.describe(),
+            });
+        }
+    };
+    if answer.items.len() != ops.len() {
         return Err(ElasticsearchError::Protocol {
             request: "POST /_bulk".to_string(),
-            reason: format!("{} items for {} operations", items.len(), ops.len()),
+            reason: format!("{} items for {} operations", answer.items.len(), ops.len()),
         });
     }
     let mut outcomes = Vec::with_capacity(ops.len());
-    for (op, item) in ops.iter().zip(items) {
-        let result = item
-            .as_object()
-            .and_then(|o| o.values().next())
-            .cloned()
-            .unwrap_or(Value::Null);
-        let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
-        let outcome = match status {
-            200..=299 if op.primary => match result.get("result").and_then(Value::as_str) {
-                Some("created") => WriteOutcome::Inserted,
-                Some("deleted") => WriteOutcome::Deleted,
-                _ => WriteOutcome::Replaced,
-            },
-            // The old copy of a moved document is gone: the move is complete.
-            200..=299 => continue,
-            404 if !op.primary => continue,
-            // A compare-and-set delete of a document that is gone: it changed since it was read.
-            404 | 409 => WriteOutcome::ChangedUnderneath,
-            429 | 500..=599 => WriteOutcome::Failed(error_reason(&result)),
-            _ => WriteOutcome::Rejected(error_reason(&result)),
+    for (op, item) in ops.iter().zip(&answer.items) {
+        let Some(result) = item.result() else {
+            outcomes.push(ItemOutcome {
+                write: op.write,
+                outcome: WriteOutcome::Failed("the answer has no result for it".to_string()),
+                version: None,
+            });
+            continue;
         };
-        let version = match outcome {
-            WriteOutcome::Inserted | WriteOutcome::Replaced => super::convert::version_of(&result),
-            _ => None,
+        let Some((outcome, written)) = bulk_item_outcome(result, op.primary) else {
+            continue;
         };
         outcomes.push(ItemOutcome {
             write: op.write,
             outcome,
-            version,
+            version: written.map(|(seq_no, primary_term)| EsVersion {
+                index: result.index.clone(),
+                seq_no,
+                primary_term,
+                raw_id: op.raw_id.clone(),
+                routing: op.routing.clone(),
+            }),
         });
     }
     Ok(outcomes)

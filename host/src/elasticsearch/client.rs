@@ -11,15 +11,24 @@ use elasticsearch::http::transport::{
     MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
 };
 use elasticsearch::http::{Method, Url};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::response::ErrorCause;
 use super::{ElasticsearchConfig, ElasticsearchError, IndexSelection};
 
-/// A JSON answer and how big it was (for sizing pages).
+/// A JSON answer.
 pub(crate) struct Answer {
     pub status: u16,
     pub body: Value,
-    pub bytes: usize,
+}
+
+/// A typed answer: what a 2xx answer says, or the error of any other.
+pub(crate) enum Reply<T> {
+    /// A 2xx answer, and its size in bytes (for sizing pages).
+    Ok { value: T, bytes: usize },
+    /// Another status, with Elasticsearch's error.
+    Refused { status: u16, error: ErrorCause },
 }
 
 /// Sends requests through the `elasticsearch` crate's transport (connection pool, auth, TLS).
@@ -116,36 +125,9 @@ impl Http {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, ElasticsearchError> {
-        let body = match body {
-            Some(value) => {
-                Some(
-                    serde_json::to_vec(value).map_err(|e| ElasticsearchError::Protocol {
-                        request: describe(method, path),
-                        reason: format!("cannot encode the request body: {e}"),
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let body = encode(method, path, body)?;
         self.send_bytes(method, path, query, body, "application/json")
             .await
-    }
-
-    /// Sends newline-delimited JSON (the bulk API).
-    pub async fn send_ndjson(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Result<Answer, ElasticsearchError> {
-        self.send_bytes(
-            Method::Post,
-            path,
-            query,
-            Some(body),
-            "application/x-ndjson",
-        )
-        .await
     }
 
     /// Like [`Http::send`], but a status other than 2xx is an error.
@@ -164,6 +146,84 @@ impl Http {
         }
     }
 
+    /// Sends a request and reads a 2xx answer as `T`; any other status comes back as
+    /// [`Reply::Refused`] with Elasticsearch's error.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply<T>, ElasticsearchError> {
+        let body = encode(method, path, body)?;
+        let (status, bytes) = self
+            .raw(method, path, query, body, "application/json")
+            .await?;
+        self.typed(method, path, status, &bytes)
+    }
+
+    /// Like [`Http::request`], but a status other than 2xx is an error.
+    pub async fn expect<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<T, ElasticsearchError> {
+        match self.request(method, path, query, body).await? {
+            Reply::Ok { value, .. } => Ok(value),
+            Reply::Refused { status, error } => Err(ElasticsearchError::Api {
+                request: describe(method, path),
+                status,
+                reason: error.describe(),
+            }),
+        }
+    }
+
+    /// Sends newline-delimited JSON (the bulk API) and reads a 2xx answer as `T`.
+    pub async fn request_ndjson<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Reply<T>, ElasticsearchError> {
+        let (status, bytes) = self
+            .raw(
+                Method::Post,
+                path,
+                query,
+                Some(body),
+                "application/x-ndjson",
+            )
+            .await?;
+        self.typed(Method::Post, path, status, &bytes)
+    }
+
+    fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        status: u16,
+        bytes: &[u8],
+    ) -> Result<Reply<T>, ElasticsearchError> {
+        if (200..300).contains(&status) {
+            let value =
+                serde_json::from_slice(bytes).map_err(|e| ElasticsearchError::Protocol {
+                    request: describe(method, path),
+                    reason: format!("unexpected answer (HTTP {status}): {e}"),
+                })?;
+            return Ok(Reply::Ok {
+                value,
+                bytes: bytes.len(),
+            });
+        }
+        let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        Ok(Reply::Refused {
+            status,
+            error: ErrorCause::of(body.get("error")),
+        })
+    }
+
     async fn send_bytes(
         &self,
         method: Method,
@@ -172,12 +232,84 @@ impl Http {
         body: Option<Vec<u8>>,
         content_type: &'static str,
     ) -> Result<Answer, ElasticsearchError> {
+        let (status, bytes) = self.raw(method, path, query, body, content_type).await?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ElasticsearchError::Protocol {
+                request: describe(method, path),
+                reason: format!("not JSON (HTTP {status}): {e}"),
+            })?
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// Sends a request; the status and the answer's bytes. Credentials refused are an error.
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        content_type: &'static str,
+    ) -> Result<(u16, bytes::Bytes), ElasticsearchError> {
+        self.raw_within(method, path, query, body, content_type, self.timeout)
+            .await
+    }
+
+    /// Refreshes the indices of `path` (`INDICES/_refresh`), waiting at most `within`: a shard
+    /// whose primary is not started makes a refresh wait for it, and that index must not hold
+    /// up the others. `Err` says why the refresh did not complete.
+    pub async fn refresh(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        within: Duration,
+    ) -> Result<Result<(), String>, ElasticsearchError> {
+        let within = within.min(self.timeout);
+        let (status, bytes) = match self
+            .raw_within(Method::Post, path, query, None, "application/json", within)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(ElasticsearchError::Unreachable { reason, .. }) if reason.contains("timed out") => {
+                return Ok(Err(format!(
+                    "the refresh did not complete within {}s (a shard is not available)",
+                    within.as_secs()
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            return Ok(Err(ErrorCause::of(body.get("error")).describe()));
+        }
+        let failed = body
+            .pointer("/_shards/failed")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Ok(if failed > 0 {
+            Err(format!("{failed} shard copies did not refresh"))
+        } else {
+            Ok(())
+        })
+    }
+
+    async fn raw_within(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        content_type: &'static str,
+        timeout: Duration,
+    ) -> Result<(u16, bytes::Bytes), ElasticsearchError> {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let query = if query.is_empty() { None } else { Some(query) };
         let response = self
             .client
-            .send(method, path, headers, query, body, Some(self.timeout))
+            .send(method, path, headers, query, body, Some(timeout))
             .await
             .map_err(|e| self.transport_error(&e))?;
         let status = response.status_code().as_u16();
@@ -188,41 +320,35 @@ impl Http {
                 url: self.shown_url.clone(),
                 reason: format!("the answer to {} broke off: {}", describe(method, path), e),
             })?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| ElasticsearchError::Protocol {
-                request: describe(method, path),
-                reason: format!("not JSON (HTTP {status}): {e}"),
-            })?
-        };
-        match (status, &self.who) {
-            (401, None) => {
-                return Err(ElasticsearchError::CredentialsRequired {
-                    url: self.shown_url.clone(),
-                });
+        if status == 401 || status == 403 {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            // A cluster block (a read-only index, a full disk) is a 403 too: only a security
+            // refusal is about credentials.
+            let blocked = ErrorCause::of(body.get("error")).involves("cluster_block_exception");
+            match (status, &self.who) {
+                (401, None) => {
+                    return Err(ElasticsearchError::CredentialsRequired {
+                        url: self.shown_url.clone(),
+                    });
+                }
+                (401, Some(who)) => {
+                    return Err(ElasticsearchError::BadCredentials {
+                        url: self.shown_url.clone(),
+                        who: who.clone(),
+                        reason: error_reason(&body),
+                    });
+                }
+                (403, _) if !blocked => {
+                    return Err(ElasticsearchError::Forbidden {
+                        request: describe(method, path),
+                        who: self.who.clone().unwrap_or_else(|| "anonymous".to_string()),
+                        reason: error_reason(&body),
+                    });
+                }
+                _ => {}
             }
-            (401, Some(who)) => {
-                return Err(ElasticsearchError::BadCredentials {
-                    url: self.shown_url.clone(),
-                    who: who.clone(),
-                    reason: error_reason(&body),
-                });
-            }
-            (403, _) => {
-                return Err(ElasticsearchError::Forbidden {
-                    request: describe(method, path),
-                    who: self.who.clone().unwrap_or_else(|| "anonymous".to_string()),
-                    reason: error_reason(&body),
-                });
-            }
-            _ => {}
         }
-        Ok(Answer {
-            status,
-            body,
-            bytes: bytes.len(),
-        })
+        Ok((status, bytes))
     }
 
     /// A request that got no answer, classified by what the user can do about it.
@@ -341,6 +467,20 @@ fn missing_privileges(answer: &Value) -> Vec<String> {
         }
     }
     missing
+}
+
+fn encode(
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Option<Vec<u8>>, ElasticsearchError> {
+    body.map(|value| {
+        serde_json::to_vec(value).map_err(|e| ElasticsearchError::Protocol {
+            request: describe(method, path),
+            reason: format!("cannot encode the request body: {e}"),
+        })
+    })
+    .transpose()
 }
 
 /// "GET /path", for messages.

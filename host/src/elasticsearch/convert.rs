@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::response::Hit;
 use crate::Document;
 use crate::document::{DEFAULT_TYPE, Digest, format_timestamp, truncate_to_millis};
 use crate::store::{BadDocument, Read, Side, Stored};
@@ -22,7 +23,10 @@ use crate::store::{BadDocument, Read, Side, Stored};
 pub const METADATA_FIELD: &str = "_essync";
 
 /// Where a document is in Elasticsearch, and the version a write must match to replace it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two versions are the same when their index, sequence number and primary term are: the
+/// `_id`'s spelling and the routing say how to reach a document, not which version it is.
+#[derive(Debug, Clone, Eq)]
 pub struct EsVersion {
     /// The index holding the document.
     pub index: String,
@@ -30,6 +34,68 @@ pub struct EsVersion {
     pub seq_no: i64,
     /// The primary term of that sequence number.
     pub primary_term: i64,
+    /// The `_id` exactly as Elasticsearch holds it, when it is not the uuid's canonical
+    /// (lower-case, hyphenated) spelling: `6F1C1B0E-...`, `{6f1c...}`, `6f1c1b0e8a8e...`.
+    /// Writes go back under this `_id`.
+    pub raw_id: Option<String>,
+    /// The custom routing the document was indexed with, if any: writes carry it.
+    pub routing: Option<String>,
+}
+
+impl PartialEq for EsVersion {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+            && self.seq_no == other.seq_no
+            && self.primary_term == other.primary_term
+    }
+}
+
+impl EsVersion {
+    /// A version at a sequence number, with the canonical `_id` and no routing.
+    pub fn new(index: impl Into<String>, seq_no: i64, primary_term: i64) -> Self {
+        Self {
+            index: index.into(),
+            seq_no,
+            primary_term,
+            raw_id: None,
+            routing: None,
+        }
+    }
+
+    /// The `_id` that holds the document `id`.
+    pub fn id_of(&self, id: Uuid) -> String {
+        self.raw_id.clone().unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// The spellings of a uuid essync reads as `_id`s: hyphenated, simple (32 digits) and braced,
+/// each in lower and upper case. essync writes the canonical one (lower-case, hyphenated).
+pub fn spellings(id: Uuid) -> [String; 6] {
+    let hyphenated = id.hyphenated().to_string();
+    let simple = id.simple().to_string();
+    let braced = id.braced().to_string();
+    [
+        hyphenated.to_uppercase(),
+        simple.to_uppercase(),
+        braced.to_uppercase(),
+        hyphenated,
+        simple,
+        braced,
+    ]
+}
+
+/// The uuid an `_id` spells, if it is one of [`spellings`]; why not, otherwise.
+pub fn parse_id(raw: &str) -> Result<Uuid, String> {
+    let id = Uuid::parse_str(raw)
+        .map_err(|_| "its _id is not a uuid, so it has no row id in Cassandra".to_string())?;
+    if spellings(id).iter().any(|s| s == raw) {
+        Ok(id)
+    } else {
+        Err(format!(
+            "its _id spells the uuid {id} in a way essync cannot look up (mixed case, or a urn); \
+             essync reads uuids hyphenated, simple or braced, all in lower or all in upper case"
+        ))
+    }
 }
 
 /// The `_source` essync writes for a document: its content plus the metadata field.
@@ -55,9 +121,9 @@ pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Value,
 
 /// Reads one search hit (or `_mget` doc) into a document; `seen_at` is the timestamp given to a
 /// document that carries no metadata (one written by another program).
-pub fn from_hit(hit: &Value, seen_at: DateTime<Utc>) -> Read<EsVersion> {
-    let index = hit.get("_index").and_then(Value::as_str).unwrap_or("?");
-    let raw_id = hit.get("_id").and_then(Value::as_str).unwrap_or("?");
+pub(crate) fn from_hit(hit: &Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> {
+    let index = hit.index.as_str();
+    let raw_id = hit.id.as_str();
     let bad = |id: Option<Uuid>, reason: String| {
         Read::Bad(BadDocument {
             side: Side::Elasticsearch,
@@ -66,25 +132,17 @@ pub fn from_hit(hit: &Value, seen_at: DateTime<Utc>) -> Read<EsVersion> {
             reason,
         })
     };
-    let id = match Uuid::parse_str(raw_id) {
+    let id = match parse_id(raw_id) {
         Ok(id) => id,
-        Err(_) => {
-            return bad(
-                None,
-                "its _id is not a uuid, so it has no row id in Cassandra".to_string(),
-            );
-        }
+        Err(reason) => return bad(Uuid::parse_str(raw_id).ok(), reason),
     };
-    let (Some(seq_no), Some(primary_term)) = (
-        hit.get("_seq_no").and_then(Value::as_i64),
-        hit.get("_primary_term").and_then(Value::as_i64),
-    ) else {
+    let Some(version) = version_of(hit) else {
         return bad(
             Some(id),
             "the answer carries no _seq_no/_primary_term".to_string(),
         );
     };
-    let mut content = match hit.get("_source") {
+    let mut content = match &hit.source {
         Some(Value::Object(map)) => map.clone(),
         Some(other) => return bad(Some(id), format!("_source is {}", json_kind(other))),
         None => {
@@ -117,20 +175,20 @@ pub fn from_hit(hit: &Value, seen_at: DateTime<Utc>) -> Read<EsVersion> {
         },
         stamped,
         digest,
-        version: EsVersion {
-            index: index.to_string(),
-            seq_no,
-            primary_term,
-        },
+        version,
     })
 }
 
-/// The version of a hit (a search hit or an `_mget` doc, with or without its source).
-pub(crate) fn version_of(hit: &Value) -> Option<EsVersion> {
+/// The version of a hit (a search hit or an `_mget` doc, with or without its source): where
+/// it is, its `_id` as spelled there and its routing.
+pub(crate) fn version_of(hit: &Hit) -> Option<EsVersion> {
+    let id = Uuid::parse_str(&hit.id).ok()?;
     Some(EsVersion {
-        index: hit.get("_index")?.as_str()?.to_string(),
-        seq_no: hit.get("_seq_no")?.as_i64()?,
-        primary_term: hit.get("_primary_term")?.as_i64()?,
+        index: hit.index.clone(),
+        seq_no: hit.seq_no?,
+        primary_term: hit.primary_term?,
+        raw_id: (hit.id != id.to_string()).then(|| hit.id.clone()),
+        routing: hit.routing.clone(),
     })
 }
 
@@ -216,8 +274,11 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn hit(id: &str, source: Value) -> Value {
-        json!({"_index": "books", "_id": id, "_seq_no": 7, "_primary_term": 1, "_source": source})
+    fn hit(id: &str, source: Value) -> Hit {
+        serde_json::from_value(
+            json!({"_index": "books", "_id": id, "_seq_no": 7, "_primary_term": 1, "_source": source}),
+        )
+        .expect("a hit")
     }
 
     fn seen() -> DateTime<Utc> {
@@ -265,6 +326,27 @@ mod tests {
         };
         assert_eq!(bad.location, "books/not-a-uuid");
         assert!(bad.reason.contains("not a uuid"), "{}", bad.reason);
+    }
+
+    #[test]
+    fn uuid_ids_in_any_usual_spelling_are_read_and_kept_for_writing_back() {
+        let id = Uuid::parse_str("6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11").unwrap();
+        for raw in spellings(id) {
+            let Read::Document(stored) = from_hit(&hit(&raw, json!({})), seen()) else {
+                panic!("{raw} not read");
+            };
+            assert_eq!(stored.document.id, id);
+            assert_eq!(stored.version.id_of(id), raw);
+            assert_eq!(stored.version.raw_id.is_none(), raw == id.to_string());
+        }
+        let Read::Bad(bad) = from_hit(
+            &hit("6F1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11", json!({})),
+            seen(),
+        ) else {
+            panic!("mixed case accepted");
+        };
+        assert_eq!(bad.id, Some(id));
+        assert!(bad.reason.contains("mixed case"), "{}", bad.reason);
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub enum ElasticsearchError {
         /// Which privileges are missing, by cluster and index pattern.
         missing: String,
     },
+    /// A part of the cluster cannot be read now (a closed index, an unavailable shard).
+    #[error("Elasticsearch cannot read {location} now: {reason}")]
+    Unreadable {
+        /// What cannot be read: `INDEX`, or `INDEX, shard N`.
+        location: String,
+        /// Why.
+        reason: String,
+    },
     /// The server answered something this client does not understand.
     #[error("unexpected answer from Elasticsearch to {request}: {reason}")]
     Protocol {
@@ -120,7 +128,7 @@ impl ElasticsearchError {
     /// Whether waiting and trying again may help (server down, overloaded, timing out).
     pub fn is_transient(&self) -> bool {
         match self {
-            ElasticsearchError::Unreachable { .. } => true,
+            ElasticsearchError::Unreachable { .. } | ElasticsearchError::Unreadable { .. } => true,
             ElasticsearchError::Api { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -19,19 +19,35 @@
 //!
 //! An idle round costs one `_stats` request: shards whose global checkpoint did not move are
 //! not searched at all.
+//!
+//! A part of the cluster that cannot be read fails only itself. A closed index, a shard with
+//! no started primary, a page the shard refuses even at one document, an index essync does not
+//! sync (see [`super::schema`]): each is skipped and reported ([`FeedFailure`]), its position
+//! kept in the checkpoint, so it is read from there once it can be; the rest goes on. Only an
+//! index that was deleted leaves the checkpoint. A search that did not reach its shard in full
+//! never counts as an empty range.
+//!
+//! Pages are sized by bytes: the first from the index's average document size (`_stats`; one
+//! document when it is not known yet), the next from what the previous pages weighed, never above the index's result window, and
+//! halved when a circuit breaker or the result window refuses one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use elasticsearch::http::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::client::Http;
+use super::client::{Http, Reply};
 use super::convert::{EsVersion, from_hit};
 use super::indices::{IndexSelection, SELECTION_PARAMS};
+use super::response::{
+    METADATA_FILTER, MetadataAnswer, PageRefusal, STATS_FILTER, SearchAnswer, ShardState,
+    StatsAnswer, index_states, refusal, shard_page,
+};
+use super::schema::{Decision, Indices};
 use super::{ElasticsearchError, index_path};
-use crate::store::Read;
+use crate::store::{FeedFailure, Read};
 
 /// How far the change feed has read: the last sequence number read, per shard of every index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +99,17 @@ impl EsCheckpoint {
         position.shards[shard] = position.shards[shard].max(seq_no);
     }
 
+    /// Keeps shard `range.shard` of index `range.index_uuid` exactly at `seq_no`: a part of the
+    /// feed that was not read (further) this time.
+    pub fn hold(&mut self, range: &ShardRange, seq_no: i64) {
+        self.advance(range, seq_no);
+        if let Some(position) = self.indices.get_mut(&range.index_uuid)
+            && let Some(slot) = position.shards.get_mut(range.shard as usize)
+        {
+            *slot = seq_no;
+        }
+    }
+
     /// The number of shards tracked.
     pub fn shard_count(&self) -> usize {
         self.indices.values().map(|i| i.shards.len()).sum()
@@ -102,6 +129,11 @@ pub struct ShardRange {
     pub after: i64,
     /// ... up to and including this one (the shard's global checkpoint when planned).
     pub up_to: i64,
+    /// The most documents one page of this index may hold (its result window).
+    pub window: usize,
+    /// The index's average document size on disk, in bytes (0: unknown): the first page's
+    /// size follows from it.
+    pub average_bytes: u64,
 }
 
 impl ShardRange {
@@ -117,8 +149,11 @@ pub struct ChangePlan {
     /// Ranges with something new in them.
     pub ranges: Vec<ShardRange>,
     /// The checkpoint once every range is read: every current index at its planned bound.
-    /// Indices that no longer exist are gone from it.
+    /// Indices that no longer exist are gone from it; the positions of the parts that cannot be
+    /// read now are kept as they were.
     pub target: EsCheckpoint,
+    /// The parts that cannot be read now, and why.
+    pub failed: Vec<FeedFailure>,
 }
 
 /// One page of a shard range.
@@ -130,17 +165,6 @@ pub struct Page {
     pub position: i64,
     /// Whether the range is finished.
     pub done: bool,
-}
-
-/// One shard's state, from `_stats`.
-#[derive(Debug)]
-struct ShardState {
-    index: String,
-    uuid: String,
-    shard: u32,
-    global_checkpoint: i64,
-    deletes: i64,
-    primary_term: i64,
 }
 
 /// The delete counters of every index, from its shards' states.
@@ -164,14 +188,14 @@ fn counters_of(states: &[ShardState]) -> BTreeMap<String, DeleteCounters> {
     counters
 }
 
-/// The current global checkpoint of every primary shard of every synced index.
+/// The started primary of every shard of every synced (open) index.
 async fn shard_states(
     http: &Http,
     selection: &IndexSelection,
 ) -> Result<Vec<ShardState>, ElasticsearchError> {
-    let path = format!("/{}/_stats/docs,indexing", selection.path());
-    let answer = http
-        .expect_ok(
+    let path = format!("/{}/_stats/docs,indexing,store", selection.path());
+    let answer: StatsAnswer = http
+        .expect(
             Method::Get,
             &path,
             &[
@@ -179,56 +203,59 @@ async fn shard_states(
                 SELECTION_PARAMS[0],
                 SELECTION_PARAMS[1],
                 SELECTION_PARAMS[2],
+                ("filter_path", STATS_FILTER),
             ],
             None,
         )
         .await?;
-    let mut states = Vec::new();
-    let Some(indices) = answer.body.get("indices").and_then(Value::as_object) else {
-        return Ok(states);
-    };
-    for (name, index) in indices {
-        let Some(uuid) = index.get("uuid").and_then(Value::as_str) else {
-            continue;
-        };
-        let Some(shards) = index.get("shards").and_then(Value::as_object) else {
-            continue;
-        };
-        for (number, copies) in shards {
-            let Ok(shard) = number.parse::<u32>() else {
-                continue;
-            };
-            let primary = copies.as_array().and_then(|copies| {
-                copies.iter().find(|copy| {
-                    copy.pointer("/routing/primary").and_then(Value::as_bool) == Some(true)
-                })
-            });
-            let Some(global_checkpoint) = primary
-                .and_then(|p| p.pointer("/seq_no/global_checkpoint"))
-                .and_then(Value::as_i64)
-            else {
-                tracing::warn!(index = %name, shard, "no started primary for this shard; its changes wait for the next round");
-                continue;
-            };
-            let deletes = primary
-                .and_then(|p| p.pointer("/indexing/delete_total"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let primary_term = primary
-                .and_then(|p| p.pointer("/retention_leases/primary_term"))
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            states.push(ShardState {
-                index: name.clone(),
-                uuid: uuid.to_string(),
-                shard,
-                global_checkpoint,
-                deletes,
-                primary_term,
-            });
-        }
+    Ok(super::response::shard_states(answer))
+}
+
+/// Where a whole index is, in failures and held positions.
+pub(crate) fn index_location(index: &str) -> String {
+    index.to_string()
+}
+
+/// Where one shard is, in failures and held positions.
+pub(crate) fn shard_location(index: &str, shard: u32) -> String {
+    format!("{index}, shard {shard}")
+}
+
+/// Whether a shard is held back (its index, or the shard itself).
+fn is_held(held: &BTreeSet<String>, index: &str, shard: u32) -> bool {
+    held.contains(&index_location(index)) || held.contains(&shard_location(index, shard))
+}
+
+/// Whether each of `names` exists, by uuid, and whether it is open.
+async fn index_metadata(
+    http: &Http,
+    names: &[&str],
+) -> Result<BTreeMap<String, (String, bool)>, ElasticsearchError> {
+    let mut states = BTreeMap::new();
+    for chunk in names.chunks(40) {
+        let path = format!(
+            "/_cluster/state/metadata/{}",
+            chunk
+                .iter()
+                .map(|n| index_path(n))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let answer: MetadataAnswer = http
+            .expect(
+                Method::Get,
+                &path,
+                &[
+                    ("ignore_unavailable", "true"),
+                    ("allow_no_indices", "true"),
+                    ("expand_wildcards", "open,closed"),
+                    ("filter_path", METADATA_FILTER),
+                ],
+                None,
+            )
+            .await?;
+        states.extend(index_states(answer));
     }
-    states.sort_by(|a, b| (&a.index, a.shard).cmp(&(&b.index, b.shard)));
     Ok(states)
 }
 
@@ -247,6 +274,8 @@ pub(crate) async fn current_positions(
             shard: state.shard,
             after: -1,
             up_to: state.global_checkpoint,
+            window: usize::MAX,
+            average_bytes: 0,
         };
         checkpoint.advance(&range, state.global_checkpoint);
     }
@@ -254,29 +283,69 @@ pub(crate) async fn current_positions(
 }
 
 /// Plans the reads from `from` up to now, and refreshes the indices that have something new so
-/// that all of it is searchable. Indices not in `from` are read from their start.
+/// that all of it is searchable. Indices not in `from` are read from their start. The parts in
+/// `held` (locations of failures waiting for their next attempt) are not read; neither are the
+/// parts that cannot be read now (reported in the plan): their positions are kept.
 pub(crate) async fn plan(
     http: &Http,
+    indices: &Indices,
     selection: &IndexSelection,
     from: &EsCheckpoint,
+    held: &BTreeSet<String>,
 ) -> Result<ChangePlan, ElasticsearchError> {
     let mut plan = ChangePlan::default();
     let states = shard_states(http, selection).await?;
     plan.target.counters = counters_of(&states);
-    for state in states {
-        let after = from
-            .indices
-            .get(&state.uuid)
-            .and_then(|position| position.shards.get(state.shard as usize))
+    let position = |uuid: &str, shard: u32| {
+        from.indices
+            .get(uuid)
+            .and_then(|position| position.shards.get(shard as usize))
             .copied()
-            .unwrap_or(-1);
+            .unwrap_or(-1)
+    };
+    let mut news: Vec<&str> = states
+        .iter()
+        .filter(|s| s.global_checkpoint > position(&s.uuid, s.shard))
+        .map(|s| s.index.as_str())
+        .collect();
+    news.dedup();
+    let decisions = indices.decide(http, &news).await?;
+    let mut sizes: HashMap<&str, (u64, u64)> = HashMap::new();
+    for state in &states {
+        let size = sizes.entry(state.index.as_str()).or_default();
+        size.0 += state.documents;
+        size.1 += state.bytes;
+    }
+    let mut refused = BTreeSet::new();
+    for state in &states {
+        let after = position(&state.uuid, state.shard);
+        let decision = decisions.get(&state.index);
+        let (documents, bytes) = sizes.get(state.index.as_str()).copied().unwrap_or_default();
         let range = ShardRange {
-            index: state.index,
-            index_uuid: state.uuid,
+            index: state.index.clone(),
+            index_uuid: state.uuid.clone(),
             shard: state.shard,
             after,
             up_to: state.global_checkpoint,
+            window: decision.map(Decision::window).unwrap_or(usize::MAX),
+            average_bytes: bytes.checked_div(documents).unwrap_or(0),
         };
+        if is_held(held, &state.index, state.shard) {
+            plan.target.hold(&range, after);
+            continue;
+        }
+        if state.global_checkpoint > after
+            && let Some(reason) = decision.and_then(Decision::refusal)
+        {
+            if refused.insert(state.index.clone()) {
+                plan.failed.push(FeedFailure {
+                    location: index_location(&state.index),
+                    reason: reason.to_string(),
+                });
+            }
+            plan.target.hold(&range, after);
+            continue;
+        }
         // The target keeps the later of the two: a shard never goes back.
         plan.target
             .advance(&range, after.max(state.global_checkpoint));
@@ -284,32 +353,131 @@ pub(crate) async fn plan(
             plan.ranges.push(range);
         }
     }
-    let mut to_refresh: Vec<&str> = plan.ranges.iter().map(|r| r.index.as_str()).collect();
+
+    // What the stats left out keeps its position: shards with no started primary, and indices
+    // that are closed or have no shard available. Only a deleted index is forgotten.
+    let reported: BTreeSet<(&str, u32)> =
+        states.iter().map(|s| (s.uuid.as_str(), s.shard)).collect();
+    let listed: BTreeSet<&str> = states.iter().map(|s| s.uuid.as_str()).collect();
+    let mut absent = Vec::new();
+    for (uuid, position) in &from.indices {
+        if !listed.contains(uuid.as_str()) {
+            absent.push((uuid, position));
+            continue;
+        }
+        for (shard, &seq_no) in position.shards.iter().enumerate() {
+            let shard = shard as u32;
+            if reported.contains(&(uuid.as_str(), shard)) {
+                continue;
+            }
+            plan.target
+                .hold(&held_range(uuid, &position.name, shard, seq_no), seq_no);
+            if !is_held(held, &position.name, shard) {
+                plan.failed.push(FeedFailure {
+                    location: shard_location(&position.name, shard),
+                    reason: "the shard has no started primary (it is unavailable)".to_string(),
+                });
+            }
+        }
+    }
+    if !absent.is_empty() {
+        let names: Vec<&str> = absent.iter().map(|(_, p)| p.name.as_str()).collect();
+        let existing = index_metadata(http, &names).await?;
+        for (uuid, position) in absent {
+            let Some((name, open)) = existing.get(uuid) else {
+                continue;
+            };
+            for (shard, &seq_no) in position.shards.iter().enumerate() {
+                plan.target
+                    .hold(&held_range(uuid, name, shard as u32, seq_no), seq_no);
+            }
+            if !held.contains(&index_location(name)) {
+                plan.failed.push(FeedFailure {
+                    location: index_location(name),
+                    reason: if *open {
+                        "no shard of the index is available (it is red)".to_string()
+                    } else {
+                        "the index is closed".to_string()
+                    },
+                });
+            }
+        }
+    }
+
+    // Everything in range must be searchable before it is read: a range of an index whose
+    // refresh did not reach every shard is not read this time.
+    let mut to_refresh: Vec<String> = plan.ranges.iter().map(|r| r.index.clone()).collect();
     to_refresh.dedup();
-    // A few dozen names per request keeps the URL short.
+    let mut unrefreshed: BTreeMap<String, String> = BTreeMap::new();
     for names in to_refresh.chunks(40) {
-        let path = format!(
-            "/{}/_refresh",
-            names
-                .iter()
-                .map(|n| index_path(n))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        http.expect_ok(Method::Post, &path, &SELECTION_PARAMS, None)
-            .await?;
+        if let Err(reason) = refresh(http, names).await? {
+            for name in names {
+                if let Err(reason) = refresh(http, std::slice::from_ref(name)).await? {
+                    unrefreshed.insert(name.clone(), reason);
+                }
+            }
+            if names.len() == 1 {
+                unrefreshed.insert(names[0].clone(), reason);
+            }
+        }
+    }
+    if !unrefreshed.is_empty() {
+        let ranges = std::mem::take(&mut plan.ranges);
+        for range in ranges {
+            match unrefreshed.get(&range.index) {
+                Some(reason) => {
+                    plan.target.hold(&range, range.after);
+                    plan.failed.push(FeedFailure {
+                        location: shard_location(&range.index, range.shard),
+                        reason: format!("the index could not be refreshed: {reason}"),
+                    });
+                }
+                None => plan.ranges.push(range),
+            }
+        }
     }
     Ok(plan)
 }
 
-/// Reads one page of a range, after sequence number `after`.
+/// The range of a held position (for [`EsCheckpoint::hold`]).
+fn held_range(uuid: &str, name: &str, shard: u32, seq_no: i64) -> ShardRange {
+    ShardRange {
+        index: name.to_string(),
+        index_uuid: uuid.to_string(),
+        shard,
+        after: seq_no,
+        up_to: seq_no,
+        window: usize::MAX,
+        average_bytes: 0,
+    }
+}
+
+/// How long a refresh may take: one that waits on a shard with no started primary must not
+/// hold up the round.
+pub(crate) const REFRESH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refreshes indices; `Err` when some shard of them did not refresh (in time).
+async fn refresh(http: &Http, names: &[String]) -> Result<Result<(), String>, ElasticsearchError> {
+    let path = format!(
+        "/{}/_refresh",
+        names
+            .iter()
+            .map(|n| index_path(n))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    http.refresh(&path, &SELECTION_PARAMS, REFRESH_WITHIN).await
+}
+
+/// Reads one page of a range, after sequence number `after`, with its size in bytes; or why
+/// the shard did not give it.
 pub(crate) async fn read_page(
     http: &Http,
     range: &ShardRange,
     after: i64,
     size: usize,
     seen_at: DateTime<Utc>,
-) -> Result<(Page, usize), ElasticsearchError> {
+) -> Result<Result<(Page, usize), PageRefusal>, ElasticsearchError> {
     let path = format!("/{}/_search", index_path(&range.index));
     let preference = format!("_shards:{}", range.shard);
     let body = json!({
@@ -319,24 +487,26 @@ pub(crate) async fn read_page(
         "query": {"range": {"_seq_no": {"gt": after, "lte": range.up_to}}},
         "sort": [{"_seq_no": "asc"}],
     });
-    let answer = http
-        .expect_ok(
+    let (answer, bytes) = match http
+        .request::<SearchAnswer>(
             Method::Post,
             &path,
             &[("preference", &preference), ("ignore_unavailable", "true")],
             Some(&body),
         )
-        .await?;
-    let hits = answer
-        .body
-        .pointer("/hits/hits")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+        .await?
+    {
+        Reply::Refused { error, .. } => return Ok(Err(refusal(&error))),
+        Reply::Ok { value, bytes } => (value, bytes),
+    };
+    let hits = match shard_page(answer) {
+        Ok(hits) => hits,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let mut reads = Vec::with_capacity(hits.len());
     let mut position = after;
-    for hit in hits {
-        if let Some(seq_no) = hit.get("_seq_no").and_then(Value::as_i64) {
+    for hit in &hits {
+        if let Some(seq_no) = hit.seq_no {
             position = position.max(seq_no);
         }
         reads.push(from_hit(hit, seen_at));
@@ -345,31 +515,49 @@ pub(crate) async fn read_page(
     if done {
         position = range.up_to;
     }
-    Ok((
+    Ok(Ok((
         Page {
             reads,
             position,
             done,
         },
-        answer.bytes,
-    ))
+        bytes,
+    )))
 }
 
 /// Page sizes that follow the documents' size: pages stay near a byte budget whether
-/// documents are 100 bytes or 1 MB, so memory stays flat.
+/// documents are 100 bytes or 10 MB, so memory stays flat, and never exceed what the index
+/// accepts.
 #[derive(Debug, Clone)]
 pub(crate) struct PageSizer {
     size: usize,
-    max: usize,
+    /// The most documents a page may hold: the configured maximum, the index's result window,
+    /// or less after a refusal.
+    cap: usize,
     budget_bytes: usize,
 }
 
+/// How much larger a document is in a search answer than on disk, at most, for the first page
+/// (stored fields are compressed).
+const EXPANSION: u64 = 4;
+
 impl PageSizer {
-    pub fn new(max: usize, budget_bytes: usize) -> Self {
+    /// A sizer for pages of at most `max` documents and about `budget_bytes`, in an index
+    /// whose result window is `window` and whose documents weigh `average_bytes` on disk (0:
+    /// unknown).
+    pub fn new(max: usize, budget_bytes: usize, window: usize, average_bytes: u64) -> Self {
+        let cap = max.min(window).max(1);
+        let budget_bytes = budget_bytes.max(1);
+        // Of an index whose documents' size is not known yet (just written, not refreshed),
+        // the first page holds one document, and the next ones follow from what it weighed.
+        let first = match average_bytes {
+            0 => 1,
+            bytes => (budget_bytes as u64 / (bytes.saturating_mul(EXPANSION)).max(1)) as usize,
+        };
         Self {
-            size: max.clamp(1, 100),
-            max: max.max(1),
-            budget_bytes: budget_bytes.max(1),
+            size: first.clamp(1, cap),
+            cap,
+            budget_bytes,
         }
     }
 
@@ -384,7 +572,18 @@ impl PageSizer {
         }
         let per_document = (bytes / count).max(1);
         let fitting = (self.budget_bytes / per_document).max(1);
-        self.size = fitting.min(self.max);
+        self.size = fitting.min(self.cap);
+    }
+
+    /// Halves the page after a refusal (and keeps later pages at most that big). Returns
+    /// false when the page was one document already.
+    pub fn shrink(&mut self) -> bool {
+        if self.size <= 1 {
+            return false;
+        }
+        self.size /= 2;
+        self.cap = self.size;
+        true
     }
 }
 
@@ -394,7 +593,8 @@ mod tests {
 
     #[test]
     fn page_sizes_follow_document_size() {
-        let mut sizer = PageSizer::new(1000, 8 << 20);
+        let mut sizer = PageSizer::new(1000, 8 << 20, usize::MAX, 0);
+        assert_eq!(sizer.size(), 1, "an unknown size starts at one document");
         sizer.observe(100, 100 * 1_000);
         assert_eq!(sizer.size(), 1000);
         sizer.observe(100, 100 * 1_000_000);
@@ -404,18 +604,49 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_never_go_back() {
+    fn the_first_page_is_sized_by_the_average_document_and_never_above_the_window() {
+        // 1 MB documents on disk: a 16 MB budget starts at 4 documents, not 100.
+        assert_eq!(
+            PageSizer::new(1000, 16 << 20, usize::MAX, 1 << 20).size(),
+            4
+        );
+        // Small documents, an index whose result window is 10.
+        let mut sizer = PageSizer::new(1000, 16 << 20, 10, 100);
+        assert_eq!(sizer.size(), 10);
+        sizer.observe(10, 1_000);
+        assert_eq!(sizer.size(), 10);
+    }
+
+    #[test]
+    fn refused_pages_shrink_down_to_one_document() {
+        let mut sizer = PageSizer::new(1000, 16 << 20, usize::MAX, 100);
+        assert_eq!(sizer.size(), 1000);
+        assert!(sizer.shrink());
+        assert_eq!(sizer.size(), 500);
+        sizer.observe(10, 100);
+        assert_eq!(sizer.size(), 500, "a refusal caps later pages");
+        while sizer.shrink() {}
+        assert_eq!(sizer.size(), 1);
+        assert!(!sizer.shrink());
+    }
+
+    #[test]
+    fn checkpoints_never_go_back_unless_held() {
         let range = ShardRange {
             index: "i".into(),
             index_uuid: "u".into(),
             shard: 2,
             after: -1,
             up_to: 9,
+            window: usize::MAX,
+            average_bytes: 0,
         };
         let mut checkpoint = EsCheckpoint::default();
         checkpoint.advance(&range, 5);
         checkpoint.advance(&range, 3);
         assert_eq!(checkpoint.indices["u"].shards, vec![-1, -1, 5]);
         assert_eq!(checkpoint.shard_count(), 3);
+        checkpoint.hold(&range, 3);
+        assert_eq!(checkpoint.indices["u"].shards, vec![-1, -1, 3]);
     }
 }

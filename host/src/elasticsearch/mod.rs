@@ -11,6 +11,13 @@
 //! [`ElasticsearchConfig::indices`]. A document's `_id` is
 //! its uuid, its index is its `index`, its `_source` is its content plus essync's metadata
 //! ([`convert::METADATA_FIELD`]).
+//!
+//! What real clusters hold is taken into account: an `_id` may spell its uuid in upper case,
+//! braced or without hyphens (writes go back under that `_id`), a document may carry custom
+//! routing (writes carry it too), two documents may hold one id (reported, never synced), an
+//! index may not keep `_source` whole or rewrite documents in a pipeline (see `schema`), a
+//! shard or an index may be unavailable (see `feed`). Every answer is read through typed
+//! structs (`response`).
 
 mod bulk;
 mod client;
@@ -18,9 +25,10 @@ pub mod convert;
 mod error;
 mod feed;
 mod indices;
+mod response;
 mod schema;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -30,7 +38,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub use bulk::{EsDelete, EsExpected, EsWrite};
-pub use convert::{EsVersion, METADATA_FIELD};
+pub use convert::{EsVersion, METADATA_FIELD, spellings};
 pub use error::ElasticsearchError;
 pub use feed::{ChangePlan, DeleteCounters, EsCheckpoint, IndexPosition, Page, ShardRange};
 pub use indices::IndexSelection;
@@ -38,11 +46,15 @@ pub use schema::check_index_name;
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{Applied, BadDocument, ChangePage, Lookup, Read, ReadError, Side, WriteOutcome};
+use crate::store::{
+    Applied, BadDocument, ChangePage, FeedFailure, Lookup, Read, ReadError, Side, WriteOutcome,
+};
 use client::Http;
 use feed::PageSizer;
 use futures::StreamExt;
 use indices::SELECTION_PARAMS;
+use response::{MgetAnswer, MgetDoc, PageRefusal, SearchAnswer, coverage, mget_doc};
+use schema::Decision;
 
 /// How to reach Elasticsearch and how big requests may get.
 #[derive(Debug, Clone)]
@@ -70,6 +82,9 @@ pub struct ElasticsearchConfig {
     pub bulk_max_bytes: usize,
     /// Bulk requests in flight at once.
     pub bulk_in_flight: usize,
+    /// How long a decision about an index (does Elasticsearch keep what essync writes there,
+    /// is essync's mapping in place) holds before it is checked again.
+    pub index_recheck: Duration,
 }
 
 /// Credentials for Elasticsearch.
@@ -114,6 +129,7 @@ impl Default for ElasticsearchConfig {
             bulk_max_documents: 1000,
             bulk_max_bytes: 16 << 20,
             bulk_in_flight: 4,
+            index_recheck: Duration::from_secs(60),
         }
     }
 }
@@ -133,6 +149,7 @@ pub struct ElasticsearchStore {
     http: Http,
     config: ElasticsearchConfig,
     indices: schema::Indices,
+    red: bool,
 }
 
 impl ElasticsearchStore {
@@ -146,17 +163,32 @@ impl ElasticsearchStore {
             .and_then(Value::as_str)
             .unwrap_or("unknown");
         tracing::debug!(urls = ?config.urls, status, "connected to Elasticsearch");
-        if status == "red" {
-            tracing::warn!("the Elasticsearch cluster is red: some shards are unavailable");
-        }
+        // Only the synced indices' shards concern essync: a red index outside them is not
+        // worth a warning (and one inside fails only itself).
+        let red = status == "red" && {
+            let path = format!("/_cluster/health/{}", config.indices.path());
+            let query = [("allow_no_indices", "true"), ("expand_wildcards", "open")];
+            match http.expect_ok(Method::Get, &path, &query, None).await {
+                Ok(synced) => synced.body.get("status").and_then(Value::as_str) == Some("red"),
+                Err(_) => true,
+            }
+        };
         if config.credentials.is_some() {
             http.check_privileges(&config.indices).await?;
         }
         Ok(Self {
             http,
+            indices: schema::Indices::new(config.index_recheck),
             config,
-            indices: schema::Indices::default(),
+            red,
         })
+    }
+
+    /// Whether some of the synced indices had unavailable primary shards when essync
+    /// connected (the caller warns once everything has started: a failure to start stays one
+    /// line).
+    pub fn red_at_start(&self) -> bool {
+        self.red
     }
 
     /// The configuration in use.
@@ -171,14 +203,24 @@ impl ElasticsearchStore {
         name: &str,
         shards: Option<u32>,
     ) -> Result<(), ElasticsearchError> {
-        self.indices
-            .prepare(&self.http, name, shards)
-            .await?
-            .map_err(|reason| ElasticsearchError::Api {
+        match self.indices.prepare(&self.http, name, shards).await? {
+            Decision::Sync(_) => Ok(()),
+            Decision::Refuse(reason) => Err(ElasticsearchError::Api {
                 request: format!("PUT /{name}"),
                 status: 400,
                 reason,
-            })
+            }),
+        }
+    }
+
+    /// Whether Elasticsearch may rewrite what essync writes to `index` (a final pipeline that
+    /// kept essync's probe document as it was, but may change others): a version read back
+    /// with essync's own sequence number but other content was rewritten by Elasticsearch.
+    pub fn may_rewrite(&self, index: &str) -> bool {
+        matches!(
+            self.indices.known(index),
+            Some(Decision::Sync(fidelity)) if fidelity.final_pipeline.is_some()
+        )
     }
 
     /// Writes a document unless Elasticsearch holds a newer version of it (a later timestamp),
@@ -239,29 +281,42 @@ impl ElasticsearchStore {
     /// the number of documents. Each document present from start to end is returned exactly
     /// once; one written or changed during the read may be missed (the change feed sees it).
     /// A document that cannot be synced comes as [`ReadError::Bad`] and the stream goes on; a
-    /// store failure ends it.
+    /// store failure ends it, and so does a part of the cluster that cannot be read (a closed
+    /// index, an unavailable shard): the listing would not be complete.
     pub fn get_documents(
         &self,
     ) -> impl Stream<Item = Result<Document, ReadError<ElasticsearchError>>> + '_ {
         // The change feed from the very start: every shard up to its current checkpoint.
         let pages = self
             .changes(&EsCheckpoint::default(), now_millis())
-            .map(|page| page.map(|page| page.reads));
+            .map(|page| {
+                let page = page?;
+                match page.failed.into_iter().next() {
+                    Some(failure) => Err(ElasticsearchError::Unreadable {
+                        location: failure.location,
+                        reason: failure.reason,
+                    }),
+                    None => Ok(page.reads),
+                }
+            });
         crate::store::documents_of(pages)
     }
 
     /// The current version of each id, wherever it is: every id asked for gets an answer. The
     /// hint (the index where the id is expected) makes the lookup real-time there (`_mget`),
-    /// seeing documents written but not yet refreshed; ids not found there are searched in
-    /// every selected index after a refresh. An id found in more than one index is reported as
-    /// a [`BadDocument`]. An id Elasticsearch cannot answer for (its index is closed, a shard is
-    /// unavailable, a search missed shards) is [`Lookup::Unknown`]: never taken for absent.
+    /// seeing documents written but not yet refreshed; every selected index is searched too,
+    /// after a refresh, in every spelling of the id, for what the hint missed and for other
+    /// copies. An id held by more than one document (in two indices, or under two spellings)
+    /// is reported as a [`BadDocument`]. An id Elasticsearch cannot answer for (its index is
+    /// closed, essync does not sync it, a shard of the hinted index is unavailable, a search
+    /// timed out) is [`Lookup::Unknown`]: never taken for absent. A shard failing in another
+    /// index fails only itself: an id expected in a healthy index is not held up by it.
     pub async fn get_by_ids(
         &self,
         wanted: &[(Uuid, Option<String>)],
         seen_at: DateTime<Utc>,
     ) -> Result<HashMap<Uuid, Lookup<Read<EsVersion>>>, ElasticsearchError> {
-        let hits = self.lookup(wanted, true).await?;
+        let hits = self.lookup(wanted, true, false).await?;
         Ok(hits
             .into_iter()
             .map(|(id, hit)| {
@@ -277,12 +332,13 @@ impl ElasticsearchStore {
     }
 
     /// Where each id is, without reading the documents: the version found, absent, or unknown
-    /// (as [`ElasticsearchStore::get_by_ids`] finds them).
+    /// (as [`ElasticsearchStore::get_by_ids`] finds them, except that a shard failing anywhere
+    /// leaves every id not found unknown: an absence found here is taken for a delete).
     pub async fn locate(
         &self,
         wanted: &[(Uuid, Option<String>)],
     ) -> Result<HashMap<Uuid, Lookup<EsVersion>>, ElasticsearchError> {
-        let hits = self.lookup(wanted, false).await?;
+        let hits = self.lookup(wanted, false, true).await?;
         Ok(hits
             .into_iter()
             .map(|(id, hit)| {
@@ -300,13 +356,16 @@ impl ElasticsearchStore {
             .collect())
     }
 
-    /// The raw hits of `wanted`: real-time in the hinted index, then a search of the selection.
+    /// The raw hits of `wanted`: real-time in the hinted index, then a search of the selection
+    /// in every spelling. With `strict`, any shard failure leaves the ids not found unknown.
     async fn lookup(
         &self,
         wanted: &[(Uuid, Option<String>)],
         source: bool,
+        strict: bool,
     ) -> Result<HashMap<Uuid, Hit>, ElasticsearchError> {
-        let mut found: HashMap<Uuid, Hit> = HashMap::with_capacity(wanted.len());
+        let mut copies: HashMap<Uuid, Vec<response::Hit>> = HashMap::with_capacity(wanted.len());
+        let mut unknown: HashMap<Uuid, String> = HashMap::new();
         let hinted: Vec<Value> = wanted
             .iter()
             .filter_map(|(id, index)| {
@@ -317,121 +376,211 @@ impl ElasticsearchStore {
             .collect();
         let source_param = [("_source", if source { "true" } else { "false" })];
         for chunk in hinted.chunks(1000) {
-            let answer = self
+            let answer: MgetAnswer = self
                 .http
-                .expect_ok(
+                .expect(
                     Method::Post,
                     "/_mget",
                     &source_param,
                     Some(&json!({"docs": chunk})),
                 )
                 .await?;
-            for doc in answer
-                .body
-                .get("docs")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let Some(id) = doc
-                    .get("_id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| Uuid::parse_str(id).ok())
-                else {
+            for doc in answer.docs {
+                let Ok(id) = Uuid::parse_str(&doc.id) else {
                     continue;
                 };
-                if doc.get("found").and_then(Value::as_bool) == Some(true) {
-                    found.insert(id, Hit::One(doc.clone()));
-                } else if let Some(error) = doc.get("error") {
-                    let kind = error.get("type").and_then(Value::as_str).unwrap_or("");
-                    // A missing index holds nothing: the id may be elsewhere. Any other error
-                    // (a closed index, a shard not available) leaves the id unknown.
-                    if kind != "index_not_found_exception" {
-                        found.insert(id, Hit::Unknown(client::error_reason(doc)));
+                match mget_doc(doc) {
+                    MgetDoc::Found(hit) => copies.entry(id).or_default().push(*hit),
+                    MgetDoc::Missing => {}
+                    MgetDoc::Unknown(reason) => {
+                        unknown.insert(id, reason);
                     }
                 }
             }
         }
 
-        let missing: Vec<String> = wanted
+        // Searches see what was refreshed: refresh first, so a document written a moment
+        // ago elsewhere is not taken for absent. A refresh held up by an unavailable shard
+        // leaves what was not found unknown where an absence would count as a delete.
+        let mut unrefreshed = None;
+        if wanted
             .iter()
-            .filter(|(id, _)| !found.contains_key(id))
-            .map(|(id, _)| id.to_string())
-            .collect();
-        if !missing.is_empty() {
-            // Searches see what was refreshed: refresh first, so a document written a moment
-            // ago elsewhere is not taken for absent.
-            self.http
-                .expect_ok(
-                    Method::Post,
+            .any(|(id, _)| !copies.contains_key(id) && !unknown.contains_key(id))
+            && let Err(reason) = self
+                .http
+                .refresh(
                     &format!("/{}/_refresh", self.config.indices.path()),
                     &SELECTION_PARAMS,
-                    None,
+                    feed::REFRESH_WITHIN,
                 )
-                .await?;
+                .await?
+        {
+            tracing::debug!("refreshing the synced indices: {reason}");
+            unrefreshed = Some(reason);
         }
-        for chunk in missing.chunks(1000) {
+        let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
+        let searched = self.search_ids(&ids, source).await?;
+
+        let mut found: HashMap<Uuid, Hit> = HashMap::with_capacity(wanted.len());
+        for (id, hint) in wanted {
+            if let Some(reason) = unknown.remove(id) {
+                found.insert(*id, Hit::Unknown(reason));
+                continue;
+            }
+            let mut hits = copies.remove(id).unwrap_or_default();
+            let search = searched.get(id);
+            for hit in search.map(|s| s.hits.as_slice()).unwrap_or_default() {
+                if !hits.iter().any(|h| h.index == hit.index && h.id == hit.id) {
+                    hits.push(hit.clone());
+                }
+            }
+            let hit = match hits.len() {
+                0 => match search.and_then(|s| s.gap(hint.clone(), strict)) {
+                    Some(reason) => Hit::Unknown(reason),
+                    None => match &unrefreshed {
+                        Some(reason) if strict => Hit::Unknown(reason.clone()),
+                        _ => Hit::Absent,
+                    },
+                },
+                1 => Hit::One(Box::new(hits.remove(0))),
+                _ => Hit::Many(
+                    hits.iter()
+                        .map(|h| format!("{}/{}", h.index, h.id))
+                        .collect(),
+                ),
+            };
+            found.insert(*id, hit);
+        }
+
+        // A document of an index essync does not sync cannot be said to be there or not.
+        let mut names: Vec<String> = found
+            .values()
+            .filter_map(|hit| match hit {
+                Hit::One(hit) => Some(hit.index.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let decisions = self.indices.decide(&self.http, &names).await?;
+        for hit in found.values_mut() {
+            if let Hit::One(one) = hit
+                && let Some(reason) = decisions.get(&one.index).and_then(Decision::refusal)
+            {
+                *hit = Hit::Unknown(reason.to_string());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every document of the selection whose `_id` spells one of `ids`, by id, with what the
+    /// search could not see. Pages stay within the selection's smallest result window.
+    async fn search_ids(
+        &self,
+        ids: &[Uuid],
+        source: bool,
+    ) -> Result<HashMap<Uuid, Searched>, ElasticsearchError> {
+        let window = self
+            .indices
+            .selection_window(&self.http, &self.config.indices)
+            .await?;
+        // Each id may have a few copies; a page that comes back full may miss some.
+        let per_request = (window.saturating_sub(10) / 2).clamp(1, 1000);
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut searched = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(per_request) {
+            let size = (chunk.len() * 2 + 10).min(window);
+            let values: Vec<String> = chunk
+                .iter()
+                .flat_map(|id| convert::spellings(*id))
+                .collect();
             let body = json!({
-                "size": chunk.len() * 2 + 10,
+                "size": size,
                 "seq_no_primary_term": true,
                 "track_total_hits": false,
                 "_source": source,
-                "query": {"ids": {"values": chunk}},
+                "query": {"ids": {"values": values}},
             });
-            let answer = self
+            let answer: SearchAnswer = self
                 .http
-                .expect_ok(
+                .expect(
                     Method::Post,
                     &format!("/{}/_search", self.config.indices.path()),
                     &SELECTION_PARAMS,
                     Some(&body),
                 )
                 .await?;
-            let mut by_id: HashMap<Uuid, Vec<Value>> = HashMap::new();
-            for hit in answer
-                .body
-                .pointer("/hits/hits")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                if let Some(id) = hit
-                    .get("_id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| Uuid::parse_str(id).ok())
-                {
-                    by_id.entry(id).or_default().push(hit.clone());
+            let coverage = coverage(answer);
+            let full = coverage.hits.len() >= size;
+            let mut by_id: HashMap<Uuid, Vec<response::Hit>> = HashMap::new();
+            for hit in coverage.hits {
+                if let Ok(id) = Uuid::parse_str(&hit.id) {
+                    by_id.entry(id).or_default().push(hit);
                 }
             }
-            let failed_shards = answer
-                .body
-                .pointer("/_shards/failed")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let timed_out = answer.body.get("timed_out").and_then(Value::as_bool) == Some(true);
-            for id in chunk.iter().filter_map(|id| Uuid::parse_str(id).ok()) {
-                let hit = match by_id.remove(&id) {
-                    Some(mut hits) if hits.len() == 1 => Hit::One(hits.remove(0)),
-                    Some(hits) => Hit::Many(
-                        hits.iter()
-                            .map(|h| {
-                                h.get("_index")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("?")
-                                    .to_string()
-                            })
-                            .collect(),
-                    ),
-                    None if failed_shards > 0 || timed_out => Hit::Unknown(format!(
-                        "the search for it missed {failed_shards} shard(s){}",
-                        if timed_out { " and timed out" } else { "" }
-                    )),
-                    None => Hit::Absent,
-                };
-                found.insert(id, hit);
+            for id in chunk {
+                searched.insert(
+                    *id,
+                    Searched {
+                        hits: by_id.remove(id).unwrap_or_default(),
+                        failed: coverage.failed.clone(),
+                        timed_out: coverage.timed_out,
+                        full,
+                    },
+                );
             }
         }
-        Ok(found)
+        Ok(searched)
+    }
+
+    /// The ids of a page of reads that more than one document holds (in two indices, or under
+    /// two spellings) become [`BadDocument`]s: essync needs one document per id.
+    async fn flag_copies(
+        &self,
+        reads: Vec<Read<EsVersion>>,
+    ) -> Result<Vec<Read<EsVersion>>, ElasticsearchError> {
+        let ids: Vec<Uuid> = reads
+            .iter()
+            .filter_map(|read| match read {
+                Read::Document(stored) => Some(stored.document.id),
+                Read::Bad(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(reads);
+        }
+        let searched = self.search_ids(&ids, false).await?;
+        Ok(reads
+            .into_iter()
+            .map(|read| {
+                let Read::Document(stored) = &read else {
+                    return read;
+                };
+                let id = stored.document.id;
+                let mut places: Vec<String> = searched
+                    .get(&id)
+                    .map(|s| {
+                        s.hits
+                            .iter()
+                            .map(|h| format!("{}/{}", h.index, h.id))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let own = format!("{}/{}", stored.version.index, stored.version.id_of(id));
+                if !places.contains(&own) {
+                    places.push(own);
+                }
+                if places.len() > 1 {
+                    places.sort();
+                    Read::Bad(in_many_indices(id, &places))
+                } else {
+                    read
+                }
+            })
+            .collect())
     }
 
     /// Writes a batch, each document a compare-and-set against the version expected; one
@@ -499,7 +648,14 @@ impl ElasticsearchStore {
         &self,
         from: &EsCheckpoint,
     ) -> Result<ChangePlan, ElasticsearchError> {
-        feed::plan(&self.http, &self.config.indices, from).await
+        feed::plan(
+            &self.http,
+            &self.indices,
+            &self.config.indices,
+            from,
+            &BTreeSet::new(),
+        )
+        .await
     }
 
     /// What changed since `from`, page by page: each page carries the checkpoint that holds once
@@ -511,12 +667,32 @@ impl ElasticsearchStore {
         seen_at: DateTime<Utc>,
     ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
     {
+        self.changes_holding(from, seen_at, BTreeSet::new())
+    }
+
+    /// [`ElasticsearchStore::changes`], leaving the parts in `held` unread (locations of earlier
+    /// failures, `INDEX` or `INDEX, shard N`, waiting for their next attempt): their positions
+    /// are kept. A part that cannot be read (a closed index, an unavailable shard, a page
+    /// refused even at one document, an index essync does not sync) is skipped the same way and
+    /// reported in the pages' `failed`; the rest of the feed goes on.
+    pub fn changes_holding<'a>(
+        &'a self,
+        from: &EsCheckpoint,
+        seen_at: DateTime<Utc>,
+        held: BTreeSet<String>,
+    ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
+    {
         struct State {
             checkpoint: EsCheckpoint,
             plan: Option<ChangePlan>,
             ranges: std::vec::IntoIter<ShardRange>,
             current: Option<(ShardRange, i64)>,
-            sizer: PageSizer,
+            sizers: HashMap<String, PageSizer>,
+            /// Failures not reported in a page yet.
+            failed: Vec<FeedFailure>,
+            /// Ranges given up this round, and how far they were read.
+            given_up: Vec<(ShardRange, i64)>,
+            held: BTreeSet<String>,
             finished: bool,
         }
         let state = State {
@@ -524,7 +700,10 @@ impl ElasticsearchStore {
             plan: None,
             ranges: Vec::new().into_iter(),
             current: None,
-            sizer: PageSizer::new(self.config.page_size, self.config.page_bytes),
+            sizers: HashMap::new(),
+            failed: Vec::new(),
+            given_up: Vec::new(),
+            held,
             finished: false,
         };
         futures::stream::unfold(state, move |mut state| async move {
@@ -532,10 +711,19 @@ impl ElasticsearchStore {
                 return None;
             }
             if state.plan.is_none() {
-                match self.plan_changes(&state.checkpoint).await {
+                match feed::plan(
+                    &self.http,
+                    &self.indices,
+                    &self.config.indices,
+                    &state.checkpoint,
+                    &state.held,
+                )
+                .await
+                {
                     Ok(plan) => {
                         state.checkpoint.counters = plan.target.counters.clone();
                         state.ranges = plan.ranges.clone().into_iter();
+                        state.failed.extend(plan.failed.iter().cloned());
                         state.plan = Some(plan);
                     }
                     Err(e) => {
@@ -544,64 +732,95 @@ impl ElasticsearchStore {
                     }
                 }
             }
-            let (range, after) = match state.current.take() {
-                Some(current) => current,
-                None => match state.ranges.next() {
-                    Some(range) => {
-                        let after = range.after;
-                        (range, after)
-                    }
-                    None => {
+            loop {
+                let (range, after) = match state.current.take() {
+                    Some(current) => current,
+                    None => match state.ranges.next() {
+                        Some(range) => {
+                            let after = range.after;
+                            (range, after)
+                        }
+                        None => {
+                            state.finished = true;
+                            let mut checkpoint = state
+                                .plan
+                                .as_ref()
+                                .map(|p| p.target.clone())
+                                .unwrap_or_else(|| state.checkpoint.clone());
+                            for (range, position) in &state.given_up {
+                                checkpoint.hold(range, *position);
+                            }
+                            let page = ChangePage {
+                                reads: Vec::new(),
+                                checkpoint,
+                                failed: std::mem::take(&mut state.failed),
+                            };
+                            return Some((Ok(page), state));
+                        }
+                    },
+                };
+                let (page_size, page_bytes) = (self.config.page_size, self.config.page_bytes);
+                let sizer = state.sizers.entry(range.index.clone()).or_insert_with(|| {
+                    PageSizer::new(page_size, page_bytes, range.window, range.average_bytes)
+                });
+                let read = feed::read_page(&self.http, &range, after, sizer.size(), seen_at).await;
+                let refusal = match read {
+                    Err(e) => {
                         state.finished = true;
-                        let checkpoint = state
-                            .plan
-                            .as_ref()
-                            .map(|p| p.target.clone())
-                            .unwrap_or_else(|| state.checkpoint.clone());
+                        return Some((Err(e), state));
+                    }
+                    Ok(Ok((page, bytes))) => {
+                        sizer.observe(page.reads.len(), bytes);
+                        state.checkpoint.advance(&range, page.position);
+                        if !page.done {
+                            state.current = Some((range, page.position));
+                        }
+                        let reads = match self.flag_copies(page.reads).await {
+                            Ok(reads) => reads,
+                            Err(e) => {
+                                state.finished = true;
+                                return Some((Err(e), state));
+                            }
+                        };
                         let page = ChangePage {
-                            reads: Vec::new(),
-                            checkpoint,
+                            reads,
+                            checkpoint: state.checkpoint.clone(),
+                            failed: std::mem::take(&mut state.failed),
                         };
                         return Some((Ok(page), state));
                     }
-                },
-            };
-            match self
-                .read_page(&range, after, &mut state.sizer, seen_at)
-                .await
-            {
-                Ok(page) => {
-                    state.checkpoint.advance(&range, page.position);
-                    if !page.done {
-                        state.current = Some((range, page.position));
+                    Ok(Err(refusal)) => refusal,
+                };
+                match refusal {
+                    PageRefusal::TooLarge(reason) => {
+                        if sizer.shrink() {
+                            tracing::debug!(
+                                index = %range.index,
+                                shard = range.shard,
+                                "page refused ({reason}); asking for {} documents",
+                                sizer.size()
+                            );
+                            state.current = Some((range, after));
+                        } else {
+                            state.failed.push(FeedFailure {
+                                location: feed::shard_location(&range.index, range.shard),
+                                reason: format!("even a page of one document is refused: {reason}"),
+                            });
+                            state.given_up.push((range, after));
+                        }
                     }
-                    let page = ChangePage {
-                        reads: page.reads,
-                        checkpoint: state.checkpoint.clone(),
-                    };
-                    Some((Ok(page), state))
-                }
-                Err(e) => {
-                    state.finished = true;
-                    Some((Err(e), state))
+                    // Deleted since the plan: nothing left to read there.
+                    PageRefusal::Gone => {}
+                    PageRefusal::Unavailable(reason) => {
+                        state.failed.push(FeedFailure {
+                            location: feed::shard_location(&range.index, range.shard),
+                            reason,
+                        });
+                        state.given_up.push((range, after));
+                    }
                 }
             }
         })
-    }
-
-    /// Reads the next page of a range after sequence number `after`, sized by `sizer`;
-    /// `seen_at` stamps documents that carry no metadata.
-    async fn read_page(
-        &self,
-        range: &ShardRange,
-        after: i64,
-        sizer: &mut PageSizer,
-        seen_at: DateTime<Utc>,
-    ) -> Result<Page, ElasticsearchError> {
-        let (page, bytes) =
-            feed::read_page(&self.http, range, after, sizer.size(), seen_at).await?;
-        sizer.observe(page.reads.len(), bytes);
-        Ok(page)
     }
 
     /// How many documents the synced indices hold (as of their last refresh).
@@ -626,21 +845,58 @@ impl ElasticsearchStore {
 /// What a lookup found for one id.
 enum Hit {
     /// One document (a search hit or an `_mget` doc).
-    One(Value),
-    /// Documents in several indices (their names).
+    One(Box<response::Hit>),
+    /// Several documents (`index/_id` of each).
     Many(Vec<String>),
     Absent,
     Unknown(String),
 }
 
-/// An id found in several indices: essync needs one document per id.
+/// What a search of the selection found for one id, and what it could not see.
+struct Searched {
+    hits: Vec<response::Hit>,
+    /// Indices with a shard that did not answer (`None`: one the answer does not name).
+    failed: BTreeSet<Option<String>>,
+    timed_out: bool,
+    /// The page came back full: more copies may exist.
+    full: bool,
+}
+
+impl Searched {
+    /// Why an id the search did not find may still exist: a timeout, a full page, or a shard
+    /// that did not answer in the index where it is expected (in any index with `strict`, or
+    /// when it is expected nowhere in particular).
+    fn gap(&self, hint: Option<String>, strict: bool) -> Option<String> {
+        if self.timed_out {
+            return Some("the search for it timed out".to_string());
+        }
+        if self.full {
+            return Some("the search for it came back full".to_string());
+        }
+        let relevant =
+            strict || hint.is_none() || self.failed.contains(&None) || self.failed.contains(&hint);
+        (relevant && !self.failed.is_empty()).then(|| {
+            let indices: Vec<String> = self.failed.iter().flatten().cloned().collect();
+            format!(
+                "the search for it missed shard(s) of {}",
+                if indices.is_empty() {
+                    "some index".to_string()
+                } else {
+                    indices.join(", ")
+                }
+            )
+        })
+    }
+}
+
+/// An id held by several documents (`index/_id` of each): essync needs one document per id.
 fn in_many_indices(id: Uuid, places: &[String]) -> BadDocument {
     BadDocument {
         side: Side::Elasticsearch,
         id: Some(id),
         location: format!("*/{id}"),
         reason: format!(
-            "the id is in {} indices ({}); essync needs one document per id",
+            "the id is held by {} documents ({}); essync needs one document per id",
             places.len(),
             places.join(", ")
         ),

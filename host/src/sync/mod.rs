@@ -308,6 +308,7 @@ impl Syncer {
         stop: &Stop,
     ) -> Result<(), SyncError> {
         let mut failures: u32 = 0;
+        let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
             if let Some(reload) = &mut self.policy_reload
@@ -317,6 +318,14 @@ impl Syncer {
             }
             match self.round(stop).await {
                 Ok(report) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            "round {} succeeded after {failures} failed rounds over {:.0}s; \
+                             the sync goes on from its saved checkpoint",
+                            self.rounds,
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
                     failures = 0;
                     if let Some(metrics) = &self.metrics {
                         metrics.round(
@@ -334,6 +343,7 @@ impl Syncer {
                 Err(e) if once => return Err(e),
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    failing_since.get_or_insert(started);
                     if let Some(metrics) = &self.metrics {
                         metrics.failed_round();
                     }

@@ -45,15 +45,34 @@ impl Round<'_, '_> {
     }
 
     /// Follows the Elasticsearch change feed to its end (or a stop). Returns whether it was
-    /// read to the end.
+    /// read to the end. A part of the feed that cannot be read (an index, a shard) fails only
+    /// itself: it is recorded, skipped with its position kept, and tried again after a backoff.
     pub async fn follow_elasticsearch(&mut self) -> Result<bool, SyncError> {
         let ctx = self.ctx;
         let from = self.checkpoint.elasticsearch.clone();
-        let mut pages = std::pin::pin!(ctx.elasticsearch.changes(&from, ctx.now));
+        let held = self.state.feed_held(ctx.now);
+        let mut pages = std::pin::pin!(ctx.elasticsearch.changes_holding(
+            &from,
+            ctx.now,
+            held.clone()
+        ));
+        let mut failed = std::collections::BTreeSet::new();
         let mut first = true;
         let mut next = pages.next().await;
         while let Some(page) = next {
             let page = page?;
+            for failure in &page.failed {
+                failed.insert(failure.location.clone());
+                self.report.errors += 1;
+                let session = ctx.cassandra.session();
+                if self.state.fail_feed(session, failure, ctx.now).await? {
+                    tracing::warn!(
+                        "cannot read Elasticsearch's {}: {}; skipped (its position is kept) and tried again later",
+                        failure.location,
+                        failure.reason
+                    );
+                }
+            }
             if first {
                 first = false;
                 self.watch_deletes(&from.counters, &page.checkpoint.counters);
@@ -78,6 +97,9 @@ impl Round<'_, '_> {
             }
             next = following;
         }
+        self.state
+            .feed_recovered(ctx.cassandra.session(), &failed, &held, ctx.now)
+            .await?;
         if let Some(reconciliation) = &mut self.checkpoint.reconciliation {
             reconciliation.elasticsearch_done = true;
         }

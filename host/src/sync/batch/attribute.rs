@@ -247,11 +247,7 @@ mod tests {
         Seen {
             stored: Stored {
                 digest: document.digest(),
-                version: EsVersion {
-                    index: document.index.clone(),
-                    seq_no: 1,
-                    primary_term: 1,
-                },
+                version: EsVersion::new(document.index.clone(), 1, 1),
                 document,
                 stamped: true,
             },
@@ -269,6 +265,7 @@ mod tests {
                     timestamp: document.timestamp_millis(),
                     content: Some(document.content.to_string()),
                     written_at: Some(1),
+                    ttl: None,
                 },
                 document,
                 stamped: true,

@@ -57,6 +57,10 @@ pub(crate) async fn decide(
             state.resolved(session, &examined.id).await?;
             continue;
         }
+        if let Some(reason) = rewritten_by_elasticsearch(ctx, &examined) {
+            fail(ctx, state, report, examined.id, &reason).await?;
+            continue;
+        }
         let attribution = attribute(&examined);
         match attribution {
             Attribution::Nothing => {
@@ -174,6 +178,10 @@ pub(crate) async fn decide(
                     Side::Cassandra => &p.cassandra,
                 };
                 match version {
+                    Some(version) if !selection.contains(&version.document.index) => {
+                        let reason = outside(&version.document, selection);
+                        fail(ctx, state, report, id, &reason).await?
+                    }
                     Some(version) => {
                         log_decision(&p.examined, p.attribution, "copied to the other side");
                         plans.push(plan(&p.examined, Outcome::Target(version.document.clone())));
@@ -203,6 +211,9 @@ pub(crate) async fn decide(
     for (p, resolution) in conflicted.into_iter().zip(resolutions) {
         let id = p.examined.id;
         match outcome(&p, resolution) {
+            Ok(Outcome::Target(target)) if !selection.contains(&target.index) => {
+                fail(ctx, state, report, id, &outside(&target, selection)).await?
+            }
             Ok(outcome) => {
                 log_decision(&p.examined, p.attribution, &describe(&outcome));
                 plans.push(plan(&p.examined, outcome));
@@ -211,6 +222,36 @@ pub(crate) async fn decide(
         }
     }
     Ok(plans)
+}
+
+/// Why a decided version cannot be written: its index is outside the synced ones. Neither side
+/// is written (writing one only would leave the two apart for good).
+fn outside(target: &Document, selection: &crate::elasticsearch::IndexSelection) -> String {
+    format!(
+        "the decided version belongs to index '{}', which is not among the synced indices \
+         ({selection}); neither side is written",
+        target.index
+    )
+}
+
+/// Whether Elasticsearch holds something else than what essync wrote there (the ledger's
+/// version, at essync's own sequence number, with other content): a final pipeline changed
+/// it. Such an id is reported and left as it is on both sides: taking Elasticsearch's version
+/// would delete on the other side what Elasticsearch did not keep, and writing again would
+/// loop for ever.
+fn rewritten_by_elasticsearch(ctx: &Context<'_>, examined: &Examined) -> Option<String> {
+    let base = examined.ledger.as_ref()?.base.as_ref()?;
+    let es = examined.elasticsearch.as_ref()?;
+    let index = &es.stored.document.index;
+    (base.elasticsearch.as_ref() == Some(&es.stored.version)
+        && base.digest != es.stored.digest
+        && ctx.elasticsearch.may_rewrite(index))
+    .then(|| {
+        format!(
+            "Elasticsearch holds something else than essync wrote to index '{index}' (its final \
+             pipeline rewrote it); left as it is on both sides"
+        )
+    })
 }
 
 /// The candidate of one side of a pending id, if that side made a change that takes part.

@@ -203,11 +203,7 @@ mod tests {
             elasticsearch: es.map(|document| Seen {
                 stored: Stored {
                     digest: document.digest(),
-                    version: EsVersion {
-                        index: "books".into(),
-                        seq_no: 4,
-                        primary_term: 1,
-                    },
+                    version: EsVersion::new("books", 4, 1),
                     document,
                     stamped: true,
                 },
@@ -222,6 +218,7 @@ mod tests {
                         timestamp: document.timestamp_millis(),
                         content: Some(document.content.to_string()),
                         written_at: Some(42),
+                        ttl: None,
                     },
                     document,
                     stamped: true,

@@ -6,7 +6,7 @@
 //! `_id` that is not a uuid cannot be synced until someone fixes it). An entry disappears when
 //! its id is in sync again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +19,10 @@ use crate::store::{BadDocument, Side};
 
 /// The table, in the synced keyspace, that holds the entries.
 pub const ERROR_TABLE: &str = "essync_errors";
+
+/// The prefix of the locations of the parts of Elasticsearch's change feed that could not be
+/// read (`elasticsearch:index INDEX` or `elasticsearch:index INDEX, shard N`).
+pub const FEED_PREFIX: &str = "elasticsearch:index ";
 
 /// The longest wait between two attempts at one document.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -157,6 +161,45 @@ impl ErrorLog {
             .await
             .map_err(|e| CassandraError::execution(&action, &e))?;
         Ok(())
+    }
+
+    /// The parts of the Elasticsearch feed (their locations, without [`FEED_PREFIX`]) recorded
+    /// as failed: `waiting` only those whose next attempt is after `now`, otherwise all.
+    pub fn feed_parts(&self, now: DateTime<Utc>, waiting: bool) -> BTreeSet<String> {
+        self.entries
+            .values()
+            .filter(|e| e.id.is_none() && (!waiting || e.next_attempt > now))
+            .filter_map(|e| e.location.strip_prefix(FEED_PREFIX).map(str::to_string))
+            .collect()
+    }
+
+    /// Forgets a failure recorded without an id, by its location.
+    pub async fn resolve_location(
+        &mut self,
+        session: &Session,
+        location: &str,
+    ) -> Result<(), CassandraError> {
+        if self.entries.remove(location).is_none() || self.dry_run {
+            return Ok(());
+        }
+        session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{ERROR_TABLE} WHERE sync = ? AND location = ?",
+                    self.keyspace
+                ),
+                (&self.sync, location),
+            )
+            .await
+            .map_err(|e| {
+                CassandraError::execution(format!("to clear the failure of {location}"), &e)
+            })?;
+        Ok(())
+    }
+
+    /// How many times a failure recorded without an id was seen.
+    pub fn attempts(&self, location: &str) -> i32 {
+        self.entries.get(location).map_or(0, |e| e.attempts)
     }
 
     /// Records a document a store cannot sync.

@@ -509,11 +509,9 @@ fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
             digest,
             timestamp: timestamp.0,
             elasticsearch: match (seq_no, primary_term) {
-                (Some(seq_no), Some(primary_term)) => Some(EsVersion {
-                    index: index.clone(),
-                    seq_no,
-                    primary_term,
-                }),
+                (Some(seq_no), Some(primary_term)) => {
+                    Some(EsVersion::new(index.clone(), seq_no, primary_term))
+                }
                 _ => None,
             },
             index,

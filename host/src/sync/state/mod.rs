@@ -13,12 +13,12 @@ use scylla::client::session::Session;
 use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
-pub use errors::{ERROR_TABLE, ErrorEntry};
+pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX};
 pub use ledger::{Intent, LEDGER_TABLE, LedgerEntry, Record, Synced};
 
 use crate::Document;
 use crate::cassandra::CassandraError;
-use crate::store::BadDocument;
+use crate::store::{BadDocument, FeedFailure};
 use checkpoint::CheckpointStore;
 use errors::ErrorLog;
 use ledger::Ledger;
@@ -114,6 +114,53 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<(), CassandraError> {
         self.errors.record_bad(session, bad, now).await
+    }
+
+    /// Records that a part of the Elasticsearch feed could not be read; returns whether it is a
+    /// new failure (its first attempt).
+    pub async fn fail_feed(
+        &mut self,
+        session: &Session,
+        failure: &FeedFailure,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CassandraError> {
+        let location = format!("{FEED_PREFIX}{}", failure.location);
+        self.errors
+            .record(
+                session,
+                None,
+                &location,
+                "elasticsearch",
+                &failure.reason,
+                now,
+            )
+            .await?;
+        Ok(self.errors.attempts(&location) == 1)
+    }
+
+    /// The parts of the Elasticsearch feed that failed and wait for their next attempt.
+    pub fn feed_held(&self, now: DateTime<Utc>) -> std::collections::BTreeSet<String> {
+        self.errors.feed_parts(now, true)
+    }
+
+    /// After a whole pass of the Elasticsearch feed: the parts recorded as failed that were
+    /// tried again (not `held`) and did not fail (`failed`) are read again.
+    pub async fn feed_recovered(
+        &mut self,
+        session: &Session,
+        failed: &std::collections::BTreeSet<String>,
+        held: &std::collections::BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), CassandraError> {
+        for part in self.errors.feed_parts(now, false) {
+            if !failed.contains(&part) && !held.contains(&part) {
+                tracing::info!("Elasticsearch's {part} is read again");
+                self.errors
+                    .resolve_location(session, &format!("{FEED_PREFIX}{part}"))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets an id's failure: it is in sync (or deliberately left alone) now.
