@@ -292,6 +292,29 @@ pub struct ConnectionOptions {
     #[arg(long, global = true)]
     pub cassandra_insecure: bool,
 
+    /// The most bytes of one Elasticsearch bulk request, in MiB (a request is also cut at
+    /// 1,000 documents)
+    #[arg(
+        long,
+        value_name = "MIB",
+        env = "ESSYNC_ES_BULK_MIB",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=100),
+        global = true
+    )]
+    pub es_bulk_mib: u32,
+
+    /// How many Elasticsearch bulk requests essync keeps in flight at once
+    #[arg(
+        long,
+        value_name = "N",
+        env = "ESSYNC_ES_BULK_IN_FLIGHT",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..=64),
+        global = true
+    )]
+    pub es_bulk_in_flight: u32,
+
     /// How essync's Cassandra writes stay race-safe: `fenced` (plain writes at one microsecond
     /// after the write time read, at the pace of the cluster) or `lwt` (lightweight
     /// transactions, a Paxos round per row)

@@ -148,6 +148,29 @@ async fn a_delete_on_either_side_reaches_the_other_within_two_rounds() {
     assert!(!deleted.is_empty(), "no round reported the deletes");
 }
 
+// 20: an index essync itself created, by copying a row into it, in which an application
+// deletes a document before essync's next round first sees the index.
+#[tokio::test]
+async fn a_delete_in_an_index_essync_just_created_reaches_cassandra() {
+    let s = Scenario::new("t20new").await;
+    s.once(&[]);
+    let index = s.index("n");
+    let [deleted, kept] = [Uuid::new_v4(), Uuid::new_v4()];
+    for id in [deleted, kept] {
+        s.cql_write(id, &doc(&index, "t", now_ms(), json!({"v": 1})))
+            .await;
+    }
+    // This round creates the index in Elasticsearch (its delete counters were read before).
+    s.once(&[]);
+    s.wait_equal(2).await;
+    s.es_delete(&index, deleted).await;
+    s.once(&[]);
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert_eq!(c.keys().copied().collect::<Vec<_>>(), vec![kept], "{c:?}");
+    assert!(differences(&e, &c).is_empty(), "{:?}", differences(&e, &c));
+}
+
 // 20: deleted on both sides; deleted while essync is stopped; a later -s does not bring it back.
 #[tokio::test]
 async fn deletes_on_both_sides_and_while_stopped_stay_deleted_even_after_s() {

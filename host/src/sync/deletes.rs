@@ -35,8 +35,14 @@ pub(crate) fn suspects(
             None if known_names.contains(now.name.as_str()) => {
                 suspect.insert(now.name.clone());
             }
-            // A new index: nothing of it was synced yet.
-            None => {}
+            // An index first seen now: essync may have created it (by writing to it) since the
+            // last plan, and an application may have deleted in it since. Deletes beyond
+            // essync's own make it suspect; an index with none costs nothing.
+            None => {
+                if now.deletes > own.get(&now.name).copied().unwrap_or(0) {
+                    suspect.insert(now.name.clone());
+                }
+            }
         }
     }
     for (uuid, then) in before {
@@ -126,6 +132,23 @@ mod tests {
         assert_eq!(
             suspects(&before, &after, &BTreeMap::new()),
             BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()])
+        );
+    }
+
+    #[test]
+    fn an_index_first_seen_with_deletes_beyond_essyncs_own_is_suspect() {
+        // essync created "e" by writing to it after the last plan; an application then deleted
+        // one of its documents before this plan saw the index at all.
+        let before = of(&[("u1", counters("a", 0, &[1]))]);
+        let after = of(&[
+            ("u1", counters("a", 0, &[1])),
+            ("u2", counters("e", 1, &[1])),
+            ("u3", counters("f", 2, &[1])),
+        ]);
+        let own = BTreeMap::from([("f".to_string(), 2)]);
+        assert_eq!(
+            suspects(&before, &after, &own),
+            BTreeSet::from(["e".to_string()])
         );
     }
 
