@@ -702,3 +702,30 @@ async fn decisions_about_an_index_are_checked_again_after_a_while() {
     };
     assert!(reason.contains("excludes: secret"), "{reason}");
 }
+
+// A row for an index outside `--es-indices` is left alone, and holds up nothing
+#[tokio::test]
+async fn a_row_for_an_index_outside_the_synced_ones_is_left_alone() {
+    let s = Scenario::new("c_out").await;
+    s.create_table().await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    // Outside the scenario's `{name}_*` indices.
+    let elsewhere = format!("{}-elsewhere", s.name);
+    let (outside, inside) = (Uuid::new_v4(), Uuid::new_v4());
+    let written = doc(&elsewhere, "t", now_ms(), json!({"a": 1}));
+    s.cql_write(outside, &written).await;
+    let synced = doc(&s.index("in"), "t", now_ms(), json!({"b": 2}));
+    s.cql_write(inside, &synced).await;
+    s.wait_until("the row inside the synced indices", |e, _| {
+        e.get(&inside) == Some(&synced)
+    })
+    .await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 2).await;
+    let answer = s
+        .es_request(Method::Get, &format!("/{elsewhere}/_count"), None)
+        .await;
+    assert_eq!(answer["count"].as_u64().unwrap_or(0), 0, "{answer}");
+    assert_eq!(s.cassandra().await.get(&outside), Some(&written));
+}
