@@ -166,6 +166,16 @@ impl CassandraError {
         if tls && (text.contains("unknownca") || text.contains("bad certificate")) {
             return CassandraError::ClientCertificateRefused { nodes, reason };
         }
+        // With TLS 1.3 the server checks the client's certificate after the client has finished
+        // its side of the handshake: a server that requires one either answers the first
+        // request with a `certificate required` alert or simply drops the connection.
+        let without_certificate = config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_certificate.is_none());
+        if without_certificate && text.contains("connection reset by peer") {
+            return CassandraError::ClientCertificateRefused { nodes, reason };
+        }
         if text.contains("authentication") || text.contains("credentials") {
             return match &config.credentials {
                 Some(credentials) => CassandraError::BadCredentials {
