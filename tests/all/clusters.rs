@@ -729,3 +729,35 @@ async fn a_row_for_an_index_outside_the_synced_ones_is_left_alone() {
     assert_eq!(answer["count"].as_u64().unwrap_or(0), 0, "{answer}");
     assert_eq!(s.cassandra().await.get(&outside), Some(&written));
 }
+
+mod policies {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
+// A policy that moves a document to an index outside `--es-indices`: the id is reported, and
+// neither side is written (writing one side only would leave the two apart for good).
+#[tokio::test]
+async fn a_policy_that_moves_a_document_out_of_the_synced_indices_writes_neither_side() {
+    let s = Scenario::new("c_moveout").await;
+    let policy = ["--policy", policies::MISBEHAVING];
+    s.once(&policy);
+    let index = s.index("move-out");
+    let id = Uuid::new_v4();
+    s.cql_write(id, &doc(&index, "t", now_ms(), json!({"v": 1})))
+        .await;
+    s.once(&policy);
+    let line = wait_for_error(&s, &[&id.to_string(), "not-synced-by-essync"]).await;
+    assert!(line.contains("neither side is written"), "{line}");
+    s.once(&policy);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(e.is_empty(), "written to Elasticsearch: {e:?}");
+    assert_eq!(c.len(), 1, "{c:?}");
+    let outside = s
+        .es_request(
+            Method::Get,
+            &format!("/not-synced-by-essync/_doc/{id}"),
+            None,
+        )
+        .await;
+    assert_ne!(outside["found"], true, "{outside}");
+}

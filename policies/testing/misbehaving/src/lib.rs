@@ -16,6 +16,7 @@
 //! | `bad-json` | transforms or writes a document whose content is not JSON |
 //! | `wrong-id` | transforms or writes a document with another id |
 //! | `log` | logs its index at every level, then keeps / leaves unchanged |
+//! | ending in `_move-out` | transforms or writes the document into the index `not-synced-by-essync` |
 //! | anything else | keeps / leaves unchanged |
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -98,6 +99,11 @@ fn act(document: &Document) -> Act {
                 );
             }
             Act::Behave
+        }
+        index if index.ends_with("_move-out") => {
+            let mut moved = document.clone();
+            moved.index = "not-synced-by-essync".to_string();
+            Act::Leak(moved)
         }
         _ => Act::Behave,
     }
