@@ -173,7 +173,10 @@ impl CassandraError {
             .tls
             .as_ref()
             .is_some_and(|tls| tls.client_certificate.is_none());
-        if without_certificate && text.contains("connection reset by peer") {
+        if without_certificate
+            && (text.contains("connection reset by peer")
+                || text.contains("connection setup request") && text.contains("connection broken"))
+        {
             return CassandraError::ClientCertificateRefused { nodes, reason };
         }
         if text.contains("authentication") || text.contains("credentials") {
@@ -257,7 +260,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    // Driver messages may span lines; essync's errors are one line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The server's own words from a driver message (`... Error message: Provided username ...`).
