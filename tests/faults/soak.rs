@@ -23,7 +23,8 @@ async fn random_writers_on_both_sides_for_minutes_converge_and_idle_rounds_write
     let _one_at_a_time = crate::serial().await;
     let seed = seed("soak");
     let s = Scenario::new("soak").await;
-    let essync = s.essync(&[]);
+    // Verbose: each decision is logged with its id, for the report of a failure.
+    let essync = s.essync(&["-v"]);
     essync.wait_rounds(0, 1).await;
     let world = World::default();
     let mut es = Writer::new(Side::Elasticsearch, seed, &s);
@@ -52,7 +53,21 @@ async fn random_writers_on_both_sides_for_minutes_converge_and_idle_rounds_write
         match world.holds(&e, &c).await {
             Ok(()) => break,
             Err(why) if Instant::now() > deadline => {
-                panic!("seed {seed}: not converged after the writers stopped: {why}")
+                // What essync logged about the ids concerned.
+                let ids: Vec<&str> = why
+                    .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+                    .filter(|w| uuid::Uuid::parse_str(w).is_ok())
+                    .collect();
+                let log: Vec<String> = essync
+                    .output()
+                    .into_iter()
+                    .filter(|line| ids.iter().any(|id| line.contains(id)))
+                    .collect();
+                panic!(
+                    "seed {seed}: not converged after the writers stopped: {why}\n\
+                     essync's log of those ids:\n{}",
+                    log.join("\n")
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
