@@ -64,42 +64,16 @@ pub fn run(path: &Path, cases: &Path, cache: &CompileCache) -> anyhow::Result<Ex
         duration(took / calls)
     );
 
-    if inputs.candidates.is_empty() {
-        println!("filter    no filter case to make a batch of");
-    } else {
-        let batch: Vec<_> = inputs
-            .candidates
-            .iter()
-            .cycle()
-            .take(BATCH)
-            .cloned()
-            .collect();
-        let line = measure(&policy, || {
-            let batch = batch.clone();
-            let started = Instant::now();
-            let answers = policy.filter_blocking(batch);
-            (started.elapsed(), first_failure(&answers))
-        })?;
-        println!("filter    {line}");
-    }
-    if inputs.conflicts.is_empty() {
-        println!("resolve   no resolve case to make a batch of");
-    } else {
-        let batch: Vec<_> = inputs
-            .conflicts
-            .iter()
-            .cycle()
-            .take(BATCH)
-            .cloned()
-            .collect();
-        let line = measure(&policy, || {
-            let batch = batch.clone();
-            let started = Instant::now();
-            let answers = policy.resolve_blocking(batch);
-            (started.elapsed(), first_failure(&answers))
-        })?;
-        println!("resolve   {line}");
-    }
+    let filter = |batch: Vec<_>| policy.filter_blocking(batch);
+    println!(
+        "filter    {}",
+        batch_line(&policy, &inputs.candidates, filter)?
+    );
+    let resolve = |batch: Vec<_>| policy.resolve_blocking(batch);
+    println!(
+        "resolve   {}",
+        batch_line(&policy, &inputs.conflicts, resolve)?
+    );
     println!(
         "limits    {} and {} per call (--policy-timeout-ms, --policy-memory-mib)",
         duration(limits.timeout),
@@ -109,6 +83,24 @@ pub fn run(path: &Path, cases: &Path, cache: &CompileCache) -> anyhow::Result<Ex
 }
 
 /// Runs calls of [`BATCH`] items for [`MEASURE_FOR`]; one line of figures.
+/// The cost of one kind of call on batches of `BATCH` items made from `cases` (repeated).
+fn batch_line<T: Clone, A>(
+    policy: &Policy,
+    cases: &[T],
+    call: impl Fn(Vec<T>) -> Vec<Result<A, PolicyError>>,
+) -> anyhow::Result<String> {
+    if cases.is_empty() {
+        return Ok("no case to make a batch of".to_string());
+    }
+    let batch: Vec<T> = cases.iter().cycle().take(BATCH).cloned().collect();
+    measure(policy, || {
+        let batch = batch.clone();
+        let started = Instant::now();
+        let answers = call(batch);
+        (started.elapsed(), first_failure(&answers))
+    })
+}
+
 fn measure(
     policy: &Policy,
     mut call: impl FnMut() -> (Duration, Option<PolicyError>),
