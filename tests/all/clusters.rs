@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::scenario::{Scenario, doc, now_ms, run_to_end};
-use crate::support::{cassandra_node, es_url};
+use crate::support::{cassandra_node, es_url, policies};
 
 /// Every document of the indices matching `pattern` as Elasticsearch holds it: `_id` exactly as
 /// spelled, by `index/_id`, with its `_source`.
@@ -728,10 +728,6 @@ async fn a_row_for_an_index_outside_the_synced_ones_is_left_alone() {
         .await;
     assert_eq!(answer["count"].as_u64().unwrap_or(0), 0, "{answer}");
     assert_eq!(s.cassandra().await.get(&outside), Some(&written));
-}
-
-mod policies {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
 }
 
 // A policy that moves a document to an index outside `--es-indices`: the id is reported, and

@@ -8,15 +8,11 @@ use elasticsearch::http::Method;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::es_url;
 use crate::support::proxy::Proxy;
 use crate::support::scenario::{
     DEADLINE, Doc, Docs, Essync, Scenario, differences, doc, now_ms, run_to_end,
 };
-
-mod policies {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+use crate::support::{es_url, policies};
 
 const SIGHUP: i32 = 1;
 const SIGKILL: i32 = 9;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::support::policies;
 use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms};
 
 const HOUR: i64 = 3_600_000;
@@ -572,10 +573,6 @@ async fn a_random_mix_of_application_writes_converges_to_what_the_policy_implies
     }
 }
 
-mod policies {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
-
 // A policy compiled for the earlier interface (0.1.0) keeps working: it resolves conflicts of
 // two versions (this one prefers Elasticsearch), while deletes are decided by the default rule.
 #[tokio::test]
@@ -610,4 +607,92 @@ async fn a_policy_of_the_earlier_interface_keeps_working_with_deletes_decided_by
     );
     assert!(holds(&e, &c, &changed, &json!({"v": "kept"})), "{e:?}");
     assert!(!e.contains_key(&deleted) && !c.contains_key(&deleted));
+}
+
+// An application writes an id while essync is between reading it and writing it (here, while
+// the policy's filter takes a second over it): the write essync makes on the other side is
+// essync's, never an application's change. So the application's write (a delete, an update,
+// even with an older timestamp) wins, on each side, and no conflict is left to a policy.
+#[tokio::test]
+async fn an_application_write_made_while_essync_decides_is_never_undone() {
+    let s = Scenario::new("t22race").await;
+    let policy = [
+        "--policy",
+        policies::MISBEHAVING,
+        "--policy-timeout-ms",
+        "60000",
+    ];
+    s.once(&policy);
+    // The misbehaving policy holds every document of an index ending in `_hold`.
+    let index = s.index("hold");
+    let [es_deleted, es_updated, c_deleted, c_updated] = [(); 4].map(|_| Uuid::new_v4());
+    let at = now_ms() - HOUR;
+    for id in [es_deleted, es_updated] {
+        s.es_write(id, &doc(&index, "t", at, json!({"v": 1}))).await;
+    }
+    for id in [c_deleted, c_updated] {
+        s.cql_write(id, &doc(&index, "t", at, json!({"v": 1})))
+            .await;
+    }
+    s.once(&policy);
+    s.wait_equal(4).await;
+    // Changes that keep the stamp: essync writes both sides (the copy, and the new stamp).
+    for id in [es_deleted, es_updated] {
+        s.es_partial_update(&index, id, json!({"p": 1})).await;
+    }
+    for id in [c_deleted, c_updated] {
+        s.cql_update_content(id, &json!({"v": 1, "p": 1})).await;
+    }
+    let mut args = policy.to_vec();
+    args.push("-v");
+    let essync = s.essync(&args);
+    let held = |id: &Uuid| {
+        let wanted = format!("misbehaving policy holds {id}");
+        essync.output().iter().any(|l| l.contains(&wanted))
+    };
+    let (mut es_done, mut c_done) = (false, false);
+    let start = std::time::Instant::now();
+    while !(es_done && c_done) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "essync never examined the changes:\n{}",
+            essync.output().join("\n")
+        );
+        if !es_done && held(&es_deleted) {
+            // essync has read both Elasticsearch documents and not written them yet.
+            s.es_delete(&index, es_deleted).await;
+            s.es_partial_update(&index, es_updated, json!({"p": 2}))
+                .await;
+            es_done = true;
+        }
+        if !c_done && held(&c_deleted) {
+            s.cql_delete(&[c_deleted]).await;
+            s.cql_write(c_updated, &doc(&index, "t", at - HOUR, json!({"v": 7})))
+                .await;
+            c_done = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let es_wanted = json!({"v": 1, "p": 2});
+    let c_wanted = json!({"v": 7});
+    let start = std::time::Instant::now();
+    loop {
+        let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+        if differences(&e, &c).is_empty()
+            && e.len() == 2
+            && content_of(&e, &es_updated) == Some(es_wanted.clone())
+            && content_of(&e, &c_updated) == Some(c_wanted.clone())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the application's writes did not settle on both sides: {:?}\n             Elasticsearch {e:?}\nCassandra {c:?}\nessync's log:\n{}",
+            differences(&e, &c),
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(essync);
+    stays(&s, 2, "after writes made while essync decided").await;
 }

@@ -4,6 +4,12 @@
 pub mod proxy;
 pub mod scenario;
 
+/// The paths of the policy components built for the tests (the examples, and the test-only
+/// ones under `policies/testing`).
+pub mod policies {
+    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
+}
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use elasticsearch::Elasticsearch;

@@ -142,7 +142,6 @@ pub(crate) async fn apply(
     let mut records = Vec::new();
     let mut refreshes: Vec<(Uuid, Synced)> = Vec::new();
     let mut forgotten = Vec::new();
-    let mut abandoned = Vec::new();
     for (n, plan) in plans.into_iter().enumerate() {
         let id = plan.id;
         let es = es_results.remove(&n);
@@ -162,10 +161,9 @@ pub(crate) async fn apply(
             for (side, outcome) in failures {
                 record_failure(ctx, state, report, id, side, outcome).await?;
             }
-            // Decided again with both changes in view, against the synced version.
-            if plan.intent.is_some() {
-                abandoned.push(id);
-            }
+            // Decided again. The intent stays: where one side's write applied and the other's
+            // did not (an application changed or deleted it meanwhile), it tells essync's
+            // version from the application's change, which must win.
             continue;
         }
         match plan.ledger {
@@ -190,7 +188,7 @@ pub(crate) async fn apply(
         state.resolved(session, &id).await?;
     }
     state
-        .write_ledger(session, &records, &refreshes, &forgotten, &abandoned)
+        .write_ledger(session, &records, &refreshes, &forgotten)
         .await?;
     Ok(effects)
 }

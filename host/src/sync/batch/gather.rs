@@ -15,7 +15,7 @@ use crate::elasticsearch::EsVersion;
 use crate::store::{Lookup, Read, Side, Stored};
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
-use crate::sync::state::{LedgerEntry, State, Synced};
+use crate::sync::state::{LedgerEntry, State};
 
 /// Every id of the batch that needs a decision, with all a decision needs.
 pub(crate) async fn gather(
@@ -186,7 +186,7 @@ async fn keep_documents<V>(
 
 /// Whether an Elasticsearch version is the one essync last wrote or saw synced.
 fn own_elasticsearch_write(entry: Option<&LedgerEntry>, read: Option<&Stored<EsVersion>>) -> bool {
-    match (confirmed(entry), read) {
+    match (entry.and_then(LedgerEntry::confirmed), read) {
         (Some(base), Some(read)) => {
             base.digest == read.digest && base.elasticsearch.as_ref() == Some(&read.version)
         }
@@ -194,23 +194,17 @@ fn own_elasticsearch_write(entry: Option<&LedgerEntry>, read: Option<&Stored<EsV
     }
 }
 
-/// The synced version of an entry with no write under way.
-fn confirmed(entry: Option<&LedgerEntry>) -> Option<&Synced> {
-    entry
-        .filter(|entry| entry.intent.is_none())
-        .and_then(|entry| entry.base.as_ref())
-}
-
 /// Whether a Cassandra row is the one essync last wrote or saw synced (same write time).
 fn own_cassandra_write(
     entry: Option<&LedgerEntry>,
     read: Option<&Stored<CassandraVersion>>,
 ) -> bool {
-    match (confirmed(entry), read) {
-        (Some(base), Some(read)) => {
-            base.digest == read.digest
-                && base.cassandra_written_at.is_some()
-                && base.cassandra_written_at == read.version.written_at
+    match (entry, read) {
+        (Some(entry), Some(read)) => {
+            entry
+                .confirmed()
+                .is_some_and(|base| base.digest == read.digest)
+                && entry.holds_cassandra_write(read.version.written_at)
         }
         _ => false,
     }

@@ -163,7 +163,7 @@ fn refresh(examined: &Examined) -> LedgerOp {
     ) else {
         return LedgerOp::Keep;
     };
-    let Some(base) = entry.base.as_ref().filter(|_| entry.intent.is_none()) else {
+    let Some(base) = entry.confirmed() else {
         return LedgerOp::Keep;
     };
     if es.stored.digest != base.digest || cassandra.stored.digest != base.digest {

@@ -25,7 +25,9 @@
 //!   and the digests each side held when the decision was taken (small cells, in unlogged
 //!   batches);
 //! - after them, for the ids whose writes all applied, the synced version (the intent cleared);
-//!   for the others, the intent cleared.
+//!   for the others the intent stays: it still tells essync's write on one side from an
+//!   application's change made meanwhile (the reason the other side's write did not apply), so
+//!   the id is decided again with each change credited to its maker.
 //!
 //! An intent found later (essync stopped between the two) says which versions are the
 //! decision's own: a side that still holds what it held then, or holds what was being written,
@@ -70,6 +72,21 @@ pub struct LedgerEntry {
     pub base: Option<Synced>,
     /// A write essync decided and had not confirmed when it stopped.
     pub intent: Option<Intent>,
+}
+
+impl LedgerEntry {
+    /// The synced version, when no write of the id is under way.
+    pub fn confirmed(&self) -> Option<&Synced> {
+        self.base.as_ref().filter(|_| self.intent.is_none())
+    }
+
+    /// Whether a Cassandra row with this write time is still the one essync last wrote or saw
+    /// synced.
+    pub fn holds_cassandra_write(&self, written_at: Option<i64>) -> bool {
+        self.confirmed().is_some_and(|base| {
+            base.cassandra_written_at.is_some() && base.cassandra_written_at == written_at
+        })
+    }
 }
 
 /// The version both sides held after a sync.
@@ -398,7 +415,7 @@ impl Ledger {
     pub async fn intend(
         &self,
         session: &Session,
-        intents: &[(Uuid, Option<Intent>)],
+        intents: &[(Uuid, Intent)],
     ) -> Result<(), CassandraError> {
         use scylla::statement::batch::{Batch, BatchType};
         let action = format!("to write {}", self.table);
@@ -413,9 +430,9 @@ impl Ledger {
                     for (id, intent) in chunk {
                         batch.append_statement(self.intend.clone());
                         values.push((
-                            bytes(intent.map(|i| i.target)),
-                            bytes(intent.and_then(|i| i.elasticsearch)),
-                            bytes(intent.and_then(|i| i.cassandra)),
+                            bytes(Some(intent.target)),
+                            bytes(intent.elasticsearch),
+                            bytes(intent.cassandra),
                             *id,
                             &self.sync,
                         ));

@@ -205,33 +205,27 @@ impl State {
         if self.dry_run || intents.is_empty() {
             return Ok(());
         }
-        let intents: Vec<(Uuid, Option<Intent>)> =
-            intents.iter().map(|(id, i)| (*id, Some(*i))).collect();
-        self.ledger.intend(session, &intents).await
+        self.ledger.intend(session, intents).await
     }
 
     /// Brings the ledger up to date after the writes: records what was synced, refreshes where
-    /// the stores hold it, forgets what is gone, and drops the intents of writes that did not
-    /// apply.
+    /// the stores hold it and forgets what is gone. The intents of writes that did not all
+    /// apply stay (see [`ledger`]).
     pub async fn write_ledger(
         &self,
         session: &Session,
         records: &[Record],
         refreshes: &[(Uuid, Synced)],
         forgotten: &[Uuid],
-        abandoned: &[Uuid],
     ) -> Result<(), CassandraError> {
         if self.dry_run {
             return Ok(());
         }
-        let abandoned: Vec<(Uuid, Option<Intent>)> =
-            abandoned.iter().map(|id| (*id, None)).collect();
-        let (a, b, c, d) = tokio::join!(
+        let (a, b, c) = tokio::join!(
             self.ledger.record(session, records),
             self.ledger.refresh(session, refreshes),
             self.ledger.forget(session, forgotten),
-            self.ledger.intend(session, &abandoned),
         );
-        a.and(b).and(c).and(d)
+        a.and(b).and(c)
     }
 }

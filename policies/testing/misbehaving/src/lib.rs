@@ -17,11 +17,15 @@
 //! | `wrong-id` | transforms or writes a document with another id |
 //! | `log` | logs its index at every level, then keeps / leaves unchanged |
 //! | ending in `_move-out` | transforms or writes the document into the index `not-synced-by-essync` |
+//! | ending in `_hold` | logs `misbehaving policy holds ID`, computes for about a second, then behaves |
 //! | anything else | keeps / leaves unchanged |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use essync_policy::{Candidate, Conflict, Document, Level, Resolution, Verdict, log};
+
+/// The steps of computation an `_hold` call takes (about a second on a current core).
+const HOLD_STEPS: u64 = 2_500_000_000;
 
 /// The misbehaving policy.
 pub struct Misbehaving;
@@ -98,6 +102,21 @@ fn act(document: &Document) -> Act {
                     &format!("misbehaving policy logs {}", document.index),
                 );
             }
+            Act::Behave
+        }
+        index if index.ends_with("_hold") => {
+            // A call that takes a while, announced first: a test writes to the stores while
+            // essync waits on it, between its reads and its writes. (A policy's clocks stand
+            // still and it cannot sleep, so the wait is computation.)
+            log(
+                Level::Info,
+                &format!("misbehaving policy holds {}", document.id),
+            );
+            let mut x = 0u64;
+            for i in 0..HOLD_STEPS {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+            std::hint::black_box(x);
             Act::Behave
         }
         index if index.ends_with("_move-out") => {
