@@ -274,14 +274,29 @@ impl Round<'_, '_> {
         // Rows to sync.
         let since = self.checkpoint.cassandra.sweep.written_since;
         if full {
-            let reads: Vec<_> = page
-                .rows
-                .iter()
-                .filter_map(|row| row.read.clone())
-                .collect();
-            self.report.cassandra.read += reads.len() as u64;
             // A reconciliation looks at every row beside its Elasticsearch version, essync's
-            // own writes included: that is how it repairs whatever slipped through.
+            // own earlier writes included: that is how it repairs whatever slipped through.
+            // Rows essync wrote during this reconciliation were just decided with both sides
+            // in view; a change since is the next rounds' to find, as after any write.
+            let started = self
+                .checkpoint
+                .reconciliation
+                .as_ref()
+                .map(|r| r.started_at.timestamp_micros());
+            let mut reads = Vec::with_capacity(page.rows.len());
+            for row in &page.rows {
+                let this_pass = row.written_at.zip(started).is_some_and(|(w, s)| w >= s);
+                if this_pass
+                    && by_id
+                        .get(&row.id)
+                        .is_some_and(|e| e.holds_cassandra_write(row.written_at))
+                {
+                    self.report.unchanged += 1;
+                } else if let Some(read) = &row.read {
+                    reads.push(read.clone());
+                }
+            }
+            self.report.cassandra.read += reads.len() as u64;
             if !reads.is_empty() {
                 self.batch(Source::Cassandra {
                     reads,
@@ -294,18 +309,13 @@ impl Round<'_, '_> {
                 .rows
                 .iter()
                 .filter(|row| {
-                    let own = by_id
+                    !by_id
                         .get(&row.id)
-                        .filter(|entry| entry.intent.is_none())
-                        .and_then(|entry| entry.base.as_ref())
-                        .is_some_and(|base| {
-                            base.cassandra_written_at.is_some()
-                                && base.cassandra_written_at == row.written_at
-                        });
-                    !own && row
-                        .written_at
-                        .zip(since)
-                        .is_some_and(|(written, since)| written >= since)
+                        .is_some_and(|e| e.holds_cassandra_write(row.written_at))
+                        && row
+                            .written_at
+                            .zip(since)
+                            .is_some_and(|(written, since)| written >= since)
                 })
                 .map(|row| row.id)
                 .collect();
