@@ -5,7 +5,7 @@
 //! is UTC with millisecond precision on both sides: every constructor and every store truncates
 //! to the millisecond, so two reads of the same version compare equal.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Map, Value};
@@ -144,18 +144,19 @@ pub fn canonical_json(value: &Value, out: &mut String) {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                out.push_str(&i.to_string());
+            // Writing to a String cannot fail.
+            let _ = if let Some(i) = n.as_i64() {
+                write!(out, "{i}")
             } else if let Some(u) = n.as_u64() {
-                out.push_str(&u.to_string());
+                write!(out, "{u}")
             } else {
                 match n.as_f64() {
-                    Some(f) if f.is_finite() => out.push_str(&f.to_string()),
-                    _ => out.push_str(&n.to_string()),
+                    Some(f) if f.is_finite() => write!(out, "{f}"),
+                    _ => write!(out, "{n}"),
                 }
-            }
+            };
         }
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::String(s) => escaped(s, out),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -174,13 +175,43 @@ pub fn canonical_json(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
+                escaped(key, out);
                 out.push(':');
                 canonical_json(value, out);
             }
             out.push('}');
         }
     }
+}
+
+/// Appends a string as a JSON string literal, escaped exactly as `serde_json` escapes it (the
+/// digests of existing ledgers depend on it): `"`, `\\` and the control characters, the common
+/// ones by their short escapes and the others as `\u00xx`.
+fn escaped(text: &str, out: &mut String) {
+    out.push('"');
+    let mut start = 0;
+    for (at, c) in text.char_indices() {
+        let short = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\u{8}' => "\\b",
+            '\u{c}' => "\\f",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..at]);
+        if short.is_empty() {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push_str(short);
+        }
+        start = at + c.len_utf8();
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// Whether two JSON values hold the same data, however they are spelled or ordered (their
@@ -266,6 +297,16 @@ mod tests {
         let doc = Document::new("i", "t", json!({})).at(t);
         assert_eq!(doc.timestamp_millis(), Some(1_700_000_000_123));
         assert_eq!(doc.timestamp.unwrap().timestamp_subsec_nanos(), 123_000_000);
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let every: String = (0u32..0x300).filter_map(char::from_u32).collect();
+        for text in [every.as_str(), "", "plain", "a\"b\\c\u{7f}é𝄞\u{2028}"] {
+            let mut out = String::new();
+            escaped(text, &mut out);
+            assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]

@@ -308,8 +308,8 @@ fn finish(outcomes: Vec<Option<Applied<EsVersion>>>) -> Vec<Applied<EsVersion>> 
         .collect()
 }
 
-fn push_line(buffer: &mut Vec<u8>, value: &Value) {
-    // Serialising a serde_json::Value cannot fail.
+fn push_line(buffer: &mut Vec<u8>, value: &impl serde::Serialize) {
+    // Serialising JSON values (and a document's source) cannot fail.
     if serde_json::to_writer(&mut *buffer, value).is_ok() {
         buffer.push(b'\n');
     }

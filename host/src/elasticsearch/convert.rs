@@ -98,8 +98,28 @@ pub fn parse_id(raw: &str) -> Result<Uuid, String> {
     }
 }
 
-/// The `_source` essync writes for a document: its content plus the metadata field.
-pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Value, String> {
+/// The `_source` essync writes for a document: its content plus the metadata field. It is
+/// serialised straight from the document, without a copy of the content.
+#[derive(Debug)]
+pub struct Source<'a> {
+    content: &'a Map<String, Value>,
+    metadata: Value,
+}
+
+impl serde::Serialize for Source<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.content.len() + 1))?;
+        for (key, value) in self.content {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry(METADATA_FIELD, &self.metadata)?;
+        map.end()
+    }
+}
+
+/// The `_source` essync writes for a document (see [`Source`]), or why it cannot be written.
+pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Source<'_>, String> {
     let Some(content) = document.content.as_object() else {
         return Err(format!(
             "content is not a JSON object but {}",
@@ -111,17 +131,15 @@ pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Value,
             "content uses the field '{METADATA_FIELD}', which essync reserves for its metadata in Elasticsearch"
         ));
     }
-    let mut source = content.clone();
-    source.insert(
-        METADATA_FIELD.to_string(),
-        json!({"type": document.doc_type, "timestamp": format_timestamp(timestamp)}),
-    );
-    Ok(Value::Object(source))
+    Ok(Source {
+        content,
+        metadata: json!({"type": document.doc_type, "timestamp": format_timestamp(timestamp)}),
+    })
 }
 
 /// Reads one search hit (or `_mget` doc) into a document; `seen_at` is the timestamp given to a
 /// document that carries no metadata (one written by another program).
-pub(crate) fn from_hit(hit: &Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> {
+pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> {
     let index = hit.index.as_str();
     let raw_id = hit.id.as_str();
     let bad = |id: Option<Uuid>, reason: String| {
@@ -136,15 +154,15 @@ pub(crate) fn from_hit(hit: &Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> {
         Ok(id) => id,
         Err(reason) => return bad(Uuid::parse_str(raw_id).ok(), reason),
     };
-    let Some(version) = version_of(hit) else {
+    let Some(version) = version_of(&hit) else {
         return bad(
             Some(id),
             "the answer carries no _seq_no/_primary_term".to_string(),
         );
     };
-    let mut content = match &hit.source {
-        Some(Value::Object(map)) => map.clone(),
-        Some(other) => return bad(Some(id), format!("_source is {}", json_kind(other))),
+    let mut content = match hit.source.take() {
+        Some(Value::Object(map)) => map,
+        Some(other) => return bad(Some(id), format!("_source is {}", json_kind(&other))),
         None => {
             return bad(
                 Some(id),
@@ -294,12 +312,12 @@ mod tests {
             json!({"title": "T", "n": [1, {"x": null}]}),
         )
         .at(t);
-        let source = to_source(&doc, t).unwrap();
+        let source = serde_json::to_value(to_source(&doc, t).unwrap()).unwrap();
         assert_eq!(
             source[METADATA_FIELD]["timestamp"],
             "2023-11-14T22:13:20.123Z"
         );
-        let Read::Document(stored) = from_hit(&hit(&doc.id.to_string(), source), seen()) else {
+        let Read::Document(stored) = from_hit(hit(&doc.id.to_string(), source), seen()) else {
             panic!("not read back");
         };
         assert!(stored.stamped);
@@ -310,8 +328,7 @@ mod tests {
     #[test]
     fn documents_without_metadata_take_the_time_they_were_seen() {
         let id = Uuid::new_v4();
-        let Read::Document(stored) = from_hit(&hit(&id.to_string(), json!({"a": 1})), seen())
-        else {
+        let Read::Document(stored) = from_hit(hit(&id.to_string(), json!({"a": 1})), seen()) else {
             panic!("not read");
         };
         assert!(!stored.stamped);
@@ -321,7 +338,7 @@ mod tests {
 
     #[test]
     fn ids_that_are_not_uuids_are_reported() {
-        let Read::Bad(bad) = from_hit(&hit("not-a-uuid", json!({})), seen()) else {
+        let Read::Bad(bad) = from_hit(hit("not-a-uuid", json!({})), seen()) else {
             panic!("accepted a non-uuid id");
         };
         assert_eq!(bad.location, "books/not-a-uuid");
@@ -332,7 +349,7 @@ mod tests {
     fn uuid_ids_in_any_usual_spelling_are_read_and_kept_for_writing_back() {
         let id = Uuid::parse_str("6f1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11").unwrap();
         for raw in spellings(id) {
-            let Read::Document(stored) = from_hit(&hit(&raw, json!({})), seen()) else {
+            let Read::Document(stored) = from_hit(hit(&raw, json!({})), seen()) else {
                 panic!("{raw} not read");
             };
             assert_eq!(stored.document.id, id);
@@ -340,7 +357,7 @@ mod tests {
             assert_eq!(stored.version.raw_id.is_none(), raw == id.to_string());
         }
         let Read::Bad(bad) = from_hit(
-            &hit("6F1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11", json!({})),
+            hit("6F1c1b0e-8a8e-4a53-9c3f-4a0e6f1f7c11", json!({})),
             seen(),
         ) else {
             panic!("mixed case accepted");
@@ -353,7 +370,7 @@ mod tests {
     fn malformed_metadata_is_reported() {
         let id = Uuid::new_v4().to_string();
         let source = json!({METADATA_FIELD: {"timestamp": "yesterday"}});
-        let Read::Bad(bad) = from_hit(&hit(&id, source), seen()) else {
+        let Read::Bad(bad) = from_hit(hit(&id, source), seen()) else {
             panic!("accepted a bad timestamp");
         };
         assert!(bad.reason.contains("RFC 3339"), "{}", bad.reason);

@@ -503,15 +503,15 @@ pub(crate) async fn read_page(
         Ok(hits) => hits,
         Err(refusal) => return Ok(Err(refusal)),
     };
+    let done = hits.len() < size;
     let mut reads = Vec::with_capacity(hits.len());
     let mut position = after;
-    for hit in &hits {
+    for hit in hits {
         if let Some(seq_no) = hit.seq_no {
             position = position.max(seq_no);
         }
         reads.push(from_hit(hit, seen_at));
     }
-    let done = hits.len() < size;
     if done {
         position = range.up_to;
     }

@@ -321,7 +321,7 @@ impl ElasticsearchStore {
             .into_iter()
             .map(|(id, hit)| {
                 let lookup = match hit {
-                    Hit::One(hit) => Lookup::Found(convert::from_hit(&hit, seen_at)),
+                    Hit::One(hit) => Lookup::Found(convert::from_hit(*hit, seen_at)),
                     Hit::Many(places) => Lookup::Found(Read::Bad(in_many_indices(id, &places))),
                     Hit::Absent => Lookup::Absent,
                     Hit::Unknown(reason) => Lookup::Unknown(reason),

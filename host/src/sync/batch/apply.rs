@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::Context;
 use super::plan::{CassandraOp, EsOp, LedgerOp, Plan};
-use crate::cassandra::{CassandraDelete, CassandraVersion, CassandraWrite};
-use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
+use crate::cassandra::CassandraVersion;
+use crate::elasticsearch::{EsExpected, EsVersion};
 use crate::store::{Applied, Side, WriteOutcome};
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
@@ -21,6 +21,33 @@ pub(crate) struct Effects {
     pub elasticsearch_deletes: BTreeMap<String, i64>,
 }
 
+/// Writes of one kind, and the number of the plan each came from.
+struct Ops<T> {
+    ops: Vec<T>,
+    plans: Vec<usize>,
+}
+
+impl<T> Default for Ops<T> {
+    fn default() -> Self {
+        Self {
+            ops: Vec::new(),
+            plans: Vec::new(),
+        }
+    }
+}
+
+impl<T> Ops<T> {
+    fn push(&mut self, plan: usize, op: T) {
+        self.plans.push(plan);
+        self.ops.push(op);
+    }
+
+    /// Each write with its plan's number.
+    fn iter(&self) -> impl Iterator<Item = (&usize, &T)> {
+        self.plans.iter().zip(&self.ops)
+    }
+}
+
 /// Writes the plans, then the ledger; records what failed.
 pub(crate) async fn apply(
     ctx: &Context<'_>,
@@ -30,27 +57,30 @@ pub(crate) async fn apply(
 ) -> Result<Effects, SyncError> {
     let session = ctx.cassandra.session();
     let mut effects = Effects::default();
-    let mut es_puts: Vec<(usize, EsWrite)> = Vec::new();
-    let mut es_deletes: Vec<(usize, EsDelete)> = Vec::new();
-    let mut cassandra_puts: Vec<(usize, CassandraWrite)> = Vec::new();
-    let mut cassandra_deletes: Vec<(usize, CassandraDelete)> = Vec::new();
-    for (n, plan) in plans.iter().enumerate() {
-        match &plan.elasticsearch {
-            Some(EsOp::Put(write)) => es_puts.push((n, write.clone())),
-            Some(EsOp::Delete(delete)) => es_deletes.push((n, delete.clone())),
+    // The writes, taken out of their plans (the plans keep the ledger's part), each with the
+    // number of its plan.
+    let mut plans = plans;
+    let mut es_puts = Ops::default();
+    let mut es_deletes = Ops::default();
+    let mut cassandra_puts = Ops::default();
+    let mut cassandra_deletes = Ops::default();
+    for (n, plan) in plans.iter_mut().enumerate() {
+        match plan.elasticsearch.take() {
+            Some(EsOp::Put(write)) => es_puts.push(n, write),
+            Some(EsOp::Delete(delete)) => es_deletes.push(n, delete),
             None => {}
         }
-        match &plan.cassandra {
-            Some(CassandraOp::Put(write)) => cassandra_puts.push((n, write.clone())),
-            Some(CassandraOp::Delete(delete)) => cassandra_deletes.push((n, delete.clone())),
+        match plan.cassandra.take() {
+            Some(CassandraOp::Put(write)) => cassandra_puts.push(n, write),
+            Some(CassandraOp::Delete(delete)) => cassandra_deletes.push(n, delete),
             None => {}
         }
     }
     if state.dry_run() {
-        report.elasticsearch.written += es_puts.len() as u64;
-        report.elasticsearch.deleted += es_deletes.len() as u64;
-        report.cassandra.written += cassandra_puts.len() as u64;
-        report.cassandra.deleted += cassandra_deletes.len() as u64;
+        report.elasticsearch.written += es_puts.ops.len() as u64;
+        report.elasticsearch.deleted += es_deletes.ops.len() as u64;
+        report.cassandra.written += cassandra_puts.ops.len() as u64;
+        report.cassandra.deleted += cassandra_deletes.ops.len() as u64;
         return Ok(effects);
     }
 
@@ -61,38 +91,30 @@ pub(crate) async fn apply(
         .filter_map(|plan| plan.intent.map(|intent| (plan.id, intent)))
         .collect();
     state.intend(session, &intents).await?;
-    let writes_of =
-        |ops: &[(usize, EsWrite)]| ops.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>();
     let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
         async {
-            let writes = writes_of(&es_puts);
-            if writes.is_empty() {
+            if es_puts.ops.is_empty() {
                 return Ok(Vec::new());
             }
-            ctx.elasticsearch.write_batch(&writes).await
+            ctx.elasticsearch.write_batch(&es_puts.ops).await
         },
         async {
-            let deletes: Vec<EsDelete> = es_deletes.iter().map(|(_, d)| d.clone()).collect();
-            if deletes.is_empty() {
+            if es_deletes.ops.is_empty() {
                 return Ok(Vec::new());
             }
-            ctx.elasticsearch.delete_batch(&deletes).await
+            ctx.elasticsearch.delete_batch(&es_deletes.ops).await
         },
         async {
-            let writes: Vec<CassandraWrite> =
-                cassandra_puts.iter().map(|(_, w)| w.clone()).collect();
-            if writes.is_empty() {
+            if cassandra_puts.ops.is_empty() {
                 return Ok(Vec::new());
             }
-            ctx.cassandra.write_batch(&writes).await
+            ctx.cassandra.write_batch(&cassandra_puts.ops).await
         },
         async {
-            let deletes: Vec<CassandraDelete> =
-                cassandra_deletes.iter().map(|(_, d)| d.clone()).collect();
-            if deletes.is_empty() {
+            if cassandra_deletes.ops.is_empty() {
                 return Ok(Vec::new());
             }
-            ctx.cassandra.delete_batch(&deletes).await
+            ctx.cassandra.delete_batch(&cassandra_deletes.ops).await
         },
     );
     let (es_put, es_delete) = (es_put?, es_delete?);

@@ -121,10 +121,15 @@ pub(crate) async fn decide(
             owners.push((n, side));
         }
     }
-    let verdicts = ctx.policy.filter(candidates.clone()).await;
+    // What the answers need of each candidate (the candidates themselves go to the policy).
+    let facts: Vec<_> = candidates
+        .iter()
+        .map(|c| (c.deleted, c.version.stamp))
+        .collect();
+    let verdicts = ctx.policy.filter(candidates).await;
     let mut refused: HashMap<usize, String> = HashMap::new();
     let mut skipped: HashMap<usize, String> = HashMap::new();
-    for (((n, side), candidate), verdict) in owners.into_iter().zip(candidates).zip(verdicts) {
+    for (((n, side), (deleted, stamp)), verdict) in owners.into_iter().zip(facts).zip(verdicts) {
         match verdict {
             Err(e) => {
                 refused
@@ -133,17 +138,12 @@ pub(crate) async fn decide(
             }
             Ok(Verdict::Skip { reason }) => {
                 skipped.entry(n).or_insert_with(|| {
-                    let what = if candidate.deleted {
-                        "delete"
-                    } else {
-                        "change"
-                    };
+                    let what = if deleted { "delete" } else { "change" };
                     format!("{side} {what} skipped: {reason}")
                 });
             }
             Ok(Verdict::Keep) => {}
             Ok(Verdict::Transform(document)) => {
-                let stamp = candidate.version.stamp;
                 let version = Some(Version { document, stamp });
                 match side {
                     Side::Elasticsearch => pending[n].elasticsearch = version,
