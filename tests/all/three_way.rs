@@ -696,3 +696,70 @@ async fn an_application_write_made_while_essync_decides_is_never_undone() {
     drop(essync);
     stays(&s, 2, "after writes made while essync decided").await;
 }
+
+// The round after essync wrote to an index does not read its own writes back, unless someone
+// else wrote there too: an application's document that lands in the same index while essync
+// writes there (here, while the policy holds essync between its read and its write) is read
+// and synced.
+#[tokio::test]
+async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_them_is() {
+    let s = Scenario::new("t23own").await;
+    let policy = [
+        "--policy",
+        policies::MISBEHAVING,
+        "--policy-timeout-ms",
+        "60000",
+        "-v",
+    ];
+    let essync = s.essync(&policy);
+    essync.wait_rounds(0, 1).await;
+    // The misbehaving policy holds every document of an index ending in `_hold`.
+    let index = s.index("hold");
+    // An index that exists in Elasticsearch before the part of the test that reads it.
+    let plain = s.index("plain");
+    let (copied, beside, first) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    s.cql_write(
+        first,
+        &doc(&plain, "t", now_ms(), json!({"by": "cassandra"})),
+    )
+    .await;
+    s.cql_write(
+        copied,
+        &doc(&index, "t", now_ms(), json!({"by": "cassandra"})),
+    )
+    .await;
+    let holds = format!("misbehaving policy holds {copied}");
+    let start = std::time::Instant::now();
+    while !essync.output().iter().any(|l| l.contains(&holds)) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "essync never examined the row:\n{}",
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // essync is about to write `copied` to the index: an application writes beside it.
+    s.es_write(beside, &doc(&index, "t", now_ms(), json!({"by": "app"})))
+        .await;
+    s.wait_equal(3).await;
+
+    // A document copied to an index that exists: no round reads it back.
+    let settled = essync.rounds().len();
+    essync.wait_rounds(settled, 1).await;
+    let before = essync.rounds().len();
+    let later = Uuid::new_v4();
+    s.cql_write(
+        later,
+        &doc(&plain, "t", now_ms(), json!({"by": "cassandra"})),
+    )
+    .await;
+    s.wait_equal(4).await;
+    let copied_by_now = essync.rounds().len();
+    essync.wait_rounds(copied_by_now, 2).await;
+    for line in &essync.rounds()[before..] {
+        assert!(
+            line.contains("read es 0 "),
+            "a round read essync's own write back: {line}"
+        );
+    }
+}

@@ -154,6 +154,9 @@ pub struct ChangePlan {
     pub target: EsCheckpoint,
     /// The parts that cannot be read now, and why.
     pub failed: Vec<FeedFailure>,
+    /// Operations not read because they are all essync's own writes (see
+    /// [`only_own_operations`]).
+    pub own_operations: u64,
 }
 
 /// One page of a shard range.
@@ -165,6 +168,49 @@ pub struct Page {
     pub position: i64,
     /// Whether the range is finished.
     pub done: bool,
+}
+
+/// Whether every operation an index holds beyond the feed's positions is one of essync's own
+/// writes, so that there is nothing to read: `shards` are the index's started primaries now,
+/// `from` the checkpoint (positions, and the primary terms of the last plan), `own` the
+/// operations essync applied to the index since the last plan (writes and deletes whose answer
+/// said they applied, each of which took one sequence number).
+///
+/// Sequence numbers are dense: the operations in a shard's range are exactly `global
+/// checkpoint - position`. Each of essync's operations since the last plan is in one of the
+/// ranges: it took its number after that plan read the bounds, and it was processed before this
+/// one (no operation is in flight: every shard's highest number is its global checkpoint). So
+/// the ranges hold `own` operations plus any other writer's, and equal counts mean none. Every
+/// doubt counts as "read it": a shard missing, moved (another primary term), not known to the
+/// checkpoint or with operations in flight; an operation essync is not sure applied is not in
+/// `own`, which can only make the ranges hold more.
+pub(crate) fn only_own_operations(shards: &[&ShardState], from: &EsCheckpoint, own: i64) -> bool {
+    let Some(first) = shards.first() else {
+        return false;
+    };
+    let (Some(position), Some(counters)) = (
+        from.indices.get(&first.uuid),
+        from.counters.get(&first.uuid),
+    ) else {
+        return false;
+    };
+    if own <= 0 || shards.len() != position.shards.len() {
+        return false;
+    }
+    let mut span = 0i64;
+    for (n, shard) in shards.iter().enumerate() {
+        let after = position.shards[n];
+        if shard.shard as usize != n
+            || shard.uuid != first.uuid
+            || shard.max_seq_no != shard.global_checkpoint
+            || counters.primary_terms.get(n) != Some(&shard.primary_term)
+            || shard.global_checkpoint < after
+        {
+            return false;
+        }
+        span += shard.global_checkpoint - after;
+    }
+    span == own
 }
 
 /// The delete counters of every index, from its shards' states.
@@ -292,10 +338,15 @@ pub(crate) async fn plan(
     selection: &IndexSelection,
     from: &EsCheckpoint,
     held: &BTreeSet<String>,
+    own_writes: &BTreeMap<String, i64>,
 ) -> Result<ChangePlan, ElasticsearchError> {
     let mut plan = ChangePlan::default();
     let states = shard_states(http, selection).await?;
     plan.target.counters = counters_of(&states);
+    let mut by_index: BTreeMap<&str, Vec<&ShardState>> = BTreeMap::new();
+    for state in &states {
+        by_index.entry(state.uuid.as_str()).or_default().push(state);
+    }
     let position = |uuid: &str, shard: u32| {
         from.indices
             .get(uuid)
@@ -317,6 +368,7 @@ pub(crate) async fn plan(
         size.1 += state.bytes;
     }
     let mut refused = BTreeSet::new();
+    let mut own_only = BTreeSet::new();
     for state in &states {
         let after = position(&state.uuid, state.shard);
         let decision = decisions.get(&state.index);
@@ -349,9 +401,23 @@ pub(crate) async fn plan(
         // The target keeps the later of the two: a shard never goes back.
         plan.target
             .advance(&range, after.max(state.global_checkpoint));
-        if state.global_checkpoint > after {
-            plan.ranges.push(range);
+        if state.global_checkpoint <= after {
+            continue;
         }
+        // What essync wrote is read back where Elasticsearch may have rewritten it.
+        let kept = decision.is_some_and(|d| d.refusal().is_none() && !d.may_rewrite());
+        let own = own_writes.get(&state.index).copied().unwrap_or(0);
+        if kept && only_own_operations(&by_index[state.uuid.as_str()], from, own) {
+            if own_only.insert(state.index.clone()) {
+                tracing::debug!(
+                    "{}: its {own} operation(s) since the last round are all essync's own writes; not read back",
+                    state.index
+                );
+                plan.own_operations += own as u64;
+            }
+            continue;
+        }
+        plan.ranges.push(range);
     }
 
     // What the stats left out keeps its position: shards with no started primary, and indices
@@ -590,6 +656,87 @@ impl PageSizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two shards now at global checkpoints `at`, the checkpoint at positions `from` with the
+    /// primary terms of the last plan.
+    fn index(at: [i64; 2], from: [i64; 2]) -> (Vec<ShardState>, EsCheckpoint) {
+        let shards = (0..2)
+            .map(|n| ShardState {
+                index: "books".into(),
+                uuid: "u1".into(),
+                shard: n as u32,
+                global_checkpoint: at[n],
+                max_seq_no: at[n],
+                deletes: 0,
+                primary_term: 1,
+                documents: 0,
+                bytes: 0,
+            })
+            .collect();
+        let mut checkpoint = EsCheckpoint::default();
+        checkpoint.indices.insert(
+            "u1".into(),
+            IndexPosition {
+                name: "books".into(),
+                shards: from.to_vec(),
+            },
+        );
+        checkpoint.counters.insert(
+            "u1".into(),
+            DeleteCounters {
+                name: "books".into(),
+                deletes: 0,
+                primary_terms: vec![1, 1],
+            },
+        );
+        (shards, checkpoint)
+    }
+
+    fn only_own(shards: &[ShardState], from: &EsCheckpoint, own: i64) -> bool {
+        let shards: Vec<&ShardState> = shards.iter().collect();
+        only_own_operations(&shards, from, own)
+    }
+
+    #[test]
+    fn an_index_is_not_read_back_only_when_it_holds_essyncs_operations_and_no_others() {
+        // 3 + 2 operations since the positions, and essync applied 5: nothing else to read.
+        let (shards, from) = index([13, 7], [10, 5]);
+        assert!(only_own(&shards, &from, 5));
+        // One more operation than essync's: someone else wrote.
+        assert!(!only_own(&shards, &from, 4));
+        // Fewer than essync's: something is off (a shard lags, a count is wrong): read.
+        assert!(!only_own(&shards, &from, 6));
+        // Nothing of essync's: read whatever is there.
+        assert!(!only_own(&shards, &from, 0));
+    }
+
+    #[test]
+    fn every_doubt_means_reading() {
+        let (shards, from) = index([13, 7], [10, 5]);
+        // An operation in flight on a shard.
+        let mut busy = shards.clone();
+        busy[1].max_seq_no = 8;
+        assert!(!only_own(&busy, &from, 5));
+        // A shard missing from the stats (no started primary).
+        assert!(!only_own(&shards[..1], &from, 3));
+        // A new primary since the last plan.
+        let mut moved = shards.clone();
+        moved[0].primary_term = 2;
+        assert!(!only_own(&moved, &from, 5));
+        // An index the checkpoint does not know (or knows under another uuid).
+        let mut other = shards.clone();
+        for shard in &mut other {
+            shard.uuid = "u2".into();
+        }
+        assert!(!only_own(&other, &from, 5));
+        // A shard behind its position (the stats went back).
+        let (behind, from_ahead) = index([13, 4], [10, 5]);
+        assert!(!only_own(&behind, &from_ahead, 2));
+        // Stats that do not give the highest sequence number.
+        let mut unknown = shards.clone();
+        unknown[0].max_seq_no = i64::MAX;
+        assert!(!only_own(&unknown, &from, 5));
+    }
 
     #[test]
     fn page_sizes_follow_document_size() {

@@ -28,7 +28,7 @@ mod indices;
 mod response;
 mod schema;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -217,10 +217,7 @@ impl ElasticsearchStore {
     /// kept essync's probe document as it was, but may change others): a version read back
     /// with essync's own sequence number but other content was rewritten by Elasticsearch.
     pub fn may_rewrite(&self, index: &str) -> bool {
-        matches!(
-            self.indices.known(index),
-            Some(Decision::Sync(fidelity)) if fidelity.final_pipeline.is_some()
-        )
+        self.indices.known(index).is_some_and(|d| d.may_rewrite())
     }
 
     /// Writes a document unless Elasticsearch holds a newer version of it (a later timestamp),
@@ -654,6 +651,7 @@ impl ElasticsearchStore {
             &self.config.indices,
             from,
             &BTreeSet::new(),
+            &BTreeMap::new(),
         )
         .await
     }
@@ -667,19 +665,22 @@ impl ElasticsearchStore {
         seen_at: DateTime<Utc>,
     ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
     {
-        self.changes_holding(from, seen_at, BTreeSet::new())
+        self.changes_holding(from, seen_at, BTreeSet::new(), BTreeMap::new())
     }
 
     /// [`ElasticsearchStore::changes`], leaving the parts in `held` unread (locations of earlier
     /// failures, `INDEX` or `INDEX, shard N`, waiting for their next attempt): their positions
     /// are kept. A part that cannot be read (a closed index, an unavailable shard, a page
     /// refused even at one document, an index essync does not sync) is skipped the same way and
-    /// reported in the pages' `failed`; the rest of the feed goes on.
+    /// reported in the pages' `failed`; the rest of the feed goes on. `own_writes` counts, by
+    /// index, the operations essync applied since `from` was planned: an index that holds no
+    /// others is not read (see [`feed::only_own_operations`]).
     pub fn changes_holding<'a>(
         &'a self,
         from: &EsCheckpoint,
         seen_at: DateTime<Utc>,
         held: BTreeSet<String>,
+        own_writes: BTreeMap<String, i64>,
     ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
     {
         struct State {
@@ -693,6 +694,7 @@ impl ElasticsearchStore {
             /// Ranges given up this round, and how far they were read.
             given_up: Vec<(ShardRange, i64)>,
             held: BTreeSet<String>,
+            own_writes: BTreeMap<String, i64>,
             finished: bool,
         }
         let state = State {
@@ -704,6 +706,7 @@ impl ElasticsearchStore {
             failed: Vec::new(),
             given_up: Vec::new(),
             held,
+            own_writes,
             finished: false,
         };
         futures::stream::unfold(state, move |mut state| async move {
@@ -717,6 +720,7 @@ impl ElasticsearchStore {
                     &self.config.indices,
                     &state.checkpoint,
                     &state.held,
+                    &state.own_writes,
                 )
                 .await
                 {

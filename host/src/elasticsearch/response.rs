@@ -424,6 +424,8 @@ pub(crate) struct CopyRouting {
 pub(crate) struct SeqNoStats {
     #[serde(default)]
     pub global_checkpoint: Option<i64>,
+    #[serde(default)]
+    pub max_seq_no: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,6 +459,9 @@ pub(crate) struct ShardState {
     pub uuid: String,
     pub shard: u32,
     pub global_checkpoint: i64,
+    /// The highest sequence number given out (above the global checkpoint while operations
+    /// are in flight; `i64::MAX` when the stats do not say).
+    pub max_seq_no: i64,
     pub deletes: i64,
     pub primary_term: i64,
     pub documents: u64,
@@ -489,6 +494,11 @@ pub(crate) fn shard_states(answer: StatsAnswer) -> Vec<ShardState> {
                 uuid: uuid.clone(),
                 shard,
                 global_checkpoint,
+                max_seq_no: primary
+                    .seq_no
+                    .as_ref()
+                    .and_then(|s| s.max_seq_no)
+                    .unwrap_or(i64::MAX),
                 deletes: primary
                     .indexing
                     .as_ref()
@@ -514,7 +524,8 @@ pub(crate) fn shard_states(answer: StatsAnswer) -> Vec<ShardState> {
 
 /// The `filter_path` that keeps of `_stats` only what [`shard_states`] reads.
 pub(crate) const STATS_FILTER: &str = "indices.*.uuid,indices.*.shards.*.routing.primary,\
-indices.*.shards.*.seq_no.global_checkpoint,indices.*.shards.*.indexing.delete_total,\
+indices.*.shards.*.seq_no.global_checkpoint,indices.*.shards.*.seq_no.max_seq_no,\
+indices.*.shards.*.indexing.delete_total,\
 indices.*.shards.*.retention_leases.primary_term,indices.*.shards.*.docs.count,\
 indices.*.shards.*.store.size_in_bytes";
 
@@ -896,6 +907,7 @@ mod tests {
         assert_eq!(states.len(), 2, "{states:?}");
         assert_eq!(states[1].shard, 1);
         assert_eq!(states[1].global_checkpoint, 1);
+        assert_eq!(states[1].max_seq_no, 1);
         assert_eq!(states[1].documents, 2);
         assert!(states[1].bytes > 0);
         // An index none of whose primaries is started is not in the stats at all: the feed

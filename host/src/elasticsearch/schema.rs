@@ -39,6 +39,12 @@ impl Decision {
         }
     }
 
+    /// Whether Elasticsearch may rewrite what essync writes to the index: a final pipeline that
+    /// kept essync's probe document as it was, but may change others.
+    pub fn may_rewrite(&self) -> bool {
+        matches!(self, Decision::Sync(fidelity) if fidelity.final_pipeline.is_some())
+    }
+
     /// The largest page a search of this index may ask for.
     pub fn window(&self) -> usize {
         match self {

@@ -54,7 +54,8 @@ impl Round<'_, '_> {
         let mut pages = std::pin::pin!(ctx.elasticsearch.changes_holding(
             &from,
             ctx.now,
-            held.clone()
+            held.clone(),
+            self.checkpoint.deletes.written.clone(),
         ));
         let mut failed = std::collections::BTreeSet::new();
         let mut first = true;
@@ -114,7 +115,9 @@ impl Round<'_, '_> {
     ) {
         let watch = &mut self.checkpoint.deletes;
         let suspect = deletes::suspects(before, after, &watch.own);
+        // Both counts start again with the plan that read them.
         watch.own.clear();
+        watch.written.clear();
         if !suspect.is_empty() {
             tracing::debug!(
                 "deletes may have happened in {}; their ids are checked as the sweep passes",
@@ -373,9 +376,14 @@ impl Round<'_, '_> {
     async fn batch(&mut self, source: Source) -> Result<(), SyncError> {
         let Effects {
             elasticsearch_deletes,
+            elasticsearch_operations,
         } = sync_batch(self.ctx, self.state, self.report, source).await?;
+        let watch = &mut self.checkpoint.deletes;
         for (index, count) in elasticsearch_deletes {
-            *self.checkpoint.deletes.own.entry(index).or_default() += count;
+            *watch.own.entry(index).or_default() += count;
+        }
+        for (index, count) in elasticsearch_operations {
+            *watch.written.entry(index).or_default() += count;
         }
         Ok(())
     }

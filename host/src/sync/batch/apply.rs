@@ -19,6 +19,9 @@ use crate::sync::state::{Record, State, Synced};
 pub(crate) struct Effects {
     /// Documents essync deleted from Elasticsearch, by index (its delete counters move).
     pub elasticsearch_deletes: BTreeMap<String, i64>,
+    /// Operations Elasticsearch confirmed applying, each with a sequence number of its own, by
+    /// the index that holds them (see [`crate::elasticsearch::feed`]'s own operations).
+    pub elasticsearch_operations: BTreeMap<String, i64>,
 }
 
 /// Writes of one kind, and the number of the plan each came from.
@@ -126,6 +129,13 @@ pub(crate) async fn apply(
     for ((n, write), applied) in es_puts.iter().zip(es_put) {
         if applied.outcome.is_written() {
             report.elasticsearch.written += 1;
+            // The index the answer names (an alias or a data stream resolves to it).
+            if let Some(version) = &applied.version {
+                *effects
+                    .elasticsearch_operations
+                    .entry(version.index.clone())
+                    .or_default() += 1;
+            }
             if let EsExpected::Version(old) = &write.expected
                 && old.index != write.document.index
             {
@@ -143,6 +153,10 @@ pub(crate) async fn apply(
             report.elasticsearch.deleted += 1;
             *effects
                 .elasticsearch_deletes
+                .entry(delete.expected.index.clone())
+                .or_default() += 1;
+            *effects
+                .elasticsearch_operations
                 .entry(delete.expected.index.clone())
                 .or_default() += 1;
         }

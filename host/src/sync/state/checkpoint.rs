@@ -41,6 +41,11 @@ pub struct Checkpoint {
 pub struct DeleteWatch {
     /// Deletes essync made since the counters were last read, by index name.
     pub own: BTreeMap<String, i64>,
+    /// Every operation essync applied to Elasticsearch since its change feed last planned
+    /// (writes and deletes whose answers said they applied), by index name: an index holding
+    /// no others is not read back.
+    #[serde(default)]
+    pub written: BTreeMap<String, i64>,
     /// Suspect indices, by name, each with the number of completed sweep passes after which
     /// it has been checked in full.
     pub suspects: BTreeMap<String, u64>,
