@@ -609,6 +609,22 @@ async fn a_policy_of_the_earlier_interface_keeps_working_with_deletes_decided_by
     assert!(!e.contains_key(&deleted) && !c.contains_key(&deleted));
 }
 
+/// The misbehaving test policy, which holds every document of an index ending in `_hold` for
+/// about a second (after logging `misbehaving policy holds ID`), with room for that in the
+/// policy's time limit.
+const HOLDING: [&str; 4] = [
+    "--policy",
+    policies::MISBEHAVING,
+    "--policy-timeout-ms",
+    "60000",
+];
+
+/// Whether the running essync's policy has started holding `id`.
+fn policy_holds(essync: &crate::support::scenario::Essync, id: &Uuid) -> bool {
+    let wanted = format!("misbehaving policy holds {id}");
+    essync.output().iter().any(|l| l.contains(&wanted))
+}
+
 // An application writes an id while essync is between reading it and writing it (here, while
 // the policy's filter takes a second over it): the write essync makes on the other side is
 // essync's, never an application's change. So the application's write (a delete, an update,
@@ -616,12 +632,7 @@ async fn a_policy_of_the_earlier_interface_keeps_working_with_deletes_decided_by
 #[tokio::test]
 async fn an_application_write_made_while_essync_decides_is_never_undone() {
     let s = Scenario::new("t22race").await;
-    let policy = [
-        "--policy",
-        policies::MISBEHAVING,
-        "--policy-timeout-ms",
-        "60000",
-    ];
+    let policy = HOLDING;
     s.once(&policy);
     // The misbehaving policy holds every document of an index ending in `_hold`.
     let index = s.index("hold");
@@ -646,10 +657,6 @@ async fn an_application_write_made_while_essync_decides_is_never_undone() {
     let mut args = policy.to_vec();
     args.push("-v");
     let essync = s.essync(&args);
-    let held = |id: &Uuid| {
-        let wanted = format!("misbehaving policy holds {id}");
-        essync.output().iter().any(|l| l.contains(&wanted))
-    };
     let (mut es_done, mut c_done) = (false, false);
     let start = std::time::Instant::now();
     while !(es_done && c_done) {
@@ -658,14 +665,14 @@ async fn an_application_write_made_while_essync_decides_is_never_undone() {
             "essync never examined the changes:\n{}",
             essync.output().join("\n")
         );
-        if !es_done && held(&es_deleted) {
+        if !es_done && policy_holds(&essync, &es_deleted) {
             // essync has read both Elasticsearch documents and not written them yet.
             s.es_delete(&index, es_deleted).await;
             s.es_partial_update(&index, es_updated, json!({"p": 2}))
                 .await;
             es_done = true;
         }
-        if !c_done && held(&c_deleted) {
+        if !c_done && policy_holds(&essync, &c_deleted) {
             s.cql_delete(&[c_deleted]).await;
             s.cql_write(c_updated, &doc(&index, "t", at - HOUR, json!({"v": 7})))
                 .await;
@@ -704,14 +711,9 @@ async fn an_application_write_made_while_essync_decides_is_never_undone() {
 #[tokio::test]
 async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_them_is() {
     let s = Scenario::new("t23own").await;
-    let policy = [
-        "--policy",
-        policies::MISBEHAVING,
-        "--policy-timeout-ms",
-        "60000",
-        "-v",
-    ];
-    let essync = s.essync(&policy);
+    let mut args = HOLDING.to_vec();
+    args.push("-v");
+    let essync = s.essync(&args);
     essync.wait_rounds(0, 1).await;
     // The misbehaving policy holds every document of an index ending in `_hold`.
     let index = s.index("hold");
@@ -728,9 +730,8 @@ async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_th
         &doc(&index, "t", now_ms(), json!({"by": "cassandra"})),
     )
     .await;
-    let holds = format!("misbehaving policy holds {copied}");
     let start = std::time::Instant::now();
-    while !essync.output().iter().any(|l| l.contains(&holds)) {
+    while !policy_holds(&essync, &copied) {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
             "essync never examined the row:\n{}",
