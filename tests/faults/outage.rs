@@ -17,7 +17,7 @@ use elasticsearch::http::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::scenario::{Doc, Docs, Essync, KEYSPACE, Scenario, doc, now_ms};
+use crate::support::scenario::{Doc, Docs, Essync, KEYSPACE, Scenario, doc, now_ms, send_signal};
 
 const SIGSTOP: i32 = 19;
 const SIGCONT: i32 = 18;
@@ -534,7 +534,7 @@ enum Injected {
 
 impl Injected {
     fn frozen(pid: u32) -> Self {
-        signal(pid, SIGSTOP);
+        send_signal(pid, SIGSTOP);
         Injected::Frozen(pid)
     }
 
@@ -544,7 +544,7 @@ impl Injected {
             Injected::Stopped { .. } => {
                 servers.script(&["up", "cassandra"]);
             }
-            Injected::Frozen(pid) => signal(pid, SIGCONT),
+            Injected::Frozen(pid) => send_signal(pid, SIGCONT),
             Injected::Over => {}
         }
     }
@@ -575,13 +575,4 @@ impl Drop for Injected {
             Injected::Over => {}
         }
     }
-}
-
-fn signal(pid: u32, signal: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
 }

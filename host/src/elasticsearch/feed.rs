@@ -154,9 +154,6 @@ pub struct ChangePlan {
     pub target: EsCheckpoint,
     /// The parts that cannot be read now, and why.
     pub failed: Vec<FeedFailure>,
-    /// Operations not read because they are all essync's own writes (see
-    /// [`only_own_operations`]).
-    pub own_operations: u64,
 }
 
 /// One page of a shard range.
@@ -413,7 +410,6 @@ pub(crate) async fn plan(
                     "{}: its {own} operation(s) since the last round are all essync's own writes; not read back",
                     state.index
                 );
-                plan.own_operations += own as u64;
             }
             continue;
         }

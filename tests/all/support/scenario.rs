@@ -649,12 +649,7 @@ impl Essync {
     /// Sends a signal (SIGTERM, SIGINT, SIGKILL by number) to the process.
     pub fn signal(&self, signal: i32) {
         let pid = self.child.lock().map(|c| c.id()).expect("child");
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{signal} failed");
+        send_signal(pid, signal);
     }
 
     /// Waits for the process to exit (at most [`DEADLINE`]) and returns its status.
@@ -693,6 +688,16 @@ pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Sends a signal (by number) to a process, as `kill -SIGNAL PID` does.
+pub fn send_signal(pid: u32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 #[cfg(test)]

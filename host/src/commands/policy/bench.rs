@@ -82,8 +82,7 @@ pub fn run(path: &Path, cases: &Path, cache: &CompileCache) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs calls of [`BATCH`] items for [`MEASURE_FOR`]; one line of figures.
-/// The cost of one kind of call on batches of `BATCH` items made from `cases` (repeated).
+/// The cost of one kind of call on batches of [`BATCH`] items made from `cases` (repeated).
 fn batch_line<T: Clone, A>(
     policy: &Policy,
     cases: &[T],
@@ -101,6 +100,7 @@ fn batch_line<T: Clone, A>(
     })
 }
 
+/// Runs calls of [`BATCH`] items for [`MEASURE_FOR`]; one line of figures.
 fn measure(
     policy: &Policy,
     mut call: impl FnMut() -> (Duration, Option<PolicyError>),

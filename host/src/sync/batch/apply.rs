@@ -56,13 +56,12 @@ pub(crate) async fn apply(
     ctx: &Context<'_>,
     state: &mut State,
     report: &mut RoundReport,
-    plans: Vec<Plan>,
+    mut plans: Vec<Plan>,
 ) -> Result<Effects, SyncError> {
     let session = ctx.cassandra.session();
     let mut effects = Effects::default();
     // The writes, taken out of their plans (the plans keep the ledger's part), each with the
     // number of its plan.
-    let mut plans = plans;
     let mut es_puts = Ops::default();
     let mut es_deletes = Ops::default();
     let mut cassandra_puts = Ops::default();
