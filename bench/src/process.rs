@@ -115,7 +115,10 @@ impl Essync {
             }
         }
         command
-            .env("RUST_LOG", "essync=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("ESSYNC_BENCH_ESSYNC_LOG").unwrap_or_else(|_| "essync=info".into()),
+            )
             .args(["--es-url", &self.es_url, "--cassandra", &self.cassandra])
             .args(["--es-indices", indices, "--metrics", "127.0.0.1:0"])
             .arg(format!("{}:{table}", self.keyspace))

@@ -282,8 +282,17 @@ impl Syncer {
             stop,
         };
         round.retry(self.options.retries_per_round).await?;
+        let retried = started.elapsed();
         if round.follow_elasticsearch().await? {
+            let followed = started.elapsed();
             round.follow_cassandra().await?;
+            tracing::debug!(
+                "round {}: retries {:.3}s, Elasticsearch feed {:.3}s, Cassandra feed {:.3}s",
+                report.number,
+                retried.as_secs_f64(),
+                (followed - retried).as_secs_f64(),
+                (started.elapsed() - followed).as_secs_f64()
+            );
         }
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");

@@ -131,9 +131,14 @@ impl Round<'_, '_> {
     /// Follows the Cassandra change feed: the recent rows, then the write-time sweep (at most
     /// the feed's budget of rows, or a whole pass while reconciling).
     pub async fn follow_cassandra(&mut self) -> Result<(), SyncError> {
+        let started = std::time::Instant::now();
         if self.follow_recent().await? {
             return Ok(());
         }
+        tracing::debug!(
+            "recent rows read in {:.3}s",
+            started.elapsed().as_secs_f64()
+        );
         let ctx = self.ctx;
         let page_size = ctx.cassandra.config().page_size.max(1) as usize;
         let window_us = self.feed.safety_window.as_micros() as i64;
@@ -264,7 +269,14 @@ impl Round<'_, '_> {
             Some(last) => last.token.saturating_sub(1),
             None => from.saturating_sub(1),
         };
+        let started = std::time::Instant::now();
         let ledger = self.state.ledger_range(session, from, to).await?;
+        tracing::debug!(
+            "sweep page of {} rows: ledger range of {} read in {:.3}s",
+            page.rows.len(),
+            ledger.len(),
+            started.elapsed().as_secs_f64()
+        );
         let in_table: HashSet<Uuid> = page
             .rows
             .iter()

@@ -92,7 +92,9 @@ pub(crate) async fn apply(
         .iter()
         .filter_map(|plan| plan.intent.map(|intent| (plan.id, intent)))
         .collect();
+    let started = std::time::Instant::now();
     state.intend(session, &intents).await?;
+    let intended = started.elapsed();
     let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
         async {
             if es_puts.ops.is_empty() {
@@ -119,6 +121,7 @@ pub(crate) async fn apply(
             ctx.cassandra.delete_batch(&cassandra_deletes.ops).await
         },
     );
+    let written = started.elapsed();
     let (es_put, es_delete) = (es_put?, es_delete?);
     let (cassandra_put, cassandra_delete) = (cassandra_put?, cassandra_delete?);
 
@@ -225,6 +228,12 @@ pub(crate) async fn apply(
     state
         .write_ledger(session, &records, &refreshes, &forgotten)
         .await?;
+    tracing::debug!(
+        "applied: intents {:.3}s, writes {:.3}s, ledger {:.3}s",
+        intended.as_secs_f64(),
+        (written - intended).as_secs_f64(),
+        (started.elapsed() - written).as_secs_f64()
+    );
     Ok(effects)
 }
 

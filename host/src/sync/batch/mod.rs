@@ -80,10 +80,21 @@ pub(crate) async fn sync_batch(
     report: &mut RoundReport,
     source: Source,
 ) -> Result<Effects, SyncError> {
+    let started = std::time::Instant::now();
     let examined = gather::gather(ctx, state, report, source).await?;
     if examined.is_empty() {
         return Ok(Effects::default());
     }
+    let gathered = started.elapsed();
+    let count = examined.len();
     let plans = decide::decide(ctx, state, report, examined).await?;
-    apply::apply(ctx, state, report, plans).await
+    let decided = started.elapsed();
+    let effects = apply::apply(ctx, state, report, plans).await?;
+    tracing::debug!(
+        "batch of {count}: gathered in {:.3}s, decided in {:.3}s, applied in {:.3}s",
+        gathered.as_secs_f64(),
+        (decided - gathered).as_secs_f64(),
+        (started.elapsed() - decided).as_secs_f64()
+    );
+    Ok(effects)
 }
