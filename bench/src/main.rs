@@ -144,7 +144,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
         es.delete_indices(&indices.join(",")).await?;
         for table in ["grid", "n", "x4"] {
-            cql.drop_table(&names.table(table)).await?;
+            let table = names.table(table);
+            cql.drop_table(&table).await?;
+            // essync's ledger of the table (a table per sync).
+            cql.drop_table(&format!("essync_ledger_{table}")).await?;
         }
         anyhow::Ok(())
     }

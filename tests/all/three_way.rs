@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::support::policies;
 use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms};
+use crate::support::{cassandra_node, es_url};
 
 const HOUR: i64 = 3_600_000;
 
@@ -763,4 +764,122 @@ async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_th
             "a round read essync's own write back: {line}"
         );
     }
+}
+
+// An upgrade from the ledger earlier versions shared between the syncs of a keyspace: this
+// sync's entries are copied to its own table (another sync's are not), so changes made on one
+// side before the upgrade are still credited to that side: an update stamped earlier than the
+// other side's copy, and a delete.
+#[tokio::test]
+async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each_side() {
+    let keyspace = format!("essync_upgrade_{}", std::process::id());
+    let s = Scenario::in_keyspace("tledger", &keyspace, &es_url(), &cassandra_node()).await;
+    s.once(&[]);
+    let index = s.index("u");
+    let (updated, deleted) = (Uuid::new_v4(), Uuid::new_v4());
+    for id in [updated, deleted] {
+        s.es_write(
+            id,
+            &doc(&index, "t", now_ms(), json!({"n": id.to_string()})),
+        )
+        .await;
+    }
+    s.once(&[]);
+    s.wait_equal(2).await;
+
+    // The layout of earlier versions: one table, `sync` telling the syncs apart.
+    let own = format!("{keyspace}.essync_ledger_{}", s.name);
+    let shared = format!("{keyspace}.essync_ledger");
+    let columns = "id, sync, digest, index_, type, timestamp, content, es_seq_no, \
+                   es_primary_term, cassandra_written_at";
+    let session = &s.cql;
+    let run = |cql: String| async move {
+        session
+            .query_unpaged(cql.clone(), ())
+            .await
+            .unwrap_or_else(|e| panic!("{cql}: {e}"));
+    };
+    run(format!(
+        "CREATE TABLE {shared} (id uuid, sync text, digest blob, index_ text, type text, \
+         timestamp timestamp, content text, es_seq_no bigint, es_primary_term bigint, \
+         cassandra_written_at bigint, pending blob, seen_es blob, seen_cassandra blob, \
+         PRIMARY KEY (id, sync))"
+    ))
+    .await;
+    type Row = (
+        Uuid,
+        String,
+        Vec<u8>,
+        String,
+        String,
+        scylla::value::CqlTimestamp,
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = s
+        .cql
+        .query_unpaged(format!("SELECT {columns} FROM {own}"), ())
+        .await
+        .expect("read the ledger")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<Row>()
+        .expect("typed rows")
+        .map(|row| row.expect("a ledger row"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let insert = format!("INSERT INTO {shared} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for row in &rows {
+        s.cql
+            .query_unpaged(insert.clone(), row)
+            .await
+            .expect("copy");
+        // Another sync's entry for the same id, which must stay its own.
+        let mut other = row.clone();
+        other.1 = "another_table".into();
+        other.6 = r#"{"other":true}"#.into();
+        s.cql
+            .query_unpaged(insert.clone(), other)
+            .await
+            .expect("copy");
+    }
+    run(format!("DROP TABLE {own}")).await;
+
+    // While essync is stopped: an update stamped an hour before Elasticsearch's copy, and a
+    // delete, both in Cassandra. Without the ledger, the first would lose to the later stamp
+    // and the second would be taken for a document Cassandra never had.
+    s.cql_write(
+        updated,
+        &doc(
+            &index,
+            "t",
+            now_ms() - HOUR,
+            json!({"n": "older but later"}),
+        ),
+    )
+    .await;
+    s.cql_delete(&[deleted]).await;
+    s.once(&[]);
+    let e = s.wait_equal(1).await;
+    assert_eq!(
+        content_of(&e, &updated),
+        Some(json!({"n": "older but later"})),
+        "{e:?}"
+    );
+    let copied: Vec<(String,)> = s
+        .cql
+        .query_unpaged(format!("SELECT sync FROM {own} WHERE id = ?"), (updated,))
+        .await
+        .expect("read the new ledger")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String,)>()
+        .expect("typed rows")
+        .map(|row| row.expect("a row"))
+        .collect();
+    assert_eq!(copied, vec![(s.name.clone(),)], "only this sync's entry");
+    stays(&s, 2, "after the upgrade").await;
+    run(format!("DROP KEYSPACE {keyspace}")).await;
 }

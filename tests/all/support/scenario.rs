@@ -79,6 +79,8 @@ pub fn differences(elasticsearch: &Docs, cassandra: &Docs) -> Vec<String> {
 pub struct Scenario {
     /// Unique: the table's name and the prefix of the scenario's indices.
     pub name: String,
+    /// The keyspace of the table and of essync's state.
+    pub keyspace: String,
     pub es: Elasticsearch,
     pub cql: Session,
     /// The servers essync is pointed at.
@@ -93,10 +95,21 @@ impl Scenario {
 
     /// A scenario on other servers than the suite's (the fault tests stop theirs).
     pub async fn on(prefix: &str, es_url: &str, cassandra_node: &str) -> Self {
+        Self::in_keyspace(prefix, KEYSPACE, es_url, cassandra_node).await
+    }
+
+    /// A scenario in a keyspace of its own choosing (a test of the state tables a keyspace
+    /// holds, which the other scenarios must not see).
+    pub async fn in_keyspace(
+        prefix: &str,
+        keyspace: &str,
+        es_url: &str,
+        cassandra_node: &str,
+    ) -> Self {
         let cql = cql_session_at(cassandra_node).await;
         cql.query_unpaged(
             format!(
-                "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = \
+                "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
                  {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
             ),
             (),
@@ -105,6 +118,7 @@ impl Scenario {
         .expect("create the scenarios' keyspace");
         Self {
             name: unique_name(prefix),
+            keyspace: keyspace.to_string(),
             es: es_client_at(es_url),
             cql,
             es_url: es_url.to_string(),
@@ -114,12 +128,12 @@ impl Scenario {
 
     /// `KEYSPACE:TABLE` for the command line.
     pub fn target(&self) -> String {
-        format!("{KEYSPACE}:{}", self.name)
+        format!("{}:{}", self.keyspace, self.name)
     }
 
     /// `KEYSPACE.TABLE` for CQL.
     pub fn table(&self) -> String {
-        format!("{KEYSPACE}.{}", self.name)
+        format!("{}.{}", self.keyspace, self.name)
     }
 
     /// An index of this scenario.

@@ -52,8 +52,40 @@ use crate::cassandra::CassandraError;
 use crate::document::Digest;
 use crate::elasticsearch::EsVersion;
 
-/// The table, in the synced keyspace, that holds the ledger.
+/// The table, in the synced keyspace, that held the ledgers of every sync of the keyspace
+/// before each sync got its own ([`table_name`]); its entries are copied once from there.
 pub const LEDGER_TABLE: &str = "essync_ledger";
+
+/// Cassandra's longest table name.
+const MAX_TABLE_NAME: usize = 48;
+
+/// The `sync` of the row that marks a ledger as copied from the shared table (a table name
+/// never holds a colon, so it is no sync's).
+const COPIED_MARK: &str = "essync:copied";
+
+/// Rows per page when copying from the shared table.
+const COPY_PAGE: i32 = 1000;
+
+/// The ledger table of a sync: `essync_ledger_TABLE`, or, when that is longer than Cassandra
+/// allows, the table's name cut short with a hash of the whole name. One table per sync keeps
+/// the sweep's token-order reads to this sync's entries, however many syncs share the
+/// keyspace.
+pub fn table_name(sync: &str) -> String {
+    let name = format!("{LEDGER_TABLE}_{}", sync.to_lowercase());
+    if name.len() <= MAX_TABLE_NAME {
+        return name;
+    }
+    // FNV-1a: stable across versions and machines, which the table's name must be.
+    let hash = sync.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let suffix = format!("_{:08x}", hash as u32);
+    let mut cut = MAX_TABLE_NAME - suffix.len();
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &name[..cut])
+}
 
 /// Ids per `IN` read: few enough to keep each request small, many enough to save round trips.
 const IDS_PER_READ: usize = 50;
@@ -162,15 +194,25 @@ const ENTRY_COLUMNS: &str = "id, digest, timestamp, index_, es_seq_no, es_primar
 const INTENT_COLUMNS: [&str; 3] = ["pending", "seen_es", "seen_cassandra"];
 
 impl Ledger {
-    /// Creates the ledger table when missing and prepares its statements. Returns whether the
-    /// table was created now (a new ledger knows nothing yet).
+    /// Creates the sync's ledger table when missing (copying its entries once from the shared
+    /// table of earlier versions) and prepares its statements. Returns whether the ledger is new
+    /// (it knows nothing yet). A dry run creates and copies nothing: it reads the shared table
+    /// while the copy has not been made.
     pub async fn open(
         session: &Session,
         keyspace: &str,
         sync: &str,
+        dry_run: bool,
     ) -> Result<(Self, bool), CassandraError> {
-        let table = format!("{keyspace}.{LEDGER_TABLE}");
-        let existed = table_exists(session, keyspace, LEDGER_TABLE).await?;
+        let name = table_name(sync);
+        let existed = table_exists(session, keyspace, &name).await?;
+        let shared = table_exists(session, keyspace, LEDGER_TABLE).await?;
+        let copied = existed && copy_marked(session, keyspace, &name).await?;
+        if dry_run && shared && !copied {
+            let ledger = Self::prepare(session, keyspace, LEDGER_TABLE, sync).await?;
+            return Ok((ledger, false));
+        }
+        let table = format!("{keyspace}.{name}");
         session
             .query_unpaged(
                 format!(
@@ -184,18 +226,138 @@ impl Ledger {
             )
             .await
             .map_err(|e| CassandraError::execution(format!("to create {table}"), &e))?;
-        add_missing_columns(session, keyspace, &table).await?;
+        let ledger = Self::prepare(session, keyspace, &name, sync).await?;
+        let mut new = !existed;
+        if shared && !copied {
+            let count = ledger.copy_shared(session, keyspace).await?;
+            new = new && count == 0;
+        }
+        Ok((ledger, new))
+    }
+
+    /// Copies this sync's entries from the shared table of earlier versions, then marks the
+    /// copy made (an interrupted copy is made again at the next start, before any sync work).
+    async fn copy_shared(&self, session: &Session, keyspace: &str) -> Result<u64, CassandraError> {
+        let shared = format!("{keyspace}.{LEDGER_TABLE}");
+        tracing::info!(
+            "copying the entries of {} from the shared {shared} to {} (once)",
+            self.sync,
+            self.table
+        );
+        let action = format!("to copy {shared}");
+        let mut select = session
+            .prepare(format!(
+                "SELECT sync, id, digest, index_, type, timestamp, content, es_seq_no, \
+                 es_primary_term, cassandra_written_at, pending, seen_es, seen_cassandra \
+                 FROM {shared}"
+            ))
+            .await
+            .map_err(|e| prepare_error(&action, e))?;
+        select.set_page_size(COPY_PAGE);
+        let insert = session
+            .prepare(format!(
+                "INSERT INTO {} (sync, id, digest, index_, type, timestamp, content, es_seq_no, \
+                 es_primary_term, cassandra_written_at, pending, seen_es, seen_cassandra) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self.table
+            ))
+            .await
+            .map_err(|e| prepare_error(&action, e))?;
+        type CopyRow = (
+            String,
+            Uuid,
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let mut rows = session
+            .execute_iter(select, ())
+            .await
+            .map_err(|e| CassandraError::pager(&action, &e))?
+            .rows_stream::<CopyRow>()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let mut copied = 0_u64;
+        let mut pending = Vec::new();
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| CassandraError::protocol(&action, e))?;
+            if row.0 != self.sync {
+                continue;
+            }
+            pending.push(row);
+            if pending.len() == COPY_PAGE as usize {
+                copied += self.insert_copies(session, &insert, &mut pending).await?;
+            }
+        }
+        copied += self.insert_copies(session, &insert, &mut pending).await?;
+        session
+            .query_unpaged(
+                format!("INSERT INTO {} (id, sync) VALUES (?, ?)", self.table),
+                (Uuid::nil(), COPIED_MARK),
+            )
+            .await
+            .map_err(|e| CassandraError::execution(&action, &e))?;
+        tracing::info!(
+            "copied {copied} ledger entries of {} to {}; the shared {shared} can be dropped once \
+             every sync of the keyspace runs this version",
+            self.sync,
+            self.table
+        );
+        Ok(copied)
+    }
+
+    /// Writes copied rows (taken out of `rows`); returns how many.
+    async fn insert_copies<R>(
+        &self,
+        session: &Session,
+        insert: &PreparedStatement,
+        rows: &mut Vec<R>,
+    ) -> Result<u64, CassandraError>
+    where
+        R: scylla::serialize::row::SerializeRow,
+    {
+        let action = format!("to write {}", self.table);
+        let count = rows.len() as u64;
+        let pending: Vec<_> = rows
+            .drain(..)
+            .map(|row| {
+                let action = &action;
+                async move {
+                    session
+                        .execute_unpaged(insert, row)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| CassandraError::execution(action, &e))
+                }
+            })
+            .collect();
+        all(pending).await?;
+        Ok(count)
+    }
+
+    /// Prepares the statements of the ledger in `keyspace.name`.
+    async fn prepare(
+        session: &Session,
+        keyspace: &str,
+        name: &str,
+        sync: &str,
+    ) -> Result<Self, CassandraError> {
+        let table = format!("{keyspace}.{name}");
+        add_missing_columns(session, keyspace, name).await?;
         let prepare = |cql: String| {
             let table = table.clone();
             async move {
                 session
                     .prepare(cql)
                     .await
-                    .map_err(|e| CassandraError::Request {
-                        action: format!("to prepare the statements of {table}"),
-                        reason: e.to_string(),
-                        transient: false,
-                    })
+                    .map_err(|e| prepare_error(&format!("to prepare the statements of {table}"), e))
             }
         };
         let mut range = prepare(format!(
@@ -219,7 +381,7 @@ impl Ledger {
             upsert: prepare(format!(
                 "INSERT INTO {table} (id, sync, digest, index_, type, timestamp, content, \
                  es_seq_no, es_primary_term, cassandra_written_at, pending, seen_es, \
-                 seen_cassandra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, null, null, null)"
+                 seen_cassandra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0x, 0x, 0x)"
             ))
             .await?,
             intend: prepare(format!(
@@ -235,7 +397,7 @@ impl Ledger {
             forget: prepare(format!("DELETE FROM {table} WHERE id = ? AND sync = ?")).await?,
             table,
         };
-        Ok((ledger, !existed))
+        Ok(ledger)
     }
 
     /// The entries of the ids that have one.
@@ -419,7 +581,9 @@ impl Ledger {
     ) -> Result<(), CassandraError> {
         use scylla::statement::batch::{Batch, BatchType};
         let action = format!("to write {}", self.table);
-        let bytes = |d: Option<Digest>| d.map(|d| d.0.to_vec());
+        // No digest is an empty blob, not a null: a null is a tombstone, which every later
+        // read of the entry would have to step over.
+        let bytes = |d: Option<Digest>| d.map(|d| d.0.to_vec()).unwrap_or_default();
         let pending: Vec<_> = intents
             .chunks(INTENTS_PER_BATCH)
             .map(|chunk| {
@@ -430,7 +594,7 @@ impl Ledger {
                     for (id, intent) in chunk {
                         batch.append_statement(self.intend.clone());
                         values.push((
-                            bytes(Some(intent.target)),
+                            intent.target.0.to_vec(),
                             bytes(intent.elasticsearch),
                             bytes(intent.cassandra),
                             *id,
@@ -513,6 +677,7 @@ where
 }
 
 /// An entry from its columns; `None` when it holds neither a synced version nor an intent. An
+/// empty digest blob is no digest (how the intent is cleared without a tombstone). An
 /// incomplete synced version (a row written by hand) counts as none: that costs a comparison,
 /// never data.
 fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
@@ -548,13 +713,14 @@ fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
 async fn add_missing_columns(
     session: &Session,
     keyspace: &str,
-    table: &str,
+    name: &str,
 ) -> Result<(), CassandraError> {
+    let table = format!("{keyspace}.{name}");
     let action = format!("to read the columns of {table}");
     let rows = session
         .query_unpaged(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, LEDGER_TABLE),
+            (keyspace, name),
         )
         .await
         .map_err(|e| CassandraError::execution(&action, &e))?
@@ -578,6 +744,34 @@ async fn add_missing_columns(
     Ok(())
 }
 
+/// A statement that could not be prepared.
+fn prepare_error(action: &str, e: scylla::errors::PrepareError) -> CassandraError {
+    CassandraError::Request {
+        action: action.to_string(),
+        reason: e.to_string(),
+        transient: false,
+    }
+}
+
+/// Whether the ledger `keyspace.name` holds the mark of a finished copy from the shared table.
+async fn copy_marked(
+    session: &Session,
+    keyspace: &str,
+    name: &str,
+) -> Result<bool, CassandraError> {
+    let action = format!("to read {keyspace}.{name}");
+    let rows = session
+        .query_unpaged(
+            format!("SELECT sync FROM {keyspace}.{name} WHERE id = ? AND sync = ?"),
+            (Uuid::nil(), COPIED_MARK),
+        )
+        .await
+        .map_err(|e| CassandraError::execution(&action, &e))?
+        .into_rows_result()
+        .map_err(|e| CassandraError::protocol(&action, e))?;
+    Ok(rows.rows_num() > 0)
+}
+
 /// Whether `keyspace.table` exists.
 async fn table_exists(
     session: &Session,
@@ -595,4 +789,25 @@ async fn table_exists(
         .into_rows_result()
         .map_err(|e| CassandraError::protocol(&action, e))?;
     Ok(rows.rows_num() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sync_has_a_ledger_table_of_its_own_within_cassandras_name_length() {
+        assert_eq!(table_name("orders"), "essync_ledger_orders");
+        assert_eq!(table_name("Orders"), "essync_ledger_orders");
+        let long = "a_table_whose_name_is_long_enough_to_overflow";
+        let other = "a_table_whose_name_is_long_enough_to_overflow2";
+        let (a, b) = (table_name(long), table_name(other));
+        assert!(
+            a.len() <= MAX_TABLE_NAME && b.len() <= MAX_TABLE_NAME,
+            "{a} {b}"
+        );
+        assert!(a.starts_with("essync_ledger_a_table"), "{a}");
+        assert_ne!(a, b, "two long names that share a prefix get two tables");
+        assert_eq!(a, table_name(long), "the name is stable");
+    }
 }

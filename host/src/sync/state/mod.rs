@@ -51,7 +51,7 @@ impl State {
     ) -> Result<Opened, CassandraError> {
         let checkpoints = CheckpointStore::open(session, keyspace, sync).await?;
         let errors = ErrorLog::open(session, keyspace, sync, retry_backoff, dry_run).await?;
-        let (ledger, new_ledger) = Ledger::open(session, keyspace, sync).await?;
+        let (ledger, new_ledger) = Ledger::open(session, keyspace, sync, dry_run).await?;
         let checkpoint = checkpoints.load(session).await?;
         Ok(Opened {
             state: Self {
