@@ -73,6 +73,13 @@ pub(crate) async fn decide(
             }
             Attribution::Forget => plans.push(plan(&examined, Outcome::Forget)),
             Attribution::Take(..) | Attribution::Conflict => {
+                // The versions that take part: for a change or creation on one side, that side
+                // alone; the other's is what a delete removed, or one side of a conflict.
+                let takes_part = |side: Side| match attribution {
+                    Attribution::Take(taken, Change::Deleted) => taken != side,
+                    Attribution::Take(taken, _) => taken == side,
+                    _ => true,
+                };
                 let version = |side: Side| match side {
                     Side::Elasticsearch => examined.elasticsearch.as_ref().map(|s| Version {
                         document: s.stored.document.clone(),
@@ -84,8 +91,9 @@ pub(crate) async fn decide(
                     }),
                 };
                 pending.push(Pending {
-                    elasticsearch: version(Side::Elasticsearch),
-                    cassandra: version(Side::Cassandra),
+                    elasticsearch: version(Side::Elasticsearch)
+                        .filter(|_| takes_part(Side::Elasticsearch)),
+                    cassandra: version(Side::Cassandra).filter(|_| takes_part(Side::Cassandra)),
                     examined,
                     attribution,
                 });
@@ -174,8 +182,8 @@ pub(crate) async fn decide(
             }
             Attribution::Take(side, _) => {
                 let version = match side {
-                    Side::Elasticsearch => &p.elasticsearch,
-                    Side::Cassandra => &p.cassandra,
+                    Side::Elasticsearch => p.elasticsearch,
+                    Side::Cassandra => p.cassandra,
                 };
                 match version {
                     Some(version) if !selection.contains(&version.document.index) => {
@@ -184,7 +192,7 @@ pub(crate) async fn decide(
                     }
                     Some(version) => {
                         log_decision(&p.examined, p.attribution, "copied to the other side");
-                        plans.push(plan(&p.examined, Outcome::Target(version.document.clone())));
+                        plans.push(plan(&p.examined, Outcome::Target(version.document)));
                     }
                     None => {
                         fail(ctx, state, report, id, "the changed version went missing").await?
