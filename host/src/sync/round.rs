@@ -22,6 +22,11 @@ use super::{Progress, Stop, SyncError, deletes};
 use crate::cassandra::{FeedOptions, ScanPage};
 use crate::store::{Lookup, Side};
 
+/// Pages (of `--cassandra-page-size` rows) per page of the write-time sweep, which reads only
+/// ids and write times: the table's and the ledger's token ranges are read in fewer, larger
+/// requests. The rows that changed are then synced a page at a time.
+const SWEEP_PAGES: usize = 5;
+
 /// What a round works on.
 pub(crate) struct Round<'r, 'c> {
     pub ctx: &'r Context<'c>,
@@ -140,9 +145,12 @@ impl Round<'_, '_> {
             started.elapsed().as_secs_f64()
         );
         let ctx = self.ctx;
-        let page_size = ctx.cassandra.config().page_size.max(1) as usize;
         let window_us = self.feed.safety_window.as_micros() as i64;
         let full = self.checkpoint.cassandra.reconciling();
+        // A reconciliation reads whole rows, a page at a time; the write-time sweep reads only
+        // ids and write times, in larger pages (fewer round trips for the same rows).
+        let page_size =
+            ctx.cassandra.config().page_size.max(1) as usize * if full { 1 } else { SWEEP_PAGES };
         // How many rows the next page may examine (all of a page while reconciling).
         let mut budget = self.feed.sweep_rows;
         let limit = |budget: &mut usize| {
@@ -261,6 +269,8 @@ impl Round<'_, '_> {
         full: bool,
     ) -> Result<(), SyncError> {
         let session = self.ctx.cassandra.session();
+        // A sweep page holds several batches' worth of ids.
+        let batch_size = self.ctx.cassandra.config().page_size.max(1) as usize;
         let from = position.map(|p| p.token).unwrap_or(i64::MIN);
         // The ledger's ids at the page's last token wait for the next page, which starts there
         // (the table may hold more rows at that token than this page read).
@@ -334,9 +344,9 @@ impl Round<'_, '_> {
                 })
                 .map(|row| row.id)
                 .collect();
-            if !changed.is_empty() {
-                let mut found = self.ctx.cassandra.get_by_ids(&changed).await?;
-                let reads: Vec<_> = changed.iter().filter_map(|id| found.remove(id)).collect();
+            for chunk in changed.chunks(batch_size) {
+                let mut found = self.ctx.cassandra.get_by_ids(chunk).await?;
+                let reads: Vec<_> = chunk.iter().filter_map(|id| found.remove(id)).collect();
                 self.report.cassandra.read += reads.len() as u64;
                 self.batch(Source::Cassandra {
                     reads,
@@ -378,8 +388,10 @@ impl Round<'_, '_> {
                 deleted.len(),
                 gone.len()
             );
-            self.batch(Source::Ids(deleted.into_iter().chain(gone).collect()))
-                .await?;
+            let ids: Vec<Uuid> = deleted.into_iter().chain(gone).collect();
+            for chunk in ids.chunks(batch_size) {
+                self.batch(Source::Ids(chunk.to_vec())).await?;
+            }
         }
         Ok(())
     }
