@@ -1,7 +1,8 @@
 //! What can go wrong talking to Cassandra, phrased for the person who has to fix it.
 
 use scylla::errors::{
-    DbError, ExecutionError, NewSessionError, PagerExecutionError, RequestAttemptError,
+    DbError, ExecutionError, NewSessionError, PagerExecutionError, PrepareError,
+    RequestAttemptError,
 };
 use thiserror::Error;
 
@@ -236,6 +237,15 @@ impl CassandraError {
             action: action.into(),
             reason: error.to_string(),
             transient,
+        }
+    }
+
+    /// A statement that could not be prepared (a schema or syntax error: not transient).
+    pub(crate) fn prepare(action: impl Into<String>, error: &PrepareError) -> Self {
+        CassandraError::Request {
+            action: action.into(),
+            reason: error.to_string(),
+            transient: false,
         }
     }
 

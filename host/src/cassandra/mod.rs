@@ -592,11 +592,7 @@ async fn prepare_reads(
         let mut statement = session
             .prepare(cql)
             .await
-            .map_err(|e| CassandraError::Request {
-                action: format!("to prepare the reads of {table}"),
-                reason: e.to_string(),
-                transient: false,
-            })?;
+            .map_err(|e| CassandraError::prepare(format!("to prepare the reads of {table}"), &e))?;
         statement.set_page_size(page_size);
         statement.set_consistency(consistency);
         Ok::<_, CassandraError>(statement)

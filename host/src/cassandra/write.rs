@@ -104,14 +104,9 @@ impl WriteStatements {
         mode: WriteMode,
     ) -> Result<Self, CassandraError> {
         let prepare = |cql: String| async move {
-            session
-                .prepare(cql)
-                .await
-                .map_err(|e| CassandraError::Request {
-                    action: format!("to prepare the writes to {table}"),
-                    reason: e.to_string(),
-                    transient: false,
-                })
+            session.prepare(cql).await.map_err(|e| {
+                CassandraError::prepare(format!("to prepare the writes to {table}"), &e)
+            })
         };
         Ok(Self {
             mode,

@@ -252,7 +252,7 @@ impl Ledger {
                  FROM {shared}"
             ))
             .await
-            .map_err(|e| prepare_error(&action, e))?;
+            .map_err(|e| CassandraError::prepare(&action, &e))?;
         select.set_page_size(COPY_PAGE);
         let insert = session
             .prepare(format!(
@@ -262,7 +262,7 @@ impl Ledger {
                 self.table
             ))
             .await
-            .map_err(|e| prepare_error(&action, e))?;
+            .map_err(|e| CassandraError::prepare(&action, &e))?;
         type CopyRow = (
             String,
             Uuid,
@@ -354,10 +354,9 @@ impl Ledger {
         let prepare = |cql: String| {
             let table = table.clone();
             async move {
-                session
-                    .prepare(cql)
-                    .await
-                    .map_err(|e| prepare_error(&format!("to prepare the statements of {table}"), e))
+                session.prepare(cql).await.map_err(|e| {
+                    CassandraError::prepare(format!("to prepare the statements of {table}"), &e)
+                })
             }
         };
         let mut range = prepare(format!(
@@ -742,15 +741,6 @@ async fn add_missing_columns(
         }
     }
     Ok(())
-}
-
-/// A statement that could not be prepared.
-fn prepare_error(action: &str, e: scylla::errors::PrepareError) -> CassandraError {
-    CassandraError::Request {
-        action: action.to_string(),
-        reason: e.to_string(),
-        transient: false,
-    }
 }
 
 /// Whether the ledger `keyspace.name` holds the mark of a finished copy from the shared table.
