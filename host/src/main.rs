@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes, without a backtrace.
-            eprintln!("essync: {e:#}");
+            eprintln!("essync: {}", essync::store::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -144,6 +144,27 @@ pub(crate) fn documents_of<V, E: std::error::Error + 'static>(
         .flatten()
 }
 
+/// A message on one line: drivers, servers and runtimes may break theirs over several, and every
+/// line essync logs or prints is one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// An error and its sources on one line ("error sending request: connection refused").
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    one_line(&text)
+}
+
 /// What happened to one write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {

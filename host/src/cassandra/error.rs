@@ -7,6 +7,7 @@ use scylla::errors::{
 use thiserror::Error;
 
 use super::CassandraConfig;
+use crate::store::{error_chain, one_line};
 
 /// What essync needs on the synced keyspace, for messages about missing permissions.
 const NEEDED: &str = "essync needs SELECT and MODIFY on the keyspace, CREATE on it (for its \
@@ -206,19 +207,19 @@ impl CassandraError {
         {
             return CassandraError::Forbidden {
                 action: action.into(),
-                reason: message.clone(),
+                reason: one_line(message),
             };
         }
         CassandraError::Request {
             action: action.into(),
-            reason: error.to_string(),
+            reason: error_chain(error),
             transient: execution_is_transient(error),
         }
     }
 
     /// A failed paged read, classified.
     pub(crate) fn pager(action: impl Into<String>, error: &PagerExecutionError) -> Self {
-        let text = error.to_string();
+        let text = error_chain(error);
         if text.contains("has no") && text.contains("permission") {
             return CassandraError::Forbidden {
                 action: action.into(),
@@ -235,7 +236,7 @@ impl CassandraError {
         };
         CassandraError::Request {
             action: action.into(),
-            reason: error.to_string(),
+            reason: error_chain(error),
             transient,
         }
     }
@@ -244,7 +245,7 @@ impl CassandraError {
     pub(crate) fn prepare(action: impl Into<String>, error: &PrepareError) -> Self {
         CassandraError::Request {
             action: action.into(),
-            reason: error.to_string(),
+            reason: error_chain(error),
             transient: false,
         }
     }
@@ -253,25 +254,9 @@ impl CassandraError {
     pub(crate) fn protocol(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
         CassandraError::Protocol {
             action: action.into(),
-            reason: error.to_string(),
+            reason: one_line(&error.to_string()),
         }
     }
-}
-
-/// The error and its sources on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    // Driver messages may span lines; essync's errors are one line.
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The server's own words from a driver message (`... Error message: Provided username ...`).
@@ -310,5 +295,25 @@ fn attempt_is_transient(error: &RequestAttemptError) -> bool {
                 | DbError::TruncateError
         ),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scylla::errors::BrokenConnectionErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn a_driver_message_over_several_lines_is_reported_on_one() {
+        // The driver's message for a connection dropped mid-request spans three lines.
+        let error = ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(
+            BrokenConnectionErrorKind::ChannelError.into(),
+        ));
+        let reported = CassandraError::execution("to write ks.t", &error);
+        assert!(reported.is_transient());
+        let text = reported.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.contains("tokio channel. It implies"), "{text}");
     }
 }

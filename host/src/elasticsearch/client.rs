@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::response::ErrorCause;
 use super::{ElasticsearchConfig, ElasticsearchError, IndexSelection};
+use crate::store::error_chain;
 
 /// A JSON answer.
 pub(crate) struct Answer {
@@ -530,21 +531,6 @@ pub(crate) fn error_reason(body: &Value) -> String {
         Value::Null => "no error details".to_string(),
         other => other.to_string(),
     }
-}
-
-/// The error and its sources on one line ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

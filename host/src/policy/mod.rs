@@ -672,6 +672,5 @@ fn looks_like_wasm(bytes: &[u8]) -> bool {
 
 /// An error and its causes on one line (wasmtime's messages may span several).
 pub(super) fn one_line(error: &wasmtime::Error) -> String {
-    let text = format!("{error:#}");
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    crate::store::one_line(&format!("{error:#}"))
 }

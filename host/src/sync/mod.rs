@@ -359,8 +359,9 @@ impl Syncer {
                     let wait =
                         Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
                     tracing::error!(
-                        "round {} failed: {e}; trying again in {}s",
+                        "round {} failed: {}; trying again in {}s",
                         self.rounds,
+                        crate::store::one_line(&e.to_string()),
                         wait.as_secs()
                     );
                     if stop.sleep(wait).await {
