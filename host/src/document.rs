@@ -70,6 +70,14 @@ impl Document {
         self.content.as_object()
     }
 
+    /// The content as JSON text, compact, its keys in the content's order: what Cassandra's
+    /// `content` column and a policy receive. (Written straight into a buffer: about twice as
+    /// fast as going through `Display`.)
+    pub fn content_text(&self) -> String {
+        // Serialising a `Value` cannot fail: its keys are strings.
+        serde_json::to_string(&self.content).unwrap_or_default()
+    }
+
     /// The fingerprint of this document as essync writes it (with its type and timestamp):
     /// equal to the [`Digest`] a store reports for a version that holds exactly this.
     pub fn digest(&self) -> Digest {
@@ -240,7 +248,7 @@ impl fmt::Display for Document {
 impl fmt::Debug for Document {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 200;
-        let content = self.content.to_string();
+        let content = self.content_text();
         let shown = match content.char_indices().nth(SHOWN) {
             Some((end, _)) => format!("{}… ({} bytes)", &content[..end], content.len()),
             None => content,

@@ -184,7 +184,7 @@ pub(crate) fn to_columns(document: &Document) -> Result<Columns, String> {
         index: document.index.clone(),
         doc_type: document.doc_type.clone(),
         timestamp: CqlTimestamp(timestamp.timestamp_millis()),
-        content: document.content.to_string(),
+        content: document.content_text(),
     })
 }
 

@@ -35,7 +35,7 @@ pub(super) fn document_to_wit(
             Stamp::Written => wit::Stamp::Written,
             Stamp::Observed => wit::Stamp::Observed,
         },
-        content: document.content.to_string(),
+        content: document.content_text(),
     })
 }
 

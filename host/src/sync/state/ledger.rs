@@ -556,7 +556,7 @@ impl Ledger {
                                 &document.index,
                                 &document.doc_type,
                                 document.timestamp_millis().map(CqlTimestamp),
-                                document.content.to_string(),
+                                document.content_text(),
                                 record.elasticsearch.as_ref().map(|v| v.seq_no),
                                 record.elasticsearch.as_ref().map(|v| v.primary_term),
                                 record.cassandra_written_at,
