@@ -107,7 +107,8 @@ pub struct SyncOptions {
     pub safety_window: Duration,
 
     /// The most Cassandra rows the write-time sweep examines per round (it finds rows written
-    /// with an old or no timestamp; a whole pass over a larger table takes several rounds)
+    /// with an old or no timestamp; a whole pass over a larger table takes several rounds). A
+    /// round that has used its PERIOD takes no sweep page more (it always takes one)
     #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
     pub sweep_rows: usize,
 

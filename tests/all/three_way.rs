@@ -150,6 +150,65 @@ async fn a_delete_on_either_side_reaches_the_other_within_two_rounds() {
     assert!(!deleted.is_empty(), "no round reported the deletes");
 }
 
+// 20: on a table larger than one sweep page (5 x 1,000 rows), in rounds that overrun their
+// period (each then sweeps a single page), a backdated Cassandra write and a Cassandra delete,
+// which only the sweep finds, still reach Elasticsearch as the sweep passes over the table.
+#[tokio::test]
+async fn rounds_that_overrun_their_period_sweep_a_page_each_and_still_find_every_change() {
+    let s = Scenario::new("t20pass").await;
+    s.create_table().await;
+    let index = s.index("p");
+    let all = ids(5_500);
+    let docs: Vec<(Uuid, Doc)> = all
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                doc(&index, "t", now_ms(), json!({"n": id.to_string()})),
+            )
+        })
+        .collect();
+    s.cql_bulk(&docs).await;
+    // A period of 1 ms, which every round overruns.
+    let essync = s.essync_every("0.001", &["-v", "-s"]);
+    s.wait_until_within(
+        std::time::Duration::from_secs(120),
+        "both stores equal",
+        |e, c| e.len() == all.len() && differences(e, c).is_empty(),
+    )
+    .await;
+    let (backdated, deleted) = (all[17], all[4_151]);
+    let hour_ago = now_ms() - 3_600_000;
+    s.cql_write(
+        backdated,
+        &doc(
+            &index,
+            "t",
+            hour_ago,
+            json!({"n": "written with an old timestamp"}),
+        ),
+    )
+    .await;
+    s.cql_delete(&[deleted]).await;
+    s.wait_until(
+        "the backdated write and the delete in Elasticsearch",
+        |e, c| {
+            e.len() == all.len() - 1
+                && !e.contains_key(&deleted)
+                && e.get(&backdated)
+                    .is_some_and(|d| d.timestamp == Some(hour_ago))
+                && differences(e, c).is_empty()
+        },
+    )
+    .await;
+    let log = essync.output();
+    assert!(
+        log.iter().any(|l| l.contains("the round used its period")),
+        "no round stopped its sweep at the period:\n{}",
+        log.join("\n")
+    );
+}
+
 // 20: an index essync itself created, by copying a row into it, in which an application
 // deletes a document before essync's next round first sees the index.
 #[tokio::test]

@@ -115,6 +115,9 @@ pub struct Syncer {
     checkpoint: Checkpoint,
     rounds: u64,
     last_round: Option<Instant>,
+    /// The period [`Syncer::run`] runs rounds at: the write-time sweep of a round stops taking
+    /// pages once the round has used it (see [`round::Round::follow_cassandra`]).
+    period: Option<Duration>,
     progress: Option<Arc<dyn Progress>>,
     metrics: Option<Arc<Metrics>>,
     policy_reload: Option<PolicyReload>,
@@ -207,6 +210,7 @@ impl Syncer {
             checkpoint,
             rounds: 0,
             last_round: None,
+            period: None,
             progress: None,
             metrics: None,
             policy_reload: None,
@@ -278,6 +282,7 @@ impl Syncer {
             report: &mut report,
             checkpoint: &mut self.checkpoint,
             feed: self.options.feed,
+            sweep_until: self.period.map(|period| started + period),
             progress: progress.as_deref(),
             stop,
         };
@@ -318,6 +323,7 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let mut failures: u32 = 0;
         let mut failing_since: Option<Instant> = None;
+        self.period = Some(period);
         loop {
             let started = Instant::now();
             if let Some(reload) = &mut self.policy_reload

@@ -22,7 +22,7 @@ use super::{Progress, Stop, SyncError, deletes};
 use crate::cassandra::{FeedOptions, ScanPage};
 use crate::store::{Lookup, Side};
 
-/// Pages (of `--cassandra-page-size` rows) per page of the write-time sweep, which reads only
+/// Pages (of the Cassandra page size, 1,000 rows) per page of the write-time sweep, which reads only
 /// ids and write times: the table's and the ledger's token ranges are read in fewer, larger
 /// requests. The rows that changed are then synced a page at a time.
 const SWEEP_PAGES: usize = 5;
@@ -34,6 +34,10 @@ pub(crate) struct Round<'r, 'c> {
     pub report: &'r mut RoundReport,
     pub checkpoint: &'r mut Checkpoint,
     pub feed: FeedOptions,
+    /// When the round's period is used up: the write-time sweep takes no page after it (it
+    /// always takes one), so that a busy round does not overrun its period for the sweep's
+    /// sake. A reconciliation reads its whole pass regardless.
+    pub sweep_until: Option<std::time::Instant>,
     pub progress: Option<&'r dyn Progress>,
     pub stop: &'r Stop,
 }
@@ -134,7 +138,8 @@ impl Round<'_, '_> {
     }
 
     /// Follows the Cassandra change feed: the recent rows, then the write-time sweep (at most
-    /// the feed's budget of rows, or a whole pass while reconciling).
+    /// the feed's budget of rows, and no page more once the round has used its period; a
+    /// whole pass while reconciling).
     pub async fn follow_cassandra(&mut self) -> Result<(), SyncError> {
         let started = std::time::Instant::now();
         if self.follow_recent().await? {
@@ -176,7 +181,15 @@ impl Round<'_, '_> {
             .await?;
         loop {
             let done = page.done;
-            let more = !done && (full || budget > 0);
+            let overrun = self
+                .sweep_until
+                .is_some_and(|until| std::time::Instant::now() >= until);
+            if overrun && !done && !full && budget > 0 {
+                tracing::debug!(
+                    "the round used its period: the sweep goes on from here next round"
+                );
+            }
+            let more = !done && (full || (budget > 0 && !overrun));
             let next_limit = if more { limit(&mut budget) } else { 0 };
             // The next page is scanned while this one is synced.
             let (synced, following) =

@@ -162,6 +162,15 @@ impl Scenario {
         Essync::start(&self.command_args(args))
     }
 
+    /// [`Scenario::essync`] with another PERIOD (seconds).
+    pub fn essync_every(&self, period: &str, args: &[&str]) -> Essync {
+        let mut all = self.command_args(args);
+        if let Some(last) = all.last_mut() {
+            *last = period.to_string();
+        }
+        Essync::start(&all)
+    }
+
     /// The indices essync syncs in this scenario, unless told otherwise.
     pub fn indices(&self) -> String {
         format!("{}_*", self.name)
