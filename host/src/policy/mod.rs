@@ -464,19 +464,23 @@ impl Policy {
     }
 
     /// Filters a batch: one result per candidate, in order. Runs on a blocking thread.
+    ///
+    /// The policy's CPU time (see [`usage::cpu_seconds`]) is the call's: the conversions and the
+    /// component's run, not freeing the caller's documents afterwards.
     pub async fn filter(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || usage::measured(|| policy.filter_blocking(batch)))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.filter_items(&batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
 
-    /// Resolves a batch: one result per conflict, in order. Runs on a blocking thread.
+    /// Resolves a batch: one result per conflict, in order. Runs on a blocking thread, measured
+    /// as [`Policy::filter`] is.
     pub async fn resolve(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || usage::measured(|| policy.resolve_blocking(batch)))
+        tokio::task::spawn_blocking(move || usage::measured(|| policy.resolve_items(&batch)))
             .await
             .unwrap_or_else(|e| internal(len, &e))
     }
@@ -484,6 +488,16 @@ impl Policy {
     /// [`Policy::filter`] on the current thread, for callers outside an async runtime. Blocks
     /// for up to the time limit per chunk (more when isolating failures).
     pub fn filter_blocking(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
+        self.filter_items(&batch)
+    }
+
+    /// [`Policy::resolve`] on the current thread, for callers outside an async runtime. Blocks
+    /// for up to the time limit per chunk (more when isolating failures).
+    pub fn resolve_blocking(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
+        self.resolve_items(&batch)
+    }
+
+    fn filter_items(&self, batch: &[Candidate]) -> Vec<Result<Verdict, PolicyError>> {
         let world = self.inner.pre.world();
         let inputs = batch
             .iter()
@@ -502,17 +516,15 @@ impl Policy {
             instance.filter(store, items)
         });
         batch
-            .into_iter()
+            .iter()
             .zip(answers)
             .map(|(candidate, answer)| {
-                convert::verdict_from_wit(&self.inner.name, &candidate, answer?)
+                convert::verdict_from_wit(&self.inner.name, candidate, answer?)
             })
             .collect()
     }
 
-    /// [`Policy::resolve`] on the current thread, for callers outside an async runtime. Blocks
-    /// for up to the time limit per chunk (more when isolating failures).
-    pub fn resolve_blocking(&self, batch: Vec<Conflict>) -> Vec<Result<Resolution, PolicyError>> {
+    fn resolve_items(&self, batch: &[Conflict]) -> Vec<Result<Resolution, PolicyError>> {
         let world = self.inner.pre.world();
         let inputs = batch
             .iter()
@@ -537,10 +549,10 @@ impl Policy {
             instance.resolve(store, items)
         });
         batch
-            .into_iter()
+            .iter()
             .zip(answers)
             .map(|(conflict, answer)| {
-                convert::resolution_from_wit(&self.inner.name, &conflict, answer?)
+                convert::resolution_from_wit(&self.inner.name, conflict, answer?)
             })
             .collect()
     }
