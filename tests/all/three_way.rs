@@ -178,7 +178,7 @@ async fn rounds_that_overrun_their_period_sweep_a_page_each_and_still_find_every
     )
     .await;
     let (backdated, deleted) = (all[17], all[4_151]);
-    let hour_ago = now_ms() - 3_600_000;
+    let hour_ago = now_ms() - HOUR;
     s.cql_write(
         backdated,
         &doc(
