@@ -205,3 +205,35 @@ fn processes_share_the_compile_cache() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// A Rust policy that panics: the error is the panic's message, once, and where it panicked.
+#[test]
+fn a_rust_policy_that_panics_fails_with_its_message_once_and_its_location() {
+    let cases = scratch_file(
+        "panics.json",
+        r#"{ "cases": [
+          { "name": "it panics", "kind": "filter",
+            "input": { "side": "cassandra", "document": { "index": "trap", "timestamp": 1 } },
+            "expect": "keep" }
+        ] }"#,
+    );
+    let output = essync(&[
+        "policy",
+        "test",
+        components::MISBEHAVING,
+        cases.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let error = stdout
+        .lines()
+        .find(|line| line.contains("\"error\""))
+        .unwrap_or_else(|| panic!("no error:\n{stdout}"));
+    assert_eq!(error.matches("trap requested").count(), 1, "{error}");
+    assert!(
+        error.contains("(panicked at policies/testing/misbehaving/src/lib.rs:"),
+        "{error}"
+    );
+    assert!(!error.contains("wasm trap"), "{error}");
+    assert!(!error.contains("RUST_BACKTRACE"), "{error}");
+}

@@ -179,6 +179,62 @@ fn a_new_javascript_policy_builds_and_passes_its_tests_and_cases() {
     a_new_project_builds_and_passes("js", &["node", "--test"]);
 }
 
+/// A Python policy that raises: the error is the exception, once, with where it was raised and
+/// what called it, and none of what the runtime adds.
+#[test]
+fn a_python_policy_that_raises_fails_with_its_exception_once_and_its_traceback() {
+    let dir = scratch("python-raises");
+    let project = dir.join("raises");
+    run(
+        "essync policy new",
+        essync(&["policy", "new"])
+            .arg(&project)
+            .args(["--lang", "python"]),
+    );
+    let policy = std::fs::read_to_string(project.join("policy.py")).expect("policy.py");
+    // The version of each side read as a careless author would: a KeyError without one.
+    let policy = policy.replace(
+        "    return last_write_wins(conflict)",
+        "    if version(conflict.elasticsearch) > version(conflict.cassandra):\n        \
+         return last_write_wins(conflict)\n    return last_write_wins(conflict)\n\n\n\
+         def version(document):\n    return content_object(document)[\"version\"]",
+    );
+    let policy = policy.replace(
+        "from essync_policy import answer_each, last_write_wins",
+        "from essync_policy import answer_each, content_object, last_write_wins",
+    );
+    std::fs::write(project.join("policy.py"), policy).expect("policy.py");
+    run(
+        "building the Python policy",
+        Command::new("./build.sh").current_dir(&project),
+    );
+    let output = essync(&["policy", "test"])
+        .arg(project.join("policy.wasm"))
+        .arg(project.join("cases.json"))
+        .output()
+        .expect("essync runs");
+    let stdout = text(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let error = stdout
+        .lines()
+        .find(|line| line.contains("\"error\""))
+        .unwrap_or_else(|| panic!("no error:\n{stdout}"));
+    assert_eq!(error.matches("KeyError: 'version'").count(), 1, "{error}");
+    assert!(
+        error.contains("(at policy.py line ")
+            && error.contains(" in version, called from policy.py line "),
+        "{error}"
+    );
+    for noise in [
+        "wasm trap",
+        "unreachable",
+        "runtime/src/lib.rs",
+        "unexpected exception",
+    ] {
+        assert!(!error.contains(noise), "{noise}: {error}");
+    }
+}
+
 #[test]
 fn new_refuses_a_folder_in_use_and_a_name_no_language_takes() {
     let dir = scratch("new-refused");

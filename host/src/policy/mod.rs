@@ -42,6 +42,7 @@ mod batch;
 mod cache;
 mod convert;
 mod error;
+mod guest;
 mod reload;
 mod sandbox;
 #[cfg(test)]
@@ -633,7 +634,8 @@ impl Policy {
     fn failure(&self, store: &mut Store<CallState>, error: &wasmtime::Error) -> PolicyError {
         let stderr = store.data_mut().finish();
         let name = self.inner.name.to_string();
-        tracing::debug!(target: "essync::policy", policy = %name, "call failed: {error:?}");
+        // The error and its wasm backtrace; not the host's stack.
+        tracing::debug!(target: "essync::policy", policy = %name, "call failed: {error:#}");
         if store.data().limiter.exceeded {
             return PolicyError::OutOfMemory {
                 name,
@@ -646,13 +648,13 @@ impl Policy {
                 limit: self.limits.timeout,
             };
         }
-        let mut reason = match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("wasm trap: {trap}"),
+        // A trap (a panic, an exception) only names the instruction that stopped the call: what
+        // the policy's language wrote says why, and where. Any other error is the host's reason
+        // (a wait on a clock, an exit).
+        let reason = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => guest::explain(&stderr).unwrap_or_else(|| trap.to_string()),
             None => error.root_cause().to_string(),
         };
-        if let Some(stderr) = stderr {
-            reason.push_str(&format!(" (stderr: {stderr})"));
-        }
         PolicyError::Trap { name, reason }
     }
 }

@@ -24,7 +24,7 @@ pub(super) const TICK: Duration = Duration::from_millis(10);
 const MAX_LOG_MESSAGES: usize = 100;
 /// Longest log message kept, in bytes; longer ones are cut.
 const MAX_LOG_MESSAGE_BYTES: usize = 4096;
-/// Most bytes kept from one call's stdout and stderr, each.
+/// Most bytes kept from one call's stdout and stderr, each (the last ones).
 const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 /// Most elements of a table a policy may grow (tables hold function references).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -137,11 +137,13 @@ impl CallState {
     }
 
     /// Logs what the policy wrote to stdout and stderr, and the log messages it lost; returns
-    /// the last lines of stderr, which say why a Rust policy panicked.
-    pub(super) fn finish(&mut self) -> Option<String> {
+    /// the lines of stderr, which say why a policy failed (see `guest.rs`).
+    pub(super) fn finish(&mut self) -> Vec<String> {
         let policy = self.policy.clone();
-        for (stream, output) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            for line in output.take_lines() {
+        let stdout = self.stdout.take_lines();
+        let stderr = self.stderr.take_lines();
+        for (stream, lines) in [("stdout", &stdout), ("stderr", &stderr)] {
+            for line in lines {
                 tracing::debug!(target: "essync::policy", policy = %policy, stream, "{line}");
             }
         }
@@ -153,7 +155,7 @@ impl CallState {
                 self.dropped_logs
             );
         }
-        self.stderr.tail()
+        stderr
     }
 }
 
@@ -312,16 +314,18 @@ impl HostMonotonicClock for FixedClock {
     }
 }
 
-/// What a policy writes to stdout or stderr, kept (up to [`MAX_OUTPUT_BYTES`]) to be logged
+/// What a policy writes to stdout or stderr, kept (its last [`MAX_OUTPUT_BYTES`]) to be logged
 /// after the call.
 #[derive(Clone, Default)]
 struct CapturedOutput(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedOutput {
     fn append(&self, bytes: &[u8]) {
+        // The end is kept: it says why a call failed.
         let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = MAX_OUTPUT_BYTES.saturating_sub(buffer.len());
-        buffer.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        buffer.extend_from_slice(&bytes[bytes.len().saturating_sub(MAX_OUTPUT_BYTES)..]);
+        let excess = buffer.len().saturating_sub(MAX_OUTPUT_BYTES);
+        buffer.drain(..excess);
     }
 
     fn take_lines(&self) -> Vec<String> {
@@ -331,18 +335,6 @@ impl CapturedOutput {
             .filter(|line| !line.trim().is_empty())
             .map(str::to_string)
             .collect()
-    }
-
-    /// The last meaningful lines, joined into one (a Rust panic's location and message).
-    fn tail(&self) -> Option<String> {
-        let lines: Vec<String> = self
-            .take_lines()
-            .into_iter()
-            .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
-            .collect();
-        let start = lines.len().saturating_sub(3);
-        let tail = lines[start..].join(" / ");
-        (!tail.is_empty()).then(|| cut(&tail, 500).to_string())
     }
 }
 
