@@ -440,7 +440,8 @@ pub enum PolicyCommand {
     },
     /// Print the WIT of the policy interface this essync was built with
     Wit,
-    /// Validate a policy component and print its world and version
+    /// Validate a policy component and print its world and version, its exports, and how
+    /// essync answers each of its imports (provided in a sandbox, or denied)
     Check {
         /// The component (.wasm); `builtin` names the built-in default policy
         policy: PathBuf,

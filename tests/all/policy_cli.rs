@@ -72,7 +72,7 @@ fn check_prints_the_world_and_its_version() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(
-        stdout.contains("world    essync:policy/policy@0.2.0"),
+        stdout.contains("world     essync:policy/policy@0.2.0"),
         "{stdout}"
     );
     assert!(stdout.contains("essync:policy/resolver@0.2.0"), "{stdout}");
@@ -204,6 +204,30 @@ fn processes_share_the_compile_cache() {
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn check_says_how_essync_answers_each_import() {
+    let output = essync(&["policy", "check", "builtin"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("world     essync:policy/policy@0.2.0, the version this essync runs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("provided by essync, in a sandbox:"),
+        "{stdout}"
+    );
+    for line in [
+        "wasi:cli/environment@0.2.6: empty: no variables, no arguments",
+        "wasi:cli/stdout@0.2.6: captured into essync's debug log",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
+    // The built-in policy imports neither a file system nor sockets.
+    assert!(!stdout.contains("denied"), "{stdout}");
+    assert!(!stdout.contains("wasi:sockets"), "{stdout}");
 }
 
 /// A Rust policy that panics: the error is the panic's message, once, and where it panicked.

@@ -95,6 +95,18 @@ fn the_python_example_passes_the_cases_of_its_rust_twin_and_loads_from_the_cache
     };
     let first = check();
     assert!(first.contains("kept in the compile cache"), "{first}");
+    // What componentize-py links in is explained: its initializer, and the file system and
+    // sockets, denied.
+    assert!(
+        first.contains("exports: never called by essync (componentize-py's initializer"),
+        "{first}"
+    );
+    let (_, denied) = first
+        .split_once("denied: they link, and every use fails:")
+        .unwrap_or_else(|| panic!("nothing denied:\n{first}"));
+    assert!(denied.contains("wasi:sockets/{"), "{first}");
+    assert!(denied.contains("wasi:filesystem/{"), "{first}");
+    assert_eq!(first.matches("wasi:sockets").count(), 1, "{first}");
     let second = check();
     assert!(second.contains("from the compile cache"), "{second}");
 }

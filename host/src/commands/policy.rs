@@ -97,24 +97,132 @@ fn load(policy: &Path, cache: &CompileCache) -> Result<Policy, PolicyError> {
     Policy::load(&source(policy), &options)
 }
 
+/// Exports that toolchains add beside the policy world's, and what they are.
+const TOOLCHAIN_EXPORTS: &[(&str, &str)] = &[(
+    "exports",
+    "componentize-py's initializer, run once when the component was built",
+)];
+
 fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
     let policy = load(path, cache)?;
     policy.probe()?;
     println!("{}: an essync policy", policy.name());
+    println!("  world     {}", world_line(policy.world_version()));
+    let (ours, others): (Vec<&String>, Vec<&String>) = policy
+        .exports()
+        .iter()
+        .partition(|name| name.starts_with(&format!("{}/", essync::policy::WORLD_PACKAGE)));
+    println!("  exports   {}", join(&ours));
+    for other in others {
+        let what = TOOLCHAIN_EXPORTS
+            .iter()
+            .find(|(name, _)| name == other)
+            .map_or("not part of the policy world", |(_, what)| what);
+        println!("            {other}: never called by essync ({what})");
+    }
+    print_imports(policy.imports());
     println!(
-        "  world    {}/{}@{}",
-        essync::policy::WORLD_PACKAGE,
-        essync::policy::WORLD,
-        policy.world_version()
-    );
-    println!("  exports  {}", policy.exports().join(", "));
-    println!("  imports  {}", policy.imports().join(", "));
-    println!(
-        "  size     {}, {}",
+        "  size      {}, {}",
         bench::bytes(policy.size()),
         super::sync::describe_load(&policy)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The world a component exports, and whether it is the one this essync runs.
+fn world_line(version: &str) -> String {
+    let world = format!(
+        "{}/{}@{version}",
+        essync::policy::WORLD_PACKAGE,
+        essync::policy::WORLD
+    );
+    if version == essync::policy::WORLD_VERSION {
+        format!("{world}, the version this essync runs")
+    } else {
+        format!(
+            "{world}, an earlier version: it runs adapted, without the base, the stamps and the \
+             deletes (rebuild it against {} for them)",
+            essync::policy::WORLD_VERSION
+        )
+    }
+}
+
+/// The imports of a component, grouped by how essync answers them: provided (and how), or
+/// denied (they link, and every use fails).
+fn print_imports(imports: &[String]) {
+    use essync::policy::{Grant, import_grant};
+    for (grant, title) in [
+        (Grant::Provided, "provided by essync, in a sandbox:"),
+        (Grant::Denied, "denied: they link, and every use fails:"),
+    ] {
+        // Imports answered the same way share a line, in the component's order.
+        let mut lines: Vec<(&str, Vec<&str>)> = Vec::new();
+        for name in imports {
+            match import_grant(name) {
+                Some((g, how)) if g == grant => match lines.iter_mut().find(|(h, _)| *h == how) {
+                    Some((_, names)) => names.push(name),
+                    None => lines.push((how, vec![name])),
+                },
+                _ => {}
+            }
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        let label = if grant == Grant::Provided {
+            "imports"
+        } else {
+            ""
+        };
+        println!("  {label:<9} {title}");
+        for (how, names) in lines {
+            println!("              {}: {how}", interfaces(&names));
+        }
+    }
+}
+
+/// Interface names, those of one package and version together: `wasi:cli/{stdin, stdout}@0.2.9`.
+fn interfaces(names: &[&str]) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for name in names {
+        let (path, version) = name.split_once('@').unwrap_or((name, ""));
+        let (package, interface) = path.rsplit_once('/').unwrap_or(("", path));
+        let key = format!("{package}\0{version}");
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(interface),
+            None => groups.push((key, vec![interface])),
+        }
+    }
+    let shown: Vec<String> = groups
+        .into_iter()
+        .map(|(key, members)| {
+            let (package, version) = key.split_once('\0').unwrap_or(("", ""));
+            let members = match members.as_slice() {
+                [one] => one.to_string(),
+                many => format!("{{{}}}", many.join(", ")),
+            };
+            let package = if package.is_empty() {
+                String::new()
+            } else {
+                format!("{package}/")
+            };
+            let version = if version.is_empty() {
+                String::new()
+            } else {
+                format!("@{version}")
+            };
+            format!("{package}{members}{version}")
+        })
+        .collect();
+    shown.join(", ")
+}
+
+fn join(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|name| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,6 +559,19 @@ mod tests {
             &json!({"error": "the policy ran past its time limit"})
         ));
         assert!(!meets(&json!("error"), &json!("unchanged")));
+    }
+
+    #[test]
+    fn interfaces_of_one_package_and_version_share_a_name() {
+        assert_eq!(
+            interfaces(&[
+                "wasi:sockets/tcp@0.2.9",
+                "wasi:sockets/udp@0.2.9",
+                "wasi:cli/stdin@0.2.9",
+                "log"
+            ]),
+            "wasi:sockets/{tcp, udp}@0.2.9, wasi:cli/stdin@0.2.9, log"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ use wasmtime::{Engine, Store};
 pub use cache::{CompileCache, Compiled};
 pub use error::PolicyError;
 pub use reload::{PolicyReload, ReloadRequest};
+pub use sandbox::{Grant, import_grant};
 
 use batch::CallFailure;
 use sandbox::CallState;

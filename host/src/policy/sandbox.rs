@@ -89,6 +89,86 @@ pub(super) fn add_wasi(linker: &mut Linker<CallState>) -> Result<(), PolicyError
     Ok(())
 }
 
+/// How essync answers an import of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// essync provides it (sandboxed, as described).
+    Provided,
+    /// It links, so that language runtimes that import it load, but every use of it fails.
+    Denied,
+}
+
+/// What a policy gets for each import it may have, by the start of the import's name: the
+/// world's own, and the WASI interfaces [`add_wasi`] links, as [`CallState::new`] sets them up.
+const IMPORTS: &[(&str, Grant, &str)] = &[
+    (
+        "log",
+        Grant::Provided,
+        "into essync's log (target essync::policy), 100 messages a call at most",
+    ),
+    (
+        "essync:policy/types",
+        Grant::Provided,
+        "the policy world's types",
+    ),
+    (
+        "wasi:cli/stdout",
+        Grant::Provided,
+        "captured into essync's debug log (target essync::policy)",
+    ),
+    (
+        "wasi:cli/stderr",
+        Grant::Provided,
+        "captured into essync's debug log; its end explains a failed call",
+    ),
+    ("wasi:cli/stdin", Grant::Provided, "empty"),
+    (
+        "wasi:cli/environment",
+        Grant::Provided,
+        "empty: no variables, no arguments",
+    ),
+    ("wasi:cli/exit", Grant::Provided, "exiting fails the call"),
+    ("wasi:cli/terminal-", Grant::Provided, "no terminal"),
+    (
+        "wasi:clocks/",
+        Grant::Provided,
+        "stopped at the Unix epoch; waiting on one fails the call",
+    ),
+    (
+        "wasi:random/",
+        Grant::Provided,
+        "seeded: the same numbers in every call",
+    ),
+    (
+        "wasi:io/",
+        Grant::Provided,
+        "streams and polls, for the standard input and outputs",
+    ),
+    (
+        "wasi:filesystem/",
+        Grant::Denied,
+        "no file system: no directory is open, so no file can be",
+    ),
+    (
+        "wasi:sockets/",
+        Grant::Denied,
+        "no network: every address is refused, no name is looked up",
+    ),
+];
+
+/// How essync answers the import `name` (e.g. `wasi:sockets/tcp@0.2.9`), and how it behaves;
+/// `None` for an import essync does not link (a component that has one is refused).
+pub fn import_grant(name: &str) -> Option<(Grant, &'static str)> {
+    IMPORTS
+        .iter()
+        .find(|(prefix, _, _)| {
+            name.strip_prefix(prefix).is_some_and(|rest| {
+                prefix.ends_with(['/', '-']) || rest.is_empty() || rest.starts_with('@')
+            })
+        })
+        .map(|(_, grant, how)| (*grant, *how))
+}
+
 /// The data of one call's store.
 pub(super) struct CallState {
     wasi: WasiCtx,
@@ -385,5 +465,37 @@ impl tokio::io::AsyncWrite for CapturedOutput {
     }
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_provided_or_denied_by_their_names() {
+        for name in [
+            "log",
+            "essync:policy/types@0.2.0",
+            "wasi:cli/stdout@0.2.6",
+            "wasi:cli/terminal-stdin@0.2.9",
+            "wasi:clocks/wall-clock@0.2.12",
+            "wasi:random/insecure-seed@0.2.6",
+            "wasi:io/streams@0.2.9",
+        ] {
+            assert!(
+                matches!(import_grant(name), Some((Grant::Provided, _))),
+                "{name}"
+            );
+        }
+        for name in ["wasi:sockets/tcp@0.2.9", "wasi:filesystem/preopens@0.2.9"] {
+            assert!(
+                matches!(import_grant(name), Some((Grant::Denied, _))),
+                "{name}"
+            );
+        }
+        for name in ["logger", "wasi:http/types@0.2.0", "wasi:cli/stdoutx@0.2.0"] {
+            assert_eq!(import_grant(name), None, "{name}");
+        }
     }
 }
