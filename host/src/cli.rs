@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use essync::cassandra::{Consistency, SerialConsistency};
 use essync::policy::CompileCache;
 
@@ -400,6 +400,88 @@ pub struct ConnectionOptions {
     pub replication: String,
 }
 
+/// The options of the command line that `essync policy` keeps: the others (the stores, the
+/// config file) are the sync's, and `essync errors`'s.
+const POLICY_OPTIONS: [&str; 2] = ["verbose", "policy_cache"];
+
+/// The `essync policy` commands that load no policy, so have no use for `--policy-cache`.
+const POLICY_COMMANDS_WITHOUT_CACHE: [&str; 2] = ["new", "wit"];
+
+/// The command line as clap runs it: [`Cli`], with each policy command showing and taking only
+/// the options it uses.
+///
+/// The sync's options are global, so that `essync errors` takes them wherever they stand on its
+/// line; clap gives a global option to every subcommand, except one that defines an option of
+/// the same id. So `essync policy` defines, in place of each sync option, a hidden one that
+/// refuses to be given ([`NotAPolicyOption`]); its own subcommands then do not know the option
+/// at all. `new` and `wit` do the same with `--policy-cache`.
+pub fn command() -> clap::Command {
+    let command = Cli::command();
+    let foreign: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| arg.is_global_set() && !POLICY_OPTIONS.contains(&arg.get_id().as_str()))
+        .cloned()
+        .collect();
+    let cache = command
+        .get_arguments()
+        .find(|arg| arg.get_id() == "policy_cache")
+        .cloned();
+    command.mut_subcommand("policy", |policy| {
+        let policy = foreign.iter().fold(policy, |policy, arg| {
+            policy.arg(refused(arg, "policy", "policy commands use no database"))
+        });
+        POLICY_COMMANDS_WITHOUT_CACHE
+            .iter()
+            .fold(policy, |policy, name| match &cache {
+                Some(cache) => policy.mut_subcommand(name, |sub| {
+                    sub.arg(refused(
+                        cache,
+                        &format!("policy {name}"),
+                        "it loads no policy",
+                    ))
+                }),
+                None => policy,
+            })
+    })
+}
+
+/// A hidden option that stands in for `arg` in `essync COMMAND` and refuses any use, saying
+/// why.
+fn refused(arg: &clap::Arg, command: &str, why: &'static str) -> clap::Arg {
+    let flag = arg
+        .get_long()
+        .map(|long| format!("--{long}"))
+        .unwrap_or_else(|| arg.get_id().to_string());
+    let command = command.to_string();
+    arg.clone()
+        .hide(true)
+        .global(false)
+        .env(None)
+        .default_value(None)
+        .value_delimiter(None)
+        .requires(clap::builder::Resettable::Reset)
+        .conflicts_with(clap::builder::Resettable::Reset)
+        .action(clap::ArgAction::Set)
+        .num_args(0..=1)
+        .default_missing_value("")
+        .value_parser(move |_: &str| -> Result<String, NotAPolicyOption> {
+            Err(NotAPolicyOption {
+                flag: flag.clone(),
+                command: command.clone(),
+                why,
+            })
+        })
+}
+
+/// An option of the sync given to a policy command.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} is not an option of `essync {command}`: {why} (see essync {command} --help)")]
+pub struct NotAPolicyOption {
+    flag: String,
+    command: String,
+    why: &'static str,
+}
+
 impl SyncOptions {
     /// The compile cache the command line asks for.
     pub fn compile_cache(&self) -> CompileCache {
@@ -428,6 +510,11 @@ pub enum Command {
 
 /// `essync policy ...`
 #[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Policy commands use no database: the options of the sync do not apply to them \
+                  (see docs/policies.md in essync's repository for writing, testing and running \
+                  a policy)."
+)]
 pub enum PolicyCommand {
     /// Write a ready policy project into the folder NAME: the WIT, a build script, cases, unit
     /// tests and a README
@@ -447,10 +534,11 @@ pub enum PolicyCommand {
         policy: PathBuf,
     },
     /// Run a policy component on fixture cases and report pass/fail per case
+    #[command(after_help = CASES_HELP, after_long_help = CASES_LONG_HELP)]
     Test {
         /// The component (.wasm); `builtin` names the built-in default policy
         policy: PathBuf,
-        /// The cases file (JSON)
+        /// The cases file (JSON; its format is below)
         cases: PathBuf,
     },
     /// Measure a policy component: load time, cost per document of filter and resolve in
@@ -462,6 +550,33 @@ pub enum PolicyCommand {
         cases: PathBuf,
     },
 }
+
+/// What `essync policy test -h` says about the cases file.
+const CASES_HELP: &str = "CASES is a JSON file: {\"cases\": [{\"name\", \"kind\": \"filter\" or \
+                          \"resolve\", \"input\", \"expect\"}, ...]}. --help describes it; the \
+                          cases format in full: docs/policies.md in essync's repository.";
+
+/// What `essync policy test --help` says about the cases file: the format in brief, for those who
+/// installed the binary alone.
+const CASES_LONG_HELP: &str = "\
+The cases format (in full, with examples: docs/policies.md in essync's repository; `essync policy \
+new` writes a cases.json to start from):
+
+  {\"cases\": [ {\"name\": \"...\", \"kind\": \"filter\", \"input\": {...}, \"expect\": ...}, ... ]}
+
+  kind     filter or resolve
+  input    filter: {\"side\": \"elasticsearch\" | \"cassandra\", \"document\": DOC, \"deleted\": false}
+           resolve: {\"id\"?, \"base\"?: DOC, \"elasticsearch\"?: DOC, \"cassandra\"?: DOC}
+             (an absent version: that side deleted the document, or never had it)
+  DOC      {\"index\": \"books\", \"timestamp\": \"2024-05-01T10:00:00Z\" or milliseconds,
+            \"content\"?: {...}, \"type\"?: \"_doc\", \"stamp\"?: \"written\" | \"observed\", \"id\"?: UUID}
+  expect   filter: \"keep\", \"skip\", {\"skip\": \"reason\"}, {\"transform\": DOC}
+           resolve: \"unchanged\", \"use-elasticsearch\", \"use-cassandra\", \"delete\", {\"write\": DOC}
+           both: \"error\", or {\"error\": \"text the message contains\"}
+
+Every case passes or prints a diff of the expected and the actual answer; the command exits with \
+1 when one fails. The filter cases run as one batch and the resolve cases as another, as in a \
+sync round.";
 
 /// The languages `essync policy new` writes a project in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -604,11 +719,11 @@ fn parse_period(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::{Arg, ArgAction, ArgMatches, Command, FromArgMatches};
 
-use crate::cli::Cli;
+use crate::cli::{self, Cli};
 
 /// Options that are about the file itself, or actions, not settings.
 const NOT_SETTINGS: [&str; 4] = ["help", "version", "config", "print_config"];
@@ -59,7 +59,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Error> {
         Ok(matches) => matches,
         // --help and --version as the real command shows them.
         Err(e) if !e.use_stderr() => {
-            return Err(Cli::command()
+            return Err(cli::command()
                 .try_get_matches_from(&args)
                 .err()
                 .unwrap_or(e)
@@ -79,7 +79,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Settings, Error> {
     }
     let print = first.get_flag("print_config");
     // --print-config shows what is set even when the positional arguments are not.
-    let mut command = if print { relaxed() } else { Cli::command() };
+    let mut command = if print { relaxed() } else { cli::command() };
     let matches = command
         .try_get_matches_from_mut(&merged)
         .map_err(|e| blame_file(e, &command, &from_file))?;
@@ -101,7 +101,7 @@ impl Settings {
     /// The settings in effect, as a config file: one line per option, with where its value
     /// came from; secrets masked.
     pub fn print(&self) -> String {
-        let command = Cli::command();
+        let command = cli::command();
         let mut out = String::from(
             "# essync's settings in effect: the command line overrides the environment, which\n\
              # overrides the config file, which overrides the defaults. Secrets are masked.\n",
@@ -180,7 +180,7 @@ fn blame_file(
 
 /// The command with its positional arguments optional.
 fn relaxed() -> Command {
-    Cli::command().mut_args(|arg| {
+    cli::command().mut_args(|arg| {
         if arg.is_positional() {
             arg.required(false)
         } else {
@@ -236,7 +236,7 @@ fn from_config_file(
     let lines = key_lines(&text);
     let line_of = |key: &str| lines.get(key).copied().unwrap_or(1);
 
-    let mut command = Cli::command();
+    let mut command = cli::command();
     command.build();
     let by_key: BTreeMap<String, &Arg> = settings(&command).map(|a| (key_of(a), a)).collect();
     let subcommand = first.subcommand_name().is_some();
@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn every_long_option_of_the_command_line_can_be_set_in_a_file() {
-        let command = Cli::command();
+        let command = cli::command();
         let keys: Vec<String> = settings(&command).map(key_of).collect();
         for key in [
             "es-url",

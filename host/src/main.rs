@@ -22,18 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(config::Error::CommandLine(e)) => {
-            // One line, not clap's usage block: scripts and users read the first line only.
-            let message = e.to_string();
-            let first: Vec<&str> = message
-                .lines()
-                .take_while(|line| !line.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let first = first.join(" ");
-            eprintln!(
-                "essync: {} (see essync --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("essync: {}", command_line_error(&e));
             return ExitCode::from(2);
         }
     };
@@ -76,4 +65,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command-line error on one line, not clap's usage block: scripts and users read the first
+/// line only. It points to the help of the command it is about.
+fn command_line_error(error: &clap::Error) -> String {
+    if let Some(refusal) = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<cli::NotAPolicyOption>())
+    {
+        return refusal.to_string();
+    }
+    let message = error.to_string();
+    let first: Vec<&str> = message
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    // clap's usage line names the command.
+    let command = message
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|command| command.starts_with("essync"))
+        .unwrap_or_else(|| "essync".to_string());
+    format!(
+        "{} (see {command} --help)",
+        first.join(" ").trim_start_matches("error: ")
+    )
 }

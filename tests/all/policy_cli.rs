@@ -206,6 +206,112 @@ fn processes_share_the_compile_cache() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
+/// Each policy command's help lists its own arguments, `-v`, `--policy-cache` where it loads a
+/// policy, and `-h`: none of the sync's options.
+#[test]
+fn policy_commands_list_only_their_own_options() {
+    for (command, cache) in [
+        ("new", false),
+        ("test", true),
+        ("check", true),
+        ("bench", true),
+    ] {
+        let output = essync(&["policy", command, "--help"]);
+        let help = text(&output.stdout);
+        assert!(output.status.success(), "{command}: {help}");
+        let options: Vec<&str> = help
+            .split_whitespace()
+            .filter(|word| word.starts_with("--"))
+            .map(|word| word.trim_end_matches([',', '.', ')']))
+            .collect();
+        for option in &options {
+            assert!(
+                ["--lang", "--policy-cache", "--verbose", "--help"].contains(option),
+                "essync policy {command} --help lists {option}:\n{help}"
+            );
+        }
+        assert_eq!(
+            options.contains(&"--policy-cache"),
+            cache,
+            "essync policy {command} --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn the_help_of_policy_test_names_the_cases_format_and_its_page() {
+    for flag in ["-h", "--help"] {
+        let help = text(&essync(&["policy", "test", flag]).stdout);
+        assert!(help.contains("cases format"), "{help}");
+        assert!(help.contains("docs/policies.md"), "{help}");
+    }
+    let help = text(&essync(&["policy", "test", "--help"]).stdout);
+    for part in [
+        "\"kind\"",
+        "use-elasticsearch",
+        "{\"skip\": \"reason\"}",
+        "\"stamp\"",
+    ] {
+        assert!(help.contains(part), "{part}:\n{help}");
+    }
+}
+
+#[test]
+fn a_sync_option_given_to_a_policy_command_is_refused_in_one_line() {
+    let cases = default_cases();
+    let cases = cases.to_str().expect("utf-8");
+    let project = std::env::temp_dir().join(format!("essync-refused-{}", std::process::id()));
+    let project = project.to_str().expect("utf-8");
+    for args in [
+        vec![
+            "policy",
+            "test",
+            "builtin",
+            cases,
+            "--es-url",
+            "http://x:9200",
+        ],
+        vec!["policy", "--cassandra", "x:9042", "test", "builtin", cases],
+        vec![
+            "policy",
+            "new",
+            project,
+            "--lang",
+            "rust",
+            "--policy-cache",
+            "off",
+        ],
+    ] {
+        let output = essync(&args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains("essync policy"), "{args:?}: {stderr}");
+        assert!(stderr.contains("--help"), "{args:?}: {stderr}");
+    }
+}
+
+/// A config file made for the sync serves the policy commands too: they ignore its sync
+/// settings, and take its `policy-cache`.
+#[test]
+fn a_config_file_with_sync_settings_serves_policy_commands() {
+    let config = scratch_file(
+        "essync.toml",
+        "target = \"shop:products\"\nperiod = 10\nes-url = \"http://es1:9200\"\n\
+         cassandra = \"c1:9042\"\npolicy-cache = \"off\"\n",
+    );
+    let output = essync(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "policy",
+        "check",
+        "builtin",
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("compiled in"), "{stdout}");
+}
+
 #[test]
 fn check_says_how_essync_answers_each_import() {
     let output = essync(&["policy", "check", "builtin"]);
