@@ -247,6 +247,25 @@ fn a_python_policy_that_raises_fails_with_its_exception_once_and_its_traceback()
     }
 }
 
+/// The content helpers of the Python and JavaScript SDKs pass the vectors the Rust SDK passes
+/// (`policies/sdk/tests/content-vectors.json`; the Rust side is `cargo test -p essync-policy`).
+#[test]
+fn the_python_and_javascript_sdks_give_numbers_the_rust_sdk_s_meaning() {
+    let sdk = policies().join("sdk");
+    run(
+        "the Python SDK's tests",
+        Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(sdk.join("python")),
+    );
+    run(
+        "the JavaScript SDK's tests",
+        Command::new("node")
+            .arg("--test")
+            .current_dir(sdk.join("js")),
+    );
+}
+
 #[test]
 fn new_refuses_a_folder_in_use_and_a_name_no_language_takes() {
     let dir = scratch("new-refused");

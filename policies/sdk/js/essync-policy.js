@@ -8,14 +8,25 @@
 // - `answerEach(batch, decide)`: one `{ tag: 'ok', val }` per item, in order, or
 //   `{ tag: 'err', val: reason }` where `decide` threw a `Refusal` (any other exception traps
 //   the call, as a panic does in Rust);
-// - `contentFields(document)`: the content's top-level fields as a Map, or a `Refusal`;
-// - `parse`, `write`, `canonical`: JSON with numbers kept as written (`JsonNumber`), objects as
-//   Maps, and the canonical text byte for byte as the Rust SDK writes it (keys sorted by their
-//   UTF-8 bytes, no whitespace, one spelling per number), so that two spellings of the same
-//   content compare equal (`JSON.parse` would round 9007199254740993 and cannot tell 1 from
-//   1.0 in the text);
+// - `contentFields(document)`: the content's top-level fields as a Map (objects inside it are
+//   Maps too), its numbers as numbers (below), or a `Refusal`;
+// - `parse(text)`: JSON with every number a `JsonNumber`, which keeps its spelling (`.text`)
+//   beside its value (`.value`), for the few that need the spelling;
+// - `write(value)`: the canonical text of a value from `contentFields` or `parse` (to set a
+//   document's content: `{ ...document, content: write(fields) }`);
+// - `canonical(text)`: the canonical text of JSON, byte for byte as the Rust SDK writes it (keys
+//   sorted by their UTF-8 bytes, no whitespace, one spelling per number), so that two spellings
+//   of the same content compare equal;
 // - `compare`, `same`, `compareIn`, `lastWriteWins`: the default policy's order of versions and
 //   its resolution, as in the Rust SDK's `versions` module.
+//
+// Numbers in content mean the same in every SDK (tested on the same vectors,
+// `policies/sdk/tests/content-vectors.json`): a number written without a fraction or an
+// exponent is exact, a `number` when it is a safe integer (`10`) and a `BigInt` past 2^53
+// (`9007199254740993n`); any other is a `number`, the nearest double (`1.5`, `2.0`, `1e2`). So
+// `fields.get('version') > 9` compares numbers, `1.5 === 1.50`, and a BigInt compares with a
+// number as it should (`<`, `>`, `==`; arithmetic mixing them throws a TypeError). `JSON.parse`
+// would round 9007199254740993 silently.
 //
 // essync writes this file into every JavaScript policy that `essync policy new --lang js`
 // creates.
@@ -35,8 +46,8 @@ export function answerEach(batch, decide) {
   });
 }
 
-/** The document's content as a Map of its top-level fields; a Refusal when it is not a JSON
- * object. */
+/** The document's content as a Map of its top-level fields, numbers as numbers (see above); a
+ * Refusal when it is not a JSON object. */
 export function contentFields(document) {
   let value;
   try {
@@ -47,6 +58,16 @@ export function contentFields(document) {
   if (!(value instanceof Map)) {
     throw new Refusal(`the content of ${document.id} is not a JSON object`);
   }
+  return numbersAsValues(value);
+}
+
+/** A value from `parse` with every JsonNumber replaced by its value. */
+function numbersAsValues(value) {
+  if (value instanceof JsonNumber) return value.value;
+  if (Array.isArray(value)) return value.map(numbersAsValues);
+  if (value instanceof Map) {
+    for (const [key, item] of value) value.set(key, numbersAsValues(item));
+  }
   return value;
 }
 
@@ -56,6 +77,20 @@ export function contentFields(document) {
 export class JsonNumber {
   constructor(text) {
     this.text = text;
+  }
+
+  /** Whether it is written without a fraction or an exponent. */
+  get integer() {
+    return !/[.eE]/.test(this.text);
+  }
+
+  /** Its value: an integer is exact (a number when safe, else a BigInt); any other number is
+   * the nearest double. */
+  get value() {
+    if (!this.integer) return Number(this.text);
+    const integer = BigInt(this.text);
+    const number = Number(integer);
+    return Number.isSafeInteger(number) ? number : integer;
   }
 }
 
@@ -171,13 +206,19 @@ export function parse(text) {
   return result;
 }
 
-/** The canonical text of a JSON value from `parse`. */
+/** The canonical text of a JSON value from `contentFields` or `parse` (Maps, arrays, strings,
+ * numbers, BigInts, JsonNumbers, booleans, null). */
 export function write(value) {
   if (value === null) return 'null';
   if (value === true) return 'true';
   if (value === false) return 'false';
   if (typeof value === 'string') return JSON.stringify(value);
   if (value instanceof JsonNumber) return writeNumber(value.text);
+  if (typeof value === 'bigint') return writeNumber(value.toString());
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) throw new RangeError(`${value} is not JSON`);
+    return Object.is(value, -0) ? '-0' : writeNumber(String(value));
+  }
   if (Array.isArray(value)) return `[${value.map(write).join(',')}]`;
   const keys = [...value.keys()].sort(compareText);
   return `{${keys.map((key) => `${JSON.stringify(key)}:${write(value.get(key))}`).join(',')}}`;

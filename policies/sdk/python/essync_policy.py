@@ -5,12 +5,23 @@ componentize-py generates from `wit/policy.wit` (`wit_world`):
 
 - `answer_each(batch, decide)`: one `Ok(answer)` per item, in order, or `Err(reason)` where
   `decide` raised `Refusal` (any other exception traps the call, as a panic does in Rust);
-- `content_object(document)`: the content as a `dict`, or a `Refusal` saying why not;
+- `content_object(document)`: the content as a `dict`, its numbers as numbers (below), or a
+  `Refusal` saying why not;
+- `parse(text)`: JSON with every number a `JsonNumber`, which keeps its spelling (`.text`)
+  beside its value (`.value`), for the few that need the spelling;
+- `write(value)`: the canonical text of a value from `content_object` or `parse` (to set a
+  document's content: `document.content = write(fields)`);
 - `canonical(text)`: the canonical text of JSON, byte for byte what the Rust SDK writes (keys
   sorted, no whitespace, one spelling per number), so that two spellings of the same content
   compare equal;
 - `compare`, `same`, `compare_in`, `last_write_wins`: the default policy's order of versions
   and its resolution, as in the Rust SDK's `versions` module.
+
+Numbers in content mean the same in every SDK (tested on the same vectors,
+`policies/sdk/tests/content-vectors.json`): a number written without a fraction or an
+exponent is an `int`, exact however large (`10`, `9007199254740993`); any other is a `float`,
+the nearest double (`1.5`, `2.0`, `1e2`). So `fields["version"] > 9` compares numbers, and
+`1.5 == 1.50`. NaN and Infinity are not JSON: content holding them is refused.
 
 essync writes this file into every Python policy that `essync policy new --lang python`
 creates.
@@ -49,35 +60,52 @@ def answer_each(batch, decide):
 
 
 def content_object(document: Document) -> dict:
-    """The document's content, parsed; a `Refusal` when it is not a JSON object."""
+    """The document's content, parsed: a `dict`, numbers as `int` or `float` (see the module's
+    documentation); a `Refusal` when it is not a JSON object."""
     try:
-        value = json.loads(document.content)
-    except ValueError as e:
+        value = json.loads(document.content, parse_constant=_reject)
+    except (ValueError, RecursionError) as e:
         raise Refusal(f"the content of {document.id} is not JSON: {e}") from None
     if not isinstance(value, dict):
         raise Refusal(f"the content of {document.id} is not a JSON object")
     return value
 
 
-# Canonical JSON: what the Rust SDK's `json::canonical` writes.
+# JSON, numbers kept as written; canonical JSON: what the Rust SDK's `json::canonical` writes.
 
 
-class _Number:
-    """A JSON number as it was written, formatted when the text is written out."""
+class JsonNumber:
+    """A JSON number as it was written (`text`), and its value (`value`: an `int` when written
+    without a fraction or an exponent, else a `float`, as `content_object` gives it)."""
 
-    __slots__ = ("text", "integer")
+    __slots__ = ("text",)
 
-    def __init__(self, text, integer):
+    def __init__(self, text):
         self.text = text
-        self.integer = integer
+
+    def __repr__(self):
+        return f"JsonNumber({self.text!r})"
+
+    @property
+    def integer(self) -> bool:
+        """Whether it is written without a fraction or an exponent."""
+        return not any(c in self.text for c in ".eE")
+
+    @property
+    def value(self):
+        return int(self.text) if self.integer else float(self.text)
 
     def canonical(self) -> str:
+        """Its one spelling in canonical JSON."""
         if self.integer:
             value = int(self.text)
             # Integers that fit 64 bits are written in decimal; larger ones as a float.
             if -(2**63) <= value < 2**64:
                 return str(value)
-        number = float(self.text)
+        try:
+            number = float(self.text)
+        except OverflowError:
+            return self.text
         if number != number or number in (float("inf"), float("-inf")):
             return self.text
         # The shortest digits that read back as the same float, never in exponent form
@@ -92,13 +120,22 @@ def _reject(constant):
     raise ValueError(f"{constant} is not JSON")
 
 
-def _parse(text):
+def parse(text: str):
+    """Parses JSON text, every number a `JsonNumber` (its spelling kept). Raises ValueError."""
     return json.loads(
         text,
-        parse_int=lambda t: _Number(t, True),
-        parse_float=lambda t: _Number(t, False),
+        parse_int=JsonNumber,
+        parse_float=JsonNumber,
         parse_constant=_reject,
     )
+
+
+def write(value) -> str:
+    """The canonical text of a value from `content_object` or `parse` (dicts, lists, strings,
+    numbers, booleans, None)."""
+    out = []
+    _write(value, out)
+    return "".join(out)
 
 
 def _write(value, out):
@@ -108,8 +145,14 @@ def _write(value, out):
         out.append("true")
     elif value is False:
         out.append("false")
-    elif isinstance(value, _Number):
+    elif isinstance(value, JsonNumber):
         out.append(value.canonical())
+    elif isinstance(value, int):
+        out.append(JsonNumber(str(value)).canonical())
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value} is not JSON")
+        out.append(JsonNumber(repr(value)).canonical())
     elif isinstance(value, str):
         out.append(json.dumps(value, ensure_ascii=False))
     elif isinstance(value, list):
@@ -134,12 +177,10 @@ def _write(value, out):
 def canonical(text: str) -> str:
     """The canonical text of a JSON text (the text itself when it is not JSON)."""
     try:
-        value = _parse(text)
+        value = parse(text)
     except (ValueError, RecursionError):
         return text
-    out = []
-    _write(value, out)
-    return "".join(out)
+    return write(value)
 
 
 # The default order of versions: what the Rust SDK's `versions` module does.

@@ -32,6 +32,24 @@
 //!
 //! Content crosses the boundary as JSON text; a policy that decides on metadata (id, index,
 //! type, timestamp) never pays for parsing it. [`Document::content_object`] parses it when asked.
+//!
+//! # Numbers in content
+//!
+//! Every SDK gives the numbers of a document's content the same meaning, tested on the same
+//! vectors (`policies/sdk/tests/content-vectors.json`). Here a number is a
+//! [`serde_json::Number`], read as a number of Rust:
+//!
+//! - [`as_i64`](serde_json::Number::as_i64), [`as_u64`](serde_json::Number::as_u64) or
+//!   [`as_i128`](serde_json::Number::as_i128): the exact integer, for a number written without
+//!   a fraction or an exponent (`10`, `9007199254740993`); `None` for `2.0` or `1e2`;
+//! - [`as_f64`](serde_json::Number::as_f64): the nearest double, for any number;
+//! - [`as_str`](serde_json::Number::as_str): the spelling, its digits as written (`1.50`,
+//!   `9007199254740993`) since the SDK builds `serde_json` with `arbitrary_precision`; an
+//!   exponent is written `e+2` or `e-7` whatever its case and sign were.
+//!
+//! Compare two numbers as integers when both are, else as doubles: `10` is more than `9`, and
+//! `1.5` equals `1.50`. Comparing two [`serde_json::Value`]s with `==` compares spellings
+//! (`1.5 != 1.50`); [`json::canonical`] gives one spelling per number.
 
 use std::cmp::Ordering;
 
@@ -131,10 +149,11 @@ pub fn log(level: Level, message: &str) {
 }
 
 impl Document {
-    /// Parses the content: the JSON object that is the document's body.
+    /// Parses the content: the JSON object that is the document's body, its keys in their
+    /// order, its numbers as the crate documentation says (*Numbers in content*).
     ///
     /// Parsing is left to the policy that needs it, so the error is a reason ready to return
-    /// as a refusal.
+    /// as a refusal: content that is not JSON, or not an object.
     pub fn content_object(&self) -> Result<Map<String, Value>, String> {
         match serde_json::from_str::<Value>(&self.content) {
             Ok(Value::Object(object)) => Ok(object),
