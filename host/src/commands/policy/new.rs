@@ -7,6 +7,12 @@
 //! of `scratch-*` indices stay on their side; the newer version wins a conflict), its unit
 //! tests, `cases.json` with one filter case and one resolve case, `build.sh` (which writes
 //! `policy.wasm`) and a short README. The same `cases.json` passes in every language.
+//!
+//! The README ends with an example edit (documents with `"private": true` stay on their side;
+//! the greater `version` field wins a conflict): the files to replace and add, the same cases
+//! in every language (`templates/example-cases.json`). The project's tests and cases pass after
+//! it (a test reads the edit off the README and makes it), and each of the project's own tests
+//! says, when it fails, which rule it checks and what to change.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -21,6 +27,8 @@ pub const COMPONENTIZE_PY: &str = "0.25.1";
 pub const COMPONENTIZE_JS: &str = "0.23.0";
 
 const CASES: &str = include_str!("templates/cases.json");
+/// The cases after the example edit each project's README suggests.
+const EXAMPLE_CASES: &str = include_str!("templates/example-cases.json");
 
 const RUST: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("templates/rust/Cargo.toml")),
@@ -99,29 +107,70 @@ pub fn run(dir: &Path, lang: Lang) -> anyhow::Result<ExitCode> {
             make_executable(&path)?;
         }
     }
-    let (language, steps) = match lang {
-        Lang::Rust => ("Rust", "cargo test\n  ./build.sh".to_string()),
-        Lang::Python => (
-            "Python",
-            format!(
-                "pip install componentize-py=={COMPONENTIZE_PY}\n  ./build.sh\n  python3 -m unittest"
-            ),
-        ),
-        Lang::Js => (
-            "JavaScript",
-            "npm install\n  npm test\n  npm run build".to_string(),
-        ),
-    };
+    let steps = Steps::of(lang);
     println!(
-        "wrote a {language} policy for essync:policy@{} in {}",
+        "wrote a {} policy for essync:policy@{} in {}",
+        steps.language,
         essync::policy::WORLD_VERSION,
         dir.display()
     );
+    println!("next:");
+    for (command, what) in steps.commands(&dir.display().to_string()) {
+        println!("  {command:<42} # {what}");
+    }
     println!(
-        "next:\n  cd {}\n  {steps}\n  essync policy test policy.wasm cases.json",
-        dir.display()
+        "then edit {} (README.md shows an example edit) and run the last three again",
+        steps.source
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to do after `policy new`, in the same order for every language: the toolchain, the
+/// build, the unit tests, the cases.
+struct Steps {
+    language: &'static str,
+    install: String,
+    unit_tests: &'static str,
+    source: &'static str,
+}
+
+impl Steps {
+    fn of(lang: Lang) -> Steps {
+        match lang {
+            Lang::Rust => Steps {
+                language: "Rust",
+                install: "rustup target add wasm32-wasip2".to_string(),
+                unit_tests: "cargo test",
+                source: "src/lib.rs",
+            },
+            Lang::Python => Steps {
+                language: "Python",
+                install: format!("pip install componentize-py=={COMPONENTIZE_PY}"),
+                unit_tests: "python3 -m unittest",
+                source: "policy.py",
+            },
+            Lang::Js => Steps {
+                language: "JavaScript",
+                install: "npm install".to_string(),
+                unit_tests: "npm test",
+                source: "policy.js",
+            },
+        }
+    }
+
+    /// Each command, with what it does.
+    fn commands(&self, dir: &str) -> [(String, &'static str); 5] {
+        [
+            (format!("cd {dir}"), "the project"),
+            (self.install.clone(), "the toolchain, once"),
+            ("./build.sh".to_string(), "policy.wasm"),
+            (self.unit_tests.to_string(), "the unit tests, natively"),
+            (
+                "essync policy test policy.wasm cases.json".to_string(),
+                "the cases, on the component",
+            ),
+        ]
+    }
 }
 
 /// A name that is a package name in every language: lowercase letters, digits, `-` and `_`,
@@ -159,6 +208,7 @@ fn files(name: &str, lang: Lang) -> Vec<(String, String)> {
             .replace("{{world_version}}", essync::policy::WORLD_VERSION)
             .replace("{{componentize_py}}", COMPONENTIZE_PY)
             .replace("{{componentize_js}}", COMPONENTIZE_JS)
+            .replace("{{example_cases}}", EXAMPLE_CASES.trim_end())
     };
     let templates = match lang {
         Lang::Rust => RUST,
@@ -199,6 +249,24 @@ fn make_executable(_path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_steps_come_in_one_order_for_every_language() {
+        let order = |lang| -> Vec<String> {
+            Steps::of(lang)
+                .commands("p")
+                .into_iter()
+                .map(|(_, what)| what.to_string())
+                .collect()
+        };
+        assert_eq!(order(Lang::Rust), order(Lang::Python));
+        assert_eq!(order(Lang::Rust), order(Lang::Js));
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let commands = Steps::of(lang).commands("p");
+            assert_eq!(commands[2].0, "./build.sh", "{lang:?}");
+            assert!(commands[4].0.starts_with("essync policy test"), "{lang:?}");
+        }
+    }
 
     #[test]
     fn names_must_suit_every_language() {

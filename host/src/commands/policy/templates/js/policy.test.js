@@ -1,4 +1,7 @@
 // Unit tests of the policy, natively: node --test
+//
+// Each test checks one rule of the policy and says which: when you change a rule on purpose,
+// change its test (and its case in cases.json) to match.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -16,9 +19,19 @@ const doc = (timestamp, content, index = 'books') => ({
 
 test('scratch indices stay on their side', () => {
   const scratch = { side: 'elasticsearch', document: doc(1, '{}', 'scratch-notes'), deleted: false };
-  assert.equal(decide(scratch).tag, 'skip');
+  assert.equal(
+    decide(scratch).tag,
+    'skip',
+    "the rule 'documents of scratch-* indices stay on their side' no longer holds: if you " +
+      'changed it on purpose, change this test and its case in cases.json',
+  );
   const book = { side: 'cassandra', document: doc(1, '{}'), deleted: false };
-  assert.deepEqual(decide(book), { tag: 'keep' });
+  assert.deepEqual(
+    decide(book),
+    { tag: 'keep' },
+    'a document of another index no longer takes part: if the policy now skips it on purpose, ' +
+      'change this test',
+  );
 });
 
 test('the newer version wins', () => {
@@ -28,5 +41,10 @@ test('the newer version wins', () => {
     elasticsearch: doc(2, '{"title":"Dune","pages":412}'),
     cassandra: doc(1, '{"title":"Dune (2nd edition)"}'),
   };
-  assert.deepEqual(resolve(conflict), { tag: 'use-elasticsearch' });
+  assert.deepEqual(
+    resolve(conflict),
+    { tag: 'use-elasticsearch' },
+    "the rule 'the newer version wins a conflict' no longer holds: if you changed it on " +
+      'purpose, change this test and its case in cases.json',
+  );
 });

@@ -24,6 +24,8 @@ impl Policy for {{type}} {
 
 essync_policy::export!({{type}});
 
+/// Each test checks one rule of the policy and says which: when you change a rule on purpose,
+/// change its test (and its case in cases.json) to match.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,9 +35,18 @@ mod tests {
     #[test]
     fn scratch_indices_stay_on_their_side() {
         let scratch = candidate(Side::Elasticsearch, doc_in("scratch-notes", 1, "{}"));
-        assert!(matches!({{type}}::filter(scratch), Ok(Verdict::Skip(_))));
+        assert!(
+            matches!({{type}}::filter(scratch), Ok(Verdict::Skip(_))),
+            "the rule 'documents of scratch-* indices stay on their side' no longer holds: if \
+             you changed it on purpose, change this test and its case in cases.json"
+        );
         let book = candidate(Side::Cassandra, doc(1, "{}"));
-        assert_eq!({{type}}::filter(book), Ok(Verdict::Keep));
+        assert_eq!(
+            {{type}}::filter(book),
+            Ok(Verdict::Keep),
+            "a document of another index no longer takes part: if the policy now skips it on \
+             purpose, change this test"
+        );
     }
 
     #[test]
@@ -46,6 +57,11 @@ mod tests {
             Some(doc(2, r#"{"title":"Dune","pages":412}"#)),
             Some(doc(1, r#"{"title":"Dune (2nd edition)"}"#)),
         );
-        assert_eq!({{type}}::resolve(c), Ok(Resolution::UseElasticsearch));
+        assert_eq!(
+            {{type}}::resolve(c),
+            Ok(Resolution::UseElasticsearch),
+            "the rule 'the newer version wins a conflict' no longer holds: if you changed it on \
+             purpose, change this test and its case in cases.json"
+        );
     }
 }
