@@ -240,3 +240,30 @@ pub struct FeedFailure {
     /// Why.
     pub reason: String,
 }
+
+/// How many requests a store sent, by kind: what a sync costs each server, measured where the
+/// requests leave (the benchmark divides them by the documents copied; the metrics serve them).
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl RequestCounts {
+    /// Counts `n` requests of `kind`.
+    pub fn add(&self, kind: &'static str, n: u64) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(kind).or_default() += n;
+        }
+    }
+
+    /// The counts so far, by kind.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// All requests so far.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+

@@ -44,6 +44,8 @@ pub(crate) struct Http {
     /// Whether every URL is https (what a closed connection most likely means differs).
     tls: bool,
     timeout: Duration,
+    /// The requests sent, by API.
+    requests: std::sync::Arc<crate::store::RequestCounts>,
 }
 
 impl Http {
@@ -115,6 +117,7 @@ impl Http {
             }),
             tls: urls.iter().all(|url| url.scheme() == "https"),
             timeout: config.request_timeout,
+            requests: Default::default(),
         })
     }
 
@@ -305,6 +308,7 @@ impl Http {
         content_type: &'static str,
         timeout: Duration,
     ) -> Result<(u16, bytes::Bytes), ElasticsearchError> {
+        self.requests.add(api(path), 1);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let query = if query.is_empty() { None } else { Some(query) };
@@ -350,6 +354,11 @@ impl Http {
             }
         }
         Ok((status, bytes))
+    }
+
+    /// The requests sent so far, by API.
+    pub fn requests(&self) -> &crate::store::RequestCounts {
+        &self.requests
     }
 
     /// A request that got no answer, classified by what the user can do about it.
@@ -485,6 +494,24 @@ fn encode(
 }
 
 /// "GET /path", for messages.
+/// The API a request path calls, for counting: its last `_` segment (`/books/_search` is
+/// `search`, `/_cluster/health` is `cluster`), or `document` for a path without one (an index
+/// created or deleted).
+pub(crate) fn api(path: &str) -> &'static str {
+    const APIS: &[&str] = &[
+        "search", "mget", "bulk", "refresh", "stats", "settings", "mapping", "count", "simulate",
+        "cluster", "security", "ingest", "cat", "doc", "create", "update", "pit",
+    ];
+    let last = path
+        .split(['/', '?'])
+        .filter_map(|segment| segment.strip_prefix('_'))
+        .next_back();
+    match last {
+        Some(name) => APIS.iter().copied().find(|api| *api == name).unwrap_or("other"),
+        None => "index",
+    }
+}
+
 pub(crate) fn describe(method: Method, path: &str) -> String {
     format!("{} {path}", method_name(method))
 }
