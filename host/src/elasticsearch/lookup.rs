@@ -121,9 +121,7 @@ impl ElasticsearchStore {
             .map(|(id, located)| {
                 let lookup = match located {
                     Located::One(hit) => Lookup::Found(convert::from_hit(*hit, seen_at)),
-                    Located::Many(places) => {
-                        Lookup::Found(Read::Bad(in_many_indices(id, &places)))
-                    }
+                    Located::Many(places) => Lookup::Found(Read::Bad(in_many_indices(id, &places))),
                     Located::Absent => Lookup::Absent,
                     Located::Unknown(reason) => Lookup::Unknown(reason),
                 };
@@ -148,9 +146,7 @@ impl ElasticsearchStore {
                         Some(version) => Lookup::Found(version),
                         None => Lookup::Unknown("the answer carries no version".to_string()),
                     },
-                    Located::Many(places) => {
-                        Lookup::Unknown(in_many_indices(id, &places).reason)
-                    }
+                    Located::Many(places) => Lookup::Unknown(in_many_indices(id, &places).reason),
                     Located::Absent => Lookup::Absent,
                     Located::Unknown(reason) => Lookup::Unknown(reason),
                 };
@@ -380,7 +376,10 @@ impl ElasticsearchStore {
     /// Every document of the selection whose `_id` spells one of `ids` (without its source),
     /// by id, with what the search could not see: one search of the selection per
     /// [`IDS_PER_REQUEST`] ids, and one of each index whose result window is too small for it.
-    async fn search_ids(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Searched>, ElasticsearchError> {
+    async fn search_ids(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, Searched>, ElasticsearchError> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -426,14 +425,21 @@ impl ElasticsearchStore {
         narrow: &BTreeMap<String, usize>,
     ) -> Result<Found, ElasticsearchError> {
         let path = format!("/{}/_search", self.config.indices.path());
-        let mut found = match self.search_spellings(&path, &SELECTION_PARAMS, ids, size).await? {
+        let mut found = match self
+            .search_spellings(&path, &SELECTION_PARAMS, ids, size)
+            .await?
+        {
             Reply::Ok { value, .. } => found_in(value, ids, size),
             // Every shard refused, each index for its own reason.
             Reply::Refused { error, .. }
                 if error.says("Result window is too large") && !error.failed_shards.is_empty() =>
             {
                 Found {
-                    failed: error.failed_shards.iter().map(|f| f.index.clone()).collect(),
+                    failed: error
+                        .failed_shards
+                        .iter()
+                        .map(|f| f.index.clone())
+                        .collect(),
                     ..Found::default()
                 }
             }

@@ -46,9 +46,7 @@ pub use schema::check_index_name;
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{
-    Applied, ChangePage, FeedFailure, Lookup, Read, ReadError, WriteOutcome,
-};
+use crate::store::{Applied, ChangePage, FeedFailure, Lookup, Read, ReadError, WriteOutcome};
 use client::Http;
 use feed::PageSizer;
 use futures::StreamExt;
@@ -150,6 +148,9 @@ pub struct ElasticsearchStore {
     config: ElasticsearchConfig,
     indices: schema::Indices,
     red: bool,
+    /// What one document of each index weighed in the last page read from it: the next
+    /// round's first page is sized from it.
+    weights: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl ElasticsearchStore {
@@ -181,6 +182,7 @@ impl ElasticsearchStore {
             indices: schema::Indices::new(config.index_recheck),
             config,
             red,
+            weights: Default::default(),
         })
     }
 
@@ -489,7 +491,12 @@ impl ElasticsearchStore {
                 };
                 let (page_size, page_bytes) = (self.config.page_size, self.config.page_bytes);
                 let sizer = state.sizers.entry(range.index.clone()).or_insert_with(|| {
-                    PageSizer::new(page_size, page_bytes, range.window, range.average_bytes)
+                    let weight = self
+                        .weights
+                        .lock()
+                        .ok()
+                        .and_then(|w| w.get(&range.index).copied());
+                    PageSizer::new(page_size, page_bytes, range.window, weight)
                 });
                 let read = feed::read_page(&self.http, &range, after, sizer.size(), seen_at).await;
                 let refusal = match read {
@@ -498,7 +505,11 @@ impl ElasticsearchStore {
                         return Some((Err(e), state));
                     }
                     Ok(Ok((page, bytes))) => {
-                        sizer.observe(page.reads.len(), bytes);
+                        if let Some(weight) = sizer.observe(page.reads.len(), bytes)
+                            && let Ok(mut weights) = self.weights.lock()
+                        {
+                            weights.insert(range.index.clone(), weight);
+                        }
                         state.checkpoint.advance(&range, page.position);
                         if !page.done {
                             state.current = Some((range, page.position));

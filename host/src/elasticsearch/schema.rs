@@ -265,11 +265,11 @@ impl Indices {
         selection: &IndexSelection,
         size: usize,
     ) -> Result<BTreeMap<String, usize>, ElasticsearchError> {
-        let known = self
-            .windows
-            .lock()
-            .ok()
-            .and_then(|w| w.as_ref().filter(|(at, _)| at.elapsed() < self.recheck).cloned());
+        let known = self.windows.lock().ok().and_then(|w| {
+            w.as_ref()
+                .filter(|(at, _)| at.elapsed() < self.recheck)
+                .cloned()
+        });
         let windows = match known {
             Some((_, windows)) => windows,
             None => {
