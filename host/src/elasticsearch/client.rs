@@ -18,6 +18,9 @@ use super::response::ErrorCause;
 use super::{ElasticsearchConfig, ElasticsearchError, IndexSelection};
 use crate::store::error_chain;
 
+/// Answers at least this large are read on a blocking thread.
+const READ_APART_BYTES: usize = 256 << 10;
+
 /// A JSON answer.
 pub(crate) struct Answer {
     pub status: u16,
@@ -152,7 +155,7 @@ impl Http {
 
     /// Sends a request and reads a 2xx answer as `T`; any other status comes back as
     /// [`Reply::Refused`] with Elasticsearch's error.
-    pub async fn request<T: DeserializeOwned>(
+    pub async fn request<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
@@ -163,11 +166,11 @@ impl Http {
         let (status, bytes) = self
             .raw(method, path, query, body, "application/json")
             .await?;
-        self.typed(method, path, status, &bytes)
+        self.typed(method, path, status, bytes).await
     }
 
     /// Like [`Http::request`], but a status other than 2xx is an error.
-    pub async fn expect<T: DeserializeOwned>(
+    pub async fn expect<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
@@ -185,7 +188,7 @@ impl Http {
     }
 
     /// Sends newline-delimited JSON (the bulk API) and reads a 2xx answer as `T`.
-    pub async fn request_ndjson<T: DeserializeOwned>(
+    pub async fn request_ndjson<T: DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
         query: &[(&str, &str)],
@@ -200,28 +203,37 @@ impl Http {
                 "application/x-ndjson",
             )
             .await?;
-        self.typed(Method::Post, path, status, &bytes)
+        self.typed(Method::Post, path, status, bytes).await
     }
 
-    fn typed<T: DeserializeOwned>(
+    /// Reads an answer as `T`. A large answer (a page of documents) is read on a blocking
+    /// thread, so that the next page is read while this one is synced, on another core.
+    async fn typed<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
         status: u16,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
     ) -> Result<Reply<T>, ElasticsearchError> {
         if (200..300).contains(&status) {
-            let value =
-                serde_json::from_slice(bytes).map_err(|e| ElasticsearchError::Protocol {
-                    request: describe(method, path),
-                    reason: format!("unexpected answer (HTTP {status}): {e}"),
-                })?;
-            return Ok(Reply::Ok {
-                value,
-                bytes: bytes.len(),
-            });
+            let size = bytes.len();
+            let parsed = if size >= READ_APART_BYTES {
+                tokio::task::spawn_blocking(move || serde_json::from_slice::<T>(&bytes))
+                    .await
+                    .map_err(|e| ElasticsearchError::Protocol {
+                        request: describe(method, path),
+                        reason: format!("the answer could not be read: {e}"),
+                    })?
+            } else {
+                serde_json::from_slice(&bytes)
+            };
+            let value = parsed.map_err(|e| ElasticsearchError::Protocol {
+                request: describe(method, path),
+                reason: format!("unexpected answer (HTTP {status}): {e}"),
+            })?;
+            return Ok(Reply::Ok { value, bytes: size });
         }
-        let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Reply::Refused {
             status,
             error: ErrorCause::of(body.get("error")),
@@ -507,7 +519,11 @@ pub(crate) fn api(path: &str) -> &'static str {
         .filter_map(|segment| segment.strip_prefix('_'))
         .next_back();
     match last {
-        Some(name) => APIS.iter().copied().find(|api| *api == name).unwrap_or("other"),
+        Some(name) => APIS
+            .iter()
+            .copied()
+            .find(|api| *api == name)
+            .unwrap_or("other"),
         None => "index",
     }
 }

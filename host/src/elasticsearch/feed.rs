@@ -554,14 +554,23 @@ pub(crate) async fn read_page(
         Err(refusal) => return Ok(Err(refusal)),
     };
     let done = hits.len() < size;
-    let mut reads = Vec::with_capacity(hits.len());
     let mut position = after;
-    for hit in hits {
+    for hit in &hits {
         if let Some(seq_no) = hit.seq_no {
             position = position.max(seq_no);
         }
-        reads.push(from_hit(hit, seen_at));
     }
+    // Documents and their digests are made on a blocking thread, beside the page being synced.
+    let reads = tokio::task::spawn_blocking(move || {
+        hits.into_iter()
+            .map(|hit| from_hit(hit, seen_at))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ElasticsearchError::Protocol {
+        request: format!("POST {path}"),
+        reason: format!("the page could not be read: {e}"),
+    })?;
     if done {
         position = range.up_to;
     }
