@@ -267,3 +267,18 @@ impl RequestCounts {
     }
 }
 
+/// How many requests essync keeps in flight at once to one store, when it has many to send.
+pub(crate) const IN_FLIGHT: usize = 64;
+
+/// The one way essync sends many requests at once: at most [`IN_FLIGHT`] in flight; the first
+/// failure is the result. The results come in no particular order.
+pub(crate) async fn all_of<T, E, F>(requests: impl IntoIterator<Item = F>) -> Result<Vec<T>, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    use futures::{StreamExt as _, TryStreamExt as _};
+    futures::stream::iter(requests)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await
+}
