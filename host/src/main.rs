@@ -43,8 +43,11 @@ fn main() -> ExitCode {
     }
     let cli = settings.cli;
     commands::init_logging(cli.verbose);
+    // A few blocking threads are enough for the policy's calls and the pages read apart; each
+    // thread costs an allocator arena, and many make memory grow for nothing.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(4)
         .build()
     {
         Ok(runtime) => runtime,
