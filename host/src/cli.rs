@@ -446,6 +446,15 @@ pub enum PolicyCommand {
         policy: PathBuf,
     },
     /// Run a policy component on fixture cases and report pass/fail per case
+    ///
+    /// The cases file is a JSON object {"cases": [...]}. Each case has a "name", a "kind"
+    /// ("filter" or "resolve"), an "input" (a filter's {side, document, deleted?}, a
+    /// resolution's {id?, base?, elasticsearch?, cassandra?}) and the answer it "expect"s: "keep",
+    /// "skip", {"skip": REASON} or {"transform": DOCUMENT}; "unchanged", "use-elasticsearch",
+    /// "use-cassandra", "delete" or {"write": DOCUMENT}; or "error". A document is {id?, index,
+    /// type?, timestamp, stamp?, content?}, its timestamp RFC 3339 text or milliseconds since the
+    /// epoch. The format in full: "The cases format" in docs/policies.md of essync's repository;
+    /// `essync policy new` writes an example cases.json.
     Test {
         /// The component (.wasm); `builtin` names the built-in default policy
         policy: PathBuf,

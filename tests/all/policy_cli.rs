@@ -67,6 +67,22 @@ fn a_wrong_case_fails_with_a_readable_diff() {
 }
 
 #[test]
+fn test_help_describes_the_cases_format_and_names_its_page() {
+    let output = essync(&["policy", "test", "--help"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    for part in [
+        "\"cases\"",
+        "\"kind\"",
+        "\"expect\"",
+        "use-elasticsearch",
+        "docs/policies.md",
+    ] {
+        assert!(stdout.contains(part), "{part} missing from:\n{stdout}");
+    }
+}
+
+#[test]
 fn check_prints_the_world_and_its_version() {
     let output = essync(&["policy", "check", "builtin"]);
     let stdout = text(&output.stdout);
