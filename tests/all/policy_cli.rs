@@ -113,9 +113,7 @@ fn check_refuses_what_is_not_a_policy_in_one_line() {
     );
 }
 
-mod components {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+use essync_test_policies as components;
 
 /// Every example policy passes its own cases, as a component run by the binary.
 #[test]

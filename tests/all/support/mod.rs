@@ -6,9 +6,7 @@ pub mod scenario;
 
 /// The paths of the policy components built for the tests (the examples, and the test-only
 /// ones under `policies/testing`).
-pub mod policies {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+pub use essync_test_policies as policies;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
