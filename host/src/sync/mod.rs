@@ -349,11 +349,7 @@ impl Syncer {
                             self.checkpoint.reconciling(),
                         );
                     }
-                    if self.options.dry_run {
-                        tracing::info!("{report} (dry run: nothing written)");
-                    } else {
-                        tracing::info!("{report}");
-                    }
+                    report.log(self.options.dry_run);
                 }
                 Err(e) if once => return Err(e),
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! What the tests share: where the servers are, unique names, and direct clients that do not go
 //! through the code under test.
 
+pub mod log;
 pub mod proxy;
 pub mod scenario;
 
