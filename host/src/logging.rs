@@ -168,7 +168,8 @@ mod tests {
 
     const LINE: &str = "round 12: read es 40 / cassandra 35; wrote es 20 / cassandra 18; \
                         conflicts 2, in sync 35, filtered 0, errors 0, deleted es 1 / cassandra \
-                        0, own writes read back 18; 0.31s, lag 10.0s";
+                        0, own writes read back 18, requests es 0 / cassandra 0; 0.31s, lag \
+                        10.0s";
 
     #[test]
     fn the_text_summary_is_the_line_people_read_and_nothing_more() {
@@ -221,6 +222,8 @@ mod tests {
             ("report.changed_underneath", 0),
             ("report.out_of_scope", 0),
             ("report.retried", 0),
+            ("report.es_requests", 0),
+            ("report.cassandra_requests", 0),
         ] {
             assert_eq!(fields[name], value, "{name} in {json}");
         }

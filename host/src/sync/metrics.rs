@@ -31,6 +31,8 @@ struct State {
     last_duration: f64,
     last_lag: f64,
     last_round_end: f64,
+    /// Requests sent, by store and kind.
+    requests: std::collections::BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Metrics {
@@ -59,6 +61,14 @@ impl Metrics {
         s.errors += report.errors;
         s.failed_documents = failed_documents as u64;
         s.reconciling = reconciling;
+        for (store, counts) in [
+            ("elasticsearch", &report.requests.elasticsearch),
+            ("cassandra", &report.requests.cassandra),
+        ] {
+            for (kind, n) in counts {
+                *s.requests.entry((store, kind)).or_default() += n;
+            }
+        }
         s.last_duration = report.duration.as_secs_f64();
         s.last_lag = report.lag.as_secs_f64();
         s.last_round_end = SystemTime::now()
@@ -186,6 +196,18 @@ impl Metrics {
             "gauge",
             "When the last round ended (Unix time).",
             &[("", s.last_round_end)],
+        );
+        let requests: Vec<(String, f64)> = s
+            .requests
+            .iter()
+            .map(|((store, kind), n)| (format!("{{store=\"{store}\",kind=\"{kind}\"}}"), *n as f64))
+            .collect();
+        let requests: Vec<(&str, f64)> = requests.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        metric(
+            "requests_total",
+            "counter",
+            "Requests sent to each store, by kind (Elasticsearch API, Cassandra statement).",
+            &requests,
         );
         metric(
             "policy_cpu_seconds_total",

@@ -47,6 +47,11 @@ use batch::Context;
 use round::Round;
 use state::State;
 
+/// The one backoff: `first`, doubled for each earlier `attempt`, at most `max`.
+pub(crate) fn backoff(first: Duration, attempt: u32, max: Duration) -> Duration {
+    first.saturating_mul(1u32 << attempt.min(20)).min(max)
+}
+
 /// A failure that stops a round (per-document failures are recorded, not raised).
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -135,17 +140,14 @@ impl Syncer {
         policy: Policy,
         options: SyncOptions,
     ) -> Result<Self, SyncError> {
-        let session = cassandra.session();
         let keyspace = cassandra.config().keyspace.clone();
         let sync = cassandra.config().table.clone();
-        let opened = State::open(
-            session,
-            &keyspace,
-            &sync,
-            options.retry_backoff,
-            options.dry_run,
-        )
-        .await?;
+        let state_options = state::StateOptions {
+            retry_backoff: options.retry_backoff,
+            dry_run: options.dry_run,
+            keep_content: policy.wants_base_content(),
+        };
+        let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
         let state = opened.state;
         let now = now_millis();
         let reconciling = |now| Checkpoint {
@@ -200,7 +202,7 @@ impl Syncer {
                 state.failures()
             );
         }
-        state.save(cassandra.session(), &checkpoint).await?;
+        state.save(&checkpoint).await?;
         Ok(Self {
             elasticsearch,
             cassandra,
@@ -253,6 +255,10 @@ impl Syncer {
     /// Runs one round. Stops early, with the checkpoint saved, when `stop` is set.
     pub async fn round(&mut self, stop: &Stop) -> Result<RoundReport, SyncError> {
         let started = Instant::now();
+        let sent = report::Requests {
+            elasticsearch: self.elasticsearch.requests().snapshot(),
+            cassandra: self.cassandra.requests().snapshot(),
+        };
         self.rounds += 1;
         let mut report = RoundReport {
             number: self.rounds,
@@ -302,10 +308,13 @@ impl Syncer {
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");
         }
-        self.state
-            .save(self.cassandra.session(), &self.checkpoint)
-            .await?;
+        self.state.save(&self.checkpoint).await?;
         report.duration = started.elapsed();
+        report.requests = report::Requests::between(
+            &sent,
+            self.elasticsearch.requests().snapshot(),
+            self.cassandra.requests().snapshot(),
+        );
         if let Some(progress) = &progress {
             progress.round_finished(&report);
         }
@@ -358,8 +367,11 @@ impl Syncer {
                     if let Some(metrics) = &self.metrics {
                         metrics.failed_round();
                     }
-                    let wait =
-                        Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
+                    let wait = backoff(
+                        Duration::from_secs(2),
+                        failures - 1,
+                        Duration::from_secs(60),
+                    );
                     tracing::error!(
                         "round {} failed: {}; trying again in {}s",
                         self.rounds,
