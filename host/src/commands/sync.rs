@@ -349,8 +349,14 @@ impl Progress for LoggedProgress {
             Some(total) => format!("{}/{}", state.read[n], total),
             None => state.read[n].to_string(),
         };
+        let left = match time_left(state.read, state.totals, elapsed) {
+            Some((left, true)) => format!("about {} left", indicatif::HumanDuration(left)),
+            // The side of unknown size adds its own time.
+            Some((left, false)) => format!("at least {} left", indicatif::HumanDuration(left)),
+            None => "time left unknown".to_string(),
+        };
         tracing::info!(
-            "reconciliation: elasticsearch {} read, cassandra {} read, {:.0} documents/s",
+            "reconciliation: elasticsearch {} read, cassandra {} read, {:.0} documents/s, {left}",
             show(0),
             show(1),
             (state.read[0] + state.read[1]) as f64 / elapsed
@@ -358,9 +364,47 @@ impl Progress for LoggedProgress {
     }
 }
 
+/// The time a reconciliation still needs at the pace it has kept so far (both sides' documents
+/// together), once some documents were read and at least one side's total is known, and
+/// whether both were (Cassandra's total is an estimate, so this is one too).
+fn time_left(
+    read: [u64; 2],
+    totals: [Option<u64>; 2],
+    elapsed_seconds: f64,
+) -> Option<(Duration, bool)> {
+    let done = read[0] + read[1];
+    if done == 0 || elapsed_seconds <= 0.0 || totals.iter().all(Option::is_none) {
+        return None;
+    }
+    let remaining: u64 = totals
+        .iter()
+        .zip(read)
+        .filter_map(|(total, read)| total.map(|total| total.saturating_sub(read)))
+        .sum();
+    let seconds = remaining as f64 * elapsed_seconds / done as f64;
+    let left = Duration::try_from_secs_f64(seconds).ok()?;
+    Some((left, totals.iter().all(Option::is_some)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_left_follows_the_pace_so_far() {
+        // 30,000 of 100,000 documents in 60 s: 70,000 more take 140 s.
+        let left = time_left([20_000, 10_000], [Some(50_000), Some(50_000)], 60.0);
+        assert_eq!(left, Some((Duration::from_secs(140), true)));
+        // A side read past its estimate has nothing left.
+        let left = time_left([50_000, 60_000], [Some(50_000), Some(50_000)], 10.0);
+        assert_eq!(left, Some((Duration::ZERO, true)));
+        // A side of unknown size: at least what the other needs.
+        let left = time_left([10, 0], [Some(50), None], 1.0);
+        assert_eq!(left, Some((Duration::from_secs(4), false)));
+        // Unknown: both sizes, or any pace yet.
+        assert_eq!(time_left([10, 0], [None, None], 1.0), None);
+        assert_eq!(time_left([0, 0], [Some(50), Some(50)], 1.0), None);
+    }
 
     #[test]
     fn a_first_start_says_how_much_the_selection_holds_and_how_to_narrow_it() {
