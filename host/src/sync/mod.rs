@@ -251,8 +251,8 @@ impl Syncer {
         &self.checkpoint
     }
 
-    /// Whether no checkpoint was saved before this start (the first start on the table, or a
-    /// dry run, which saves none).
+    /// Whether no checkpoint was saved before this start: the first start on the table (a dry
+    /// run saves none, so every dry run on a table never synced is one).
     pub fn first_start(&self) -> bool {
         self.first_start
     }
