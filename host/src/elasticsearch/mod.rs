@@ -427,6 +427,42 @@ impl ElasticsearchStore {
             .and_then(Value::as_u64)
             .unwrap_or(0))
     }
+
+    /// How many indices the selection holds, and how many documents they hold: one `_stats`
+    /// request, for what a first start says it will touch.
+    pub async fn selection_size(&self) -> Result<SelectionSize, ElasticsearchError> {
+        let answer: response::SizeAnswer = self
+            .http
+            .expect(
+                Method::Get,
+                &format!("/{}/_stats/docs", self.config.indices.path()),
+                &[
+                    SELECTION_PARAMS[0],
+                    SELECTION_PARAMS[1],
+                    SELECTION_PARAMS[2],
+                    ("filter_path", response::SIZE_FILTER),
+                ],
+                None,
+            )
+            .await?;
+        Ok(SelectionSize {
+            indices: answer.indices.len(),
+            documents: answer
+                .indices
+                .values()
+                .filter_map(|index| index.primaries.as_ref()?.docs.as_ref()?.count)
+                .sum(),
+        })
+    }
+}
+
+/// How much the selection of indices holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectionSize {
+    /// Open indices selected.
+    pub indices: usize,
+    /// Documents in them (primaries, deleted ones excluded).
+    pub documents: u64,
 }
 
 /// An index name as a URL path segment.

@@ -182,6 +182,8 @@ pub struct Syncer {
     options: SyncOptions,
     state: State,
     checkpoint: Checkpoint,
+    /// No checkpoint was saved before this start: the sync meets the table for the first time.
+    first_start: bool,
     rounds: u64,
     last_round: Option<Instant>,
     /// The period [`Syncer::run`] runs rounds at: the write-time sweep of a round stops taking
@@ -213,6 +215,7 @@ impl Syncer {
         };
         let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
         let state = opened.state;
+        let first_start = opened.checkpoint.is_none();
         let checkpoint = first_checkpoint(
             opened.checkpoint,
             opened.new_ledger,
@@ -234,6 +237,7 @@ impl Syncer {
             options,
             state,
             checkpoint,
+            first_start,
             rounds: 0,
             last_round: None,
             period: None,
@@ -269,6 +273,17 @@ impl Syncer {
     /// The current checkpoint.
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
+    }
+
+    /// Whether no checkpoint was saved before this start: the first start on the table (a dry
+    /// run saves none, so every dry run on a table never synced is one).
+    pub fn first_start(&self) -> bool {
+        self.first_start
+    }
+
+    /// The Elasticsearch store being synced.
+    pub fn elasticsearch(&self) -> &ElasticsearchStore {
+        &self.elasticsearch
     }
 
     /// How many documents are recorded as failed.
@@ -382,11 +397,7 @@ impl Syncer {
                             self.checkpoint.reconciling(),
                         );
                     }
-                    if self.options.dry_run {
-                        tracing::info!("{report} (dry run: nothing written)");
-                    } else {
-                        tracing::info!("{report}");
-                    }
+                    report.log(self.options.dry_run);
                 }
                 Err(e) if once => return Err(e),
                 Err(e) => {
