@@ -613,13 +613,19 @@ async fn bad_arguments_and_unreachable_servers_give_a_one_line_error() {
 async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_documents_on_their_side() {
     // prefer-cassandra: Cassandra wins whatever the timestamps.
     let s = Scenario::new("s16").await;
-    let essync = s.essync(&["--policy", policies::PREFER_CASSANDRA]);
+    let essync = s.essync(&["-v", "--policy", policies::PREFER_CASSANDRA]);
     essync.wait_rounds(0, 1).await;
     let (id, _, cassandra_version) = conflict(&s, 5_000, 1_000).await;
     s.wait_until("the older Cassandra version on both sides", |e, c| {
         e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version)
     })
     .await;
+    // -v says who decided, and what won over what.
+    let decision = wait_for_line(&essync, &format!("{id}: changed on both sides")).await;
+    assert!(
+        decision.contains("the policy answered use-cassandra: Cassandra wins"),
+        "{decision}"
+    );
     drop(essync);
 
     // index-filter: documents of private indices stay where they are.
@@ -665,6 +671,14 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     assert!(elasticsearch.contains_key(&secret_es) && !cassandra.contains_key(&secret_es));
     assert!(cassandra.contains_key(&secret_c) && !elasticsearch.contains_key(&secret_c));
     assert!(cassandra.contains_key(&public));
+    // Each kept-out document counts once a round, however often the round reads it.
+    let rounds = essync.rounds();
+    assert!(rounds.iter().any(|r| r.filtered > 0), "nothing counted as filtered");
+    assert!(
+        rounds.iter().all(|r| r.filtered <= 2),
+        "a kept-out document counted twice in a round: {:?}",
+        rounds.iter().map(|r| r.filtered).collect::<Vec<_>>()
+    );
 }
 
 /// Waits until essync printed a line containing `needle`; returns the line.

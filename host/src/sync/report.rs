@@ -90,6 +90,9 @@ pub struct RoundReport {
     pub interrupted: bool,
     /// The requests the round sent to each store.
     pub requests: Requests,
+    /// The ids counted in `filtered`: a row the policy keeps out can be read more than once in
+    /// a round (the feed's safety window, the sweep), and is counted once.
+    pub(crate) filtered_ids: std::collections::HashSet<uuid::Uuid>,
 }
 
 impl RoundReport {
@@ -99,6 +102,15 @@ impl RoundReport {
             Side::Elasticsearch => &mut self.elasticsearch,
             Side::Cassandra => &mut self.cassandra,
         }
+    }
+
+    /// Counts an id the policy kept out, once per round; returns whether it was new.
+    pub(crate) fn count_filtered(&mut self, id: uuid::Uuid) -> bool {
+        let new = self.filtered_ids.insert(id);
+        if new {
+            self.filtered += 1;
+        }
+        new
     }
 
     /// Documents written, both sides together.
