@@ -52,6 +52,18 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// How log lines are written: `text` for people, or `json` for programs (one JSON object a
+    /// line; each round's summary carries its figures as fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        env = "ESSYNC_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     /// Read settings from this TOML file (command-line options and ESSYNC_* variables override
     /// it)
     #[arg(long, value_name = "FILE", env = "ESSYNC_CONFIG", global = true)]
@@ -577,6 +589,15 @@ new` writes a cases.json to start from):
 Every case passes or prints a diff of the expected and the actual answer; the command exits with \
 1 when one fails. The filter cases run as one batch and the resolve cases as another, as in a \
 sync round.";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people
+    Text,
+    /// One JSON object per line, for programs
+    Json,
+}
 
 /// The languages `essync policy new` writes a project in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -410,6 +410,14 @@ impl Policy {
         &self.inner.version
     }
 
+    /// Whether the policy merges from the base's content (the version both sides held after
+    /// the last sync), so that essync keeps that content in its ledger. The built-in policy
+    /// does not (it compares the two sides); a policy of world 0.2.0 may, and essync keeps the
+    /// content for it.
+    pub fn wants_base_content(&self) -> bool {
+        &*self.inner.name != BUILTIN_NAME
+    }
+
     /// Everything the component exports, by name.
     pub fn exports(&self) -> &[String] {
         &self.inner.exports
