@@ -47,6 +47,19 @@ pub struct Round {
     pub errors: u64,
     /// The duration printed (to the hundredth of a second).
     pub printed_s: f64,
+    /// Requests sent to Elasticsearch / Cassandra, when the line counts them.
+    pub requests: Option<[u64; 2]>,
+}
+
+/// Requests of one kind sent to one store, from `essync_requests_total{store,kind}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requests {
+    /// `elasticsearch` or `cassandra`.
+    pub store: String,
+    /// What the requests did, as essync names it.
+    pub kind: String,
+    /// How many.
+    pub count: f64,
 }
 
 /// One `--once` run, measured.
@@ -68,6 +81,61 @@ pub struct Run {
     pub policy_share: Option<f64>,
     /// Policy CPU seconds over the same span.
     pub policy_cpu_s: Option<f64>,
+    /// Requests sent to Elasticsearch / Cassandra by all its rounds, when their summary lines
+    /// count them.
+    pub requests: Option<[u64; 2]>,
+    /// Requests per store and kind at the last metrics sample (empty when the binary does not
+    /// export them).
+    pub requests_by_kind: Vec<Requests>,
+}
+
+/// What is sampled while a `--once` run goes on.
+#[derive(Debug, Default)]
+struct Samples {
+    count: u32,
+    peak_kib: u64,
+    cpu_s: f64,
+    /// Policy CPU and process CPU seconds at the first and the last metrics sample.
+    policy: Option<[(f64, f64); 2]>,
+    requests_by_kind: Vec<Requests>,
+}
+
+impl Samples {
+    /// Memory and CPU every time; the metrics at the first chance and every
+    /// [`METRICS_EVERY`] samples after.
+    async fn take(&mut self, pid: u32, metrics: Option<String>) {
+        self.count += 1;
+        if let Some(kib) = peak_resident_kib(pid) {
+            self.peak_kib = self.peak_kib.max(kib);
+        }
+        if let Some(cpu) = cpu_seconds(pid) {
+            self.cpu_s = cpu;
+        }
+        let due = self.policy.is_none() || self.count.is_multiple_of(METRICS_EVERY);
+        let Some(address) = metrics.filter(|_| due) else {
+            return;
+        };
+        let Ok(text) = get_metrics(&address).await else {
+            return;
+        };
+        let requests = requests_by_kind(&text);
+        if !requests.is_empty() {
+            self.requests_by_kind = requests;
+        }
+        if let Some(policy) = metric(&text, "essync_policy_cpu_seconds_total")
+            && let Some(cpu) = cpu_seconds(pid)
+        {
+            let first = self.policy.map_or((policy, cpu), |p| p[0]);
+            self.policy = Some([first, (policy, cpu)]);
+        }
+    }
+
+    /// Policy CPU seconds, and their share of the process's CPU, between the first and the
+    /// last metrics sample.
+    fn policy(&self) -> Option<(f64, f64)> {
+        let [(p0, c0), (p1, c1)] = self.policy?;
+        (c1 > c0).then(|| (p1 - p0, (p1 - p0) / (c1 - c0)))
+    }
 }
 
 /// What the log says as it comes.
@@ -151,31 +219,12 @@ impl Essync {
             (status, Instant::now())
         });
 
-        let mut peak_kib = 0u64;
-        let mut cpu_s = 0.0;
-        let mut first: Option<(f64, f64)> = None;
-        let mut last: Option<(f64, f64)> = None;
-        let mut samples = 0u32;
+        let mut samples = Samples::default();
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         while !waiter.is_finished() {
             tick.tick().await;
-            if let Some(kib) = peak_resident_kib(pid) {
-                peak_kib = peak_kib.max(kib);
-            }
-            if let Some(cpu) = cpu_seconds(pid) {
-                cpu_s = cpu;
-            }
-            samples += 1;
             let address = log.lock().ok().and_then(|l| l.metrics.clone());
-            if let Some(address) = address
-                && (first.is_none() || samples.is_multiple_of(METRICS_EVERY))
-                && let Ok(text) = get_metrics(&address).await
-                && let Some(policy) = metric(&text, "essync_policy_cpu_seconds_total")
-                && let Some(cpu) = cpu_seconds(pid)
-            {
-                first.get_or_insert((policy, cpu));
-                last = Some((policy, cpu));
-            }
+            samples.take(pid, address).await;
         }
         let (status, ended) = waiter.await.context("the essync watcher failed")?;
         let status = status.context("cannot wait for essync")?;
@@ -190,18 +239,22 @@ impl Essync {
         let Some((round, at)) = log.rounds.last().cloned() else {
             bail!("essync logged no round summary line: {}", log.last_words());
         };
-        let policy = match (first, last) {
-            (Some((p0, c0)), Some((p1, c1))) if c1 > c0 => Some((p1 - p0, (p1 - p0) / (c1 - c0))),
-            _ => None,
-        };
+        let policy = samples.policy();
+        let requests = log
+            .rounds
+            .iter()
+            .filter_map(|(r, _)| r.requests)
+            .reduce(|a, b| [a[0] + b[0], a[1] + b[1]]);
         Ok(Run {
             round_s: precise(&round, log.started, at),
             round,
             process_s,
-            peak_rss_mib: peak_kib as f64 / 1024.0,
-            cpu_s,
+            peak_rss_mib: samples.peak_kib as f64 / 1024.0,
+            cpu_s: samples.cpu_s,
             policy_share: policy.map(|p| p.1),
             policy_cpu_s: policy.map(|p| p.0),
+            requests,
+            requests_by_kind: samples.requests_by_kind,
         })
     }
 
@@ -332,7 +385,8 @@ fn timestamp(line: &str) -> Option<DateTime<FixedOffset>> {
 
 /// Parses essync's round summary line:
 /// `round 12: read es 40 / cassandra 35; wrote es 20 / cassandra 18; conflicts 2, in sync 35,
-/// filtered 0, errors 0; 0.31s, lag 10.0s`.
+/// filtered 0, errors 0, requests es 3 / cassandra 9; 0.31s, lag 10.0s` (the requests only
+/// from builds that count them).
 pub fn parse_round(line: &str) -> Option<Round> {
     let (head, rest) = line.split_once(": read es ")?;
     let number = head.rsplit_once("round ")?.1.trim().parse().ok()?;
@@ -346,6 +400,9 @@ pub fn parse_round(line: &str) -> Option<Round> {
         .split_once("errors ")
         .and_then(|(_, e)| e.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .unwrap_or(0);
+    let requests = rest
+        .split_once(", requests es ")
+        .and_then(|(_, r)| pair(r.split(';').next()?));
     let (_, tail) = rest.rsplit_once("; ")?;
     let printed_s = tail.split_once("s, lag")?.0.trim().parse().ok()?;
     Some(Round {
@@ -354,6 +411,7 @@ pub fn parse_round(line: &str) -> Option<Round> {
         written: pair(written)?,
         errors,
         printed_s,
+        requests,
     })
 }
 
@@ -371,7 +429,7 @@ fn peak_resident_kib(pid: u32) -> Option<u64> {
 }
 
 /// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces: state is
     // field 3, utime 14, stime 15.
@@ -404,6 +462,28 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Every sample of `essync_requests_total{store="...",kind="..."}`, in the exposition's order.
+pub fn requests_by_kind(text: &str) -> Vec<Requests> {
+    text.lines()
+        .filter_map(|line| {
+            let (labels, value) = line
+                .strip_prefix("essync_requests_total{")?
+                .split_once('}')?;
+            let label = |name: &str| {
+                labels.split(',').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key.trim() == name).then(|| value.trim().trim_matches('"').to_string())
+                })
+            };
+            Some(Requests {
+                store: label("store")?,
+                kind: label("kind")?,
+                count: value.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +502,7 @@ mod tests {
                 written: [20, 18],
                 errors: 3,
                 printed_s: 0.31,
+                requests: None,
             }
         );
         assert_eq!(
@@ -429,6 +510,41 @@ mod tests {
             Some(1_764_175_740_123_456)
         );
         assert!(parse_round("INFO essync::sync: syncing Elasticsearch (x) with a:b").is_none());
+    }
+
+    #[test]
+    fn the_summary_line_gives_its_requests_when_it_counts_them() {
+        let line = "INFO essync::sync: round 1: read es 40 / cassandra 35; wrote es 20 / \
+                    cassandra 18; conflicts 2, in sync 35, filtered 0, errors 0, own writes read \
+                    back 18, requests es 12 / cassandra 345; 0.31s, lag 10.0s";
+        let round = parse_round(line).expect("a summary line");
+        assert_eq!(round.requests, Some([12, 345]));
+        assert_eq!(round.errors, 0);
+        assert_eq!(round.printed_s, 0.31);
+    }
+
+    #[test]
+    fn requests_are_read_per_store_and_kind() {
+        let text = "# TYPE essync_requests_total counter\n\
+                    essync_requests_total{store=\"cassandra\",kind=\"ledger_read\"} 40\n\
+                    essync_requests_total{kind=\"bulk\",store=\"elasticsearch\"} 3\n\
+                    essync_rounds_total 1\n";
+        let requests = requests_by_kind(text);
+        assert_eq!(
+            requests,
+            [
+                Requests {
+                    store: "cassandra".into(),
+                    kind: "ledger_read".into(),
+                    count: 40.0
+                },
+                Requests {
+                    store: "elasticsearch".into(),
+                    kind: "bulk".into(),
+                    count: 3.0
+                }
+            ]
+        );
     }
 
     #[test]
