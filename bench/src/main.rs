@@ -13,6 +13,8 @@
 //! 6. **memory**: essync's peak resident memory during the backfill, at N and at 4N.
 //! 7. **lag**: a writer on each side at 200 writes/s for 60 s against `essync ... 1`.
 //! 8. **policy share**: the CPU essync spends in its policy over its CPU, during the backfill.
+//! 9. **hostile reconciliation**: N documents in 100 indices reconciled, then the same with one
+//!    more index of `max_result_window: 10` in the selection.
 //!
 //! Beside steps 1 and 2, the CPU time of essync and of both servers per document, the requests
 //! essync sent per document copied, and the size of its ledger on disk per row.
@@ -23,6 +25,7 @@
 //! and writes the figures to a JSON file. It asserts nothing.
 
 mod data;
+mod hostile;
 mod lag;
 mod ledger;
 mod limit;
@@ -39,6 +42,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use data::{Doc, Rng, documents};
+use hostile::Hostile;
 use lag::Lag;
 use ledger::LedgerSize;
 use limit::Limit;
@@ -152,9 +156,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let result = steps(&args, n, &essync, &es, &cql, &servers, &names).await;
     servers::remove_flush_program();
     let cleaned = async {
-        let indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
+        let mut indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
+        indices.extend(hostile::indices(&names));
         es.delete_indices(&indices.join(",")).await?;
-        let tables: Vec<String> = ["grid", "n", "x4"].map(|t| names.table(t)).into();
+        let mut tables: Vec<String> = ["grid", "n", "x4"].map(|t| names.table(t)).into();
+        tables.extend(hostile::tables(&names));
         for table in tables {
             cql.drop_table(&table).await?;
             // essync's ledger of the table (a table per sync).
@@ -353,6 +359,17 @@ async fn steps(
         Some((measured?, rounds))
     };
 
+    // 9. The hostile reconciliation.
+    let hostile = hostile::measure(n, SEED * 10 + 7, essync, es, cql, names).await?;
+    runs.add(
+        &format!("reconcile, {} indices", hostile::INDICES),
+        hostile.plain.clone(),
+    );
+    runs.add(
+        &format!("the same, + window {}", hostile::SMALL_WINDOW),
+        hostile.hostile.clone(),
+    );
+
     let measured = Measured {
         n,
         limit,
@@ -365,6 +382,7 @@ async fn steps(
         quiet,
         backfill_4n,
         lag,
+        hostile,
     };
     let figures = measured.figures();
     let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -443,6 +461,7 @@ struct Measured {
     quiet: Span,
     backfill_4n: Run,
     lag: Option<(Lag, Vec<Round>)>,
+    hostile: Hostile,
 }
 
 impl Measured {
@@ -483,6 +502,7 @@ impl Measured {
             cassandra_requests_per_doc: backfill.requests.map(|r| r[1] as f64 / self.copied()),
             es_requests_per_doc: backfill.requests.map(|r| r[0] as f64 / self.copied()),
             ledger_bytes_per_doc: self.ledger.as_ref().and_then(LedgerSize::bytes_per_row),
+            hostile_reconcile_ratio: self.hostile.ratio(),
         }
     }
 }
@@ -706,7 +726,7 @@ fn round_rows(t: &mut Table, f: &Figures, m: &Measured) {
     ]);
 }
 
-/// Steps 7 and 8.
+/// Steps 7 to 9.
 fn late_rows(t: &mut Table, f: &Figures, m: &Measured) {
     let not_measured = "not measured (--quick)".to_string();
     t.row(&[
@@ -738,6 +758,25 @@ fn late_rows(t: &mut Table, f: &Figures, m: &Measured) {
             _ => format!("{:.2} s CPU during the backfill", backfill.cpu_s),
         },
         "under 5%".into(),
+    ]);
+    let (plain, hostile) = (&m.hostile.plain, &m.hostile.hostile);
+    t.row(&[
+        "9 hostile reconcile".into(),
+        "`hostile_reconcile_ratio`".into(),
+        format!("{:.2}", f.hostile_reconcile_ratio),
+        format!(
+            "{} documents in {} indices: {} (essync's CPU {:.2} s); with one more index of \
+             max_result_window {} ({} documents): {} (essync's CPU {:.2} s)",
+            thousands(m.n as f64),
+            hostile::INDICES,
+            seconds(plain.round_s),
+            plain.cpu_s,
+            hostile::SMALL_WINDOW,
+            hostile::SMALL_DOCS,
+            seconds(hostile.round_s),
+            hostile.cpu_s,
+        ),
+        "at most 1.3".into(),
     ]);
 }
 

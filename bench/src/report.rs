@@ -55,6 +55,9 @@ pub struct Figures {
     /// Step 2: the ledger's SSTable bytes after the backfill over its rows (absent when it
     /// could not be flushed or measured).
     pub ledger_bytes_per_doc: Option<f64>,
+    /// Step 9: the reconciliation with a small-window index in the selection over the one
+    /// without.
+    pub hostile_reconcile_ratio: f64,
 }
 
 fn round(value: f64, decimals: i32) -> Value {
@@ -93,6 +96,7 @@ impl Figures {
             "cassandra_requests_per_doc": optional(self.cassandra_requests_per_doc, 4),
             "es_requests_per_doc": optional(self.es_requests_per_doc, 4),
             "ledger_bytes_per_doc": optional(self.ledger_bytes_per_doc, 1),
+            "hostile_reconcile_ratio": round(self.hostile_reconcile_ratio, 4),
         })
     }
 
@@ -232,7 +236,8 @@ mod tests {
                 "raw_cpu_us_per_doc_cassandra",
                 "cassandra_requests_per_doc",
                 "es_requests_per_doc",
-                "ledger_bytes_per_doc"
+                "ledger_bytes_per_doc",
+                "hostile_reconcile_ratio"
             ]
         );
         assert_eq!(json["backfill_s"], json!(1.2346));

@@ -173,8 +173,13 @@ impl Es {
     /// Creates `index` anew (deleting an earlier one), mapped as essync maps the indices it
     /// creates (`_essync.type` a keyword, `_essync.timestamp` a date).
     pub async fn create_index(&self, index: &str) -> anyhow::Result<()> {
+        self.create_index_with(index, json!({})).await
+    }
+
+    /// [`Es::create_index`] with these index `settings`.
+    pub async fn create_index_with(&self, index: &str, settings: Value) -> anyhow::Result<()> {
         self.delete_indices(index).await?;
-        let body = json!({"mappings": {"properties": {"_essync": {"properties": {
+        let body = json!({"settings": settings, "mappings": {"properties": {"_essync": {"properties": {
             "type": {"type": "keyword"},
             "timestamp": {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
         }}}}});
