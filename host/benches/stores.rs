@@ -151,9 +151,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Drops the benchmark's table through a session of its own (essync's store hands out none).
 async fn drop_table(cassandra: &CassandraStore) -> Result<(), Box<dyn std::error::Error>> {
-    cassandra
-        .session()
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&cassandra.config().nodes)
+        .build()
+        .await?;
+    session
         .query_unpaged(format!("DROP TABLE {}", cassandra.table()), ())
         .await?;
     Ok(())

@@ -240,3 +240,45 @@ pub struct FeedFailure {
     /// Why.
     pub reason: String,
 }
+
+/// How many requests a store sent, by kind: what a sync costs each server, measured where the
+/// requests leave (the benchmark divides them by the documents copied; the metrics serve them).
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+}
+
+impl RequestCounts {
+    /// Counts `n` requests of `kind`.
+    pub fn add(&self, kind: &'static str, n: u64) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(kind).or_default() += n;
+        }
+    }
+
+    /// The counts so far, by kind.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// All requests so far.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+
+/// How many requests essync keeps in flight at once to one store, when it has many to send.
+pub(crate) const IN_FLIGHT: usize = 64;
+
+/// The one way essync sends many requests at once: at most [`IN_FLIGHT`] in flight; the first
+/// failure is the result. The results come in no particular order.
+pub(crate) async fn all_of<T, E, F>(requests: impl IntoIterator<Item = F>) -> Result<Vec<T>, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    use futures::{StreamExt as _, TryStreamExt as _};
+    futures::stream::iter(requests)
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect()
+        .await
+}

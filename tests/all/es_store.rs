@@ -457,3 +457,76 @@ async fn bad_documents_are_reported_with_their_reason_and_the_rest_flows() {
     );
     assert_eq!(outcomes[3], WriteOutcome::Inserted);
 }
+
+/// A lookup of a page of ids costs a fixed number of requests whatever the result windows of
+/// the selection: an index with a small `max_result_window` is searched on its own, and pays
+/// more only when it holds the ids looked up; the other indices' requests stay as they are.
+#[tokio::test]
+async fn an_index_with_a_small_result_window_costs_the_other_indices_nothing() {
+    let (store, prefix) = support::es_store("es_window").await;
+    let tiny = format!("{prefix}_tiny");
+    raw(
+        Method::Put,
+        &format!("/{tiny}"),
+        Some(json!({"settings": {"index.max_result_window": 10}})),
+    )
+    .await;
+    let mut docs = Vec::new();
+    let mut wanted = Vec::new();
+    for n in 0..430 {
+        let index = if n < 30 {
+            tiny.clone()
+        } else {
+            format!("{prefix}_a{}", n % 8)
+        };
+        let id = Uuid::new_v4();
+        docs.push((index.clone(), id.to_string(), json!({"n": n})));
+        wanted.push((id, Some(index)));
+    }
+    support::es_bulk(&docs).await;
+
+    let count = |before: &std::collections::BTreeMap<&str, u64>, api: &str| {
+        store.requests().snapshot().get(api).copied().unwrap_or(0)
+            - before.get(api).copied().unwrap_or(0)
+    };
+    // The ordinary indices' ids: one real-time read, one search of the selection, and one
+    // search of the small index (which holds none of them).
+    let before = store.requests().snapshot();
+    let found = store
+        .get_by_ids(&wanted[30..], now_millis())
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (count(&before, "mget"), count(&before, "search")),
+        (1, 2),
+        "requests for 400 ids in ordinary indices"
+    );
+    let found_n = |found: &HashMap<Uuid, Lookup<Read<_>>>, id: &Uuid| match found.get(id) {
+        Some(Lookup::Found(Read::Document(stored))) => stored.document.content["n"].clone(),
+        other => panic!("{id}: {other:?}"),
+    };
+    for (n, (id, _)) in wanted.iter().enumerate().skip(30) {
+        assert_eq!(found_n(&found, id), json!(n));
+    }
+
+    // The small index's own ids are found, real-time and by its own searches (their copies
+    // checked in pages it accepts).
+    let found = store
+        .get_by_ids(&wanted[..60], now_millis())
+        .await
+        .expect("lookup");
+    for (n, (id, _)) in wanted.iter().enumerate().take(60) {
+        assert_eq!(found_n(&found, id), json!(n));
+    }
+    // Without a hint, and where an absence would count as a delete, they are found too.
+    let unhinted: Vec<(Uuid, Option<String>)> =
+        wanted[..30].iter().map(|(id, _)| (*id, None)).collect();
+    let located = store.locate(&unhinted).await.expect("locate");
+    for (id, _) in &unhinted {
+        assert!(
+            matches!(located.get(id), Some(Lookup::Found(v)) if v.index == tiny),
+            "{id}: {:?}",
+            located.get(id)
+        );
+    }
+}

@@ -7,7 +7,9 @@
 //! are the exception: they drive `essync policy` with no server (`policy_langs` builds policies
 //! with the Python and JavaScript toolchains, and `scripts/test` runs it after the rest);
 //! `security` needs the secured servers (`ESSYNC_SECURE=1 scripts/servers up`), so its tests are
-//! ignored unless asked for (`scripts/test` does).
+//! ignored unless asked for (`scripts/test` does). `search_features` needs the search server's
+//! reindex and painless modules (the OpenSearch test servers have them); without them its
+//! scenarios say why and pass without running.
 
 mod support;
 
@@ -17,6 +19,7 @@ mod es_store;
 mod policy_cli;
 mod policy_langs;
 mod scenarios;
+mod search_features;
 mod security;
 mod servers;
 mod three_way;

@@ -825,14 +825,27 @@ async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_th
     }
 }
 
-// An upgrade from the ledger earlier versions shared between the syncs of a keyspace: this
-// sync's entries are copied to its own table (another sync's are not), so changes made on one
-// side before the upgrade are still credited to that side: an update stamped earlier than the
-// other side's copy, and a delete.
+// An upgrade from the ledgers of earlier versions, which kept every synced document whole with
+// the sync's name in each row: first one table shared by the syncs of a keyspace, then one per
+// sync. This sync's entries are copied into its ledger (another sync's are not), so changes made
+// on one side before the upgrade are still credited to that side: an update stamped earlier
+// than the other side's copy, and a delete.
 #[tokio::test]
 async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each_side() {
-    let keyspace = format!("essync_upgrade_{}", std::process::id());
-    let s = Scenario::in_keyspace("tledger", &keyspace, &es_url(), &cassandra_node()).await;
+    upgrade_from("essync_ledger", "tledger").await;
+}
+
+#[tokio::test]
+async fn a_ledger_of_an_earlier_version_is_copied_once_and_keeps_crediting_each_side() {
+    upgrade_from("essync_ledger_{table}", "tledger1").await;
+}
+
+/// Syncs two documents, moves the ledger's entries into an earlier version's table (`legacy`,
+/// `{table}` standing for the synced table's name), changes both documents in Cassandra while
+/// essync is stopped, and checks that essync copies the entries and credits the changes.
+async fn upgrade_from(legacy: &str, prefix: &str) {
+    let keyspace = format!("essync_upgrade_{prefix}_{}", std::process::id());
+    let s = Scenario::in_keyspace(prefix, &keyspace, &es_url(), &cassandra_node()).await;
     s.once(&[]);
     let index = s.index("u");
     let (updated, deleted) = (Uuid::new_v4(), Uuid::new_v4());
@@ -846,11 +859,10 @@ async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each
     s.once(&[]);
     s.wait_equal(2).await;
 
-    // The layout of earlier versions: one table, `sync` telling the syncs apart.
-    let own = format!("{keyspace}.essync_ledger_{}", s.name);
-    let shared = format!("{keyspace}.essync_ledger");
-    let columns = "id, sync, digest, index_, type, timestamp, content, es_seq_no, \
-                   es_primary_term, cassandra_written_at";
+    // The layout of earlier versions: the whole synced document, `sync` telling the syncs
+    // apart.
+    let ledger = format!("{keyspace}.essync_synced_{}", s.name);
+    let legacy = format!("{keyspace}.{}", legacy.replace("{table}", &s.name));
     let session = &s.cql;
     let run = |cql: String| async move {
         session
@@ -859,7 +871,7 @@ async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each
             .unwrap_or_else(|e| panic!("{cql}: {e}"));
     };
     run(format!(
-        "CREATE TABLE {shared} (id uuid, sync text, digest blob, index_ text, type text, \
+        "CREATE TABLE {legacy} (id uuid, sync text, digest blob, index_ text, type text, \
          timestamp timestamp, content text, es_seq_no bigint, es_primary_term bigint, \
          cassandra_written_at bigint, pending blob, seen_es blob, seen_cassandra blob, \
          PRIMARY KEY (id, sync))"
@@ -867,19 +879,24 @@ async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each
     .await;
     type Row = (
         Uuid,
-        String,
-        Vec<u8>,
-        String,
-        String,
-        scylla::value::CqlTimestamp,
-        String,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<String>,
+        Option<scylla::value::CqlTimestamp>,
         Option<i64>,
         Option<i64>,
         Option<i64>,
     );
+    // (The row whose id is nil marks the ledger as set up: it holds no entry.)
     let rows: Vec<Row> = s
         .cql
-        .query_unpaged(format!("SELECT {columns} FROM {own}"), ())
+        .query_unpaged(
+            format!(
+                "SELECT id, digest, index_, type, timestamp, es_seq_no, es_primary_term, \
+                 cassandra_written_at FROM {ledger}"
+            ),
+            (),
+        )
         .await
         .expect("read the ledger")
         .into_rows_result()
@@ -887,24 +904,42 @@ async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each
         .rows::<Row>()
         .expect("typed rows")
         .map(|row| row.expect("a ledger row"))
+        .filter(|row| !row.0.is_nil())
         .collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    let insert = format!("INSERT INTO {shared} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    for row in &rows {
+    let synced = s.cassandra().await;
+    let insert = format!(
+        "INSERT INTO {legacy} (id, sync, digest, index_, type, timestamp, content, es_seq_no, \
+         es_primary_term, cassandra_written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    for (id, digest, index_, doc_type, timestamp, seq_no, term, written_at) in &rows {
+        let content = synced[id].content.to_string();
+        let row = (
+            id, &s.name, digest, index_, doc_type, timestamp, content, seq_no, term, written_at,
+        );
         s.cql
             .query_unpaged(insert.clone(), row)
             .await
             .expect("copy");
         // Another sync's entry for the same id, which must stay its own.
-        let mut other = row.clone();
-        other.1 = "another_table".into();
-        other.6 = r#"{"other":true}"#.into();
+        let other = (
+            id,
+            "another_table",
+            vec![0_u8; 16],
+            index_,
+            doc_type,
+            timestamp,
+            r#"{"other":true}"#,
+            seq_no,
+            term,
+            written_at,
+        );
         s.cql
             .query_unpaged(insert.clone(), other)
             .await
             .expect("copy");
     }
-    run(format!("DROP TABLE {own}")).await;
+    run(format!("DROP TABLE {ledger}")).await;
 
     // While essync is stopped: an update stamped an hour before Elasticsearch's copy, and a
     // delete, both in Cassandra. Without the ledger, the first would lose to the later stamp
@@ -927,18 +962,22 @@ async fn a_ledger_shared_by_the_keyspace_is_copied_once_and_keeps_crediting_each
         Some(json!({"n": "older but later"})),
         "{e:?}"
     );
-    let copied: Vec<(String,)> = s
+    let copied: Vec<(Vec<u8>,)> = s
         .cql
-        .query_unpaged(format!("SELECT sync FROM {own} WHERE id = ?"), (updated,))
+        .query_unpaged(
+            format!("SELECT digest FROM {ledger} WHERE id = ?"),
+            (updated,),
+        )
         .await
         .expect("read the new ledger")
         .into_rows_result()
         .expect("rows")
-        .rows::<(String,)>()
+        .rows::<(Vec<u8>,)>()
         .expect("typed rows")
         .map(|row| row.expect("a row"))
         .collect();
-    assert_eq!(copied, vec![(s.name.clone(),)], "only this sync's entry");
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_ne!(copied[0].0, vec![0_u8; 16], "only this sync's entry");
     stays(&s, 2, "after the upgrade").await;
     run(format!("DROP KEYSPACE {keyspace}")).await;
 }

@@ -13,6 +13,7 @@
 //!   compare-and-set.
 
 pub mod convert;
+pub(crate) mod cql;
 mod error;
 pub mod feed;
 mod schema;
@@ -45,6 +46,11 @@ use crate::Document;
 use crate::document::now_millis;
 use crate::store::{Applied, Read, ReadError, WriteOutcome};
 use convert::{COLUMNS, RawRow, TokenRow, from_row};
+
+/// Ids read by one request (`WHERE id IN ...`), wherever rows are read by id (the table, its
+/// write times, the ledger): few enough to keep each request small, many enough to save round
+/// trips.
+pub(crate) const IDS_PER_READ: usize = 50;
 
 /// How to reach Cassandra and which table to sync.
 #[derive(Debug, Clone)]
@@ -83,8 +89,6 @@ pub struct CassandraConfig {
     pub page_size: i32,
     /// Requests in flight at once for batched reads and writes.
     pub concurrency: usize,
-    /// Ids read by one request (`WHERE id IN ...`) when rows are read by id.
-    pub ids_per_read: usize,
     /// How writes stay race-safe: fenced plain writes (the default) or lightweight
     /// transactions.
     pub write_mode: WriteMode,
@@ -123,7 +127,6 @@ impl CassandraConfig {
             request_timeout: Duration::from_secs(30),
             page_size: 1000,
             concurrency: 64,
-            ids_per_read: 20,
             write_mode: WriteMode::default(),
         }
     }
@@ -157,7 +160,7 @@ struct ReadStatements {
 
 /// Documents in one Cassandra table.
 pub struct CassandraStore {
-    session: Session,
+    cql: cql::Cql,
     config: CassandraConfig,
     /// `keyspace.table`
     table: String,
@@ -178,12 +181,12 @@ impl CassandraStore {
         let has_time_index =
             schema::ensure_time_index(&session, &config.keyspace, &config.table).await?;
         let table = format!("{}.{}", config.keyspace, config.table);
-        let reads =
-            prepare_reads(&session, &table, config.page_size, config.read_consistency).await?;
-        let writes = write::WriteStatements::prepare(&session, &table, config.write_mode).await?;
+        let cql = cql::Cql::new(session);
+        let reads = prepare_reads(&cql, &table, config.page_size, config.read_consistency).await?;
+        let writes = write::WriteStatements::prepare(&cql, &table, config.write_mode).await?;
         tracing::debug!(%table, has_time_index, "connected to Cassandra");
         Ok(Self {
-            session,
+            cql,
             config,
             table,
             has_time_index,
@@ -192,9 +195,15 @@ impl CassandraStore {
         })
     }
 
-    /// The session (for essync's state tables beside the synced one).
-    pub fn session(&self) -> &Session {
-        &self.session
+    /// The CQL session, for essync's state tables beside the synced one (their requests are
+    /// counted with the store's).
+    pub(crate) fn cql(&self) -> &cql::Cql {
+        &self.cql
+    }
+
+    /// The requests sent to Cassandra so far, by kind (`write`, `read`, `ledger_read`, ...).
+    pub fn requests(&self) -> &crate::store::RequestCounts {
+        self.cql.requests()
     }
 
     /// The configuration in use (names folded to lowercase).
@@ -294,11 +303,12 @@ impl CassandraStore {
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Read<CassandraVersion>>, CassandraError> {
         let pending: Vec<_> = ids
-            .chunks(self.config.ids_per_read.max(1))
+            .chunks(IDS_PER_READ)
             .map(|chunk| async move {
                 let action = format!("to read {} row(s) of {}", chunk.len(), self.table);
                 let result = self
-                    .session
+                    .cql
+                    .session()
                     .execute_unpaged(&self.reads.by_ids, (chunk,))
                     .await
                     .map_err(|e| CassandraError::execution(&action, &e))?
@@ -340,7 +350,13 @@ impl CassandraStore {
         &self,
         writes: &[CassandraWrite],
     ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-        write::write_batch(&self.session, &self.writes, self.config.concurrency, writes).await
+        write::write_batch(
+            self.cql.session(),
+            &self.writes,
+            self.config.concurrency,
+            writes,
+        )
+        .await
     }
 
     /// Deletes a batch of rows, each race-safe against the row expected; one outcome per
@@ -350,7 +366,7 @@ impl CassandraStore {
         deletes: &[CassandraDelete],
     ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
         write::delete_batch(
-            &self.session,
+            self.cql.session(),
             &self.writes,
             self.config.concurrency,
             deletes,
@@ -376,7 +392,8 @@ impl CassandraStore {
                 return Ok(futures::stream::empty().left_stream());
             }
             let pager = self
-                .session
+                .cql
+                .session()
                 .execute_iter(
                     self.reads.recent.clone(),
                     (CqlTimestamp(since), CqlTimestamp(until)),
@@ -423,7 +440,8 @@ impl CassandraStore {
             &self.reads.scan_write_times
         };
         let result = self
-            .session
+            .cql
+            .session()
             .execute_unpaged(statement, (start, ask))
             .await
             .map_err(|e| CassandraError::execution(&action, &e))?
@@ -499,14 +517,15 @@ impl CassandraStore {
     pub async fn estimate_rows(&self) -> Result<Option<u64>, CassandraError> {
         let action = format!("to estimate the size of {}", self.table);
         let rows = self
-            .session
-            .query_unpaged(
+            .cql
+            .query(
+                "estimate",
                 "SELECT partitions_count FROM system.size_estimates \
                  WHERE keyspace_name = ? AND table_name = ?",
                 (&self.config.keyspace, &self.config.table),
+                &action,
             )
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?
+            .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
         let total: i64 = rows
@@ -583,34 +602,44 @@ fn check_datacenter(session: &Session, config: &CassandraConfig) -> Result<(), C
 }
 
 async fn prepare_reads(
-    session: &Session,
+    cql: &cql::Cql,
     table: &str,
     page_size: i32,
     consistency: Consistency,
 ) -> Result<ReadStatements, CassandraError> {
-    let prepare = |cql: String| async move {
-        let mut statement = session
-            .prepare(cql)
-            .await
-            .map_err(|e| CassandraError::prepare(format!("to prepare the reads of {table}"), &e))?;
-        statement.set_page_size(page_size);
-        statement.set_consistency(consistency);
-        Ok::<_, CassandraError>(statement)
+    let action = format!("to prepare the reads of {table}");
+    let prepare = |kind: &'static str, statement: String| {
+        let action = &action;
+        async move {
+            let mut statement = cql.prepare(kind, statement, action).await?;
+            statement.set_page_size(page_size);
+            statement.set_consistency(consistency);
+            Ok::<_, CassandraError>(statement)
+        }
     };
     Ok(ReadStatements {
-        by_ids: prepare(format!("SELECT {COLUMNS} FROM {table} WHERE id IN ?")).await?,
-        recent: prepare(format!(
-            "SELECT {COLUMNS} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"
-        ))
+        by_ids: prepare(
+            "read",
+            format!("SELECT {COLUMNS} FROM {table} WHERE id IN ?"),
+        )
         .await?,
-        scan_full: prepare(format!(
-            "SELECT token(id), {COLUMNS} FROM {table} WHERE token(id) >= ? LIMIT ?"
-        ))
+        recent: prepare(
+            "recent",
+            format!("SELECT {COLUMNS} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"),
+        )
         .await?,
-        scan_write_times: prepare(format!(
-            "SELECT token(id), id, writetime(index_), writetime(type), writetime(timestamp), \
+        scan_full: prepare(
+            "scan",
+            format!("SELECT token(id), {COLUMNS} FROM {table} WHERE token(id) >= ? LIMIT ?"),
+        )
+        .await?,
+        scan_write_times: prepare(
+            "sweep",
+            format!(
+                "SELECT token(id), id, writetime(index_), writetime(type), writetime(timestamp), \
              writetime(content) FROM {table} WHERE token(id) >= ? LIMIT ?"
-        ))
+            ),
+        )
         .await?,
     })
 }

@@ -98,43 +98,43 @@ pub(crate) struct WriteStatements {
 }
 
 impl WriteStatements {
-    pub async fn prepare(
-        session: &Session,
+    pub(crate) async fn prepare(
+        cql: &super::cql::Cql,
         table: &str,
         mode: WriteMode,
     ) -> Result<Self, CassandraError> {
-        let prepare = |cql: String| async move {
-            session.prepare(cql).await.map_err(|e| {
-                CassandraError::prepare(format!("to prepare the writes to {table}"), &e)
-            })
+        let action = format!("to prepare the writes to {table}");
+        let prepare = |kind: &'static str, statement: String| {
+            let action = &action;
+            async move { cql.prepare(kind, statement, action).await }
         };
         Ok(Self {
             mode,
-            insert_if_absent: prepare(format!(
+            insert_if_absent: prepare("write", format!(
                 "INSERT INTO {table} (id, index_, type, timestamp, content) \
                  VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?"
             ))
             .await?,
-            update_if_unchanged: prepare(format!(
+            update_if_unchanged: prepare("write", format!(
                 "UPDATE {table} USING TTL ? SET index_ = ?, type = ?, timestamp = ?, content = ? \
                  WHERE id = ? IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
             ))
             .await?,
-            delete_if_unchanged: prepare(format!(
+            delete_if_unchanged: prepare("delete", format!(
                 "DELETE FROM {table} WHERE id = ? \
                  IF index_ = ? AND type = ? AND timestamp = ? AND content = ?"
             ))
             .await?,
-            insert_at: prepare(format!(
+            insert_at: prepare("write", format!(
                 "INSERT INTO {table} (id, index_, type, timestamp, content) \
                  VALUES (?, ?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
             ))
             .await?,
-            delete_at: prepare(format!(
+            delete_at: prepare("delete", format!(
                 "DELETE FROM {table} USING TIMESTAMP ? WHERE id = ?"
             ))
             .await?,
-            write_times: prepare(format!(
+            write_times: prepare("read_back", format!(
                 "SELECT id, writetime(index_), writetime(type), writetime(timestamp), \
                  writetime(content) FROM {table} WHERE id IN ?"
             ))
@@ -226,9 +226,8 @@ async fn verify(
     sent_at: i64,
     outcomes: &mut [Applied<CassandraVersion>],
 ) -> Result<(), CassandraError> {
-    const IDS_PER_READ: usize = 50;
     let pending: Vec<_> = ids
-        .chunks(IDS_PER_READ)
+        .chunks(super::IDS_PER_READ)
         .map(|chunk| async move {
             let action = format!("to read back {} row(s) written", chunk.len());
             let rows = session

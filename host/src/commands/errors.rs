@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use essync::document::format_timestamp;
-use essync::sync::state::errors;
+use essync::sync::state;
 
 use crate::cli::{ConnectionOptions, Target};
 
@@ -14,15 +14,12 @@ pub async fn run(
     clear: bool,
 ) -> anyhow::Result<ExitCode> {
     let cassandra = super::connect_cassandra(connection, target).await?;
-    let keyspace = &cassandra.config().keyspace;
-    let sync = &cassandra.config().table;
-    errors::ensure_table(cassandra.session(), keyspace).await?;
     if clear {
-        errors::clear(cassandra.session(), keyspace, sync).await?;
+        state::clear_failures(&cassandra).await?;
         println!("cleared the recorded failures of {target}");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut entries = errors::list(cassandra.session(), keyspace, sync).await?;
+    let mut entries = state::recorded_failures(&cassandra).await?;
     if entries.is_empty() {
         println!("no recorded failures for {target}");
         return Ok(ExitCode::SUCCESS);

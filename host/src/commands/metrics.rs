@@ -1,10 +1,12 @@
-//! `--metrics ADDRESS`: the sync's counters over HTTP, for Prometheus (GET /metrics).
+//! `--metrics ADDRESS`: the sync's metrics over HTTP, for Prometheus (GET /metrics). The
+//! registry and its text format are `prometheus-client`'s; this is only the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use essync::sync::Metrics;
+use essync::sync::metrics::CONTENT_TYPE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -35,14 +37,18 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result
                 }
                 let line = String::from_utf8_lossy(&request);
                 let path = line.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) =
+                let (status, content_type, body) =
                     if line.starts_with("GET ") && (path == "/metrics" || path == "/") {
-                        ("200 OK", metrics.render())
+                        ("200 OK", CONTENT_TYPE, metrics.render())
                     } else {
-                        ("404 Not Found", "essync serves GET /metrics\n".to_string())
+                        (
+                            "404 Not Found",
+                            "text/plain; charset=utf-8",
+                            "essync serves GET /metrics\n".to_string(),
+                        )
                     };
                 let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = stream.write_all(response.as_bytes()).await;

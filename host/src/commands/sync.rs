@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use essync::cassandra::FeedOptions;
+use essync::elasticsearch::SelectionSize;
 use essync::policy::{
     Compiled, LoadOptions, Policy, PolicyLimits, PolicyReload, PolicySource, ReloadRequest,
 };
@@ -53,6 +54,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ..SyncOptions::default()
     };
     let mut syncer = Syncer::start(elasticsearch, cassandra, policy, options).await?;
+    if syncer.first_start() {
+        announce_selection(&syncer, &cli.sync).await;
+    }
     let reload_request = reload.as_ref().map(PolicyReload::request);
     if let Some(reload) = reload {
         if cli.sync.policy_reload {
@@ -88,6 +92,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     listen_for_reload(reload_request);
     syncer.run(period, cli.sync.once, &stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A first start says what it will touch: one line with the indices and documents the
+/// selection holds (one `_stats` request), and how to narrow it or try first.
+async fn announce_selection(syncer: &Syncer, options: &CliSyncOptions) {
+    let store = syncer.elasticsearch();
+    match store.selection_size().await {
+        Ok(size) => tracing::info!(
+            "{}",
+            first_start_line(
+                &store.config().indices.to_string(),
+                size,
+                options.sync_existing,
+                options.dry_run
+            )
+        ),
+        Err(e) => tracing::debug!("cannot tell how much the selected indices hold: {e}"),
+    }
+}
+
+fn first_start_line(
+    selection: &str,
+    size: SelectionSize,
+    reconcile: bool,
+    dry_run: bool,
+) -> String {
+    let indices = match size.indices {
+        1 => "1 index".to_string(),
+        n => format!("{n} indices"),
+    };
+    let documents = match size.documents {
+        1 => "1 document".to_string(),
+        n => format!("{n} documents"),
+    };
+    let what = if reconcile {
+        "-s reconciles every one of them with the table, then follows changes"
+    } else {
+        "essync follows their changes from now on (-s would reconcile them all), and writes \
+         the table's changes into them"
+    };
+    let try_first = if dry_run {
+        ""
+    } else {
+        "; --dry-run shows what would change and writes nothing"
+    };
+    format!(
+        "first start: --es-indices '{selection}' selects {indices} holding {documents}; {what} \
+         (narrow the selection with --es-indices{try_first})"
+    )
 }
 
 /// The limits of policy calls and the compile cache, as the command line says.
@@ -296,11 +349,87 @@ impl Progress for LoggedProgress {
             Some(total) => format!("{}/{}", state.read[n], total),
             None => state.read[n].to_string(),
         };
+        let left = match time_left(state.read, state.totals, elapsed) {
+            Some((left, true)) => format!("about {} left", indicatif::HumanDuration(left)),
+            // The side of unknown size adds its own time.
+            Some((left, false)) => format!("at least {} left", indicatif::HumanDuration(left)),
+            None => "time left unknown".to_string(),
+        };
         tracing::info!(
-            "reconciliation: elasticsearch {} read, cassandra {} read, {:.0} documents/s",
+            "reconciliation: elasticsearch {} read, cassandra {} read, {:.0} documents/s, {left}",
             show(0),
             show(1),
             (state.read[0] + state.read[1]) as f64 / elapsed
+        );
+    }
+}
+
+/// The time a reconciliation still needs at the pace it has kept so far (both sides' documents
+/// together), once some documents were read and at least one side's total is known, and
+/// whether both were (Cassandra's total is an estimate, so this is one too).
+fn time_left(
+    read: [u64; 2],
+    totals: [Option<u64>; 2],
+    elapsed_seconds: f64,
+) -> Option<(Duration, bool)> {
+    let done = read[0] + read[1];
+    if done == 0 || elapsed_seconds <= 0.0 || totals.iter().all(Option::is_none) {
+        return None;
+    }
+    let remaining: u64 = totals
+        .iter()
+        .zip(read)
+        .filter_map(|(total, read)| total.map(|total| total.saturating_sub(read)))
+        .sum();
+    let seconds = remaining as f64 * elapsed_seconds / done as f64;
+    let left = Duration::try_from_secs_f64(seconds).ok()?;
+    Some((left, totals.iter().all(Option::is_some)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_left_follows_the_pace_so_far() {
+        // 30,000 of 100,000 documents in 60 s: 70,000 more take 140 s.
+        let left = time_left([20_000, 10_000], [Some(50_000), Some(50_000)], 60.0);
+        assert_eq!(left, Some((Duration::from_secs(140), true)));
+        // A side read past its estimate has nothing left.
+        let left = time_left([50_000, 60_000], [Some(50_000), Some(50_000)], 10.0);
+        assert_eq!(left, Some((Duration::ZERO, true)));
+        // A side of unknown size: at least what the other needs.
+        let left = time_left([10, 0], [Some(50), None], 1.0);
+        assert_eq!(left, Some((Duration::from_secs(4), false)));
+        // Unknown: both sizes, or any pace yet.
+        assert_eq!(time_left([10, 0], [None, None], 1.0), None);
+        assert_eq!(time_left([0, 0], [Some(50), Some(50)], 1.0), None);
+    }
+
+    #[test]
+    fn a_first_start_says_how_much_the_selection_holds_and_how_to_narrow_it() {
+        let size = SelectionSize {
+            indices: 12,
+            documents: 1_234_567,
+        };
+        let line = first_start_line("*", size, false, false);
+        assert_eq!(
+            line,
+            "first start: --es-indices '*' selects 12 indices holding 1234567 documents; essync \
+             follows their changes from now on (-s would reconcile them all), and writes the \
+             table's changes into them (narrow the selection with --es-indices; --dry-run shows \
+             what would change and writes nothing)"
+        );
+        let one = SelectionSize {
+            indices: 1,
+            documents: 1,
+        };
+        let line = first_start_line("shop-*", one, true, true);
+        assert_eq!(
+            line,
+            "first start: --es-indices 'shop-*' selects 1 index holding 1 document; -s \
+             reconciles every one of them with the table, then follows changes (narrow the \
+             selection with --es-indices)"
         );
     }
 }

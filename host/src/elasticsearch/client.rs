@@ -18,6 +18,9 @@ use super::response::ErrorCause;
 use super::{ElasticsearchConfig, ElasticsearchError, IndexSelection};
 use crate::store::error_chain;
 
+/// Answers at least this large are read on a blocking thread.
+const READ_APART_BYTES: usize = 256 << 10;
+
 /// A JSON answer.
 pub(crate) struct Answer {
     pub status: u16,
@@ -44,6 +47,8 @@ pub(crate) struct Http {
     /// Whether every URL is https (what a closed connection most likely means differs).
     tls: bool,
     timeout: Duration,
+    /// The requests sent, by API.
+    requests: std::sync::Arc<crate::store::RequestCounts>,
 }
 
 impl Http {
@@ -115,6 +120,7 @@ impl Http {
             }),
             tls: urls.iter().all(|url| url.scheme() == "https"),
             timeout: config.request_timeout,
+            requests: Default::default(),
         })
     }
 
@@ -149,7 +155,7 @@ impl Http {
 
     /// Sends a request and reads a 2xx answer as `T`; any other status comes back as
     /// [`Reply::Refused`] with Elasticsearch's error.
-    pub async fn request<T: DeserializeOwned>(
+    pub async fn request<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
@@ -160,11 +166,11 @@ impl Http {
         let (status, bytes) = self
             .raw(method, path, query, body, "application/json")
             .await?;
-        self.typed(method, path, status, &bytes)
+        self.typed(method, path, status, bytes).await
     }
 
     /// Like [`Http::request`], but a status other than 2xx is an error.
-    pub async fn expect<T: DeserializeOwned>(
+    pub async fn expect<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
@@ -182,7 +188,7 @@ impl Http {
     }
 
     /// Sends newline-delimited JSON (the bulk API) and reads a 2xx answer as `T`.
-    pub async fn request_ndjson<T: DeserializeOwned>(
+    pub async fn request_ndjson<T: DeserializeOwned + Send + 'static>(
         &self,
         path: &str,
         query: &[(&str, &str)],
@@ -197,28 +203,37 @@ impl Http {
                 "application/x-ndjson",
             )
             .await?;
-        self.typed(Method::Post, path, status, &bytes)
+        self.typed(Method::Post, path, status, bytes).await
     }
 
-    fn typed<T: DeserializeOwned>(
+    /// Reads an answer as `T`. A large answer (a page of documents) is read on a blocking
+    /// thread, so that the next page is read while this one is synced, on another core.
+    async fn typed<T: DeserializeOwned + Send + 'static>(
         &self,
         method: Method,
         path: &str,
         status: u16,
-        bytes: &[u8],
+        bytes: bytes::Bytes,
     ) -> Result<Reply<T>, ElasticsearchError> {
         if (200..300).contains(&status) {
-            let value =
-                serde_json::from_slice(bytes).map_err(|e| ElasticsearchError::Protocol {
-                    request: describe(method, path),
-                    reason: format!("unexpected answer (HTTP {status}): {e}"),
-                })?;
-            return Ok(Reply::Ok {
-                value,
-                bytes: bytes.len(),
-            });
+            let size = bytes.len();
+            let parsed = if size >= READ_APART_BYTES {
+                tokio::task::spawn_blocking(move || serde_json::from_slice::<T>(&bytes))
+                    .await
+                    .map_err(|e| ElasticsearchError::Protocol {
+                        request: describe(method, path),
+                        reason: format!("the answer could not be read: {e}"),
+                    })?
+            } else {
+                serde_json::from_slice(&bytes)
+            };
+            let value = parsed.map_err(|e| ElasticsearchError::Protocol {
+                request: describe(method, path),
+                reason: format!("unexpected answer (HTTP {status}): {e}"),
+            })?;
+            return Ok(Reply::Ok { value, bytes: size });
         }
-        let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok(Reply::Refused {
             status,
             error: ErrorCause::of(body.get("error")),
@@ -305,6 +320,7 @@ impl Http {
         content_type: &'static str,
         timeout: Duration,
     ) -> Result<(u16, bytes::Bytes), ElasticsearchError> {
+        self.requests.add(api(path), 1);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         let query = if query.is_empty() { None } else { Some(query) };
@@ -350,6 +366,11 @@ impl Http {
             }
         }
         Ok((status, bytes))
+    }
+
+    /// The requests sent so far, by API.
+    pub fn requests(&self) -> &crate::store::RequestCounts {
+        &self.requests
     }
 
     /// A request that got no answer, classified by what the user can do about it.
@@ -485,6 +506,28 @@ fn encode(
 }
 
 /// "GET /path", for messages.
+/// The API a request path calls, for counting: its last `_` segment (`/books/_search` is
+/// `search`, `/_cluster/health` is `cluster`), or `document` for a path without one (an index
+/// created or deleted).
+pub(crate) fn api(path: &str) -> &'static str {
+    const APIS: &[&str] = &[
+        "search", "mget", "bulk", "refresh", "stats", "settings", "mapping", "count", "simulate",
+        "cluster", "security", "ingest", "cat", "doc", "create", "update", "pit",
+    ];
+    let last = path
+        .split(['/', '?'])
+        .filter_map(|segment| segment.strip_prefix('_'))
+        .next_back();
+    match last {
+        Some(name) => APIS
+            .iter()
+            .copied()
+            .find(|api| *api == name)
+            .unwrap_or("other"),
+        None => "index",
+    }
+}
+
 pub(crate) fn describe(method: Method, path: &str) -> String {
     format!("{} {path}", method_name(method))
 }

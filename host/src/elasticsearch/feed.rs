@@ -27,11 +27,12 @@
 //! index that was deleted leaves the checkpoint. A search that did not reach its shard in full
 //! never counts as an empty range.
 //!
-//! Pages are sized by bytes: the first from the index's average document size (`_stats`; one
-//! document when it is not known yet), the next from what the previous pages weighed, never above the index's result window, and
-//! halved when a circuit breaker or the result window refuses one.
+//! Pages are sized by bytes: from what the index's documents weighed in the answers this process
+//! read (the first page of an index it never read holds one document: what an index holds on
+//! disk says little, compressed as it is), never above the index's result window, and halved
+//! when a circuit breaker or the result window refuses one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use elasticsearch::http::Method;
@@ -131,9 +132,6 @@ pub struct ShardRange {
     pub up_to: i64,
     /// The most documents one page of this index may hold (its result window).
     pub window: usize,
-    /// The index's average document size on disk, in bytes (0: unknown): the first page's
-    /// size follows from it.
-    pub average_bytes: u64,
 }
 
 impl ShardRange {
@@ -318,7 +316,6 @@ pub(crate) async fn current_positions(
             after: -1,
             up_to: state.global_checkpoint,
             window: usize::MAX,
-            average_bytes: 0,
         };
         checkpoint.advance(&range, state.global_checkpoint);
     }
@@ -358,18 +355,11 @@ pub(crate) async fn plan(
         .collect();
     news.dedup();
     let decisions = indices.decide(http, &news).await?;
-    let mut sizes: HashMap<&str, (u64, u64)> = HashMap::new();
-    for state in &states {
-        let size = sizes.entry(state.index.as_str()).or_default();
-        size.0 += state.documents;
-        size.1 += state.bytes;
-    }
     let mut refused = BTreeSet::new();
     let mut own_only = BTreeSet::new();
     for state in &states {
         let after = position(&state.uuid, state.shard);
         let decision = decisions.get(&state.index);
-        let (documents, bytes) = sizes.get(state.index.as_str()).copied().unwrap_or_default();
         let range = ShardRange {
             index: state.index.clone(),
             index_uuid: state.uuid.clone(),
@@ -377,7 +367,6 @@ pub(crate) async fn plan(
             after,
             up_to: state.global_checkpoint,
             window: decision.map(Decision::window).unwrap_or(usize::MAX),
-            average_bytes: bytes.checked_div(documents).unwrap_or(0),
         };
         if is_held(held, &state.index, state.shard) {
             plan.target.hold(&range, after);
@@ -510,7 +499,6 @@ fn held_range(uuid: &str, name: &str, shard: u32, seq_no: i64) -> ShardRange {
         after: seq_no,
         up_to: seq_no,
         window: usize::MAX,
-        average_bytes: 0,
     }
 }
 
@@ -566,14 +554,23 @@ pub(crate) async fn read_page(
         Err(refusal) => return Ok(Err(refusal)),
     };
     let done = hits.len() < size;
-    let mut reads = Vec::with_capacity(hits.len());
     let mut position = after;
-    for hit in hits {
+    for hit in &hits {
         if let Some(seq_no) = hit.seq_no {
             position = position.max(seq_no);
         }
-        reads.push(from_hit(hit, seen_at));
     }
+    // Documents and their digests are made on a blocking thread, beside the page being synced.
+    let reads = tokio::task::spawn_blocking(move || {
+        hits.into_iter()
+            .map(|hit| from_hit(hit, seen_at))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| ElasticsearchError::Protocol {
+        request: format!("POST {path}"),
+        reason: format!("the page could not be read: {e}"),
+    })?;
     if done {
         position = range.up_to;
     }
@@ -599,23 +596,16 @@ pub(crate) struct PageSizer {
     budget_bytes: usize,
 }
 
-/// How much larger a document is in a search answer than on disk, at most, for the first page
-/// (stored fields are compressed).
-const EXPANSION: u64 = 4;
-
 impl PageSizer {
     /// A sizer for pages of at most `max` documents and about `budget_bytes`, in an index
-    /// whose result window is `window` and whose documents weigh `average_bytes` on disk (0:
-    /// unknown).
-    pub fn new(max: usize, budget_bytes: usize, window: usize, average_bytes: u64) -> Self {
+    /// whose result window is `window` and whose documents weighed `weight` bytes each in the
+    /// answers read last (`None`: none read yet).
+    pub fn new(max: usize, budget_bytes: usize, window: usize, weight: Option<usize>) -> Self {
         let cap = max.min(window).max(1);
         let budget_bytes = budget_bytes.max(1);
-        // Of an index whose documents' size is not known yet (just written, not refreshed),
-        // the first page holds one document, and the next ones follow from what it weighed.
-        let first = match average_bytes {
-            0 => 1,
-            bytes => (budget_bytes as u64 / (bytes.saturating_mul(EXPANSION)).max(1)) as usize,
-        };
+        // Of an index whose documents' size is not known yet, the first page holds one
+        // document, and the next ones follow from what it weighed.
+        let first = weight.map_or(1, |weight| budget_bytes / weight.max(1));
         Self {
             size: first.clamp(1, cap),
             cap,
@@ -627,14 +617,16 @@ impl PageSizer {
         self.size
     }
 
-    /// Adjusts the next page's size after a page of `count` documents and `bytes` bytes.
-    pub fn observe(&mut self, count: usize, bytes: usize) {
+    /// Adjusts the next page's size after a page of `count` documents and `bytes` bytes;
+    /// returns what one document weighed (`None` for an empty page).
+    pub fn observe(&mut self, count: usize, bytes: usize) -> Option<usize> {
         if count == 0 {
-            return;
+            return None;
         }
         let per_document = (bytes / count).max(1);
         let fitting = (self.budget_bytes / per_document).max(1);
         self.size = fitting.min(self.cap);
+        Some(per_document)
     }
 
     /// Halves the page after a refusal (and keeps later pages at most that big). Returns
@@ -736,7 +728,7 @@ mod tests {
 
     #[test]
     fn page_sizes_follow_document_size() {
-        let mut sizer = PageSizer::new(1000, 8 << 20, usize::MAX, 0);
+        let mut sizer = PageSizer::new(1000, 8 << 20, usize::MAX, None);
         assert_eq!(sizer.size(), 1, "an unknown size starts at one document");
         sizer.observe(100, 100 * 1_000);
         assert_eq!(sizer.size(), 1000);
@@ -747,14 +739,14 @@ mod tests {
     }
 
     #[test]
-    fn the_first_page_is_sized_by_the_average_document_and_never_above_the_window() {
-        // 1 MB documents on disk: a 16 MB budget starts at 4 documents, not 100.
+    fn the_first_page_is_sized_by_the_weight_read_before_and_never_above_the_window() {
+        // 1 MB documents: a 16 MB budget starts at 16 documents, not 1000.
         assert_eq!(
-            PageSizer::new(1000, 16 << 20, usize::MAX, 1 << 20).size(),
-            4
+            PageSizer::new(1000, 16 << 20, usize::MAX, Some(1 << 20)).size(),
+            16
         );
         // Small documents, an index whose result window is 10.
-        let mut sizer = PageSizer::new(1000, 16 << 20, 10, 100);
+        let mut sizer = PageSizer::new(1000, 16 << 20, 10, Some(100));
         assert_eq!(sizer.size(), 10);
         sizer.observe(10, 1_000);
         assert_eq!(sizer.size(), 10);
@@ -762,7 +754,7 @@ mod tests {
 
     #[test]
     fn refused_pages_shrink_down_to_one_document() {
-        let mut sizer = PageSizer::new(1000, 16 << 20, usize::MAX, 100);
+        let mut sizer = PageSizer::new(1000, 16 << 20, usize::MAX, Some(100));
         assert_eq!(sizer.size(), 1000);
         assert!(sizer.shrink());
         assert_eq!(sizer.size(), 500);
@@ -782,7 +774,6 @@ mod tests {
             after: -1,
             up_to: 9,
             window: usize::MAX,
-            average_bytes: 0,
         };
         let mut checkpoint = EsCheckpoint::default();
         checkpoint.advance(&range, 5);

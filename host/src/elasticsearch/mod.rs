@@ -25,6 +25,7 @@ pub mod convert;
 mod error;
 mod feed;
 mod indices;
+mod lookup;
 mod response;
 mod schema;
 
@@ -34,8 +35,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use elasticsearch::http::Method;
 use futures::Stream;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::Value;
 
 pub use bulk::{EsDelete, EsExpected, EsWrite};
 pub use convert::{EsVersion, METADATA_FIELD, spellings};
@@ -46,14 +46,12 @@ pub use schema::check_index_name;
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{
-    Applied, BadDocument, ChangePage, FeedFailure, Lookup, Read, ReadError, Side, WriteOutcome,
-};
+use crate::store::{Applied, ChangePage, FeedFailure, Lookup, Read, ReadError, WriteOutcome};
 use client::Http;
 use feed::PageSizer;
 use futures::StreamExt;
 use indices::SELECTION_PARAMS;
-use response::{MgetAnswer, MgetDoc, PageRefusal, SearchAnswer, coverage, mget_doc};
+use response::PageRefusal;
 use schema::Decision;
 
 /// How to reach Elasticsearch and how big requests may get.
@@ -150,6 +148,9 @@ pub struct ElasticsearchStore {
     config: ElasticsearchConfig,
     indices: schema::Indices,
     red: bool,
+    /// What one document of each index weighed in the last page read from it: the next
+    /// round's first page is sized from it.
+    weights: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl ElasticsearchStore {
@@ -181,6 +182,7 @@ impl ElasticsearchStore {
             indices: schema::Indices::new(config.index_recheck),
             config,
             red,
+            weights: Default::default(),
         })
     }
 
@@ -194,6 +196,11 @@ impl ElasticsearchStore {
     /// The configuration in use.
     pub fn config(&self) -> &ElasticsearchConfig {
         &self.config
+    }
+
+    /// The requests sent to Elasticsearch so far, by API (`search`, `mget`, `bulk`, ...).
+    pub fn requests(&self) -> &crate::store::RequestCounts {
+        self.http.requests()
     }
 
     /// Makes sure an index exists with essync's metadata mapping (it is created when missing);
@@ -297,287 +304,6 @@ impl ElasticsearchStore {
                 }
             });
         crate::store::documents_of(pages)
-    }
-
-    /// The current version of each id, wherever it is: every id asked for gets an answer. The
-    /// hint (the index where the id is expected) makes the lookup real-time there (`_mget`),
-    /// seeing documents written but not yet refreshed; every selected index is searched too,
-    /// after a refresh, in every spelling of the id, for what the hint missed and for other
-    /// copies. An id held by more than one document (in two indices, or under two spellings)
-    /// is reported as a [`BadDocument`]. An id Elasticsearch cannot answer for (its index is
-    /// closed, essync does not sync it, a shard of the hinted index is unavailable, a search
-    /// timed out) is [`Lookup::Unknown`]: never taken for absent. A shard failing in another
-    /// index fails only itself: an id expected in a healthy index is not held up by it.
-    pub async fn get_by_ids(
-        &self,
-        wanted: &[(Uuid, Option<String>)],
-        seen_at: DateTime<Utc>,
-    ) -> Result<HashMap<Uuid, Lookup<Read<EsVersion>>>, ElasticsearchError> {
-        let hits = self.lookup(wanted, true, false).await?;
-        Ok(hits
-            .into_iter()
-            .map(|(id, hit)| {
-                let lookup = match hit {
-                    Hit::One(hit) => Lookup::Found(convert::from_hit(*hit, seen_at)),
-                    Hit::Many(places) => Lookup::Found(Read::Bad(in_many_indices(id, &places))),
-                    Hit::Absent => Lookup::Absent,
-                    Hit::Unknown(reason) => Lookup::Unknown(reason),
-                };
-                (id, lookup)
-            })
-            .collect())
-    }
-
-    /// Where each id is, without reading the documents: the version found, absent, or unknown
-    /// (as [`ElasticsearchStore::get_by_ids`] finds them, except that a shard failing anywhere
-    /// leaves every id not found unknown: an absence found here is taken for a delete).
-    pub async fn locate(
-        &self,
-        wanted: &[(Uuid, Option<String>)],
-    ) -> Result<HashMap<Uuid, Lookup<EsVersion>>, ElasticsearchError> {
-        let hits = self.lookup(wanted, false, true).await?;
-        Ok(hits
-            .into_iter()
-            .map(|(id, hit)| {
-                let lookup = match hit {
-                    Hit::One(hit) => match convert::version_of(&hit) {
-                        Some(version) => Lookup::Found(version),
-                        None => Lookup::Unknown("the answer carries no version".to_string()),
-                    },
-                    Hit::Many(places) => Lookup::Unknown(in_many_indices(id, &places).reason),
-                    Hit::Absent => Lookup::Absent,
-                    Hit::Unknown(reason) => Lookup::Unknown(reason),
-                };
-                (id, lookup)
-            })
-            .collect())
-    }
-
-    /// The raw hits of `wanted`: real-time in the hinted index, then a search of the selection
-    /// in every spelling. With `strict`, any shard failure leaves the ids not found unknown.
-    async fn lookup(
-        &self,
-        wanted: &[(Uuid, Option<String>)],
-        source: bool,
-        strict: bool,
-    ) -> Result<HashMap<Uuid, Hit>, ElasticsearchError> {
-        let mut copies: HashMap<Uuid, Vec<response::Hit>> = HashMap::with_capacity(wanted.len());
-        let mut unknown: HashMap<Uuid, String> = HashMap::new();
-        let hinted: Vec<Value> = wanted
-            .iter()
-            .filter_map(|(id, index)| {
-                let index = index.as_deref()?;
-                check_index_name(index).ok()?;
-                Some(json!({"_index": index, "_id": id.to_string()}))
-            })
-            .collect();
-        let source_param = [("_source", if source { "true" } else { "false" })];
-        for chunk in hinted.chunks(1000) {
-            let answer: MgetAnswer = self
-                .http
-                .expect(
-                    Method::Post,
-                    "/_mget",
-                    &source_param,
-                    Some(&json!({"docs": chunk})),
-                )
-                .await?;
-            for doc in answer.docs {
-                let Ok(id) = Uuid::parse_str(&doc.id) else {
-                    continue;
-                };
-                match mget_doc(doc) {
-                    MgetDoc::Found(hit) => copies.entry(id).or_default().push(*hit),
-                    MgetDoc::Missing => {}
-                    MgetDoc::Unknown(reason) => {
-                        unknown.insert(id, reason);
-                    }
-                }
-            }
-        }
-
-        // Searches see what was refreshed: refresh first, so a document written a moment
-        // ago elsewhere is not taken for absent. A refresh held up by an unavailable shard
-        // leaves what was not found unknown where an absence would count as a delete.
-        let mut unrefreshed = None;
-        if wanted
-            .iter()
-            .any(|(id, _)| !copies.contains_key(id) && !unknown.contains_key(id))
-            && let Err(reason) = self
-                .http
-                .refresh(
-                    &format!("/{}/_refresh", self.config.indices.path()),
-                    &SELECTION_PARAMS,
-                    feed::REFRESH_WITHIN,
-                )
-                .await?
-        {
-            tracing::debug!("refreshing the synced indices: {reason}");
-            unrefreshed = Some(reason);
-        }
-        let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
-        let searched = self.search_ids(&ids, source).await?;
-
-        let mut found: HashMap<Uuid, Hit> = HashMap::with_capacity(wanted.len());
-        for (id, hint) in wanted {
-            if let Some(reason) = unknown.remove(id) {
-                found.insert(*id, Hit::Unknown(reason));
-                continue;
-            }
-            let mut hits = copies.remove(id).unwrap_or_default();
-            let search = searched.get(id);
-            for hit in search.map(|s| s.hits.as_slice()).unwrap_or_default() {
-                if !hits.iter().any(|h| h.index == hit.index && h.id == hit.id) {
-                    hits.push(hit.clone());
-                }
-            }
-            let hit = match hits.len() {
-                0 => match search.and_then(|s| s.gap(hint.clone(), strict)) {
-                    Some(reason) => Hit::Unknown(reason),
-                    None => match &unrefreshed {
-                        Some(reason) if strict => Hit::Unknown(reason.clone()),
-                        _ => Hit::Absent,
-                    },
-                },
-                1 => Hit::One(Box::new(hits.remove(0))),
-                _ => Hit::Many(
-                    hits.iter()
-                        .map(|h| format!("{}/{}", h.index, h.id))
-                        .collect(),
-                ),
-            };
-            found.insert(*id, hit);
-        }
-
-        // A document of an index essync does not sync cannot be said to be there or not.
-        let mut names: Vec<String> = found
-            .values()
-            .filter_map(|hit| match hit {
-                Hit::One(hit) => Some(hit.index.clone()),
-                _ => None,
-            })
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let decisions = self.indices.decide(&self.http, &names).await?;
-        for hit in found.values_mut() {
-            if let Hit::One(one) = hit
-                && let Some(reason) = decisions.get(&one.index).and_then(Decision::refusal)
-            {
-                *hit = Hit::Unknown(reason.to_string());
-            }
-        }
-        Ok(found)
-    }
-
-    /// Every document of the selection whose `_id` spells one of `ids`, by id, with what the
-    /// search could not see. Pages stay within the selection's smallest result window.
-    async fn search_ids(
-        &self,
-        ids: &[Uuid],
-        source: bool,
-    ) -> Result<HashMap<Uuid, Searched>, ElasticsearchError> {
-        let window = self
-            .indices
-            .selection_window(&self.http, &self.config.indices)
-            .await?;
-        // Each id may have a few copies; a page that comes back full may miss some.
-        let per_request = (window.saturating_sub(10) / 2).clamp(1, 1000);
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut searched = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(per_request) {
-            let size = (chunk.len() * 2 + 10).min(window);
-            let values: Vec<String> = chunk
-                .iter()
-                .flat_map(|id| convert::spellings(*id))
-                .collect();
-            let body = json!({
-                "size": size,
-                "seq_no_primary_term": true,
-                "track_total_hits": false,
-                "_source": source,
-                "query": {"ids": {"values": values}},
-            });
-            let answer: SearchAnswer = self
-                .http
-                .expect(
-                    Method::Post,
-                    &format!("/{}/_search", self.config.indices.path()),
-                    &SELECTION_PARAMS,
-                    Some(&body),
-                )
-                .await?;
-            let coverage = coverage(answer);
-            let full = coverage.hits.len() >= size;
-            let mut by_id: HashMap<Uuid, Vec<response::Hit>> = HashMap::new();
-            for hit in coverage.hits {
-                if let Ok(id) = Uuid::parse_str(&hit.id) {
-                    by_id.entry(id).or_default().push(hit);
-                }
-            }
-            for id in chunk {
-                searched.insert(
-                    *id,
-                    Searched {
-                        hits: by_id.remove(id).unwrap_or_default(),
-                        failed: coverage.failed.clone(),
-                        timed_out: coverage.timed_out,
-                        full,
-                    },
-                );
-            }
-        }
-        Ok(searched)
-    }
-
-    /// The ids of a page of reads that more than one document holds (in two indices, or under
-    /// two spellings) become [`BadDocument`]s: essync needs one document per id.
-    async fn flag_copies(
-        &self,
-        reads: Vec<Read<EsVersion>>,
-    ) -> Result<Vec<Read<EsVersion>>, ElasticsearchError> {
-        let ids: Vec<Uuid> = reads
-            .iter()
-            .filter_map(|read| match read {
-                Read::Document(stored) => Some(stored.document.id),
-                Read::Bad(_) => None,
-            })
-            .collect();
-        if ids.is_empty() {
-            return Ok(reads);
-        }
-        let searched = self.search_ids(&ids, false).await?;
-        Ok(reads
-            .into_iter()
-            .map(|read| {
-                let Read::Document(stored) = &read else {
-                    return read;
-                };
-                let id = stored.document.id;
-                let mut places: Vec<String> = searched
-                    .get(&id)
-                    .map(|s| {
-                        s.hits
-                            .iter()
-                            .map(|h| format!("{}/{}", h.index, h.id))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let own = format!("{}/{}", stored.version.index, stored.version.id_of(id));
-                if !places.contains(&own) {
-                    places.push(own);
-                }
-                if places.len() > 1 {
-                    places.sort();
-                    Read::Bad(in_many_indices(id, &places))
-                } else {
-                    read
-                }
-            })
-            .collect())
     }
 
     /// Writes a batch, each document a compare-and-set against the version expected; one
@@ -765,7 +491,12 @@ impl ElasticsearchStore {
                 };
                 let (page_size, page_bytes) = (self.config.page_size, self.config.page_bytes);
                 let sizer = state.sizers.entry(range.index.clone()).or_insert_with(|| {
-                    PageSizer::new(page_size, page_bytes, range.window, range.average_bytes)
+                    let weight = self
+                        .weights
+                        .lock()
+                        .ok()
+                        .and_then(|w| w.get(&range.index).copied());
+                    PageSizer::new(page_size, page_bytes, range.window, weight)
                 });
                 let read = feed::read_page(&self.http, &range, after, sizer.size(), seen_at).await;
                 let refusal = match read {
@@ -774,7 +505,11 @@ impl ElasticsearchStore {
                         return Some((Err(e), state));
                     }
                     Ok(Ok((page, bytes))) => {
-                        sizer.observe(page.reads.len(), bytes);
+                        if let Some(weight) = sizer.observe(page.reads.len(), bytes)
+                            && let Ok(mut weights) = self.weights.lock()
+                        {
+                            weights.insert(range.index.clone(), weight);
+                        }
                         state.checkpoint.advance(&range, page.position);
                         if !page.done {
                             state.current = Some((range, page.position));
@@ -844,67 +579,42 @@ impl ElasticsearchStore {
             .and_then(Value::as_u64)
             .unwrap_or(0))
     }
-}
 
-/// What a lookup found for one id.
-enum Hit {
-    /// One document (a search hit or an `_mget` doc).
-    One(Box<response::Hit>),
-    /// Several documents (`index/_id` of each).
-    Many(Vec<String>),
-    Absent,
-    Unknown(String),
-}
-
-/// What a search of the selection found for one id, and what it could not see.
-struct Searched {
-    hits: Vec<response::Hit>,
-    /// Indices with a shard that did not answer (`None`: one the answer does not name).
-    failed: BTreeSet<Option<String>>,
-    timed_out: bool,
-    /// The page came back full: more copies may exist.
-    full: bool,
-}
-
-impl Searched {
-    /// Why an id the search did not find may still exist: a timeout, a full page, or a shard
-    /// that did not answer in the index where it is expected (in any index with `strict`, or
-    /// when it is expected nowhere in particular).
-    fn gap(&self, hint: Option<String>, strict: bool) -> Option<String> {
-        if self.timed_out {
-            return Some("the search for it timed out".to_string());
-        }
-        if self.full {
-            return Some("the search for it came back full".to_string());
-        }
-        let relevant =
-            strict || hint.is_none() || self.failed.contains(&None) || self.failed.contains(&hint);
-        (relevant && !self.failed.is_empty()).then(|| {
-            let indices: Vec<String> = self.failed.iter().flatten().cloned().collect();
-            format!(
-                "the search for it missed shard(s) of {}",
-                if indices.is_empty() {
-                    "some index".to_string()
-                } else {
-                    indices.join(", ")
-                }
+    /// How many indices the selection holds, and how many documents they hold: one `_stats`
+    /// request, for what a first start says it will touch.
+    pub async fn selection_size(&self) -> Result<SelectionSize, ElasticsearchError> {
+        let answer: response::SizeAnswer = self
+            .http
+            .expect(
+                Method::Get,
+                &format!("/{}/_stats/docs", self.config.indices.path()),
+                &[
+                    SELECTION_PARAMS[0],
+                    SELECTION_PARAMS[1],
+                    SELECTION_PARAMS[2],
+                    ("filter_path", response::SIZE_FILTER),
+                ],
+                None,
             )
+            .await?;
+        Ok(SelectionSize {
+            indices: answer.indices.len(),
+            documents: answer
+                .indices
+                .values()
+                .filter_map(|index| index.primaries.as_ref()?.docs.as_ref()?.count)
+                .sum(),
         })
     }
 }
 
-/// An id held by several documents (`index/_id` of each): essync needs one document per id.
-fn in_many_indices(id: Uuid, places: &[String]) -> BadDocument {
-    BadDocument {
-        side: Side::Elasticsearch,
-        id: Some(id),
-        location: format!("*/{id}"),
-        reason: format!(
-            "the id is held by {} documents ({}); essync needs one document per id",
-            places.len(),
-            places.join(", ")
-        ),
-    }
+/// How much the selection of indices holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectionSize {
+    /// Open indices selected.
+    pub indices: usize,
+    /// Documents in them (primaries, deleted ones excluded).
+    pub documents: u64,
 }
 
 /// An index name as a URL path segment.

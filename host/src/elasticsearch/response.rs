@@ -529,6 +529,28 @@ indices.*.shards.*.indexing.delete_total,\
 indices.*.shards.*.retention_leases.primary_term,indices.*.shards.*.docs.count,\
 indices.*.shards.*.store.size_in_bytes";
 
+/// The answer to `_stats/docs` filtered by [`SIZE_FILTER`]: each index's primary documents.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SizeAnswer {
+    #[serde(default)]
+    pub indices: BTreeMap<String, IndexSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct IndexSize {
+    #[serde(default)]
+    pub primaries: Option<IndexSizePrimaries>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct IndexSizePrimaries {
+    #[serde(default)]
+    pub docs: Option<DocStats>,
+}
+
+/// The `filter_path` that keeps of `_stats/docs` only what [`SizeAnswer`] reads.
+pub(crate) const SIZE_FILTER: &str = "indices.*.primaries.docs.count";
+
 // ----------------------------------------------------------------------------------------
 // Index metadata: open or closed
 

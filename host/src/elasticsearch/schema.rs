@@ -4,7 +4,7 @@
 //! while ([`super::ElasticsearchConfig::index_recheck`]) and then checked again, so an index
 //! deleted and created anew, a mapping or a pipeline changed, is seen.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,8 +67,8 @@ struct Entry {
 pub(crate) struct Indices {
     recheck: Duration,
     entries: Mutex<HashMap<String, Entry>>,
-    /// The smallest result window of the selection, and when it was read.
-    window: Mutex<Option<(Instant, usize)>>,
+    /// The result windows the selection's indices set, and when they were read.
+    windows: Mutex<Option<(Instant, BTreeMap<String, usize>)>>,
 }
 
 /// Query parameters for settings and mappings of named indices, closed ones included.
@@ -83,7 +83,7 @@ impl Indices {
         Self {
             recheck,
             entries: Mutex::new(HashMap::new()),
-            window: Mutex::new(None),
+            windows: Mutex::new(None),
         }
     }
 
@@ -255,44 +255,68 @@ impl Indices {
         Ok(self.remember(name, decision, true))
     }
 
-    /// The smallest result window of the selected indices: no search across them may ask for
-    /// a larger page.
-    pub async fn selection_window(
+    /// The indices of the selection whose result window is smaller than `size` (a search that
+    /// asks them for `size` hits is refused there), with their windows. Read from the
+    /// selection's settings at most once per [`Indices::recheck`]: only indices that set
+    /// `index.max_result_window` are in the answer.
+    pub async fn narrower_than(
         &self,
         http: &Http,
         selection: &IndexSelection,
-    ) -> Result<usize, ElasticsearchError> {
-        if let Ok(window) = self.window.lock()
-            && let Some((at, size)) = *window
-            && at.elapsed() < self.recheck
-        {
-            return Ok(size);
-        }
-        let query = [
-            super::indices::SELECTION_PARAMS[0],
-            super::indices::SELECTION_PARAMS[1],
-            super::indices::SELECTION_PARAMS[2],
-            ("filter_path", "*.settings.index.max_result_window"),
-        ];
-        let settings: SettingsAnswer = http
-            .expect(
-                Method::Get,
-                &format!("/{}/_settings", selection.path()),
-                &query,
-                None,
-            )
-            .await?;
-        let size = settings
-            .values()
-            .filter_map(|entry| entry.settings.as_ref()?.index.as_ref())
-            .map(|index| fidelity(index, None).max_result_window)
-            .min()
-            .unwrap_or(DEFAULT_RESULT_WINDOW);
-        if let Ok(mut window) = self.window.lock() {
-            *window = Some((Instant::now(), size));
-        }
-        Ok(size)
+        size: usize,
+    ) -> Result<BTreeMap<String, usize>, ElasticsearchError> {
+        let known = self.windows.lock().ok().and_then(|w| {
+            w.as_ref()
+                .filter(|(at, _)| at.elapsed() < self.recheck)
+                .cloned()
+        });
+        let windows = match known {
+            Some((_, windows)) => windows,
+            None => {
+                let windows = read_windows(http, selection).await?;
+                if let Ok(mut known) = self.windows.lock() {
+                    *known = Some((Instant::now(), windows.clone()));
+                }
+                windows
+            }
+        };
+        Ok(windows.into_iter().filter(|(_, w)| *w < size).collect())
     }
+
+    /// Forgets the result windows read: a search met one essync did not know of.
+    pub fn forget_windows(&self) {
+        if let Ok(mut windows) = self.windows.lock() {
+            *windows = None;
+        }
+    }
+}
+
+/// The result windows the selection's indices set (indices that keep the default are left out).
+async fn read_windows(
+    http: &Http,
+    selection: &IndexSelection,
+) -> Result<BTreeMap<String, usize>, ElasticsearchError> {
+    let query = [
+        super::indices::SELECTION_PARAMS[0],
+        super::indices::SELECTION_PARAMS[1],
+        super::indices::SELECTION_PARAMS[2],
+        ("filter_path", "*.settings.index.max_result_window"),
+    ];
+    let settings: SettingsAnswer = http
+        .expect(
+            Method::Get,
+            &format!("/{}/_settings", selection.path()),
+            &query,
+            None,
+        )
+        .await?;
+    Ok(settings
+        .into_iter()
+        .filter_map(|(name, entry)| {
+            let index = entry.settings?.index?;
+            Some((name, fidelity(&index, None).max_result_window))
+        })
+        .collect())
 }
 
 /// The decision for an index Elasticsearch treats as `fidelity` says. A final pipeline (which no

@@ -408,6 +408,13 @@ impl Policy {
         &self.inner.version
     }
 
+    /// Whether the policy merges from the base's content (the version both sides held after
+    /// the last sync), so that essync keeps that content in its ledger. Policies of world 0.2.0
+    /// may: essync keeps it for them.
+    pub fn wants_base_content(&self) -> bool {
+        true
+    }
+
     /// Everything the component exports, by name.
     pub fn exports(&self) -> &[String] {
         &self.inner.exports

@@ -47,6 +47,11 @@ use batch::Context;
 use round::Round;
 use state::State;
 
+/// The one backoff: `first`, doubled for each earlier `attempt`, at most `max`.
+pub(crate) fn backoff(first: Duration, attempt: u32, max: Duration) -> Duration {
+    first.saturating_mul(1u32 << attempt.min(20)).min(max)
+}
+
 /// A failure that stops a round (per-document failures are recorded, not raised).
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -113,6 +118,8 @@ pub struct Syncer {
     options: SyncOptions,
     state: State,
     checkpoint: Checkpoint,
+    /// No checkpoint was saved before this start: the sync meets the table for the first time.
+    first_start: bool,
     rounds: u64,
     last_round: Option<Instant>,
     /// The period [`Syncer::run`] runs rounds at: the write-time sweep of a round stops taking
@@ -135,18 +142,16 @@ impl Syncer {
         policy: Policy,
         options: SyncOptions,
     ) -> Result<Self, SyncError> {
-        let session = cassandra.session();
         let keyspace = cassandra.config().keyspace.clone();
         let sync = cassandra.config().table.clone();
-        let opened = State::open(
-            session,
-            &keyspace,
-            &sync,
-            options.retry_backoff,
-            options.dry_run,
-        )
-        .await?;
+        let state_options = state::StateOptions {
+            retry_backoff: options.retry_backoff,
+            dry_run: options.dry_run,
+            keep_content: policy.wants_base_content(),
+        };
+        let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
         let state = opened.state;
+        let first_start = opened.checkpoint.is_none();
         let now = now_millis();
         let reconciling = |now| Checkpoint {
             elasticsearch: EsCheckpoint::default(),
@@ -200,7 +205,7 @@ impl Syncer {
                 state.failures()
             );
         }
-        state.save(cassandra.session(), &checkpoint).await?;
+        state.save(&checkpoint).await?;
         Ok(Self {
             elasticsearch,
             cassandra,
@@ -208,6 +213,7 @@ impl Syncer {
             options,
             state,
             checkpoint,
+            first_start,
             rounds: 0,
             last_round: None,
             period: None,
@@ -245,6 +251,17 @@ impl Syncer {
         &self.checkpoint
     }
 
+    /// Whether no checkpoint was saved before this start: the first start on the table (a dry
+    /// run saves none, so every dry run on a table never synced is one).
+    pub fn first_start(&self) -> bool {
+        self.first_start
+    }
+
+    /// The Elasticsearch store being synced.
+    pub fn elasticsearch(&self) -> &ElasticsearchStore {
+        &self.elasticsearch
+    }
+
     /// How many documents are recorded as failed.
     pub fn failed_documents(&self) -> usize {
         self.state.failures()
@@ -253,6 +270,10 @@ impl Syncer {
     /// Runs one round. Stops early, with the checkpoint saved, when `stop` is set.
     pub async fn round(&mut self, stop: &Stop) -> Result<RoundReport, SyncError> {
         let started = Instant::now();
+        let sent = report::Requests {
+            elasticsearch: self.elasticsearch.requests().snapshot(),
+            cassandra: self.cassandra.requests().snapshot(),
+        };
         self.rounds += 1;
         let mut report = RoundReport {
             number: self.rounds,
@@ -302,10 +323,13 @@ impl Syncer {
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");
         }
-        self.state
-            .save(self.cassandra.session(), &self.checkpoint)
-            .await?;
+        self.state.save(&self.checkpoint).await?;
         report.duration = started.elapsed();
+        report.requests = report::Requests::between(
+            &sent,
+            self.elasticsearch.requests().snapshot(),
+            self.cassandra.requests().snapshot(),
+        );
         if let Some(progress) = &progress {
             progress.round_finished(&report);
         }
@@ -362,8 +386,11 @@ impl Syncer {
                     if let Some(metrics) = &self.metrics {
                         metrics.failed_round();
                     }
-                    let wait =
-                        Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60));
+                    let wait = backoff(
+                        Duration::from_secs(2),
+                        failures - 1,
+                        Duration::from_secs(60),
+                    );
                     tracing::error!(
                         "round {} failed: {}; trying again in {}s",
                         self.rounds,

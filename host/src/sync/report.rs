@@ -1,5 +1,6 @@
 //! What a round did, in numbers: one summary line per round.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -14,6 +15,44 @@ pub struct SideCounts {
     pub written: u64,
     /// Documents deleted from this side.
     pub deleted: u64,
+}
+
+/// Requests sent to each store, by kind (Elasticsearch's API, `search`, `bulk`, ...; the
+/// kind of Cassandra statement, `write`, `ledger_read`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// To Elasticsearch.
+    pub elasticsearch: BTreeMap<&'static str, u64>,
+    /// To Cassandra.
+    pub cassandra: BTreeMap<&'static str, u64>,
+}
+
+impl Requests {
+    /// What was sent between two snapshots of each store's counts.
+    pub fn between(
+        before: &Requests,
+        elasticsearch: BTreeMap<&'static str, u64>,
+        cassandra: BTreeMap<&'static str, u64>,
+    ) -> Requests {
+        let since = |now: BTreeMap<&'static str, u64>, then: &BTreeMap<&'static str, u64>| {
+            now.into_iter()
+                .map(|(kind, n)| (kind, n - then.get(kind).copied().unwrap_or(0).min(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        Requests {
+            elasticsearch: since(elasticsearch, &before.elasticsearch),
+            cassandra: since(cassandra, &before.cassandra),
+        }
+    }
+
+    /// All the requests to Elasticsearch, and to Cassandra.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.elasticsearch.values().sum(),
+            self.cassandra.values().sum(),
+        )
+    }
 }
 
 /// What one round did.
@@ -49,6 +88,8 @@ pub struct RoundReport {
     pub lag: Duration,
     /// Whether the round stopped early (a stop was asked for).
     pub interrupted: bool,
+    /// The requests the round sent to each store.
+    pub requests: Requests,
 }
 
 impl RoundReport {
@@ -98,6 +139,8 @@ impl fmt::Display for RoundReport {
         if self.retried > 0 {
             write!(f, ", retried {}", self.retried)?;
         }
+        let (es, cassandra) = self.requests.totals();
+        write!(f, ", requests es {es} / cassandra {cassandra}")?;
         write!(
             f,
             "; {:.2}s, lag {:.1}s",

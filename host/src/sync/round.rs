@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use uuid::Uuid;
 
-use super::batch::{Context, Effects, Source, sync_batch};
+use super::batch::{Context, Effects, KnownLedger, Source, sync_batch};
 use super::report::RoundReport;
 use super::state::{Checkpoint, LedgerEntry, State};
 use super::{Progress, Stop, SyncError, deletes};
@@ -74,8 +74,7 @@ impl Round<'_, '_> {
             for failure in &page.failed {
                 failed.insert(failure.location.clone());
                 self.report.errors += 1;
-                let session = ctx.cassandra.session();
-                if self.state.fail_feed(session, failure, ctx.now).await? {
+                if self.state.fail_feed(failure, ctx.now).await? {
                     tracing::warn!(
                         "cannot read Elasticsearch's {}: {}; skipped (its position is kept) and tried again later",
                         failure.location,
@@ -107,9 +106,7 @@ impl Round<'_, '_> {
             }
             next = following;
         }
-        self.state
-            .feed_recovered(ctx.cassandra.session(), &failed, &held, ctx.now)
-            .await?;
+        self.state.feed_recovered(&failed, &held, ctx.now).await?;
         if let Some(reconciliation) = &mut self.checkpoint.reconciliation {
             reconciliation.elasticsearch_done = true;
         }
@@ -257,6 +254,7 @@ impl Round<'_, '_> {
                 self.batch(Source::Cassandra {
                     reads,
                     recognise_own: true,
+                    ledger: None,
                 }),
                 pages.next()
             );
@@ -281,7 +279,6 @@ impl Round<'_, '_> {
         page: &ScanPage,
         full: bool,
     ) -> Result<(), SyncError> {
-        let session = self.ctx.cassandra.session();
         // A sweep page holds several batches' worth of ids.
         let batch_size = self.ctx.cassandra.config().page_size.max(1) as usize;
         let from = position.map(|p| p.token).unwrap_or(i64::MIN);
@@ -293,13 +290,27 @@ impl Round<'_, '_> {
             None => from.saturating_sub(1),
         };
         let started = std::time::Instant::now();
-        let ledger = self.state.ledger_range(session, from, to).await?;
+        let ledger = self.state.ledger_range(from, to).await?;
         tracing::debug!(
             "sweep page of {} rows: ledger range of {} read in {:.3}s",
             page.rows.len(),
             ledger.len(),
             started.elapsed().as_secs_f64()
         );
+        // The ledger entries of the rows this page covers (those before its last token), which
+        // its batches need not read again.
+        let known = KnownLedger {
+            entries: ledger
+                .iter()
+                .map(|(_, entry)| (entry.id, entry.clone()))
+                .collect(),
+            covered: page
+                .rows
+                .iter()
+                .filter(|row| row.token <= to)
+                .map(|row| row.id)
+                .collect(),
+        };
         let in_table: HashSet<Uuid> = page
             .rows
             .iter()
@@ -339,6 +350,7 @@ impl Round<'_, '_> {
                 self.batch(Source::Cassandra {
                     reads,
                     recognise_own: false,
+                    ledger: Some(known.clone()),
                 })
                 .await?;
             }
@@ -364,6 +376,7 @@ impl Round<'_, '_> {
                 self.batch(Source::Cassandra {
                     reads,
                     recognise_own: true,
+                    ledger: Some(known.clone()),
                 })
                 .await?;
             }
@@ -427,9 +440,7 @@ impl Round<'_, '_> {
 
     /// After a page: saves the checkpoint, reports progress. Returns whether to stop.
     async fn page_done(&mut self, side: Side, count: u64) -> Result<bool, SyncError> {
-        self.state
-            .save(self.ctx.cassandra.session(), self.checkpoint)
-            .await?;
+        self.state.save(self.checkpoint).await?;
         if let Some(progress) = self.progress {
             progress.read(side, count);
         }

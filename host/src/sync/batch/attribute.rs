@@ -281,6 +281,7 @@ mod tests {
                 digest: document.digest(),
                 timestamp: document.timestamp_millis().unwrap(),
                 index: document.index.clone(),
+                doc_type: document.doc_type.clone(),
                 elasticsearch: None,
                 cassandra_written_at: None,
             }),

@@ -1,20 +1,24 @@
 //! Deciding: attribution first (who changed what), then the policy filters every change and
-//! resolves the conflicts, and each id gets its plan. A change made on one side only is taken
-//! here, without asking `resolve`: no policy can turn it into a revert.
-
-use std::collections::HashMap;
+//! resolves the conflicts, and each id gets what both sides should hold ([`Outcome`]). A change
+//! made on one side only is taken here, without asking `resolve`: no policy can turn it into a
+//! revert. An id the policy keeps out, fails on, or moves out of the synced indices goes no
+//! further: it is left to the settlement.
 
 use uuid::Uuid;
 
 use super::attribute::{Attribution, Change, attribute};
-use super::plan::{Outcome, Plan, plan};
+use super::plan::Outcome;
 use super::{Context, Examined};
 use crate::Document;
+use crate::elasticsearch::IndexSelection;
 use crate::policy::{Candidate, Conflict, PolicyError, Resolution, Verdict, Version};
 use crate::store::Side;
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
-use crate::sync::state::State;
+use crate::sync::state::{Failure, Settlement, State};
+
+/// An id and what both sides should hold.
+pub(crate) type Decided = (Examined, Outcome);
 
 /// An id that needs the policy: a change to filter, or a conflict to resolve.
 struct Pending {
@@ -23,218 +27,323 @@ struct Pending {
     /// The versions that take part, per side (after the filter's transforms).
     elasticsearch: Option<Version>,
     cassandra: Option<Version>,
+    /// What the base held (its content only for a policy that merges).
+    base: Option<Document>,
+    /// Why the filter keeps it out, or refused to say.
+    held: Option<Held>,
 }
 
-/// The plans of a batch; ids the policy filtered out or failed on are reported and recorded
-/// here and get no plan.
+/// Why the filter holds an id back.
+enum Held {
+    Skipped(String),
+    Refused(String),
+}
+
+/// What both sides of each id should hold; the ids that go no further are settled.
 pub(crate) async fn decide(
     ctx: &Context<'_>,
-    state: &mut State,
-    report: &mut RoundReport,
+    state: &State,
     examined: Vec<Examined>,
-) -> Result<Vec<Plan>, SyncError> {
-    let session = ctx.cassandra.session();
+    report: &mut RoundReport,
+    settlement: &mut Settlement,
+) -> Result<Vec<Decided>, SyncError> {
     let selection = &ctx.elasticsearch.config().indices;
-    let mut plans = Vec::with_capacity(examined.len());
+    let mut decided = Vec::with_capacity(examined.len());
     let mut pending = Vec::new();
     for examined in examined {
-        let outside = [
-            examined
-                .elasticsearch
-                .as_ref()
-                .map(|s| &s.stored.document.index),
-            examined
-                .cassandra
-                .as_ref()
-                .map(|s| &s.stored.document.index),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|index| !selection.contains(index));
-        if let Some(index) = outside {
+        if let Some(index) = outside_index(&examined, selection) {
             report.out_of_scope += 1;
             tracing::debug!(id = %examined.id, "left alone: index '{index}' is not among the synced indices ({selection})");
-            state.resolved(session, &examined.id).await?;
+            settlement.resolved.push(examined.id);
             continue;
         }
         if let Some(reason) = rewritten_by_elasticsearch(ctx, &examined) {
-            fail(ctx, state, report, examined.id, &reason).await?;
+            fail(report, settlement, examined.id, reason);
             continue;
         }
         let attribution = attribute(&examined);
         match attribution {
             Attribution::Nothing => {
                 report.in_sync += 1;
-                plans.push(plan(&examined, Outcome::Leave));
+                decided.push((examined, Outcome::Leave));
             }
             Attribution::InSync => {
                 report.in_sync += 1;
-                plans.push(plan(&examined, Outcome::Record));
+                decided.push((examined, Outcome::Record));
             }
-            Attribution::Forget => plans.push(plan(&examined, Outcome::Forget)),
+            Attribution::Forget => decided.push((examined, Outcome::Forget)),
             Attribution::Take(..) | Attribution::Conflict => {
-                // The versions that take part: for a change or creation on one side, that side
-                // alone; the other's is what a delete removed, or one side of a conflict.
-                let takes_part = |side: Side| match attribution {
-                    Attribution::Take(taken, Change::Deleted) => taken != side,
-                    Attribution::Take(taken, _) => taken == side,
-                    _ => true,
-                };
-                let version = |side: Side| match side {
-                    Side::Elasticsearch => examined.elasticsearch.as_ref().map(|s| Version {
-                        document: s.stored.document.clone(),
-                        stamp: s.stamp,
-                    }),
-                    Side::Cassandra => examined.cassandra.as_ref().map(|s| Version {
-                        document: s.stored.document.clone(),
-                        stamp: s.stamp,
-                    }),
-                };
-                pending.push(Pending {
-                    elasticsearch: version(Side::Elasticsearch)
-                        .filter(|_| takes_part(Side::Elasticsearch)),
-                    cassandra: version(Side::Cassandra).filter(|_| takes_part(Side::Cassandra)),
-                    examined,
-                    attribution,
-                });
+                pending.push(pending_of(examined, attribution))
             }
         }
     }
     if pending.is_empty() {
-        return Ok(plans);
+        return Ok(decided);
     }
-
-    // The bases of the conflicts: what a policy merges from, and what a delete removed.
-    let conflict_ids: Vec<Uuid> = pending
-        .iter()
-        .filter(|p| p.attribution == Attribution::Conflict && p.examined.ledger.is_some())
-        .map(|p| p.examined.id)
-        .collect();
-    let mut bases: HashMap<Uuid, Document> = if conflict_ids.is_empty() {
-        HashMap::new()
-    } else {
-        state.bases(session, &conflict_ids).await?
-    };
-
-    // Filter: every change that takes part, deletes included.
-    let mut candidates = Vec::new();
-    let mut owners = Vec::new();
-    for (n, p) in pending.iter().enumerate() {
-        let base = bases.get(&p.examined.id);
-        for side in [Side::Elasticsearch, Side::Cassandra] {
-            let Some(candidate) = candidate(p, side, base) else {
-                continue;
-            };
-            candidates.push(candidate);
-            owners.push((n, side));
-        }
-    }
-    // What the answers need of each candidate (the candidates themselves go to the policy).
-    let facts: Vec<_> = candidates
-        .iter()
-        .map(|c| (c.deleted, c.version.stamp))
-        .collect();
-    let verdicts = ctx.policy.filter(candidates).await;
-    let mut refused: HashMap<usize, String> = HashMap::new();
-    let mut skipped: HashMap<usize, String> = HashMap::new();
-    for (((n, side), (deleted, stamp)), verdict) in owners.into_iter().zip(facts).zip(verdicts) {
-        match verdict {
-            Err(e) => {
-                refused
-                    .entry(n)
-                    .or_insert_with(|| format!("policy filter on the {side} change: {e}"));
-            }
-            Ok(Verdict::Skip { reason }) => {
-                skipped.entry(n).or_insert_with(|| {
-                    let what = if deleted { "delete" } else { "change" };
-                    format!("{side} {what} skipped: {reason}")
-                });
-            }
-            Ok(Verdict::Keep) => {}
-            Ok(Verdict::Transform(document)) => {
-                let version = Some(Version { document, stamp });
-                match side {
-                    Side::Elasticsearch => pending[n].elasticsearch = version,
-                    Side::Cassandra => pending[n].cassandra = version,
-                }
-            }
-        }
-    }
-
+    attach_bases(state, &mut pending).await?;
+    filter(ctx, &mut pending).await;
     let mut conflicts = Vec::new();
-    let mut conflicted = Vec::new();
-    for (n, p) in pending.into_iter().enumerate() {
-        let id = p.examined.id;
-        if let Some(reason) = refused.remove(&n) {
-            fail(ctx, state, report, id, &reason).await?;
-            continue;
-        }
-        if let Some(reason) = skipped.remove(&n) {
-            report.filtered += 1;
-            tracing::debug!(%id, "filtered out: {reason}");
-            state.resolved(session, &id).await?;
-            continue;
-        }
-        match p.attribution {
-            Attribution::Take(_, Change::Deleted) => {
-                log_decision(&p.examined, p.attribution, "deleted on the other side too");
-                plans.push(plan(&p.examined, Outcome::Delete));
+    for mut p in pending {
+        match p.held.take() {
+            Some(Held::Refused(reason)) => fail(report, settlement, p.examined.id, reason),
+            Some(Held::Skipped(reason)) => {
+                report.filtered += 1;
+                tracing::debug!(id = %p.examined.id, "filtered out: {reason}");
+                settlement.resolved.push(p.examined.id);
             }
-            Attribution::Take(side, _) => {
-                let version = match side {
-                    Side::Elasticsearch => p.elasticsearch,
-                    Side::Cassandra => p.cassandra,
-                };
-                match version {
-                    Some(version) if !selection.contains(&version.document.index) => {
-                        let reason = outside(&version.document, selection);
-                        fail(ctx, state, report, id, &reason).await?
-                    }
-                    Some(version) => {
-                        log_decision(&p.examined, p.attribution, "copied to the other side");
-                        plans.push(plan(&p.examined, Outcome::Target(version.document)));
-                    }
-                    None => {
-                        fail(ctx, state, report, id, "the changed version went missing").await?
-                    }
-                }
-            }
-            _ => {
-                report.conflicts += 1;
-                conflicts.push(Conflict {
-                    id,
-                    base: bases.remove(&id),
-                    elasticsearch: p.elasticsearch.clone(),
-                    cassandra: p.cassandra.clone(),
-                });
-                conflicted.push(p);
-            }
+            None if p.attribution == Attribution::Conflict => conflicts.push(p),
+            None => match take(p, selection) {
+                Ok(one) => decided.push(one),
+                Err((id, reason)) => fail(report, settlement, id, reason),
+            },
         }
     }
-    if conflicts.is_empty() {
-        return Ok(plans);
-    }
+    report.conflicts += conflicts.len() as u64;
+    resolve(ctx, conflicts, selection, &mut decided, report, settlement).await;
+    Ok(decided)
+}
 
-    let resolutions = ctx.policy.resolve(conflicts).await;
-    for (p, resolution) in conflicted.into_iter().zip(resolutions) {
+/// A pending id: the versions that take part are, for a change or creation on one side, that
+/// side alone; the other's is what a delete removed, or one side of a conflict.
+fn pending_of(examined: Examined, attribution: Attribution) -> Pending {
+    let takes_part = |side: Side| match attribution {
+        Attribution::Take(taken, Change::Deleted) => taken != side,
+        Attribution::Take(taken, _) => taken == side,
+        _ => true,
+    };
+    let elasticsearch = examined
+        .elasticsearch
+        .as_ref()
+        .filter(|_| takes_part(Side::Elasticsearch))
+        .map(|s| Version {
+            document: s.stored.document.clone(),
+            stamp: s.stamp,
+        });
+    let cassandra = examined
+        .cassandra
+        .as_ref()
+        .filter(|_| takes_part(Side::Cassandra))
+        .map(|s| Version {
+            document: s.stored.document.clone(),
+            stamp: s.stamp,
+        });
+    Pending {
+        examined,
+        attribution,
+        elasticsearch,
+        cassandra,
+        base: None,
+        held: None,
+    }
+}
+
+/// The bases of the pending ids (what a delete removed, and what a conflict's policy sees),
+/// with the synced content when the policy merges from it (otherwise an empty object, or the
+/// content of an unchanged side, which holds the base).
+async fn attach_bases(state: &State, pending: &mut [Pending]) -> Result<(), SyncError> {
+    let wanted: Vec<(Uuid, crate::document::Digest)> = pending
+        .iter()
+        .filter(|p| p.attribution == Attribution::Conflict)
+        .filter_map(|p| {
+            let base = p.examined.ledger.as_ref()?.base.as_ref()?;
+            Some((p.examined.id, base.digest))
+        })
+        .collect();
+    let mut contents = state.bases(&wanted).await?;
+    for p in pending {
+        let Some(synced) = p.examined.ledger.as_ref().and_then(|e| e.base.as_ref()) else {
+            continue;
+        };
+        // A side whose digest is the base's holds the base itself.
+        let sides = [
+            (p.examined.elasticsearch.as_ref()).map(|s| (s.stored.digest, &s.stored.document)),
+            (p.examined.cassandra.as_ref()).map(|s| (s.stored.digest, &s.stored.document)),
+        ];
+        let unchanged_side = sides
+            .into_iter()
+            .flatten()
+            .find(|(digest, _)| *digest == synced.digest)
+            .map(|(_, document)| document.content.clone());
+        let content = contents
+            .remove(&p.examined.id)
+            .or(unchanged_side)
+            .unwrap_or_else(|| serde_json::json!({}));
+        let document = Document::with_id(p.examined.id, &synced.index, &synced.doc_type, content);
+        p.base = chrono::DateTime::from_timestamp_millis(synced.timestamp).map(|t| document.at(t));
+    }
+    Ok(())
+}
+
+/// Asks the policy's filter about every change that takes part (deletes included), in one call,
+/// and keeps each answer with its id: a transform replaces the side's version, a skip or a
+/// refusal holds the id back.
+async fn filter(ctx: &Context<'_>, pending: &mut [Pending]) {
+    let asked: Vec<Vec<Candidate>> = pending.iter().map(candidates).collect();
+    let counts: Vec<usize> = asked.iter().map(Vec::len).collect();
+    let facts: Vec<(Side, bool, crate::policy::Stamp)> = asked
+        .iter()
+        .flatten()
+        .map(|c| (c.side, c.deleted, c.version.stamp))
+        .collect();
+    let mut verdicts = ctx
+        .policy
+        .filter(asked.into_iter().flatten().collect())
+        .await
+        .into_iter()
+        .zip(facts);
+    for (p, count) in pending.iter_mut().zip(counts) {
+        for (verdict, (side, deleted, stamp)) in verdicts.by_ref().take(count) {
+            let held = match verdict {
+                Err(e) => Held::Refused(format!("policy filter on the {side} change: {e}")),
+                Ok(Verdict::Skip { reason }) => {
+                    let what = if deleted { "delete" } else { "change" };
+                    Held::Skipped(format!("{side} {what} skipped: {reason}"))
+                }
+                Ok(Verdict::Keep) => continue,
+                Ok(Verdict::Transform(document)) => {
+                    let version = Some(Version { document, stamp });
+                    match side {
+                        Side::Elasticsearch => p.elasticsearch = version,
+                        Side::Cassandra => p.cassandra = version,
+                    }
+                    continue;
+                }
+            };
+            // The first reason to hold the id back is the one reported.
+            p.held.get_or_insert(held);
+        }
+    }
+}
+
+/// The candidates of a pending id: each side that made a change that takes part.
+fn candidates(p: &Pending) -> Vec<Candidate> {
+    [Side::Elasticsearch, Side::Cassandra]
+        .into_iter()
+        .filter_map(|side| candidate(p, side))
+        .collect()
+}
+
+/// The candidate of one side of a pending id, if that side made a change that takes part.
+fn candidate(p: &Pending, side: Side) -> Option<Candidate> {
+    let (version, other) = match side {
+        Side::Elasticsearch => (&p.elasticsearch, &p.cassandra),
+        Side::Cassandra => (&p.cassandra, &p.elasticsearch),
+    };
+    let change = match p.attribution {
+        Attribution::Take(taken, change) if taken == side => change,
+        Attribution::Take(..) => return None,
+        _ => match version {
+            Some(_) => Change::Changed,
+            None => Change::Deleted,
+        },
+    };
+    match (change, version) {
+        (Change::Deleted, _) => {
+            // What was deleted: the base, which the unchanged other side still holds.
+            let deleted = p
+                .base
+                .clone()
+                .or_else(|| other.as_ref().map(|v| v.document.clone()))?;
+            Some(Candidate {
+                side,
+                version: Version::written(deleted),
+                deleted: true,
+            })
+        }
+        (_, Some(version)) => Some(Candidate {
+            side,
+            version: version.clone(),
+            deleted: false,
+        }),
+        (_, None) => None,
+    }
+}
+
+/// The outcome of a change taken from one side (not a conflict).
+fn take(p: Pending, selection: &IndexSelection) -> Result<Decided, (Uuid, String)> {
+    let id = p.examined.id;
+    let side = match p.attribution {
+        Attribution::Take(_, Change::Deleted) => {
+            log_decision(&p.examined, p.attribution, "deleted on the other side too");
+            return Ok((p.examined, Outcome::Delete));
+        }
+        Attribution::Take(side, _) => side,
+        _ => return Err((id, "not a change of one side".to_string())),
+    };
+    let version = match side {
+        Side::Elasticsearch => p.elasticsearch,
+        Side::Cassandra => p.cassandra,
+    };
+    match version {
+        Some(version) if !selection.contains(&version.document.index) => {
+            Err((id, outside(&version.document, selection)))
+        }
+        Some(version) => {
+            log_decision(&p.examined, p.attribution, "copied to the other side");
+            Ok((p.examined, Outcome::Target(version.document)))
+        }
+        None => Err((id, "the changed version went missing".to_string())),
+    }
+}
+
+/// Asks the policy to resolve the conflicts, in one call; each answer becomes its id's outcome.
+async fn resolve(
+    ctx: &Context<'_>,
+    conflicts: Vec<Pending>,
+    selection: &IndexSelection,
+    decided: &mut Vec<Decided>,
+    report: &mut RoundReport,
+    settlement: &mut Settlement,
+) {
+    if conflicts.is_empty() {
+        return;
+    }
+    let asked = conflicts
+        .iter()
+        .map(|p| Conflict {
+            id: p.examined.id,
+            base: p.base.clone(),
+            elasticsearch: p.elasticsearch.clone(),
+            cassandra: p.cassandra.clone(),
+        })
+        .collect();
+    let resolutions = ctx.policy.resolve(asked).await;
+    for (p, resolution) in conflicts.into_iter().zip(resolutions) {
         let id = p.examined.id;
         match outcome(&p, resolution) {
             Ok(Outcome::Target(target)) if !selection.contains(&target.index) => {
-                fail(ctx, state, report, id, &outside(&target, selection)).await?
+                fail(report, settlement, id, outside(&target, selection))
             }
             Ok(outcome) => {
                 log_decision(&p.examined, p.attribution, &describe(&outcome));
-                plans.push(plan(&p.examined, outcome));
+                decided.push((p.examined, outcome));
             }
-            Err(reason) => fail(ctx, state, report, id, &reason).await?,
+            Err(reason) => fail(report, settlement, id, reason),
         }
     }
-    Ok(plans)
 }
 
-/// Why a decided version cannot be written: its index is outside the synced ones. Neither side
+/// The index of a side's version that is outside the synced indices, if any: such an id is
+/// left alone (a row of another index's application, say).
+fn outside_index<'e>(examined: &'e Examined, selection: &IndexSelection) -> Option<&'e String> {
+    [
+        examined
+            .elasticsearch
+            .as_ref()
+            .map(|s| &s.stored.document.index),
+        examined
+            .cassandra
+            .as_ref()
+            .map(|s| &s.stored.document.index),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|index| !selection.contains(index))
+}
+
+/// Why a decided version cannot be written: its index is outside the synced indices. Neither side
 /// is written (writing one only would leave the two apart for good).
-fn outside(target: &Document, selection: &crate::elasticsearch::IndexSelection) -> String {
+fn outside(target: &Document, selection: &IndexSelection) -> String {
     format!(
         "the decided version belongs to index '{}', which is not among the synced indices \
          ({selection}); neither side is written",
@@ -260,41 +369,6 @@ fn rewritten_by_elasticsearch(ctx: &Context<'_>, examined: &Examined) -> Option<
              pipeline rewrote it); left as it is on both sides"
         )
     })
-}
-
-/// The candidate of one side of a pending id, if that side made a change that takes part.
-fn candidate(p: &Pending, side: Side, base: Option<&Document>) -> Option<Candidate> {
-    let (version, other) = match side {
-        Side::Elasticsearch => (&p.elasticsearch, &p.cassandra),
-        Side::Cassandra => (&p.cassandra, &p.elasticsearch),
-    };
-    let change = match p.attribution {
-        Attribution::Take(taken, change) if taken == side => change,
-        Attribution::Take(..) => return None,
-        _ => match version {
-            Some(_) => Change::Changed,
-            None => Change::Deleted,
-        },
-    };
-    match (change, version) {
-        (Change::Deleted, _) => {
-            // What was deleted: the base, which the unchanged other side still holds.
-            let deleted = base
-                .cloned()
-                .or_else(|| other.as_ref().map(|v| v.document.clone()))?;
-            Some(Candidate {
-                side,
-                version: Version::written(deleted),
-                deleted: true,
-            })
-        }
-        (_, Some(version)) => Some(Candidate {
-            side,
-            version: version.clone(),
-            deleted: false,
-        }),
-        (_, None) => None,
-    }
 }
 
 /// What a conflict's resolution means for both sides.
@@ -327,19 +401,11 @@ fn outcome(p: &Pending, resolution: Result<Resolution, PolicyError>) -> Result<O
     Ok(Outcome::Target(target))
 }
 
-async fn fail(
-    ctx: &Context<'_>,
-    state: &mut State,
-    report: &mut RoundReport,
-    id: Uuid,
-    reason: &str,
-) -> Result<(), SyncError> {
+/// An id that cannot be synced now: reported, and recorded for a later attempt.
+fn fail(report: &mut RoundReport, settlement: &mut Settlement, id: Uuid, reason: String) {
     tracing::warn!(%id, "cannot sync: {reason}");
-    state
-        .fail(ctx.cassandra.session(), id, "policy", reason, ctx.now)
-        .await?;
+    settlement.failures.push(Failure::of(id, "policy", reason));
     report.errors += 1;
-    Ok(())
 }
 
 fn describe(outcome: &Outcome) -> String {

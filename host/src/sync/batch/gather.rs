@@ -2,191 +2,252 @@
 //! read back exactly as essync left it (the ledger's `_seq_no`, or Cassandra write time) is
 //! recognised without reading the other side: that side is unchanged, and a change on the other
 //! side is its own feed's to find.
-
-use std::collections::HashMap;
+//!
+//! A read that cannot be synced (bad data), and an id Elasticsearch cannot answer for, go no
+//! further: they are left to the settlement as failures.
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::attribute::{observe_cassandra, observe_elasticsearch};
-use super::{Context, Examined, Source};
+use super::{Context, Examined, KnownLedger, Source};
 use crate::cassandra::CassandraVersion;
 use crate::elasticsearch::EsVersion;
 use crate::store::{Lookup, Read, Side, Stored};
 use crate::sync::SyncError;
 use crate::sync::report::RoundReport;
-use crate::sync::state::{LedgerEntry, State};
+use crate::sync::state::{Failure, LedgerEntry, Settlement, State};
+
+/// One id while it is gathered.
+struct Gathering {
+    id: Uuid,
+    ledger: Option<LedgerEntry>,
+    elasticsearch: Option<Stored<EsVersion>>,
+    cassandra: Option<Stored<CassandraVersion>>,
+}
 
 /// Every id of the batch that needs a decision, with all a decision needs.
 pub(crate) async fn gather(
     ctx: &Context<'_>,
-    state: &mut State,
-    report: &mut RoundReport,
+    state: &State,
     source: Source,
+    report: &mut RoundReport,
+    settlement: &mut Settlement,
 ) -> Result<Vec<Examined>, SyncError> {
-    let session = ctx.cassandra.session();
-    let mut es_found: HashMap<Uuid, Stored<EsVersion>> = HashMap::new();
-    let mut cassandra_found: HashMap<Uuid, Stored<CassandraVersion>> = HashMap::new();
-    let mut recognise_own = true;
-    let (ids, read_side) = match source {
-        Source::Elasticsearch(reads) => (
-            keep_documents(ctx, state, report, reads, &mut es_found).await?,
-            Some(Side::Elasticsearch),
-        ),
-        Source::Cassandra {
-            reads,
-            recognise_own: own,
-        } => {
-            recognise_own = own;
-            (
-                keep_documents(ctx, state, report, reads, &mut cassandra_found).await?,
-                Some(Side::Cassandra),
-            )
-        }
-        Source::Ids(mut ids) => {
-            ids.sort();
-            ids.dedup();
-            (ids, None)
-        }
-    };
-    if ids.is_empty() {
+    let read_side = source.side();
+    let recognise_own = source.recognises_own();
+    let (mut items, known_ledger) = from_source(source, report, settlement);
+    if items.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ledger = state.ledger(session, &ids).await?;
-
-    // What essync wrote itself and nobody changed since needs nothing from the other side.
-    let ids: Vec<Uuid> = ids
-        .into_iter()
-        .filter(|id| {
-            let entry = ledger.get(id);
-            let own = recognise_own
-                && match read_side {
-                    Some(Side::Elasticsearch) => own_elasticsearch_write(entry, es_found.get(id)),
-                    Some(Side::Cassandra) => own_cassandra_write(entry, cassandra_found.get(id)),
-                    None => false,
-                };
-            if own {
-                report.unchanged += 1;
-            }
+    attach_ledger(state, &mut items, known_ledger).await?;
+    if recognise_own {
+        items.retain(|item| {
+            let own = match read_side {
+                Some(Side::Elasticsearch) => own_elasticsearch_write(item),
+                Some(Side::Cassandra) => own_cassandra_write(item),
+                None => false,
+            };
+            report.unchanged += u64::from(own);
             !own
-        })
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-
-    let cassandra_read_at = Utc::now();
-    if read_side != Some(Side::Cassandra) {
-        for (id, read) in ctx.cassandra.get_by_ids(&ids).await? {
-            match read {
-                Read::Document(stored) => {
-                    cassandra_found.insert(id, stored);
-                }
-                Read::Bad(bad) => {
-                    tracing::warn!("cannot sync {bad}");
-                    state.fail_bad(session, &bad, ctx.now).await?;
-                    report.errors += 1;
-                }
-            }
-        }
-    }
-    let mut unknown = Vec::new();
-    if read_side != Some(Side::Elasticsearch) {
-        let hints: Vec<(Uuid, Option<String>)> = ids
-            .iter()
-            .map(|id| {
-                let hint = cassandra_found
-                    .get(id)
-                    .map(|s| s.document.index.clone())
-                    .or_else(|| {
-                        ledger
-                            .get(id)
-                            .and_then(|e| e.base.as_ref())
-                            .map(|b| b.index.clone())
-                    });
-                (*id, hint)
-            })
-            .collect();
-        for (id, lookup) in ctx.elasticsearch.get_by_ids(&hints, ctx.now).await? {
-            match lookup {
-                Lookup::Found(Read::Document(stored)) => {
-                    es_found.insert(id, stored);
-                }
-                Lookup::Found(Read::Bad(bad)) => {
-                    tracing::warn!("cannot sync {bad}");
-                    state.fail_bad(session, &bad, ctx.now).await?;
-                    report.errors += 1;
-                    unknown.push(id);
-                }
-                Lookup::Absent => {}
-                Lookup::Unknown(reason) => {
-                    // Never taken for a delete: the id waits until Elasticsearch can say.
-                    let reason = format!("Elasticsearch cannot say what it holds: {reason}");
-                    tracing::warn!(%id, "cannot sync yet: {reason}");
-                    state
-                        .fail(session, id, "elasticsearch", &reason, ctx.now)
-                        .await?;
-                    report.errors += 1;
-                    unknown.push(id);
-                }
-            }
-        }
-    }
-
-    let mut examined = Vec::with_capacity(ids.len());
-    for id in ids {
-        if unknown.contains(&id) {
-            continue;
-        }
-        let entry = ledger.remove(&id);
-        examined.push(Examined {
-            id,
-            elasticsearch: es_found
-                .remove(&id)
-                .map(|stored| observe_elasticsearch(stored, entry.as_ref(), ctx.now)),
-            cassandra: cassandra_found
-                .remove(&id)
-                .map(|stored| observe_cassandra(stored, entry.as_ref(), ctx.now)),
-            ledger: entry,
-            cassandra_read_at,
         });
     }
-    Ok(examined)
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cassandra_read_at = Utc::now();
+    if read_side != Some(Side::Cassandra) {
+        read_cassandra(ctx, &mut items, report, settlement).await?;
+    }
+    if read_side != Some(Side::Elasticsearch) {
+        read_elasticsearch(ctx, &mut items, report, settlement).await?;
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| Examined {
+            id: item.id,
+            elasticsearch: item
+                .elasticsearch
+                .map(|stored| observe_elasticsearch(stored, item.ledger.as_ref(), ctx.now)),
+            cassandra: item
+                .cassandra
+                .map(|stored| observe_cassandra(stored, item.ledger.as_ref(), ctx.now)),
+            ledger: item.ledger,
+            cassandra_read_at,
+        })
+        .collect())
 }
 
-/// The documents of a page of reads by id (their ids, sorted, returned); a read that cannot be
-/// synced is recorded as failed, with its reason.
-async fn keep_documents<V>(
-    ctx: &Context<'_>,
-    state: &mut State,
+/// The ids of the source, each with the version read (a read that cannot be synced is a
+/// failure), sorted by id, and the ledger entries the source already read, if it did.
+fn from_source(
+    source: Source,
     report: &mut RoundReport,
-    reads: Vec<Read<V>>,
-    found: &mut HashMap<Uuid, Stored<V>>,
-) -> Result<Vec<Uuid>, SyncError> {
-    let mut ids = Vec::with_capacity(reads.len());
-    for read in reads {
-        match read {
-            Read::Document(stored) => {
-                ids.push(stored.document.id);
-                found.insert(stored.document.id, stored);
+    settlement: &mut Settlement,
+) -> (Vec<Gathering>, Option<KnownLedger>) {
+    let mut items: Vec<Gathering> = Vec::new();
+    let mut bad = |bad: crate::store::BadDocument| {
+        tracing::warn!("cannot sync {bad}");
+        settlement.failures.push(Failure::bad(&bad));
+        report.errors += 1;
+    };
+    let empty = |id| Gathering {
+        id,
+        ledger: None,
+        elasticsearch: None,
+        cassandra: None,
+    };
+    let known = match source {
+        Source::Elasticsearch(reads) => {
+            for read in reads {
+                match read {
+                    Read::Document(stored) => items.push(Gathering {
+                        elasticsearch: Some(stored),
+                        ..empty(Uuid::nil())
+                    }),
+                    Read::Bad(b) => bad(b),
+                }
             }
-            Read::Bad(bad) => {
-                tracing::warn!("cannot sync {bad}");
-                state
-                    .fail_bad(ctx.cassandra.session(), &bad, ctx.now)
-                    .await?;
-                report.errors += 1;
+            None
+        }
+        Source::Cassandra { reads, ledger, .. } => {
+            for read in reads {
+                match read {
+                    Read::Document(stored) => items.push(Gathering {
+                        cassandra: Some(stored),
+                        ..empty(Uuid::nil())
+                    }),
+                    Read::Bad(b) => bad(b),
+                }
             }
+            ledger
+        }
+        Source::Ids(ids) => {
+            items.extend(ids.into_iter().map(empty));
+            None
+        }
+    };
+    for item in &mut items {
+        if let Some(id) = item
+            .elasticsearch
+            .as_ref()
+            .map(|s| s.document.id)
+            .or_else(|| item.cassandra.as_ref().map(|s| s.document.id))
+        {
+            item.id = id;
         }
     }
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
+    items.sort_by_key(|item| item.id);
+    // A page may read an id twice (a document changed while it was paged): the last read wins.
+    items.reverse();
+    items.dedup_by_key(|item| item.id);
+    items.reverse();
+    (items, known)
+}
+
+/// Each item's ledger entry: from the entries the source read beside it (the sweep reads the
+/// ledger's token range with the table's), or read by id for the ids it does not cover.
+async fn attach_ledger(
+    state: &State,
+    items: &mut [Gathering],
+    known: Option<KnownLedger>,
+) -> Result<(), SyncError> {
+    let known = known.unwrap_or_default();
+    let unknown: Vec<Uuid> = items
+        .iter()
+        .map(|item| item.id)
+        .filter(|id| !known.covered.contains(id))
+        .collect();
+    let mut entries = known.entries;
+    if !unknown.is_empty() {
+        entries.extend(state.ledger(&unknown).await?);
+    }
+    for item in items {
+        item.ledger = entries.remove(&item.id);
+    }
+    Ok(())
+}
+
+/// The Cassandra rows of the items.
+async fn read_cassandra(
+    ctx: &Context<'_>,
+    items: &mut Vec<Gathering>,
+    report: &mut RoundReport,
+    settlement: &mut Settlement,
+) -> Result<(), SyncError> {
+    let ids: Vec<Uuid> = items.iter().map(|item| item.id).collect();
+    let mut found = ctx.cassandra.get_by_ids(&ids).await?;
+    items.retain_mut(|item| match found.remove(&item.id) {
+        None => true,
+        Some(Read::Document(stored)) => {
+            item.cassandra = Some(stored);
+            true
+        }
+        Some(Read::Bad(bad)) => {
+            tracing::warn!("cannot sync {bad}");
+            settlement.failures.push(Failure::bad(&bad));
+            report.errors += 1;
+            false
+        }
+    });
+    Ok(())
+}
+
+/// The Elasticsearch documents of the items, each looked up where its Cassandra row or its
+/// ledger entry says it is. An id Elasticsearch cannot answer for is never taken for a delete:
+/// it waits, recorded as failed, until Elasticsearch can say.
+async fn read_elasticsearch(
+    ctx: &Context<'_>,
+    items: &mut Vec<Gathering>,
+    report: &mut RoundReport,
+    settlement: &mut Settlement,
+) -> Result<(), SyncError> {
+    let hints: Vec<(Uuid, Option<String>)> = items
+        .iter()
+        .map(|item| {
+            let hint = item
+                .cassandra
+                .as_ref()
+                .map(|s| s.document.index.clone())
+                .or_else(|| {
+                    let base = item.ledger.as_ref()?.base.as_ref()?;
+                    Some(base.index.clone())
+                });
+            (item.id, hint)
+        })
+        .collect();
+    let mut found = ctx.elasticsearch.get_by_ids(&hints, ctx.now).await?;
+    items.retain_mut(|item| match found.remove(&item.id) {
+        None | Some(Lookup::Absent) => true,
+        Some(Lookup::Found(Read::Document(stored))) => {
+            item.elasticsearch = Some(stored);
+            true
+        }
+        Some(Lookup::Found(Read::Bad(bad))) => {
+            tracing::warn!("cannot sync {bad}");
+            settlement.failures.push(Failure::bad(&bad));
+            report.errors += 1;
+            false
+        }
+        Some(Lookup::Unknown(reason)) => {
+            let reason = format!("Elasticsearch cannot say what it holds: {reason}");
+            tracing::warn!(id = %item.id, "cannot sync yet: {reason}");
+            settlement
+                .failures
+                .push(Failure::of(item.id, "elasticsearch", reason));
+            report.errors += 1;
+            false
+        }
+    });
+    Ok(())
 }
 
 /// Whether an Elasticsearch version is the one essync last wrote or saw synced.
-fn own_elasticsearch_write(entry: Option<&LedgerEntry>, read: Option<&Stored<EsVersion>>) -> bool {
-    match (entry.and_then(LedgerEntry::confirmed), read) {
+fn own_elasticsearch_write(item: &Gathering) -> bool {
+    match (
+        item.ledger.as_ref().and_then(LedgerEntry::confirmed),
+        &item.elasticsearch,
+    ) {
         (Some(base), Some(read)) => {
             base.digest == read.digest && base.elasticsearch.as_ref() == Some(&read.version)
         }
@@ -195,11 +256,8 @@ fn own_elasticsearch_write(entry: Option<&LedgerEntry>, read: Option<&Stored<EsV
 }
 
 /// Whether a Cassandra row is the one essync last wrote or saw synced (same write time).
-fn own_cassandra_write(
-    entry: Option<&LedgerEntry>,
-    read: Option<&Stored<CassandraVersion>>,
-) -> bool {
-    match (entry, read) {
+fn own_cassandra_write(item: &Gathering) -> bool {
+    match (&item.ledger, &item.cassandra) {
         (Some(entry), Some(read)) => {
             entry
                 .confirmed()

@@ -1,4 +1,4 @@
-//! One batch of ids through a round, as a sequence of small stages:
+//! One batch of ids through a round, as a value passed through small stages:
 //!
 //! 1. **gather** ([`gather`]): each id's ledger entry and its version on each side; what essync
 //!    wrote itself and nobody changed since is recognised there and goes no further;
@@ -8,27 +8,34 @@
 //!    change on one side only is taken as it is;
 //! 4. **plan** ([`plan`], pure): the writes that bring both sides to the decision, and what the
 //!    ledger records once they applied;
-//! 5. **apply** ([`apply`]): both stores written at once, then the ledger; failures recorded
-//!    for a later attempt.
+//! 5. **apply** ([`apply`]): the intents, then both stores written at once;
+//! 6. **settle** ([`settle`], pure): the counts, the failures to try again and the ledger's
+//!    records, written by the state all at once when the batch ends.
+//!
+//! An id that goes no further than a stage (bad data, a policy's refusal, a filtered change)
+//! leaves what it needs recorded in the batch's [`Settlement`], settled with the rest.
 
 mod apply;
 mod attribute;
 mod decide;
 mod gather;
 mod plan;
+mod settle;
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub(crate) use apply::Effects;
+pub(crate) use settle::Effects;
 
 use super::SyncError;
 use super::report::RoundReport;
-use super::state::{LedgerEntry, State};
+use super::state::{LedgerEntry, Settlement, State};
 use crate::cassandra::{CassandraStore, CassandraVersion};
 use crate::elasticsearch::{ElasticsearchStore, EsVersion};
 use crate::policy::{Policy, Stamp};
-use crate::store::{Read, Stored};
+use crate::store::{Read, Side, Stored};
 
 /// What a batch works with.
 pub(crate) struct Context<'a> {
@@ -45,13 +52,44 @@ pub(crate) enum Source {
     /// A page of the Elasticsearch change feed.
     Elasticsearch(Vec<Read<EsVersion>>),
     /// Rows the Cassandra change feed read; with `recognise_own`, a row essync wrote itself
-    /// and nobody changed since goes no further (a reconciliation looks at every row).
+    /// and nobody changed since goes no further (a reconciliation looks at every row). The
+    /// sweep gives the ledger entries it read beside the rows (`None`: read them by id).
     Cassandra {
         reads: Vec<Read<CassandraVersion>>,
         recognise_own: bool,
+        ledger: Option<KnownLedger>,
     },
     /// Ids to look up on both sides: retries, deletes the sweep found.
     Ids(Vec<Uuid>),
+}
+
+impl Source {
+    /// The side the versions were read from (`None`: ids only).
+    fn side(&self) -> Option<Side> {
+        match self {
+            Source::Elasticsearch(_) => Some(Side::Elasticsearch),
+            Source::Cassandra { .. } => Some(Side::Cassandra),
+            Source::Ids(_) => None,
+        }
+    }
+
+    /// Whether a version essync wrote itself and nobody changed since goes no further.
+    fn recognises_own(&self) -> bool {
+        match self {
+            Source::Cassandra { recognise_own, .. } => *recognise_own,
+            Source::Elasticsearch(_) => true,
+            Source::Ids(_) => false,
+        }
+    }
+}
+
+/// The ledger entries a feed read beside its rows (the sweep reads the ledger's token range
+/// with the table's), for the ids it covers: an id covered without an entry has none. Ids not
+/// covered are read by id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KnownLedger {
+    pub entries: HashMap<Uuid, LedgerEntry>,
+    pub covered: std::collections::HashSet<Uuid>,
 }
 
 /// One side's version of an id, as the round sees it: the document's timestamp is its
@@ -81,20 +119,26 @@ pub(crate) async fn sync_batch(
     source: Source,
 ) -> Result<Effects, SyncError> {
     let started = std::time::Instant::now();
-    let examined = gather::gather(ctx, state, report, source).await?;
-    if examined.is_empty() {
-        return Ok(Effects::default());
-    }
-    let gathered = started.elapsed();
+    let mut settlement = Settlement::default();
+    let examined = gather::gather(ctx, state, source, report, &mut settlement).await?;
     let count = examined.len();
-    let plans = decide::decide(ctx, state, report, examined).await?;
-    let decided = started.elapsed();
-    let effects = apply::apply(ctx, state, report, plans).await?;
+    let gathered = started.elapsed();
+    let decided = decide::decide(ctx, state, examined, report, &mut settlement).await?;
+    let plans = decided
+        .into_iter()
+        .map(|(examined, outcome)| plan::plan(&examined, outcome))
+        .collect();
+    let decided_at = started.elapsed();
+    let written = apply::apply(ctx, state, plans).await?;
+    let applied = started.elapsed();
+    let effects = settle::settle(written, state.dry_run(), report, &mut settlement);
+    state.settle(settlement, ctx.now).await?;
     tracing::debug!(
-        "batch of {count}: gathered in {:.3}s, decided in {:.3}s, applied in {:.3}s",
+        "batch of {count}: gathered in {:.3}s, decided in {:.3}s, applied in {:.3}s, settled in {:.3}s",
         gathered.as_secs_f64(),
-        (decided - gathered).as_secs_f64(),
-        (started.elapsed() - decided).as_secs_f64()
+        (decided_at - gathered).as_secs_f64(),
+        (applied - decided_at).as_secs_f64(),
+        (started.elapsed() - applied).as_secs_f64()
     );
     Ok(effects)
 }

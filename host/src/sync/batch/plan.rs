@@ -296,6 +296,7 @@ mod tests {
                 digest: base.digest(),
                 timestamp: 1,
                 index: "books".into(),
+                doc_type: "book".into(),
                 elasticsearch: None,
                 cassandra_written_at: None,
             }),

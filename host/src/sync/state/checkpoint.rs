@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::cassandra::cql::Cql;
 use crate::cassandra::{CassandraCheckpoint, CassandraError};
 use crate::elasticsearch::EsCheckpoint;
 
@@ -81,46 +82,66 @@ impl Checkpoint {
 
 /// Reads and writes checkpoints.
 pub(crate) struct CheckpointStore {
-    keyspace: String,
+    cql: Cql,
     sync: String,
+    table: String,
+    load: PreparedStatement,
+    save: PreparedStatement,
+    /// Who saves (`host:pid`), for whoever reads the table.
+    by: String,
 }
 
 impl CheckpointStore {
-    /// Creates the checkpoint table when missing.
-    pub async fn open(
-        session: &Session,
-        keyspace: &str,
-        sync: &str,
-    ) -> Result<Self, CassandraError> {
-        session
-            .query_unpaged(
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {keyspace}.{CHECKPOINT_TABLE} \
-                     (sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text)"
-                ),
-                (),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(format!("to create {keyspace}.{CHECKPOINT_TABLE}"), &e))?;
+    /// Creates the checkpoint table when missing and prepares its statements.
+    pub async fn open(cql: &Cql, keyspace: &str, sync: &str) -> Result<Self, CassandraError> {
+        let table = format!("{keyspace}.{CHECKPOINT_TABLE}");
+        cql.query(
+            "schema",
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} \
+                 (sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text)"
+            ),
+            (),
+            &format!("to create {table}"),
+        )
+        .await?;
+        let action = format!("to prepare the statements of {table}");
         Ok(Self {
-            keyspace: keyspace.to_string(),
+            load: cql
+                .prepare(
+                    "checkpoint",
+                    format!("SELECT checkpoint FROM {table} WHERE sync = ?"),
+                    &action,
+                )
+                .await?,
+            save: cql
+                .prepare(
+                    "checkpoint",
+                    format!(
+                        "INSERT INTO {table} (sync, checkpoint, updated_at, updated_by) \
+                         VALUES (?, ?, ?, ?)"
+                    ),
+                    &action,
+                )
+                .await?,
+            cql: cql.clone(),
             sync: sync.to_string(),
+            table,
+            by: format!(
+                "{}:{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "essync".to_string()),
+                std::process::id()
+            ),
         })
     }
 
     /// The saved checkpoint, if any.
-    pub async fn load(&self, session: &Session) -> Result<Option<Checkpoint>, CassandraError> {
+    pub async fn load(&self) -> Result<Option<Checkpoint>, CassandraError> {
         let action = format!("to read the checkpoint of {}", self.sync);
-        let rows = session
-            .query_unpaged(
-                format!(
-                    "SELECT checkpoint FROM {}.{CHECKPOINT_TABLE} WHERE sync = ?",
-                    self.keyspace
-                ),
-                (&self.sync,),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?
+        let rows = self
+            .cql
+            .execute(&self.load, (&self.sync,), &action)
+            .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
         let Some((Some(text),)) = rows
@@ -134,37 +155,23 @@ impl CheckpointStore {
             Err(e) => Err(CassandraError::Protocol {
                 action,
                 reason: format!(
-                    "the saved checkpoint is not readable ({e}); delete its row from {}.{CHECKPOINT_TABLE} to start over",
-                    self.keyspace
+                    "the saved checkpoint is not readable ({e}); delete its row from {} to \
+                     start over",
+                    self.table
                 ),
             }),
         }
     }
 
     /// Saves a checkpoint.
-    pub async fn save(
-        &self,
-        session: &Session,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CassandraError> {
+    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CassandraError> {
         let action = format!("to save the checkpoint of {}", self.sync);
         let text =
             serde_json::to_string(checkpoint).map_err(|e| CassandraError::protocol(&action, e))?;
-        let by = format!(
-            "{}:{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "essync".to_string()),
-            std::process::id()
-        );
-        session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {}.{CHECKPOINT_TABLE} (sync, checkpoint, updated_at, updated_by) VALUES (?, ?, ?, ?)",
-                    self.keyspace
-                ),
-                (&self.sync, text, CqlTimestamp(Utc::now().timestamp_millis()), by),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?;
+        let now = CqlTimestamp(Utc::now().timestamp_millis());
+        self.cql
+            .execute(&self.save, (&self.sync, text, now, &self.by), &action)
+            .await?;
         Ok(())
     }
 }

@@ -10,11 +10,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use crate::cassandra::CassandraError;
+use crate::cassandra::cql::Cql;
 use crate::store::{BadDocument, Side};
 
 /// The table, in the synced keyspace, that holds the entries.
@@ -26,6 +27,46 @@ pub const FEED_PREFIX: &str = "elasticsearch:index ";
 
 /// The longest wait between two attempts at one document.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A failure to record: the document's id when it has one, else where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The id, when the document has a uuid id.
+    pub id: Option<Uuid>,
+    /// The id's text, or where the document is (`elasticsearch:INDEX/_ID`, a feed part).
+    pub location: String,
+    /// The side the problem is on.
+    pub side: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Failure {
+    /// A failure of the document `id` on `side`.
+    pub fn of(id: Uuid, side: &str, reason: impl Into<String>) -> Self {
+        Self {
+            id: Some(id),
+            location: id.to_string(),
+            side: side.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A document a store cannot sync.
+    pub fn bad(bad: &BadDocument) -> Self {
+        let location = match (bad.side, bad.id) {
+            (_, Some(id)) => id.to_string(),
+            (Side::Elasticsearch, None) => format!("elasticsearch:{}", bad.location),
+            (Side::Cassandra, None) => format!("cassandra:{}", bad.location),
+        };
+        Self {
+            id: bad.id,
+            location,
+            side: bad.side.name().to_string(),
+            reason: bad.reason.clone(),
+        }
+    }
+}
 
 /// One document that could not be synced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +91,10 @@ pub struct ErrorEntry {
 
 /// The entries of one sync, loaded at start and written through.
 pub(crate) struct ErrorLog {
-    keyspace: String,
+    cql: Cql,
     sync: String,
+    insert: PreparedStatement,
+    delete: PreparedStatement,
     entries: HashMap<String, ErrorEntry>,
     /// The first wait after a failure (the period); doubles with each attempt.
     base_backoff: Duration,
@@ -61,20 +104,39 @@ pub(crate) struct ErrorLog {
 impl ErrorLog {
     /// Creates the table when missing and loads the entries of this sync.
     pub async fn open(
-        session: &Session,
+        cql: &Cql,
         keyspace: &str,
         sync: &str,
         base_backoff: Duration,
         dry_run: bool,
     ) -> Result<Self, CassandraError> {
-        ensure_table(session, keyspace).await?;
-        let entries = list(session, keyspace, sync)
+        ensure_table(cql, keyspace).await?;
+        let entries = list(cql, keyspace, sync)
             .await?
             .into_iter()
             .map(|e| (e.location.clone(), e))
             .collect();
+        let table = format!("{keyspace}.{ERROR_TABLE}");
+        let action = format!("to prepare the statements of {table}");
         Ok(Self {
-            keyspace: keyspace.to_string(),
+            insert: cql
+                .prepare(
+                    "errors",
+                    format!(
+                        "INSERT INTO {table} (sync, location, id, side, reason, attempts, \
+                         first_seen, last_seen, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ),
+                    &action,
+                )
+                .await?,
+            delete: cql
+                .prepare(
+                    "errors",
+                    format!("DELETE FROM {table} WHERE sync = ? AND location = ?"),
+                    &action,
+                )
+                .await?,
+            cql: cql.clone(),
             sync: sync.to_string(),
             entries,
             base_backoff: base_backoff.max(Duration::from_secs(1)),
@@ -98,69 +160,63 @@ impl ErrorLog {
         due.into_iter().filter_map(|e| e.id).take(limit).collect()
     }
 
-    /// Records a failure of the document `id` (or at `location` when it has no uuid id).
+    /// Records failures, each an attempt more than the last of its document (or location), and
+    /// the next attempt after a backoff that doubles with each.
     pub async fn record(
         &mut self,
-        session: &Session,
-        id: Option<Uuid>,
-        location: &str,
-        side: &str,
-        reason: &str,
+        failures: &[Failure],
         now: DateTime<Utc>,
     ) -> Result<(), CassandraError> {
-        let key = id
-            .map(|id| id.to_string())
-            .unwrap_or_else(|| location.to_string());
-        let entry = self
-            .entries
-            .entry(key.clone())
-            .or_insert_with(|| ErrorEntry {
-                id,
-                location: key.clone(),
-                side: side.to_string(),
-                reason: reason.to_string(),
-                attempts: 0,
-                first_seen: now,
-                last_seen: now,
-                next_attempt: now,
-            });
-        entry.attempts = entry.attempts.saturating_add(1);
-        entry.side = side.to_string();
-        entry.reason = reason.to_string();
-        entry.last_seen = now;
-        let wait = self
-            .base_backoff
-            .saturating_mul(1u32 << entry.attempts.clamp(1, 12).saturating_sub(1))
-            .min(MAX_BACKOFF);
-        entry.next_attempt =
-            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+        let mut written = Vec::with_capacity(failures.len());
+        for failure in failures {
+            let entry = self
+                .entries
+                .entry(failure.location.clone())
+                .or_insert_with(|| ErrorEntry {
+                    id: failure.id,
+                    location: failure.location.clone(),
+                    side: failure.side.clone(),
+                    reason: failure.reason.clone(),
+                    attempts: 0,
+                    first_seen: now,
+                    last_seen: now,
+                    next_attempt: now,
+                });
+            entry.attempts = entry.attempts.saturating_add(1);
+            entry.side = failure.side.clone();
+            entry.reason = failure.reason.clone();
+            entry.last_seen = now;
+            let wait = crate::sync::backoff(
+                self.base_backoff,
+                entry.attempts.max(1) as u32 - 1,
+                MAX_BACKOFF,
+            );
+            entry.next_attempt =
+                now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+            written.push(entry.clone());
+        }
         if self.dry_run {
             return Ok(());
         }
-        let entry = entry.clone();
-        let action = format!("to record the failure of {key}");
-        session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {}.{ERROR_TABLE} (sync, location, id, side, reason, attempts, \
-                     first_seen, last_seen, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self.keyspace
-                ),
-                (
-                    &self.sync,
-                    &entry.location,
-                    entry.id,
-                    &entry.side,
-                    &entry.reason,
-                    entry.attempts,
-                    CqlTimestamp(entry.first_seen.timestamp_millis()),
-                    CqlTimestamp(entry.last_seen.timestamp_millis()),
-                    CqlTimestamp(entry.next_attempt.timestamp_millis()),
-                ),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?;
-        Ok(())
+        let time = |t: DateTime<Utc>| CqlTimestamp(t.timestamp_millis());
+        let this = &*self;
+        crate::store::all_of(written.iter().map(|entry| {
+            let action = format!("to record the failure of {}", entry.location);
+            let values = (
+                &self.sync,
+                &entry.location,
+                entry.id,
+                &entry.side,
+                &entry.reason,
+                entry.attempts,
+                time(entry.first_seen),
+                time(entry.last_seen),
+                time(entry.next_attempt),
+            );
+            async move { this.cql.execute(&this.insert, values, &action).await }
+        }))
+        .await
+        .map(drop)
     }
 
     /// The parts of the Elasticsearch feed (their locations, without [`FEED_PREFIX`]) recorded
@@ -173,112 +229,76 @@ impl ErrorLog {
             .collect()
     }
 
-    /// Forgets a failure recorded without an id, by its location.
-    pub async fn resolve_location(
-        &mut self,
-        session: &Session,
-        location: &str,
-    ) -> Result<(), CassandraError> {
-        if self.entries.remove(location).is_none() || self.dry_run {
-            return Ok(());
-        }
-        session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{ERROR_TABLE} WHERE sync = ? AND location = ?",
-                    self.keyspace
-                ),
-                (&self.sync, location),
-            )
-            .await
-            .map_err(|e| {
-                CassandraError::execution(format!("to clear the failure of {location}"), &e)
-            })?;
-        Ok(())
-    }
-
     /// How many times a failure recorded without an id was seen.
     pub fn attempts(&self, location: &str) -> i32 {
         self.entries.get(location).map_or(0, |e| e.attempts)
     }
 
-    /// Records a document a store cannot sync.
-    pub async fn record_bad(
-        &mut self,
-        session: &Session,
-        bad: &BadDocument,
-        now: DateTime<Utc>,
-    ) -> Result<(), CassandraError> {
-        let location = match (bad.side, bad.id) {
-            (_, Some(id)) => id.to_string(),
-            (Side::Elasticsearch, None) => format!("elasticsearch:{}", bad.location),
-            (Side::Cassandra, None) => format!("cassandra:{}", bad.location),
-        };
-        self.record(
-            session,
-            bad.id,
-            &location,
-            bad.side.name(),
-            &bad.reason,
-            now,
-        )
-        .await
-    }
-
-    /// Forgets an id: it is in sync (or deliberately left alone) now.
-    pub async fn resolve(&mut self, session: &Session, id: &Uuid) -> Result<(), CassandraError> {
-        let key = id.to_string();
-        if self.entries.remove(&key).is_none() || self.dry_run {
+    /// Forgets the failures recorded at `locations` (an id's text, or a location without id):
+    /// in sync, or deliberately left alone, now.
+    pub async fn resolve(&mut self, locations: &[String]) -> Result<(), CassandraError> {
+        let known: Vec<&String> = locations
+            .iter()
+            .filter(|location| self.entries.remove(location.as_str()).is_some())
+            .collect();
+        if self.dry_run || known.is_empty() {
             return Ok(());
         }
-        session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{ERROR_TABLE} WHERE sync = ? AND location = ?",
-                    self.keyspace
-                ),
-                (&self.sync, key),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(format!("to clear the failure of {id}"), &e))?;
-        Ok(())
+        let this = &*self;
+        crate::store::all_of(known.into_iter().map(|location| {
+            let action = format!("to clear the failure of {location}");
+            async move {
+                this.cql
+                    .execute(&this.delete, (&this.sync, location), &action)
+                    .await
+            }
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Whether a failure is recorded at `location`.
+    pub fn holds(&self, location: &str) -> bool {
+        self.entries.contains_key(location)
     }
 }
 
 /// Creates the table of failures in `keyspace` when missing.
-pub async fn ensure_table(session: &Session, keyspace: &str) -> Result<(), CassandraError> {
-    session
-        .query_unpaged(
-            format!(
-                "CREATE TABLE IF NOT EXISTS {keyspace}.{ERROR_TABLE} (sync text, location text, \
-                 id uuid, side text, reason text, attempts int, first_seen timestamp, \
-                 last_seen timestamp, next_attempt timestamp, PRIMARY KEY ((sync), location))"
-            ),
-            (),
-        )
-        .await
-        .map_err(|e| {
-            CassandraError::execution(format!("to create {keyspace}.{ERROR_TABLE}"), &e)
-        })?;
+pub(crate) async fn ensure_table(cql: &Cql, keyspace: &str) -> Result<(), CassandraError> {
+    let table = format!("{keyspace}.{ERROR_TABLE}");
+    cql.query(
+        "schema",
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (sync text, location text, \
+             id uuid, side text, reason text, attempts int, first_seen timestamp, \
+             last_seen timestamp, next_attempt timestamp, PRIMARY KEY ((sync), location))"
+        ),
+        (),
+        &format!("to create {table}"),
+    )
+    .await?;
     Ok(())
 }
 
 /// The recorded failures of a sync.
-pub async fn list(
-    session: &Session,
+pub(crate) async fn list(
+    cql: &Cql,
     keyspace: &str,
     sync: &str,
 ) -> Result<Vec<ErrorEntry>, CassandraError> {
     let action = format!("to read {keyspace}.{ERROR_TABLE}");
-    let mut statement = scylla::statement::Statement::new(format!(
-        "SELECT location, id, side, reason, attempts, first_seen, last_seen, next_attempt \
-         FROM {keyspace}.{ERROR_TABLE} WHERE sync = ?"
-    ));
+    let mut statement = cql
+        .prepare(
+            "errors",
+            format!(
+                "SELECT location, id, side, reason, attempts, first_seen, last_seen, \
+                 next_attempt FROM {keyspace}.{ERROR_TABLE} WHERE sync = ?"
+            ),
+            &action,
+        )
+        .await?;
     statement.set_page_size(1000);
-    let pager = session
-        .query_iter(statement, (sync,))
-        .await
-        .map_err(|e| CassandraError::pager(&action, &e))?;
+    let pager = cql.iter(statement, (sync,), &action).await?;
     type Row = (
         String,
         Option<Uuid>,
@@ -316,13 +336,14 @@ pub async fn list(
 }
 
 /// Deletes every recorded failure of a sync.
-pub async fn clear(session: &Session, keyspace: &str, sync: &str) -> Result<(), CassandraError> {
-    session
-        .query_unpaged(
-            format!("DELETE FROM {keyspace}.{ERROR_TABLE} WHERE sync = ?"),
-            (sync,),
-        )
-        .await
-        .map_err(|e| CassandraError::execution(format!("to clear {keyspace}.{ERROR_TABLE}"), &e))?;
+pub(crate) async fn clear(cql: &Cql, keyspace: &str, sync: &str) -> Result<(), CassandraError> {
+    let table = format!("{keyspace}.{ERROR_TABLE}");
+    cql.query(
+        "errors",
+        format!("DELETE FROM {table} WHERE sync = ?"),
+        (sync,),
+        &format!("to clear {table}"),
+    )
+    .await?;
     Ok(())
 }

@@ -1,18 +1,21 @@
-//! The ledger: for every synced id, the version both stores held after essync last brought
-//! them together (the common ancestor of three-way sync), kept in Cassandra beside the synced
-//! table (`KEYSPACE.essync_ledger`, one row per id and sync).
+//! The ledger: for every synced id, what identifies the version both stores held after essync
+//! last brought them together (the common ancestor of three-way sync), kept in Cassandra beside
+//! the synced table (`KEYSPACE.essync_synced_TABLE`, one row per id).
 //!
 //! A round compares each store's version of an id with the ledger's: equal is unchanged, a
 //! different version changed, an absent one was deleted. So a change is credited to the side
 //! that made it, whatever the timestamps say, and deletes can be told from creations. A row
-//! holds:
+//! holds what identifies the synced version, not the version itself:
 //!
-//! - the digest of the synced version ([`Digest`]), which recognises it on each side;
-//! - the synced version itself (index, type, timestamp, content): the base a policy sees beside
-//!   the two sides of a conflict, and the document a delete removed;
+//! - its digest ([`Digest`]), which recognises it on each side, and its index, type and
+//!   timestamp (what a policy sees of the base, and where a lookup expects the id);
 //! - what essync's own writes left: Elasticsearch's `_seq_no` and `_primary_term`, Cassandra's
 //!   write time. A version read back with these is essync's own write, recognised without
-//!   reading the other side.
+//!   reading the other side;
+//! - the synced content itself (`base`, compressed) only when the policy merges from it (it
+//!   says so; see [`crate::policy::Policy::wants_base_content`]). The content is stored with the
+//!   digest it belongs to, so a content written under another policy is never taken for the
+//!   current version's.
 //!
 //! The partition key is the document's id, so the ledger sorts in the same token order as the
 //! synced table, and the write-time sweep reads both side by side: an id in the ledger but no
@@ -21,9 +24,9 @@
 //! Writes are recorded ahead and confirmed after, so that a crash at any point leaves a ledger
 //! that errs towards "examined again", never towards a change credited to the wrong side:
 //!
-//! - before a page's writes, an *intent* per id written: the digest of the version being written
-//!   and the digests each side held when the decision was taken (small cells, in unlogged
-//!   batches);
+//! - before a page's writes, an *intent* per id written over a version the ledger or a side
+//!   holds: the digest of the version being written and the digests each side held when the
+//!   decision was taken (small cells, in unlogged batches);
 //! - after them, for the ids whose writes all applied, the synced version (the intent cleared);
 //!   for the others the intent stays: it still tells essync's write on one side from an
 //!   application's change made meanwhile (the reason the other side's write did not apply), so
@@ -36,42 +39,54 @@
 //!
 //! Without a ledger entry (first contact, a dropped ledger) an id absent on one side is new,
 //! never deleted: losing the ledger costs work, never data.
+//!
+//! Earlier versions kept the whole synced document of every id, in `essync_ledger_TABLE` (and
+//! before that in one `essync_ledger` for every sync of the keyspace); their entries are copied
+//! once into this ledger at the first start (see [`legacy`]).
+
+mod legacy;
 
 use std::collections::HashMap;
 
-use chrono::DateTime;
 use futures::StreamExt;
-use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
-use serde_json::Value;
+use scylla::value::{CqlTimestamp, MaybeUnset};
 use uuid::Uuid;
 
-use crate::Document;
 use crate::cassandra::CassandraError;
-use crate::document::Digest;
+use crate::cassandra::cql::Cql;
+use crate::document::{DEFAULT_TYPE, Digest};
 use crate::elasticsearch::EsVersion;
 
-/// The table, in the synced keyspace, that held the ledgers of every sync of the keyspace
-/// before each sync got its own ([`table_name`]); its entries are copied once from there.
-pub const LEDGER_TABLE: &str = "essync_ledger";
+pub use legacy::LEGACY_LEDGER_TABLE;
+
+/// The prefix of a sync's ledger table: `essync_synced_TABLE`.
+pub const LEDGER_PREFIX: &str = "essync_synced_";
 
 /// Cassandra's longest table name.
 const MAX_TABLE_NAME: usize = 48;
 
-/// The `sync` of the row that marks a ledger as copied from the shared table (a table name
-/// never holds a colon, so it is no sync's).
-const COPIED_MARK: &str = "essync:copied";
+/// The id of the row that marks a ledger as copied from an earlier version's (no document has
+/// the nil uuid as its id: it is not a v4 uuid, and essync refuses to sync it).
+const COPIED_MARK: Uuid = Uuid::nil();
 
-/// Rows per page when copying from the shared table.
-const COPY_PAGE: i32 = 1000;
+/// Ids per `IN` read of the ledger: the same as every read of rows by id.
+pub(crate) const IDS_PER_READ: usize = crate::cassandra::IDS_PER_READ;
+/// Intents per unlogged batch: within Cassandra's default warning thresholds (a batch over more
+/// than 10 partitions, or over 5 KiB, is logged as a warning on the server every time).
+const INTENTS_PER_BATCH: usize = 10;
 
-/// The ledger table of a sync: `essync_ledger_TABLE`, or, when that is longer than Cassandra
-/// allows, the table's name cut short with a hash of the whole name. One table per sync keeps
-/// the sweep's token-order reads to this sync's entries, however many syncs share the
-/// keyspace.
+/// The ledger table of a sync: `PREFIX` and the table's name, or, when that is longer than
+/// Cassandra allows, the table's name cut short with a hash of the whole name. One table per
+/// sync keeps the sweep's token-order reads to this sync's entries, however many syncs share
+/// the keyspace.
 pub fn table_name(sync: &str) -> String {
-    let name = format!("{LEDGER_TABLE}_{}", sync.to_lowercase());
+    named(LEDGER_PREFIX, sync)
+}
+
+fn named(prefix: &str, sync: &str) -> String {
+    let name = format!("{prefix}{}", sync.to_lowercase());
     if name.len() <= MAX_TABLE_NAME {
         return name;
     }
@@ -86,14 +101,6 @@ pub fn table_name(sync: &str) -> String {
     }
     format!("{}{suffix}", &name[..cut])
 }
-
-/// Ids per `IN` read: few enough to keep each request small, many enough to save round trips.
-const IDS_PER_READ: usize = 50;
-/// Intents per unlogged batch: each is three small cells, well under Cassandra's batch warning
-/// size.
-const INTENTS_PER_BATCH: usize = 50;
-/// Ledger requests in flight at once.
-const CONCURRENCY: usize = 64;
 
 /// What the ledger holds for one id (without the synced content, read only when needed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +128,7 @@ impl LedgerEntry {
     }
 }
 
-/// The version both sides held after a sync.
+/// What identifies the version both sides held after a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
     /// Its digest.
@@ -130,6 +137,8 @@ pub struct Synced {
     pub timestamp: i64,
     /// Its index.
     pub index: String,
+    /// Its type.
+    pub doc_type: String,
     /// The Elasticsearch version that holds it, as essync last saw or wrote it.
     pub elasticsearch: Option<EsVersion>,
     /// The write time of the Cassandra row that holds it (µs), when known.
@@ -154,21 +163,28 @@ pub struct Record {
     /// The digest both sides' versions have.
     pub digest: Digest,
     /// The synced document (its timestamp set).
-    pub document: Document,
+    pub document: crate::Document,
     /// The Elasticsearch version holding it.
     pub elasticsearch: Option<EsVersion>,
     /// The write time of the Cassandra row holding it.
     pub cassandra_written_at: Option<i64>,
+    /// Whether an intent was recorded for this write (it is cleared with the record).
+    pub clears_intent: bool,
+    /// Whether `document` holds the synced content (not so for an entry copied from an earlier
+    /// ledger that had none): only a known content is kept for a merging policy.
+    pub content_known: bool,
 }
 
 /// The ledger of one sync.
 pub(crate) struct Ledger {
-    sync: String,
+    cql: Cql,
     table: String,
+    /// Whether the synced content is kept (the policy merges from it).
+    keep_content: bool,
     lookup: PreparedStatement,
     base: PreparedStatement,
     range: PreparedStatement,
-    upsert: PreparedStatement,
+    record: PreparedStatement,
     refresh: PreparedStatement,
     forget: PreparedStatement,
     intend: PreparedStatement,
@@ -177,8 +193,9 @@ pub(crate) struct Ledger {
 type EntryRow = (
     Uuid,
     Option<Vec<u8>>,
-    Option<CqlTimestamp>,
     Option<String>,
+    Option<String>,
+    Option<CqlTimestamp>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -187,308 +204,174 @@ type EntryRow = (
     Option<Vec<u8>>,
 );
 
-const ENTRY_COLUMNS: &str = "id, digest, timestamp, index_, es_seq_no, es_primary_term, \
+const ENTRY_COLUMNS: &str = "id, digest, index_, type, timestamp, es_seq_no, es_primary_term, \
      cassandra_written_at, pending, seen_es, seen_cassandra";
 
-/// The columns of the intent, added to ledgers created before it existed.
-const INTENT_COLUMNS: [&str; 3] = ["pending", "seen_es", "seen_cassandra"];
-
 impl Ledger {
-    /// Creates the sync's ledger table when missing (copying its entries once from the shared
-    /// table of earlier versions) and prepares its statements. Returns whether the ledger is new
-    /// (it knows nothing yet). A dry run creates and copies nothing: it reads the shared table
-    /// while the copy has not been made.
+    /// Creates the sync's ledger table when missing (copying the entries of an earlier
+    /// version's ledger once) and prepares its statements. Returns whether the ledger is new
+    /// (it knows nothing yet).
     pub async fn open(
-        session: &Session,
+        cql: &Cql,
         keyspace: &str,
         sync: &str,
-        dry_run: bool,
+        keep_content: bool,
     ) -> Result<(Self, bool), CassandraError> {
         let name = table_name(sync);
-        let existed = table_exists(session, keyspace, &name).await?;
-        let shared = table_exists(session, keyspace, LEDGER_TABLE).await?;
-        let copied = existed && copy_marked(session, keyspace, &name).await?;
-        if dry_run && shared && !copied {
-            let ledger = Self::prepare(session, keyspace, LEDGER_TABLE, sync).await?;
-            return Ok((ledger, false));
-        }
+        let existed = legacy::table_exists(cql, keyspace, &name).await?;
         let table = format!("{keyspace}.{name}");
-        session
-            .query_unpaged(
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {table} (id uuid, sync text, digest blob, \
-                     index_ text, type text, timestamp timestamp, content text, \
-                     es_seq_no bigint, es_primary_term bigint, cassandra_written_at bigint, \
-                     pending blob, seen_es blob, seen_cassandra blob, \
-                     PRIMARY KEY (id, sync))"
-                ),
-                (),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(format!("to create {table}"), &e))?;
-        let ledger = Self::prepare(session, keyspace, &name, sync).await?;
+        cql.query(
+            "schema",
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id uuid PRIMARY KEY, digest blob, \
+                 index_ text, type text, timestamp timestamp, es_seq_no bigint, \
+                 es_primary_term bigint, cassandra_written_at bigint, pending blob, \
+                 seen_es blob, seen_cassandra blob, base blob)"
+            ),
+            (),
+            &format!("to create {table}"),
+        )
+        .await?;
+        let ledger = Self::prepare(cql, table, keep_content).await?;
+        let copied = existed && ledger.copy_marked().await?;
         let mut new = !existed;
-        if shared && !copied {
-            let count = ledger.copy_shared(session, keyspace).await?;
+        if !copied {
+            let count = legacy::copy(&ledger, keyspace, sync).await?;
             new = new && count == 0;
         }
         Ok((ledger, new))
     }
 
-    /// Copies this sync's entries from the shared table of earlier versions, then marks the
-    /// copy made (an interrupted copy is made again at the next start, before any sync work).
-    async fn copy_shared(&self, session: &Session, keyspace: &str) -> Result<u64, CassandraError> {
-        let shared = format!("{keyspace}.{LEDGER_TABLE}");
-        tracing::info!(
-            "copying the entries of {} from the shared {shared} to {} (once)",
-            self.sync,
-            self.table
-        );
-        let action = format!("to copy {shared}");
-        let mut select = session
-            .prepare(format!(
-                "SELECT sync, id, digest, index_, type, timestamp, content, es_seq_no, \
-                 es_primary_term, cassandra_written_at, pending, seen_es, seen_cassandra \
-                 FROM {shared}"
-            ))
-            .await
-            .map_err(|e| CassandraError::prepare(&action, &e))?;
-        select.set_page_size(COPY_PAGE);
-        let insert = session
-            .prepare(format!(
-                "INSERT INTO {} (sync, id, digest, index_, type, timestamp, content, es_seq_no, \
-                 es_primary_term, cassandra_written_at, pending, seen_es, seen_cassandra) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                self.table
-            ))
-            .await
-            .map_err(|e| CassandraError::prepare(&action, &e))?;
-        type CopyRow = (
-            String,
-            Uuid,
-            Option<Vec<u8>>,
-            Option<String>,
-            Option<String>,
-            Option<CqlTimestamp>,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-        );
-        let mut rows = session
-            .execute_iter(select, ())
-            .await
-            .map_err(|e| CassandraError::pager(&action, &e))?
-            .rows_stream::<CopyRow>()
-            .map_err(|e| CassandraError::protocol(&action, e))?;
-        let mut copied = 0_u64;
-        let mut pending = Vec::new();
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(|e| CassandraError::protocol(&action, e))?;
-            if row.0 != self.sync {
-                continue;
-            }
-            pending.push(row);
-            if pending.len() == COPY_PAGE as usize {
-                copied += self.insert_copies(session, &insert, &mut pending).await?;
-            }
-        }
-        copied += self.insert_copies(session, &insert, &mut pending).await?;
-        session
-            .query_unpaged(
-                format!("INSERT INTO {} (id, sync) VALUES (?, ?)", self.table),
-                (Uuid::nil(), COPIED_MARK),
-            )
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?;
-        tracing::info!(
-            "copied {copied} ledger entries of {} to {}; the shared {shared} can be dropped once \
-             every sync of the keyspace runs this version",
-            self.sync,
-            self.table
-        );
-        Ok(copied)
-    }
-
-    /// Writes copied rows (taken out of `rows`); returns how many.
-    async fn insert_copies<R>(
-        &self,
-        session: &Session,
-        insert: &PreparedStatement,
-        rows: &mut Vec<R>,
-    ) -> Result<u64, CassandraError>
-    where
-        R: scylla::serialize::row::SerializeRow,
-    {
-        let action = format!("to write {}", self.table);
-        let count = rows.len() as u64;
-        let pending: Vec<_> = rows
-            .drain(..)
-            .map(|row| {
-                let action = &action;
-                async move {
-                    session
-                        .execute_unpaged(insert, row)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| CassandraError::execution(action, &e))
-                }
-            })
-            .collect();
-        all(pending).await?;
-        Ok(count)
-    }
-
-    /// Prepares the statements of the ledger in `keyspace.name`.
-    async fn prepare(
-        session: &Session,
-        keyspace: &str,
-        name: &str,
-        sync: &str,
-    ) -> Result<Self, CassandraError> {
-        let table = format!("{keyspace}.{name}");
-        add_missing_columns(session, keyspace, name).await?;
-        let prepare = |cql: String| {
-            let table = table.clone();
-            async move {
-                session.prepare(cql).await.map_err(|e| {
-                    CassandraError::prepare(format!("to prepare the statements of {table}"), &e)
-                })
-            }
+    /// Prepares the statements of the ledger `table` (`keyspace.name`).
+    async fn prepare(cql: &Cql, table: String, keep_content: bool) -> Result<Self, CassandraError> {
+        let action = format!("to prepare the statements of {table}");
+        let prepare = |kind: &'static str, statement: String| {
+            let action = &action;
+            async move { cql.prepare(kind, statement, action).await }
         };
-        let mut range = prepare(format!(
-            "SELECT token(id), sync, {ENTRY_COLUMNS} FROM {table} \
-             WHERE token(id) >= ? AND token(id) <= ?"
-        ))
+        let mut range = prepare(
+            "ledger_range",
+            format!(
+                "SELECT token(id), {ENTRY_COLUMNS} FROM {table} \
+                 WHERE token(id) >= ? AND token(id) <= ?"
+            ),
+        )
         .await?;
         range.set_page_size(5000);
-        let ledger = Self {
-            sync: sync.to_string(),
-            lookup: prepare(format!(
-                "SELECT {ENTRY_COLUMNS} FROM {table} WHERE id IN ? AND sync = ?"
-            ))
+        Ok(Self {
+            lookup: prepare(
+                "ledger_read",
+                format!("SELECT {ENTRY_COLUMNS} FROM {table} WHERE id IN ?"),
+            )
             .await?,
-            base: prepare(format!(
-                "SELECT id, index_, type, timestamp, content FROM {table} \
-                 WHERE id IN ? AND sync = ?"
-            ))
+            base: prepare(
+                "ledger_base",
+                format!("SELECT id, base FROM {table} WHERE id IN ?"),
+            )
             .await?,
             range,
-            upsert: prepare(format!(
-                "INSERT INTO {table} (id, sync, digest, index_, type, timestamp, content, \
-                 es_seq_no, es_primary_term, cassandra_written_at, pending, seen_es, \
-                 seen_cassandra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0x, 0x, 0x)"
-            ))
+            record: prepare(
+                "ledger_write",
+                format!(
+                    "INSERT INTO {table} (id, digest, index_, type, timestamp, es_seq_no, \
+                     es_primary_term, cassandra_written_at, pending, seen_es, seen_cassandra, \
+                     base) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+            )
             .await?,
-            intend: prepare(format!(
-                "UPDATE {table} SET pending = ?, seen_es = ?, seen_cassandra = ? \
-                 WHERE id = ? AND sync = ?"
-            ))
+            intend: prepare(
+                "intent",
+                format!(
+                    "UPDATE {table} SET pending = ?, seen_es = ?, seen_cassandra = ? WHERE id = ?"
+                ),
+            )
             .await?,
-            refresh: prepare(format!(
-                "UPDATE {table} SET es_seq_no = ?, es_primary_term = ?, \
-                 cassandra_written_at = ? WHERE id = ? AND sync = ?"
-            ))
+            refresh: prepare(
+                "ledger_write",
+                format!(
+                    "UPDATE {table} SET es_seq_no = ?, es_primary_term = ?, \
+                     cassandra_written_at = ? WHERE id = ?"
+                ),
+            )
             .await?,
-            forget: prepare(format!("DELETE FROM {table} WHERE id = ? AND sync = ?")).await?,
+            forget: prepare("ledger_forget", format!("DELETE FROM {table} WHERE id = ?")).await?,
+            cql: cql.clone(),
             table,
-        };
-        Ok(ledger)
+            keep_content,
+        })
     }
 
     /// The entries of the ids that have one.
-    pub async fn get(
-        &self,
-        session: &Session,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, LedgerEntry>, CassandraError> {
+    pub async fn get(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, LedgerEntry>, CassandraError> {
         let action = format!("to read {}", self.table);
-        let pending: Vec<_> = ids
-            .chunks(IDS_PER_READ)
-            .map(|chunk| {
-                let action = &action;
-                async move {
-                    let rows = session
-                        .execute_unpaged(&self.lookup, (chunk, &self.sync))
-                        .await
-                        .map_err(|e| CassandraError::execution(action, &e))?
-                        .into_rows_result()
-                        .map_err(|e| CassandraError::protocol(action, e))?;
-                    rows.rows::<EntryRow>()
-                        .map_err(|e| CassandraError::protocol(action, e))?
-                        .map(|row| {
-                            row.map(entry_of)
-                                .map_err(|e| CassandraError::protocol(action, e))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                }
-            })
-            .collect();
-        let results: Vec<Result<Vec<Option<LedgerEntry>>, CassandraError>> =
-            futures::stream::iter(pending)
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-        let mut found = HashMap::with_capacity(ids.len());
-        for result in results {
-            for entry in result?.into_iter().flatten() {
-                found.insert(entry.id, entry);
+        let pages = crate::store::all_of(ids.chunks(IDS_PER_READ).map(|chunk| {
+            let action = &action;
+            async move {
+                let rows = self
+                    .cql
+                    .execute(&self.lookup, (chunk,), action)
+                    .await?
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::protocol(action, e))?;
+                rows.rows::<EntryRow>()
+                    .map_err(|e| CassandraError::protocol(action, e))?
+                    .map(|row| {
+                        row.map(entry_of)
+                            .map_err(|e| CassandraError::protocol(action, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
             }
-        }
-        Ok(found)
+        }))
+        .await?;
+        Ok(pages
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| (entry.id, entry))
+            .collect())
     }
 
-    /// The synced documents (the bases) of the ids that have an entry.
+    /// The synced content (the base's) of the ids whose entry keeps it for `digest`: what a
+    /// merging policy sees of the base. Empty when the policy does not merge.
     pub async fn base(
         &self,
-        session: &Session,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, Document>, CassandraError> {
-        let action = format!("to read the synced versions in {}", self.table);
-        let mut found = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_READ) {
-            let rows = session
-                .execute_unpaged(&self.base, (chunk, &self.sync))
-                .await
-                .map_err(|e| CassandraError::execution(&action, &e))?
-                .into_rows_result()
-                .map_err(|e| CassandraError::protocol(&action, e))?;
-            type BaseRow = (
-                Uuid,
-                Option<String>,
-                Option<String>,
-                Option<CqlTimestamp>,
-                Option<String>,
-            );
-            for row in rows
-                .rows::<BaseRow>()
-                .map_err(|e| CassandraError::protocol(&action, e))?
-            {
-                let (id, index, doc_type, timestamp, content) =
-                    row.map_err(|e| CassandraError::protocol(&action, e))?;
-                let content = content
-                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-                    .filter(Value::is_object);
-                let timestamp = timestamp.and_then(|t| DateTime::from_timestamp_millis(t.0));
-                if let (Some(index), Some(content), Some(timestamp)) = (index, content, timestamp) {
-                    let doc_type = doc_type.unwrap_or_else(|| crate::document::DEFAULT_TYPE.into());
-                    found.insert(
-                        id,
-                        Document::with_id(id, index, doc_type, content).at(timestamp),
-                    );
-                }
-            }
+        ids: &[(Uuid, Digest)],
+    ) -> Result<HashMap<Uuid, serde_json::Value>, CassandraError> {
+        if !self.keep_content || ids.is_empty() {
+            return Ok(HashMap::new());
         }
-        Ok(found)
+        let action = format!("to read the synced versions in {}", self.table);
+        let wanted: HashMap<Uuid, Digest> = ids.iter().copied().collect();
+        let keys: Vec<Uuid> = wanted.keys().copied().collect();
+        let pages = crate::store::all_of(keys.chunks(IDS_PER_READ).map(|chunk| {
+            let action = &action;
+            async move {
+                let rows = self
+                    .cql
+                    .execute(&self.base, (chunk,), action)
+                    .await?
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::protocol(action, e))?;
+                rows.rows::<(Uuid, Option<Vec<u8>>)>()
+                    .map_err(|e| CassandraError::protocol(action, e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| CassandraError::protocol(action, e))
+            }
+        }))
+        .await?;
+        Ok(pages
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, blob)| {
+                let content = unpack_content(&blob?, *wanted.get(&id)?)?;
+                Some((id, content))
+            })
+            .collect())
     }
 
     /// The entries whose id's token is in `[from, to]`, in token order, with their tokens.
     pub async fn range(
         &self,
-        session: &Session,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, LedgerEntry)>, CassandraError> {
@@ -496,17 +379,17 @@ impl Ledger {
         if from > to {
             return Ok(Vec::new());
         }
-        let pager = session
-            .execute_iter(self.range.clone(), (from, to))
-            .await
-            .map_err(|e| CassandraError::pager(&action, &e))?;
+        let pager = self
+            .cql
+            .iter(self.range.clone(), (from, to), &action)
+            .await?;
         type RangeRow = (
             i64,
-            String,
             Uuid,
             Option<Vec<u8>>,
-            Option<CqlTimestamp>,
             Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
             Option<i64>,
             Option<i64>,
             Option<i64>,
@@ -519,169 +402,148 @@ impl Ledger {
             .map_err(|e| CassandraError::protocol(&action, e))?;
         let mut entries = Vec::new();
         while let Some(row) = rows.next().await {
-            let (token, sync, id, digest, timestamp, index, seq_no, term, written_at, a, b, c) =
+            let (token, id, digest, index, doc_type, timestamp, seq_no, term, written_at, a, b, c) =
                 row.map_err(|e| CassandraError::protocol(&action, e))?;
-            if sync != self.sync {
-                continue;
-            }
-            if let Some(entry) = entry_of((
-                id, digest, timestamp, index, seq_no, term, written_at, a, b, c,
-            )) {
+            let row = (
+                id, digest, index, doc_type, timestamp, seq_no, term, written_at, a, b, c,
+            );
+            if let Some(entry) = entry_of(row) {
                 entries.push((token, entry));
             }
         }
         Ok(entries)
     }
 
-    /// Records synced versions.
-    pub async fn record(
-        &self,
-        session: &Session,
-        records: &[Record],
-    ) -> Result<(), CassandraError> {
+    /// Records synced versions (clearing their intents).
+    pub async fn record(&self, records: &[Record]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        let pending: Vec<_> = records
-            .iter()
-            .map(|record| {
-                let action = &action;
-                async move {
-                    let document = &record.document;
-                    session
-                        .execute_unpaged(
-                            &self.upsert,
-                            (
-                                document.id,
-                                &self.sync,
-                                record.digest.0.to_vec(),
-                                &document.index,
-                                &document.doc_type,
-                                document.timestamp_millis().map(CqlTimestamp),
-                                document.content_text(),
-                                record.elasticsearch.as_ref().map(|v| v.seq_no),
-                                record.elasticsearch.as_ref().map(|v| v.primary_term),
-                                record.cassandra_written_at,
-                            ),
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| CassandraError::execution(action, &e))
-                }
-            })
-            .collect();
-        all(pending).await
+        let cleared = |clears: bool| {
+            if clears {
+                MaybeUnset::Set(Vec::<u8>::new())
+            } else {
+                MaybeUnset::Unset
+            }
+        };
+        crate::store::all_of(records.iter().map(|record| {
+            let document = &record.document;
+            let base = if self.keep_content && record.content_known {
+                MaybeUnset::Set(pack_content(record.digest, &document.content_text()))
+            } else {
+                MaybeUnset::Unset
+            };
+            let values = (
+                document.id,
+                record.digest.0.to_vec(),
+                &document.index,
+                &document.doc_type,
+                document.timestamp_millis().map(CqlTimestamp),
+                record.elasticsearch.as_ref().map(|v| v.seq_no),
+                record.elasticsearch.as_ref().map(|v| v.primary_term),
+                record.cassandra_written_at,
+                // No digest is an empty blob, not a null: a null is a tombstone, which every
+                // later read of the entry would have to step over.
+                cleared(record.clears_intent),
+                cleared(record.clears_intent),
+                cleared(record.clears_intent),
+                base,
+            );
+            let action = &action;
+            async move { self.cql.execute(&self.record, values, action).await }
+        }))
+        .await
+        .map(drop)
     }
 
-    /// Records writes about to be made (`Some` intent), or forgets them (`None`): unlogged
-    /// batches of small cells.
-    pub async fn intend(
-        &self,
-        session: &Session,
-        intents: &[(Uuid, Intent)],
-    ) -> Result<(), CassandraError> {
-        use scylla::statement::batch::{Batch, BatchType};
+    /// Records writes about to be made: unlogged batches of small cells.
+    pub async fn intend(&self, intents: &[(Uuid, Intent)]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        // No digest is an empty blob, not a null: a null is a tombstone, which every later
-        // read of the entry would have to step over.
         let bytes = |d: Option<Digest>| d.map(|d| d.0.to_vec()).unwrap_or_default();
-        let pending: Vec<_> = intents
-            .chunks(INTENTS_PER_BATCH)
-            .map(|chunk| {
-                let action = &action;
-                async move {
-                    let mut batch = Batch::new(BatchType::Unlogged);
-                    let mut values = Vec::with_capacity(chunk.len());
-                    for (id, intent) in chunk {
-                        batch.append_statement(self.intend.clone());
-                        values.push((
-                            intent.target.0.to_vec(),
-                            bytes(intent.elasticsearch),
-                            bytes(intent.cassandra),
-                            *id,
-                            &self.sync,
-                        ));
-                    }
-                    session
-                        .batch(&batch, values)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| CassandraError::execution(action, &e))
-                }
-            })
-            .collect();
-        all(pending).await
+        crate::store::all_of(intents.chunks(INTENTS_PER_BATCH).map(|chunk| {
+            let mut batch = Batch::new(BatchType::Unlogged);
+            let mut values = Vec::with_capacity(chunk.len());
+            for (id, intent) in chunk {
+                batch.append_statement(self.intend.clone());
+                values.push((
+                    intent.target.0.to_vec(),
+                    bytes(intent.elasticsearch),
+                    bytes(intent.cassandra),
+                    *id,
+                ));
+            }
+            let action = &action;
+            async move { self.cql.batch("intent", batch, values, action).await }
+        }))
+        .await
+        .map(drop)
     }
 
     /// Updates where the stores hold an entry's version (its content unchanged).
-    pub async fn refresh(
-        &self,
-        session: &Session,
-        entries: &[(Uuid, Synced)],
-    ) -> Result<(), CassandraError> {
+    pub async fn refresh(&self, entries: &[(Uuid, Synced)]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        let pending: Vec<_> = entries
-            .iter()
-            .map(|(id, synced)| {
-                let action = &action;
-                async move {
-                    session
-                        .execute_unpaged(
-                            &self.refresh,
-                            (
-                                synced.elasticsearch.as_ref().map(|v| v.seq_no),
-                                synced.elasticsearch.as_ref().map(|v| v.primary_term),
-                                synced.cassandra_written_at,
-                                *id,
-                                &self.sync,
-                            ),
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| CassandraError::execution(action, &e))
-                }
-            })
-            .collect();
-        all(pending).await
+        crate::store::all_of(entries.iter().map(|(id, synced)| {
+            let values = (
+                synced.elasticsearch.as_ref().map(|v| v.seq_no),
+                synced.elasticsearch.as_ref().map(|v| v.primary_term),
+                synced.cassandra_written_at,
+                *id,
+            );
+            let action = &action;
+            async move { self.cql.execute(&self.refresh, values, action).await }
+        }))
+        .await
+        .map(drop)
     }
 
     /// Forgets ids: neither store holds them any more.
-    pub async fn forget(&self, session: &Session, ids: &[Uuid]) -> Result<(), CassandraError> {
+    pub async fn forget(&self, ids: &[Uuid]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        let pending: Vec<_> = ids
-            .iter()
-            .map(|id| {
-                let action = &action;
-                async move {
-                    session
-                        .execute_unpaged(&self.forget, (id, &self.sync))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| CassandraError::execution(action, &e))
-                }
-            })
-            .collect();
-        all(pending).await
+        crate::store::all_of(ids.iter().map(|id| {
+            let action = &action;
+            async move { self.cql.execute(&self.forget, (id,), action).await }
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Whether this ledger holds the mark of a finished copy from an earlier version's (a row
+    /// that holds no entry, so [`Ledger::get`] and [`Ledger::range`] never return it).
+    async fn copy_marked(&self) -> Result<bool, CassandraError> {
+        let action = format!("to read {}", self.table);
+        let rows = self
+            .cql
+            .query(
+                "ledger_read",
+                format!("SELECT id FROM {} WHERE id = ?", self.table),
+                (COPIED_MARK,),
+                &action,
+            )
+            .await?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        Ok(rows.rows_num() > 0)
+    }
+
+    /// Marks the copy from an earlier version's ledger as done.
+    async fn mark_copied(&self) -> Result<(), CassandraError> {
+        let action = format!("to write {}", self.table);
+        self.cql
+            .query(
+                "ledger_write",
+                format!("INSERT INTO {} (id) VALUES (?)", self.table),
+                (COPIED_MARK,),
+                &action,
+            )
+            .await
+            .map(drop)
     }
 }
 
-/// Runs the requests, [`CONCURRENCY`] at a time; the first failure is the result.
-async fn all<F>(pending: Vec<F>) -> Result<(), CassandraError>
-where
-    F: std::future::Future<Output = Result<(), CassandraError>>,
-{
-    let results: Vec<Result<(), CassandraError>> = futures::stream::iter(pending)
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-/// An entry from its columns; `None` when it holds neither a synced version nor an intent. An
-/// empty digest blob is no digest (how the intent is cleared without a tombstone). An
-/// incomplete synced version (a row written by hand) counts as none: that costs a comparison,
-/// never data.
+/// An entry from its columns; `None` when it holds neither a synced version nor an intent (the
+/// copy's mark, say). An empty digest blob is no digest (how the intent is cleared without a
+/// tombstone). An incomplete synced version (a row written by hand) counts as none: that costs
+/// a comparison, never data.
 fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
-    let (id, digest, timestamp, index, seq_no, primary_term, written_at, pending, seen_es, seen_c) =
-        row;
+    let (id, digest, index, doc_type, timestamp, seq_no, primary_term, written_at, a, b, c) = row;
     let digest_of = |bytes: Option<Vec<u8>>| -> Option<Digest> {
         bytes.and_then(|b| <[u8; 16]>::try_from(b).ok()).map(Digest)
     };
@@ -696,89 +558,41 @@ fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
                 _ => None,
             },
             index,
+            doc_type: doc_type.unwrap_or_else(|| DEFAULT_TYPE.to_string()),
             cassandra_written_at: written_at,
         }),
         _ => None,
     };
-    let intent = digest_of(pending).map(|target| Intent {
+    let intent = digest_of(a).map(|target| Intent {
         target,
-        elasticsearch: digest_of(seen_es),
-        cassandra: digest_of(seen_c),
+        elasticsearch: digest_of(b),
+        cassandra: digest_of(c),
     });
     (base.is_some() || intent.is_some()).then_some(LedgerEntry { id, base, intent })
 }
 
-/// Adds the columns a ledger created by an earlier essync lacks.
-async fn add_missing_columns(
-    session: &Session,
-    keyspace: &str,
-    name: &str,
-) -> Result<(), CassandraError> {
-    let table = format!("{keyspace}.{name}");
-    let action = format!("to read the columns of {table}");
-    let rows = session
-        .query_unpaged(
-            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, name),
-        )
-        .await
-        .map_err(|e| CassandraError::execution(&action, &e))?
-        .into_rows_result()
-        .map_err(|e| CassandraError::protocol(&action, e))?;
-    let present: Vec<String> = rows
-        .rows::<(String,)>()
-        .map_err(|e| CassandraError::protocol(&action, e))?
-        .filter_map(|row| row.ok().map(|(name,)| name))
-        .collect();
-    for column in INTENT_COLUMNS {
-        if !present.iter().any(|name| name == column) {
-            session
-                .query_unpaged(format!("ALTER TABLE {table} ADD {column} blob"), ())
-                .await
-                .map_err(|e| {
-                    CassandraError::execution(format!("to add {column} to {table}"), &e)
-                })?;
-        }
+/// The `base` cell: the digest the content belongs to, then the content's JSON text,
+/// compressed (zstd, fast level).
+fn pack_content(digest: Digest, content: &str) -> Vec<u8> {
+    let mut packed = digest.0.to_vec();
+    match zstd::bulk::compress(content.as_bytes(), 1) {
+        Ok(compressed) => packed.extend(compressed),
+        // Compressing a buffer in memory does not fail; if it did, no content is kept.
+        Err(_) => packed.clear(),
     }
-    Ok(())
+    packed
 }
 
-/// Whether the ledger `keyspace.name` holds the mark of a finished copy from the shared table.
-async fn copy_marked(
-    session: &Session,
-    keyspace: &str,
-    name: &str,
-) -> Result<bool, CassandraError> {
-    let action = format!("to read {keyspace}.{name}");
-    let rows = session
-        .query_unpaged(
-            format!("SELECT sync FROM {keyspace}.{name} WHERE id = ? AND sync = ?"),
-            (Uuid::nil(), COPIED_MARK),
-        )
-        .await
-        .map_err(|e| CassandraError::execution(&action, &e))?
-        .into_rows_result()
-        .map_err(|e| CassandraError::protocol(&action, e))?;
-    Ok(rows.rows_num() > 0)
-}
-
-/// Whether `keyspace.table` exists.
-async fn table_exists(
-    session: &Session,
-    keyspace: &str,
-    table: &str,
-) -> Result<bool, CassandraError> {
-    let action = format!("to look for {keyspace}.{table}");
-    let rows = session
-        .query_unpaged(
-            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
-            (keyspace, table),
-        )
-        .await
-        .map_err(|e| CassandraError::execution(&action, &e))?
-        .into_rows_result()
-        .map_err(|e| CassandraError::protocol(&action, e))?;
-    Ok(rows.rows_num() > 0)
+/// The content of a `base` cell, when it belongs to `digest`.
+fn unpack_content(packed: &[u8], digest: Digest) -> Option<serde_json::Value> {
+    let (stored, compressed) = packed.split_at_checked(16)?;
+    if stored != digest.0 {
+        return None;
+    }
+    let text = zstd::stream::decode_all(compressed).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .filter(serde_json::Value::is_object)
 }
 
 #[cfg(test)]
@@ -787,8 +601,8 @@ mod tests {
 
     #[test]
     fn each_sync_has_a_ledger_table_of_its_own_within_cassandras_name_length() {
-        assert_eq!(table_name("orders"), "essync_ledger_orders");
-        assert_eq!(table_name("Orders"), "essync_ledger_orders");
+        assert_eq!(table_name("orders"), "essync_synced_orders");
+        assert_eq!(table_name("Orders"), "essync_synced_orders");
         let long = "a_table_whose_name_is_long_enough_to_overflow";
         let other = "a_table_whose_name_is_long_enough_to_overflow2";
         let (a, b) = (table_name(long), table_name(other));
@@ -796,8 +610,19 @@ mod tests {
             a.len() <= MAX_TABLE_NAME && b.len() <= MAX_TABLE_NAME,
             "{a} {b}"
         );
-        assert!(a.starts_with("essync_ledger_a_table"), "{a}");
+        assert!(a.starts_with("essync_synced_a_table"), "{a}");
         assert_ne!(a, b, "two long names that share a prefix get two tables");
         assert_eq!(a, table_name(long), "the name is stable");
+    }
+
+    #[test]
+    fn a_kept_content_is_read_back_only_for_its_own_digest() {
+        let content = r#"{"b":1.50,"a":[9007199254740993,{"x":"y"}]}"#;
+        let (mine, other) = (Digest([7; 16]), Digest([8; 16]));
+        let packed = pack_content(mine, content);
+        let read = unpack_content(&packed, mine).expect("content");
+        assert_eq!(serde_json::to_string(&read).expect("text"), content);
+        assert_eq!(unpack_content(&packed, other), None);
+        assert_eq!(unpack_content(&packed[..10], mine), None);
     }
 }

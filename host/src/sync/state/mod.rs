@@ -1,27 +1,40 @@
-//! essync's state beside the synced table, and the one owner of its writes: checkpoints (how
-//! far each change feed is applied), recorded failures, and the ledger (what was last synced).
-//! A dry run reads them all and writes none: that rule lives here and nowhere else.
+//! essync's state beside the synced table, and the one owner of its reads and writes:
+//! checkpoints (how far each change feed is applied), recorded failures, and the ledger (what
+//! was last synced). Each table's statements are prepared here, once. A dry run reads them all
+//! and writes none: that rule lives here and nowhere else.
 
 pub mod checkpoint;
 pub mod errors;
 pub mod ledger;
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use scylla::client::session::Session;
 use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
-pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX};
-pub use ledger::{Intent, LEDGER_TABLE, LedgerEntry, Record, Synced};
+pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX, Failure};
+pub use ledger::{Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced};
 
-use crate::Document;
 use crate::cassandra::CassandraError;
-use crate::store::{BadDocument, FeedFailure};
+use crate::cassandra::cql::Cql;
+use crate::document::Digest;
+use crate::store::FeedFailure;
 use checkpoint::CheckpointStore;
 use errors::ErrorLog;
 use ledger::Ledger;
+
+/// How the state of a sync is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StateOptions {
+    /// The first wait before a failed document is tried again (doubles each time).
+    pub retry_backoff: Duration,
+    /// Read, never write.
+    pub dry_run: bool,
+    /// Keep the synced content in the ledger (the policy merges from it).
+    pub keep_content: bool,
+}
 
 /// The state tables of one sync.
 pub(crate) struct State {
@@ -40,25 +53,43 @@ pub(crate) struct Opened {
     pub new_ledger: bool,
 }
 
+/// What a batch leaves to record, all at once when it ends: failures, ids back in sync, and the
+/// ledger's changes.
+#[derive(Debug, Default)]
+pub(crate) struct Settlement {
+    /// Documents that failed, to try again later.
+    pub failures: Vec<Failure>,
+    /// Ids in sync again (or deliberately left alone): their recorded failures go.
+    pub resolved: Vec<Uuid>,
+    /// Synced versions to record.
+    pub records: Vec<Record>,
+    /// Synced versions held at other store versions.
+    pub refreshes: Vec<(Uuid, Synced)>,
+    /// Ids neither side holds any more.
+    pub forgotten: Vec<Uuid>,
+}
+
 impl State {
-    /// Creates the state tables when missing and loads the checkpoint and the failures.
+    /// Creates the state tables when missing and loads the checkpoint and the failures. The
+    /// tables are created (and an earlier version's ledger copied) even in a dry run: that
+    /// changes no document and no checkpoint.
     pub async fn open(
-        session: &Session,
+        cql: &Cql,
         keyspace: &str,
         sync: &str,
-        retry_backoff: Duration,
-        dry_run: bool,
+        options: StateOptions,
     ) -> Result<Opened, CassandraError> {
-        let checkpoints = CheckpointStore::open(session, keyspace, sync).await?;
-        let errors = ErrorLog::open(session, keyspace, sync, retry_backoff, dry_run).await?;
-        let (ledger, new_ledger) = Ledger::open(session, keyspace, sync, dry_run).await?;
-        let checkpoint = checkpoints.load(session).await?;
+        let checkpoints = CheckpointStore::open(cql, keyspace, sync).await?;
+        let errors =
+            ErrorLog::open(cql, keyspace, sync, options.retry_backoff, options.dry_run).await?;
+        let (ledger, new_ledger) = Ledger::open(cql, keyspace, sync, options.keep_content).await?;
+        let checkpoint = checkpoints.load().await?;
         Ok(Opened {
             state: Self {
                 checkpoints,
                 errors,
                 ledger,
-                dry_run,
+                dry_run: options.dry_run,
             },
             checkpoint,
             new_ledger,
@@ -71,15 +102,11 @@ impl State {
     }
 
     /// Saves a checkpoint.
-    pub async fn save(
-        &self,
-        session: &Session,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), CassandraError> {
+    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CassandraError> {
         if self.dry_run {
             return Ok(());
         }
-        self.checkpoints.save(session, checkpoint).await
+        self.checkpoints.save(checkpoint).await
     }
 
     /// How many documents are recorded as failed.
@@ -92,54 +119,26 @@ impl State {
         self.errors.due(now, limit)
     }
 
-    /// Records that the document `id` failed on `side`, with the reason.
-    pub async fn fail(
-        &mut self,
-        session: &Session,
-        id: Uuid,
-        side: &str,
-        reason: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), CassandraError> {
-        self.errors
-            .record(session, Some(id), &id.to_string(), side, reason, now)
-            .await
-    }
-
-    /// Records a document a store cannot sync.
-    pub async fn fail_bad(
-        &mut self,
-        session: &Session,
-        bad: &BadDocument,
-        now: DateTime<Utc>,
-    ) -> Result<(), CassandraError> {
-        self.errors.record_bad(session, bad, now).await
-    }
-
     /// Records that a part of the Elasticsearch feed could not be read; returns whether it is a
     /// new failure (its first attempt).
     pub async fn fail_feed(
         &mut self,
-        session: &Session,
         failure: &FeedFailure,
         now: DateTime<Utc>,
     ) -> Result<bool, CassandraError> {
         let location = format!("{FEED_PREFIX}{}", failure.location);
-        self.errors
-            .record(
-                session,
-                None,
-                &location,
-                "elasticsearch",
-                &failure.reason,
-                now,
-            )
-            .await?;
+        let failure = Failure {
+            id: None,
+            location: location.clone(),
+            side: "elasticsearch".to_string(),
+            reason: failure.reason.clone(),
+        };
+        self.errors.record(&[failure], now).await?;
         Ok(self.errors.attempts(&location) == 1)
     }
 
     /// The parts of the Elasticsearch feed that failed and wait for their next attempt.
-    pub fn feed_held(&self, now: DateTime<Utc>) -> std::collections::BTreeSet<String> {
+    pub fn feed_held(&self, now: DateTime<Utc>) -> BTreeSet<String> {
         self.errors.feed_parts(now, true)
     }
 
@@ -147,85 +146,104 @@ impl State {
     /// tried again (not `held`) and did not fail (`failed`) are read again.
     pub async fn feed_recovered(
         &mut self,
-        session: &Session,
-        failed: &std::collections::BTreeSet<String>,
-        held: &std::collections::BTreeSet<String>,
+        failed: &BTreeSet<String>,
+        held: &BTreeSet<String>,
         now: DateTime<Utc>,
     ) -> Result<(), CassandraError> {
+        let mut recovered = Vec::new();
         for part in self.errors.feed_parts(now, false) {
             if !failed.contains(&part) && !held.contains(&part) {
                 tracing::info!("Elasticsearch's {part} is read again");
-                self.errors
-                    .resolve_location(session, &format!("{FEED_PREFIX}{part}"))
-                    .await?;
+                recovered.push(format!("{FEED_PREFIX}{part}"));
             }
         }
-        Ok(())
-    }
-
-    /// Forgets an id's failure: it is in sync (or deliberately left alone) now.
-    pub async fn resolved(&mut self, session: &Session, id: &Uuid) -> Result<(), CassandraError> {
-        self.errors.resolve(session, id).await
+        self.errors.resolve(&recovered).await
     }
 
     /// The ledger entries of the ids that have one.
-    pub async fn ledger(
-        &self,
-        session: &Session,
-        ids: &[Uuid],
-    ) -> Result<std::collections::HashMap<Uuid, LedgerEntry>, CassandraError> {
-        self.ledger.get(session, ids).await
+    pub async fn ledger(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, LedgerEntry>, CassandraError> {
+        self.ledger.get(ids).await
     }
 
-    /// The synced versions (bases) of the ids that have one.
+    /// The synced content of the ids whose entry keeps it for the digest given (only for a
+    /// policy that merges from it; empty otherwise).
     pub async fn bases(
         &self,
-        session: &Session,
-        ids: &[Uuid],
-    ) -> Result<std::collections::HashMap<Uuid, Document>, CassandraError> {
-        self.ledger.base(session, ids).await
+        ids: &[(Uuid, Digest)],
+    ) -> Result<HashMap<Uuid, serde_json::Value>, CassandraError> {
+        self.ledger.base(ids).await
     }
 
     /// The ledger entries whose token is in `[from, to]`, with their tokens.
     pub async fn ledger_range(
         &self,
-        session: &Session,
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, LedgerEntry)>, CassandraError> {
-        self.ledger.range(session, from, to).await
+        self.ledger.range(from, to).await
     }
 
     /// Records the writes about to be made, before they are (see [`ledger`]).
-    pub async fn intend(
-        &self,
-        session: &Session,
-        intents: &[(Uuid, Intent)],
-    ) -> Result<(), CassandraError> {
+    pub async fn intend(&self, intents: &[(Uuid, Intent)]) -> Result<(), CassandraError> {
         if self.dry_run || intents.is_empty() {
             return Ok(());
         }
-        self.ledger.intend(session, intents).await
+        self.ledger.intend(intents).await
     }
 
-    /// Brings the ledger up to date after the writes: records what was synced, refreshes where
-    /// the stores hold it and forgets what is gone. The intents of writes that did not all
-    /// apply stay (see [`ledger`]).
-    pub async fn write_ledger(
-        &self,
-        session: &Session,
-        records: &[Record],
-        refreshes: &[(Uuid, Synced)],
-        forgotten: &[Uuid],
+    /// Records what a batch leaves, all at once: the failures (each an attempt more), the ids in
+    /// sync again, and the ledger's records, refreshes and forgotten ids. The intents of writes
+    /// that did not all apply stay (see [`ledger`]).
+    pub async fn settle(
+        &mut self,
+        settlement: Settlement,
+        now: DateTime<Utc>,
     ) -> Result<(), CassandraError> {
-        if self.dry_run {
-            return Ok(());
-        }
-        let (a, b, c) = tokio::join!(
-            self.ledger.record(session, records),
-            self.ledger.refresh(session, refreshes),
-            self.ledger.forget(session, forgotten),
-        );
-        a.and(b).and(c)
+        let Settlement {
+            failures,
+            resolved,
+            records,
+            refreshes,
+            forgotten,
+        } = settlement;
+        self.errors.record(&failures, now).await?;
+        let resolved: Vec<String> = resolved
+            .iter()
+            .map(Uuid::to_string)
+            .filter(|location| self.errors.holds(location))
+            .collect();
+        let ledger = &self.ledger;
+        let write_ledger = async {
+            if self.dry_run {
+                return Ok(());
+            }
+            let (a, b, c) = tokio::join!(
+                ledger.record(&records),
+                ledger.refresh(&refreshes),
+                ledger.forget(&forgotten),
+            );
+            a.and(b).and(c)
+        };
+        let (a, b) = tokio::join!(self.errors.resolve(&resolved), write_ledger);
+        a.and(b)
     }
+}
+
+/// The documents recorded as failed by the sync of `cassandra`'s table, what `essync errors`
+/// lists (the table of failures is created when missing).
+pub async fn recorded_failures(
+    cassandra: &crate::cassandra::CassandraStore,
+) -> Result<Vec<ErrorEntry>, CassandraError> {
+    let config = cassandra.config();
+    errors::ensure_table(cassandra.cql(), &config.keyspace).await?;
+    errors::list(cassandra.cql(), &config.keyspace, &config.table).await
+}
+
+/// Forgets every failure recorded by the sync of `cassandra`'s table.
+pub async fn clear_failures(
+    cassandra: &crate::cassandra::CassandraStore,
+) -> Result<(), CassandraError> {
+    let config = cassandra.config();
+    errors::ensure_table(cassandra.cql(), &config.keyspace).await?;
+    errors::clear(cassandra.cql(), &config.keyspace, &config.table).await
 }
