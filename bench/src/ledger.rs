@@ -12,7 +12,7 @@ use crate::stores::Cql;
 /// What the ledger of one table takes on disk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerSize {
-    /// The ledger's tables (today one, `essync_ledger_TABLE`).
+    /// The ledger's tables (today one, `essync_synced_TABLE`).
     pub tables: Vec<String>,
     /// Bytes of their SSTables.
     pub bytes: u64,
@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn bytes_per_row_needs_rows() {
         let size = LedgerSize {
-            tables: vec!["essync_ledger_t".into()],
+            tables: vec!["essync_synced_t".into()],
             bytes: 1000,
             rows: 8,
         };

@@ -801,10 +801,15 @@ fn quiet_servers(quiet: &Span) -> String {
 /// The backfill's requests per store and kind, from essync's metrics.
 fn requests_by_kind(backfill: &Run, copied: usize) -> String {
     if backfill.requests_by_kind.is_empty() {
-        return "\nRequests by kind: not served by this essync (essync_requests_total).\n".into();
+        return "\nRequests by kind: not read (this essync serves no essync_requests_total, or it \
+                exited before they could be read).\n"
+            .into();
     }
+    let mut requests: Vec<_> = backfill.requests_by_kind.iter().collect();
+    // Cassandra first, the most frequent kinds first.
+    requests.sort_by(|a, b| a.store.cmp(&b.store).then(b.count.total_cmp(&a.count)));
     let mut table = Table::new(&["store", "kind", "requests", "per document copied"]);
-    for r in &backfill.requests_by_kind {
+    for r in requests {
         table.row(&[
             r.store.clone(),
             r.kind.clone(),
@@ -813,7 +818,7 @@ fn requests_by_kind(backfill: &Run, copied: usize) -> String {
         ]);
     }
     format!(
-        "\nRequests of the backfill by kind (essync_requests_total at its last metrics sample):\n\n{}",
+        "\nRequests of the backfill by kind (essync_requests_total after its round):\n\n{}",
         table.render()
     )
 }

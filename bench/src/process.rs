@@ -84,8 +84,8 @@ pub struct Run {
     /// Requests sent to Elasticsearch / Cassandra by all its rounds, when their summary lines
     /// count them.
     pub requests: Option<[u64; 2]>,
-    /// Requests per store and kind at the last metrics sample (empty when the binary does not
-    /// export them).
+    /// Requests per store and kind, read from the metrics right after the last round's summary
+    /// line (empty when the binary does not export them, or exited before they were read).
     pub requests_by_kind: Vec<Requests>,
 }
 
@@ -97,7 +97,6 @@ struct Samples {
     cpu_s: f64,
     /// Policy CPU and process CPU seconds at the first and the last metrics sample.
     policy: Option<[(f64, f64); 2]>,
-    requests_by_kind: Vec<Requests>,
 }
 
 impl Samples {
@@ -118,10 +117,6 @@ impl Samples {
         let Ok(text) = get_metrics(&address).await else {
             return;
         };
-        let requests = requests_by_kind(&text);
-        if !requests.is_empty() {
-            self.requests_by_kind = requests;
-        }
         if let Some(policy) = metric(&text, "essync_policy_cpu_seconds_total")
             && let Some(cpu) = cpu_seconds(pid)
         {
@@ -145,6 +140,10 @@ struct Log {
     metrics: Option<String>,
     started: Option<DateTime<FixedOffset>>,
     rounds: Vec<(Round, Option<DateTime<FixedOffset>>)>,
+    /// Requests per store and kind, from the metrics read as soon as a round's summary line
+    /// came (essync counts them at the end of each round, and a `--once` run exits right
+    /// after its round).
+    requests_by_kind: Vec<Requests>,
 }
 
 impl Log {
@@ -254,7 +253,7 @@ impl Essync {
             policy_share: policy.map(|p| p.1),
             policy_cpu_s: policy.map(|p| p.0),
             requests,
-            requests_by_kind: samples.requests_by_kind,
+            requests_by_kind: log.requests_by_kind.clone(),
         })
     }
 
@@ -347,8 +346,18 @@ fn read_log(
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "essync_bench::essync", "{line}");
             let round = parse_round(&line);
-            if let Ok(mut log) = log.lock() {
+            let metrics = log.lock().ok().and_then(|mut log| {
                 log.push(line);
+                log.metrics.clone()
+            });
+            // Only for `--once` runs (no round channel): a running essync is left unscraped.
+            if round.is_some()
+                && rounds.is_none()
+                && let Some(address) = metrics
+                && let Ok(text) = get_metrics(&address).await
+                && let Ok(mut log) = log.lock()
+            {
+                log.requests_by_kind = requests_by_kind(&text);
             }
             if let (Some(round), Some(rounds)) = (round, &rounds) {
                 let _ = rounds.send(round);

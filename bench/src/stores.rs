@@ -590,9 +590,8 @@ impl Cql {
         Ok(counts.iter().sum())
     }
 
-    /// The tables of the keyspace that hold essync's ledger of `table`: named `essync_ledger`
-    /// and something, with `table` among the parts of the name (today
-    /// `essync_ledger_TABLE`), read from `system_schema.tables`, with their ids.
+    /// The tables of the keyspace that hold essync's ledger of `table` (see [`is_ledger_of`]),
+    /// read from `system_schema.tables`, with their ids.
     pub async fn ledger_tables(&self, table: &str) -> anyhow::Result<Vec<(String, Uuid)>> {
         let rows = self
             .session
@@ -694,11 +693,13 @@ fn row(doc: &Doc) -> (Uuid, &str, &str, CqlTimestamp, &str) {
     )
 }
 
-/// Whether `name` is a ledger table of `table`: it starts with `essync_ledger` and `table`
-/// stands among its `_`-separated parts (so the ledger of `n_12` is not taken for that of
-/// `n_123`).
+/// Whether `name` is a ledger table of `table`: one of essync's tables (`essync_...`) that
+/// belongs to `table`, which stands among the `_`-separated parts of its name (so the ledger
+/// of `n_12` is not taken for that of `n_123`). essync's ledger has been `essync_ledger_TABLE`
+/// and is `essync_synced_TABLE`; its state tables shared by every sync (`essync_checkpoints`,
+/// `essync_errors`) name no table.
 pub fn is_ledger_of(name: &str, table: &str) -> bool {
-    let Some(rest) = name.strip_prefix("essync_ledger") else {
+    let Some(rest) = name.strip_prefix("essync") else {
         return false;
     };
     let table = table.to_lowercase();
@@ -731,12 +732,13 @@ mod tests {
 
     #[test]
     fn ledger_tables_are_recognised_by_their_table() {
+        assert!(is_ledger_of("essync_synced_n_123", "n_123"));
         assert!(is_ledger_of("essync_ledger_n_123", "n_123"));
         assert!(is_ledger_of("essync_ledger_n_123_content", "n_123"));
-        assert!(is_ledger_of("essync_ledger_v2_n_123", "n_123"));
-        assert!(!is_ledger_of("essync_ledger_n_1234", "n_123"));
-        assert!(!is_ledger_of("essync_ledger_xn_123", "n_123"));
+        assert!(!is_ledger_of("essync_synced_n_1234", "n_123"));
+        assert!(!is_ledger_of("essync_synced_xn_123", "n_123"));
         assert!(!is_ledger_of("essync_ledger", "n_123"));
+        assert!(!is_ledger_of("essync_errors", "n_123"));
         assert!(!is_ledger_of("n_123", "n_123"));
     }
 
