@@ -1,214 +1,24 @@
-//! Builds the policy components of `policies/` for `wasm32-wasip2`, so that the binary can
-//! embed the default policy and the tests can load the others.
+//! Builds the default policy (`policies/last-write-wins`) for `wasm32-wasip2`, so that the
+//! binary can embed it: `ESSYNC_BUILTIN_POLICY` (a `rustc-env`) is the path of its component,
+//! which `policy::Policy::builtin` embeds with `include_bytes!`.
 //!
-//! One nested `cargo build --release --target wasm32-wasip2` builds every policy crate into a
-//! target directory under OUT_DIR (the way wasmtime builds its test programs). Then:
-//!
-//! - `ESSYNC_BUILTIN_POLICY` (a `rustc-env`) is the path of `last_write_wins.wasm`, which
-//!   `policy::Policy::builtin` embeds with `include_bytes!`;
-//! - `$OUT_DIR/policies.rs` defines one `&str` constant per component path (`LAST_WRITE_WINS`,
-//!   `PREFER_CASSANDRA`, ...), for the tests and benchmarks to `include!`.
+//! Only the default policy is built here, so a release build builds nothing else. The other
+//! policies, which only the tests and benchmarks load, are built by the dev-dependency
+//! `essync-test-policies` (`policies/testing/artifacts`).
 
-use std::env;
-use std::ffi::OsString;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// The policy crates built as components: package name and folder.
-const POLICIES: &[(&str, &str)] = &[
-    ("last-write-wins", "policies/last-write-wins"),
-    ("prefer-cassandra", "policies/prefer-cassandra"),
-    ("field-merge", "policies/field-merge"),
-    ("index-filter", "policies/index-filter"),
-    ("misbehaving", "policies/testing/misbehaving"),
-    ("legacy-v0-1", "policies/testing/legacy-v0-1"),
-];
-
-/// What the policies share.
-const SDK: &str = "policies/sdk";
-
-/// The one embedded in the binary.
-const BUILTIN: &str = "last-write-wins";
-
-const WASM_TARGET: &str = "wasm32-wasip2";
+use essync_policy_build::{Failure, build, run, workspace_root};
 
 fn main() {
-    match build() {
-        Ok(()) => {}
-        // One line that says what to do; cargo shows it as the build's error.
-        Err(Failure::Plain(message)) => println!("cargo::error={message}"),
-        // Failing the script as well makes cargo show the nested build's messages.
-        Err(Failure::WithLog(message)) => {
-            println!("cargo::error={message}");
-            std::process::exit(1);
-        }
-    }
-}
-
-enum Failure {
-    Plain(String),
-    WithLog(String),
-}
-
-impl From<String> for Failure {
-    fn from(message: String) -> Self {
-        Failure::Plain(message)
-    }
-}
-
-impl From<&str> for Failure {
-    fn from(message: &str) -> Self {
-        Failure::Plain(message.to_string())
-    }
-}
-
-fn build() -> Result<(), Failure> {
-    let manifest_dir = PathBuf::from(env_var("CARGO_MANIFEST_DIR")?);
-    let root = manifest_dir
-        .parent()
-        .ok_or("the essync crate is not inside its workspace")?
-        .to_path_buf();
-    let out_dir = PathBuf::from(env_var("OUT_DIR")?);
-    // The sources and manifests only: editing a cases file or a README must not rebuild
-    // essync.
-    let mut watched = vec![
-        "wit".to_string(),
-        "Cargo.toml".to_string(),
-        "Cargo.lock".to_string(),
-    ];
-    for dir in POLICIES.iter().map(|(_, dir)| *dir).chain([SDK]) {
-        watched.push(format!("{dir}/src"));
-        watched.push(format!("{dir}/Cargo.toml"));
-    }
-    for path in watched {
-        println!("cargo::rerun-if-changed={}", root.join(path).display());
-    }
-
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-    check_wasm_target(&rustc)?;
-
-    let target_dir = out_dir.join("policies");
-    let mut cargo = Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
-    cargo
-        .arg("build")
-        .arg("--release")
-        .arg("--locked")
-        .arg("--target")
-        .arg(WASM_TARGET)
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"));
-    for (policy, _) in POLICIES {
-        cargo.arg("--package").arg(policy);
-    }
-    clear_inherited_env(&mut cargo);
-    cargo
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTC", &rustc)
-        // Components are shipped, not debugged: without debug info they are ~15x smaller,
-        // which is what the binary embeds and what every load compiles.
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
-    let output = cargo
-        .output()
-        .map_err(|e| format!("cannot run cargo to build the policies: {e}"))?;
-    if !output.status.success() {
-        // The compiler's messages, for whoever reads the build log, then one line.
-        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-        return Err(Failure::WithLog(format!(
-            "building the policy components for {WASM_TARGET} failed ({}): see the messages below",
-            output.status
-        )));
-    }
-
-    let wasm_dir = target_dir.join(WASM_TARGET).join("release");
-    let mut consts = String::from(
-        "// Generated by the essync build script: the policy components built from policies/.\n",
-    );
-    for (policy, _) in POLICIES {
-        let path = wasm_dir.join(format!("{}.wasm", policy.replace('-', "_")));
-        if !path.is_file() {
-            return Err(format!("the policy build did not produce {}", path.display()).into());
-        }
-        let name = policy.replace('-', "_").to_uppercase();
-        let _ = writeln!(
-            consts,
-            "/// The `{policy}` policy component.\n#[allow(dead_code)]\npub const {name}: &str = {:?};",
-            path.display().to_string()
+    run(|| {
+        let root = workspace_root()?;
+        let built = build(&root, &[("last-write-wins", "policies/last-write-wins")])?;
+        let builtin = built
+            .first()
+            .ok_or_else(|| Failure::from("the default policy was not built"))?;
+        println!(
+            "cargo::rustc-env=ESSYNC_BUILTIN_POLICY={}",
+            builtin.display()
         );
-        if *policy == BUILTIN {
-            println!("cargo::rustc-env=ESSYNC_BUILTIN_POLICY={}", path.display());
-        }
-    }
-    std::fs::write(out_dir.join("policies.rs"), consts)
-        .map_err(|e| format!("cannot write policies.rs to {}: {e}", out_dir.display()))?;
-    Ok(())
-}
-
-fn env_var(name: &str) -> Result<String, String> {
-    env::var(name).map_err(|_| format!("cargo did not set {name} for the build script"))
-}
-
-/// The missing target is the one failure a newcomer meets: say how to fix it, in one line.
-fn check_wasm_target(rustc: &OsString) -> Result<(), String> {
-    let missing = || {
-        format!(
-            "the {WASM_TARGET} Rust target is missing: run `rustup target add {WASM_TARGET}` (or scripts/setup)"
-        )
-    };
-    let output = Command::new(rustc)
-        .args(["--print", "target-libdir", "--target", WASM_TARGET])
-        .output()
-        .map_err(|e| format!("cannot run rustc: {e}"))?;
-    if !output.status.success() {
-        return Err(missing());
-    }
-    let libdir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if libdir.is_empty() || !Path::new(&libdir).is_dir() {
-        return Err(missing());
-    }
-    Ok(())
-}
-
-/// Removes what cargo set for this build script (or the user set for the host build) that
-/// would leak into the nested build: host flags and wrappers (clippy's, coverage's), target,
-/// profile and feature settings. Network, registry and jobserver settings are kept.
-fn clear_inherited_env(cargo: &mut Command) {
-    const EXACT: &[&str] = &[
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_ENCODED_RUSTDOCFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_INCREMENTAL",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_CRATE_NAME",
-        "CARGO_RUSTC_CURRENT_DIR",
-        "RUSTFLAGS",
-        "RUSTDOCFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_LINKER",
-        "OUT_DIR",
-        "TARGET",
-        "HOST",
-        "OPT_LEVEL",
-        "DEBUG",
-        "PROFILE",
-        "NUM_JOBS",
-    ];
-    const PREFIXES: &[&str] = &[
-        "CARGO_CFG_",
-        "CARGO_FEATURE_",
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_PROFILE_",
-        "CARGO_BUILD_",
-        "CARGO_LLVM_COV",
-        "CARGO_BIN_",
-    ];
-    for (key, _) in env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p)) {
-            cargo.env_remove(key);
-        }
-    }
+        Ok(())
+    });
 }

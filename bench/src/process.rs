@@ -1,9 +1,10 @@
-//! Runs the essync binary as a user would, and watches it from outside: its round summary line
+//! Runs the essync binary as a user would, and watches it from outside: its round summaries
 //! (the round's own time, beside the process's), its peak resident memory (`VmHWM`), its CPU
 //! time (`/proc/PID/stat`) and, through `--metrics`, the CPU time it spent in the policy.
 //!
 //! Nothing here links essync's library: any essync binary that keeps its command line, its
-//! round summary line and its metrics can be measured.
+//! JSON logs (`--log-format json`, each round's figures as `report.*` fields) and its metrics
+//! can be measured.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, FixedOffset};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -34,7 +35,7 @@ pub struct Essync {
     pub keyspace: String,
 }
 
-/// What one round's summary line says.
+/// What one round's summary says.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Round {
     /// The round's number in its process.
@@ -45,9 +46,9 @@ pub struct Round {
     pub written: [u64; 2],
     /// Documents that failed.
     pub errors: u64,
-    /// The duration printed (to the hundredth of a second).
-    pub printed_s: f64,
-    /// Requests sent to Elasticsearch / Cassandra, when the line counts them.
+    /// How long the round took, as essync measured it.
+    pub duration_s: f64,
+    /// Requests sent to Elasticsearch / Cassandra, when the summary counts them.
     pub requests: Option<[u64; 2]>,
 }
 
@@ -67,8 +68,7 @@ pub struct Requests {
 pub struct Run {
     /// The round's summary.
     pub round: Round,
-    /// The round's time: the printed one, or the same to the microsecond from the log lines'
-    /// timestamps when they agree with it.
+    /// The round's time, as essync measured it.
     pub round_s: f64,
     /// From spawning the process to its exit.
     pub process_s: f64,
@@ -133,31 +133,34 @@ impl Samples {
     }
 }
 
+
 /// What the log says as it comes.
 #[derive(Debug, Default)]
 struct Log {
+    /// Each line's message (a line that is not a JSON event, as it is).
     lines: Vec<String>,
     metrics: Option<String>,
-    started: Option<DateTime<FixedOffset>>,
-    rounds: Vec<(Round, Option<DateTime<FixedOffset>>)>,
-    /// Requests per store and kind, from the metrics read as soon as a round's summary line
-    /// came (essync counts them at the end of each round, and a `--once` run exits right
-    /// after its round).
+    rounds: Vec<Round>,
+    /// Requests per store and kind, from the metrics read as soon as a round's summary came
+    /// (essync counts them at the end of each round, and a `--once` run exits right after its
+    /// round).
     requests_by_kind: Vec<Requests>,
 }
 
 impl Log {
-    fn push(&mut self, line: String) {
-        if let Some(at) = line.split_once("metrics on http://") {
+    fn push(&mut self, line: &str) {
+        let event = Event::parse(line);
+        if let Some(at) = event.message.split_once("metrics on http://") {
             self.metrics = at.1.split('/').next().map(str::to_string);
         }
-        if line.contains("syncing Elasticsearch (") {
-            self.started = timestamp(&line);
+        if let Some(round) = event.round() {
+            self.rounds.push(round);
         }
-        if let Some(round) = parse_round(&line) {
-            self.rounds.push((round, timestamp(&line)));
-        }
-        self.lines.push(line);
+        self.lines.push(if event.level.is_empty() {
+            event.message
+        } else {
+            format!("{} {}", event.level, event.message)
+        });
     }
 
     /// The last line that looks like an error, for messages.
@@ -165,10 +168,52 @@ impl Log {
         self.lines
             .iter()
             .rev()
-            .find(|l| l.starts_with("essync:") || l.contains("ERROR"))
+            .find(|l| l.contains("essync:") || l.starts_with("ERROR"))
             .or(self.lines.last())
             .cloned()
             .unwrap_or_else(|| "(nothing on stderr)".to_string())
+    }
+}
+
+/// One line of essync's JSON log.
+struct Event {
+    level: String,
+    message: String,
+    fields: Value,
+}
+
+impl Event {
+    /// The event a line holds; a line that is not JSON (the one line of a fatal error, a panic)
+    /// is a message of its own.
+    fn parse(line: &str) -> Event {
+        match serde_json::from_str::<Value>(line) {
+            Ok(mut event) if event.is_object() => {
+                let fields = event["fields"].take();
+                Event {
+                    level: event["level"].as_str().unwrap_or_default().to_string(),
+                    message: fields["message"].as_str().unwrap_or_default().to_string(),
+                    fields,
+                }
+            }
+            _ => Event {
+                level: String::new(),
+                message: line.to_string(),
+                fields: Value::Null,
+            },
+        }
+    }
+
+    /// The round summary this event is, if it is one: its `report.*` fields.
+    fn round(&self) -> Option<Round> {
+        let count = |name: &str| self.fields[format!("report.{name}")].as_u64();
+        Some(Round {
+            number: count("round")?,
+            read: [count("es_read")?, count("cassandra_read")?],
+            written: [count("es_written")?, count("cassandra_written")?],
+            errors: count("errors")?,
+            duration_s: self.fields["report.duration_s"].as_f64()?,
+            requests: count("es_requests").zip(count("cassandra_requests")).map(|(e, c)| [e, c]),
+        })
     }
 }
 
@@ -186,6 +231,7 @@ impl Essync {
                 "RUST_LOG",
                 std::env::var("ESSYNC_BENCH_ESSYNC_LOG").unwrap_or_else(|_| "essync=info".into()),
             )
+            .args(["--log-format", "json"])
             .args(["--es-url", &self.es_url, "--cassandra", &self.cassandra])
             .args(["--es-indices", indices, "--metrics", "127.0.0.1:0"])
             .arg(format!("{}:{table}", self.keyspace))
@@ -235,17 +281,17 @@ impl Essync {
         if !status.success() {
             bail!("essync failed ({status}): {}", log.last_words());
         }
-        let Some((round, at)) = log.rounds.last().cloned() else {
-            bail!("essync logged no round summary line: {}", log.last_words());
+        let Some(round) = log.rounds.last().cloned() else {
+            bail!("essync logged no round summary: {}", log.last_words());
         };
         let policy = samples.policy();
         let requests = log
             .rounds
             .iter()
-            .filter_map(|(r, _)| r.requests)
+            .filter_map(|r| r.requests)
             .reduce(|a, b| [a[0] + b[0], a[1] + b[1]]);
         Ok(Run {
-            round_s: precise(&round, log.started, at),
+            round_s: round.duration_s,
             round,
             process_s,
             peak_rss_mib: samples.peak_kib as f64 / 1024.0,
@@ -284,7 +330,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits for the next round's summary line, at most `timeout`.
+    /// Waits for the next round's summary, at most `timeout`.
     pub async fn next_round(&mut self, timeout: Duration) -> anyhow::Result<Round> {
         match tokio::time::timeout(timeout, self.rounds.recv()).await {
             Ok(Some(round)) => Ok(round),
@@ -305,7 +351,7 @@ impl Running {
     pub fn rounds(&self) -> Vec<Round> {
         self.log
             .lock()
-            .map(|l| l.rounds.iter().map(|r| r.0.clone()).collect())
+            .map(|l| l.rounds.clone())
             .unwrap_or_default()
     }
 
@@ -345,11 +391,15 @@ fn read_log(
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "essync_bench::essync", "{line}");
-            let round = parse_round(&line);
-            let metrics = log.lock().ok().and_then(|mut log| {
-                log.push(line);
-                log.metrics.clone()
-            });
+            let (round, metrics) = log
+                .lock()
+                .ok()
+                .map(|mut log| {
+                    let before = log.rounds.len();
+                    log.push(&line);
+                    (log.rounds.get(before).cloned(), log.metrics.clone())
+                })
+                .unwrap_or_default();
             // Only for `--once` runs (no round channel): a running essync is left unscraped.
             if round.is_some()
                 && rounds.is_none()
@@ -364,64 +414,6 @@ fn read_log(
             }
         }
     }))
-}
-
-/// The round time to report: the printed one (hundredths of a second), refined to the
-/// microsecond by the log timestamps of the line before the round ("syncing ...") and of the
-/// summary line when both exist and agree with the printed time. Only the first round of a
-/// process has such a line before it.
-fn precise(
-    round: &Round,
-    started: Option<DateTime<FixedOffset>>,
-    ended: Option<DateTime<FixedOffset>>,
-) -> f64 {
-    if round.number == 1
-        && let (Some(started), Some(ended)) = (started, ended)
-        && let Some(micros) = (ended - started).num_microseconds()
-    {
-        let measured = micros as f64 / 1e6;
-        if (measured - round.printed_s).abs() <= 0.02 {
-            return measured;
-        }
-    }
-    round.printed_s
-}
-
-/// The timestamp a log line starts with (tracing's RFC 3339 with microseconds).
-fn timestamp(line: &str) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok()
-}
-
-/// Parses essync's round summary line:
-/// `round 12: read es 40 / cassandra 35; wrote es 20 / cassandra 18; conflicts 2, in sync 35,
-/// filtered 0, errors 0, requests es 3 / cassandra 9; 0.31s, lag 10.0s` (the requests only
-/// from builds that count them).
-pub fn parse_round(line: &str) -> Option<Round> {
-    let (head, rest) = line.split_once(": read es ")?;
-    let number = head.rsplit_once("round ")?.1.trim().parse().ok()?;
-    let (read, rest) = rest.split_once("; wrote es ")?;
-    let (written, rest) = rest.split_once(';')?;
-    let pair = |text: &str| -> Option<[u64; 2]> {
-        let (es, cassandra) = text.split_once(" / cassandra ")?;
-        Some([es.trim().parse().ok()?, cassandra.trim().parse().ok()?])
-    };
-    let errors = rest
-        .split_once("errors ")
-        .and_then(|(_, e)| e.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .unwrap_or(0);
-    let requests = rest
-        .split_once(", requests es ")
-        .and_then(|(_, r)| pair(r.split(';').next()?));
-    let (_, tail) = rest.rsplit_once("; ")?;
-    let printed_s = tail.split_once("s, lag")?.0.trim().parse().ok()?;
-    Some(Round {
-        number,
-        read: pair(read)?,
-        written: pair(written)?,
-        errors,
-        printed_s,
-        requests,
-    })
 }
 
 /// `VmHWM` of a process, KiB.
@@ -498,38 +490,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_summary_line_is_read_with_its_counts_and_time() {
-        let line = "2025-11-26T16:49:00.123456Z  INFO essync::sync: round 12: read es 40 / \
-                    cassandra 35; wrote es 20 / cassandra 18; conflicts 2, in sync 35, filtered \
-                    0, errors 3, changed underneath 1; 0.31s, lag 10.0s";
-        let round = parse_round(line).expect("a summary line");
+    fn a_round_summary_is_read_from_its_json_fields() {
+        let line = r#"{"timestamp":"2025-11-26T16:49:00.123456Z","level":"INFO","fields":{"message":"round 12: read es 40 / cassandra 35; wrote es 20 / cassandra 18; conflicts 2, in sync 35, filtered 0, errors 3, changed underneath 1; 0.31s, lag 10.0s","report.round":12,"report.es_read":40,"report.es_written":20,"report.es_deleted":0,"report.cassandra_read":35,"report.cassandra_written":18,"report.cassandra_deleted":0,"report.errors":3,"report.duration_s":0.312345,"report.lag_s":10.0},"target":"essync::sync"}"#;
+        let mut log = Log::default();
+        log.push(line);
         assert_eq!(
-            round,
-            Round {
+            log.rounds,
+            [Round {
                 number: 12,
                 read: [40, 35],
                 written: [20, 18],
                 errors: 3,
-                printed_s: 0.31,
+                duration_s: 0.312345,
                 requests: None,
-            }
+            }]
         );
-        assert_eq!(
-            timestamp(line).map(|t| t.timestamp_micros()),
-            Some(1_764_175_740_123_456)
-        );
-        assert!(parse_round("INFO essync::sync: syncing Elasticsearch (x) with a:b").is_none());
+        log.push(r#"{"timestamp":"t","level":"INFO","fields":{"message":"serving metrics on http://127.0.0.1:4567/metrics"},"target":"essync"}"#);
+        log.push(r#"{"timestamp":"t","level":"INFO","fields":{"message":"round 13: read es 1 / cassandra 1"},"target":"essync::sync"}"#);
+        assert_eq!(log.rounds.len(), 1, "only the fields make a summary");
+        assert_eq!(log.metrics.as_deref(), Some("127.0.0.1:4567"));
+        log.push("essync: Cassandra is not reachable");
+        assert_eq!(log.last_words(), "essync: Cassandra is not reachable");
     }
 
     #[test]
-    fn the_summary_line_gives_its_requests_when_it_counts_them() {
-        let line = "INFO essync::sync: round 1: read es 40 / cassandra 35; wrote es 20 / \
-                    cassandra 18; conflicts 2, in sync 35, filtered 0, errors 0, own writes read \
-                    back 18, requests es 12 / cassandra 345; 0.31s, lag 10.0s";
-        let round = parse_round(line).expect("a summary line");
-        assert_eq!(round.requests, Some([12, 345]));
-        assert_eq!(round.errors, 0);
-        assert_eq!(round.printed_s, 0.31);
+    fn metrics_are_read_by_exact_name() {
+        let text = "# HELP essync_policy_cpu_seconds_total x\nessync_policy_cpu_seconds_total_x 9\n\
+                    essync_policy_cpu_seconds_total 1.25\n";
+        assert_eq!(metric(text, "essync_policy_cpu_seconds_total"), Some(1.25));
+        assert_eq!(metric(text, "essync_rounds_total"), None);
+    }
+
+    #[test]
+    fn this_process_has_a_peak_and_cpu_time() {
+        let pid = std::process::id();
+        assert!(peak_resident_kib(pid).is_some_and(|k| k > 0));
+        assert!(cpu_seconds(pid).is_some());
+    }
+
+    #[test]
+    fn a_round_summary_gives_its_requests_when_it_counts_them() {
+        let mut log = Log::default();
+        log.push(r#"{"timestamp":"t","level":"INFO","fields":{"message":"round 1","report.round":1,"report.es_read":40,"report.es_written":20,"report.cassandra_read":35,"report.cassandra_written":18,"report.errors":0,"report.es_requests":12,"report.cassandra_requests":345,"report.duration_s":0.31},"target":"essync::sync"}"#);
+        assert_eq!(log.rounds[0].requests, Some([12, 345]));
     }
 
     #[test]
@@ -554,36 +557,5 @@ mod tests {
                 }
             ]
         );
-    }
-
-    #[test]
-    fn the_round_time_is_refined_only_when_the_timestamps_agree() {
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).ok();
-        let round = Round {
-            number: 1,
-            printed_s: 0.01,
-            ..Round::default()
-        };
-        let t0 = at("2025-01-01T00:00:00.000000Z");
-        let near = precise(&round, t0, at("2025-01-01T00:00:00.012345Z"));
-        assert!((near - 0.012345).abs() < 1e-9, "{near}");
-        assert_eq!(precise(&round, t0, at("2025-01-01T00:00:03Z")), 0.01);
-        let later = Round { number: 2, ..round };
-        assert_eq!(precise(&later, t0, at("2025-01-01T00:00:00.012Z")), 0.01);
-    }
-
-    #[test]
-    fn metrics_are_read_by_exact_name() {
-        let text = "# HELP essync_policy_cpu_seconds_total x\nessync_policy_cpu_seconds_total_x 9\n\
-                    essync_policy_cpu_seconds_total 1.25\n";
-        assert_eq!(metric(text, "essync_policy_cpu_seconds_total"), Some(1.25));
-        assert_eq!(metric(text, "essync_rounds_total"), None);
-    }
-
-    #[test]
-    fn this_process_has_a_peak_and_cpu_time() {
-        let pid = std::process::id();
-        assert!(peak_resident_kib(pid).is_some_and(|k| k > 0));
-        assert!(cpu_seconds(pid).is_some());
     }
 }

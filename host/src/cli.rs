@@ -52,6 +52,18 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
+    /// How log lines are written: `text` for people, or `json` for programs (one JSON object a
+    /// line; each round's summary carries its figures as fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text",
+        env = "ESSYNC_LOG_FORMAT",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     /// Read settings from this TOML file (command-line options and ESSYNC_* variables override
     /// it)
     #[arg(long, value_name = "FILE", env = "ESSYNC_CONFIG", global = true)]
@@ -446,6 +458,15 @@ pub enum PolicyCommand {
         policy: PathBuf,
     },
     /// Run a policy component on fixture cases and report pass/fail per case
+    ///
+    /// The cases file is a JSON object {"cases": [...]}. Each case has a "name", a "kind"
+    /// ("filter" or "resolve"), an "input" (a filter's {side, document, deleted?}, a
+    /// resolution's {id?, base?, elasticsearch?, cassandra?}) and the answer it "expect"s: "keep",
+    /// "skip", {"skip": REASON} or {"transform": DOCUMENT}; "unchanged", "use-elasticsearch",
+    /// "use-cassandra", "delete" or {"write": DOCUMENT}; or "error". A document is {id?, index,
+    /// type?, timestamp, stamp?, content?}, its timestamp RFC 3339 text or milliseconds since the
+    /// epoch. The format in full: "The cases format" in docs/policies.md of essync's repository;
+    /// `essync policy new` writes an example cases.json.
     Test {
         /// The component (.wasm); `builtin` names the built-in default policy
         policy: PathBuf,
@@ -460,6 +481,15 @@ pub enum PolicyCommand {
         /// The cases file (JSON) whose inputs make the batches
         cases: PathBuf,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people
+    Text,
+    /// One JSON object per line, for programs
+    Json,
 }
 
 /// The languages `essync policy new` writes a project in.

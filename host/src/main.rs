@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod config;
+mod logging;
 
 use std::process::ExitCode;
 
@@ -42,9 +43,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = settings.cli;
-    commands::init_logging(cli.verbose);
+    logging::init(cli.verbose, cli.log_format);
+    // A few blocking threads are enough for the policy's calls and the pages read apart; each
+    // thread costs an allocator arena, and many make memory grow for nothing.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(4)
         .build()
     {
         Ok(runtime) => runtime,

@@ -277,6 +277,9 @@ where
     F: std::future::Future<Output = Result<T, E>>,
 {
     use futures::{StreamExt as _, TryStreamExt as _};
+    // Built first, then polled: a stream holding the closure that builds them (over borrowed
+    // items) would make the whole future not `Send` for every lifetime.
+    let requests: Vec<F> = requests.into_iter().collect();
     futures::stream::iter(requests)
         .buffer_unordered(IN_FLIGHT)
         .try_collect()

@@ -11,6 +11,7 @@ use elasticsearch::http::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::support::log::Round;
 use crate::support::scenario::{Scenario, doc, now_ms, run_to_end};
 use crate::support::{cassandra_node, es_url, policies};
 
@@ -114,15 +115,9 @@ fn stamped(content: Value, timestamp: i64) -> Value {
     source
 }
 
-/// The `read es N` counts of round summary lines.
-fn es_reads(rounds: &[String]) -> u64 {
-    rounds
-        .iter()
-        .filter_map(|line| {
-            let (_, rest) = line.split_once("read es ")?;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum()
+/// The documents rounds read from Elasticsearch.
+fn es_reads(rounds: &[Round]) -> u64 {
+    rounds.iter().map(|round| round.read[0]).sum()
 }
 
 // 26, and issue case 1
@@ -271,7 +266,7 @@ async fn an_index_with_a_small_result_window_fails_nothing_else_and_syncs_in_sma
         .await;
     assert_eq!(count["count"], 25, "{count}");
     let rounds = essync.rounds();
-    assert!(rounds.iter().all(|r| r.contains("errors 0")), "{rounds:?}");
+    assert!(rounds.iter().all(|r| r.errors == 0), "{rounds:?}");
 }
 
 // 24: very large documents are read in pages sized by bytes, from the first page on
@@ -422,12 +417,7 @@ async fn a_default_pipeline_is_bypassed_and_a_final_pipeline_that_fails_is_refus
     essync.wait_rounds(finishing, 1).await;
     let before = essync.rounds().len();
     let rounds = essync.wait_rounds(before, 2).await;
-    assert!(
-        rounds
-            .iter()
-            .all(|r| r.contains("wrote es 0 / cassandra 0")),
-        "{rounds:?}"
-    );
+    assert!(rounds.iter().all(|r| r.written == [0, 0]), "{rounds:?}");
     s.es_request(Method::Delete, &format!("/{by_default},{at_last}"), None)
         .await;
     s.es_request(

@@ -67,6 +67,22 @@ fn a_wrong_case_fails_with_a_readable_diff() {
 }
 
 #[test]
+fn test_help_describes_the_cases_format_and_names_its_page() {
+    let output = essync(&["policy", "test", "--help"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    for part in [
+        "\"cases\"",
+        "\"kind\"",
+        "\"expect\"",
+        "use-elasticsearch",
+        "docs/policies.md",
+    ] {
+        assert!(stdout.contains(part), "{part} missing from:\n{stdout}");
+    }
+}
+
+#[test]
 fn check_prints_the_world_and_its_version() {
     let output = essync(&["policy", "check", "builtin"]);
     let stdout = text(&output.stdout);
@@ -97,9 +113,7 @@ fn check_refuses_what_is_not_a_policy_in_one_line() {
     );
 }
 
-mod components {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+use essync_test_policies as components;
 
 /// Every example policy passes its own cases, as a component run by the binary.
 #[test]

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::support::cassandra_node;
+use crate::support::log::Round;
 use crate::support::scenario::{Doc, Docs, Scenario, differences, doc, now_ms, run_to_end};
 
 /// The modules the scenarios use: reindex (`_reindex`, `_delete_by_query`,
@@ -92,14 +93,8 @@ fn ids(docs: &Docs) -> BTreeSet<Uuid> {
 }
 
 /// How many documents essync's round summaries say it deleted from Cassandra.
-fn cassandra_deletes(rounds: &[String]) -> u64 {
-    rounds
-        .iter()
-        .filter_map(|line| line.split("deleted es ").nth(1))
-        .filter_map(|rest| rest.split(" / cassandra ").nth(1))
-        .filter_map(|rest| rest.split(',').next())
-        .filter_map(|n| n.trim().parse::<u64>().ok())
-        .sum()
+fn cassandra_deletes(rounds: &[Round]) -> u64 {
+    rounds.iter().map(|round| round.deleted[1]).sum()
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! (`tests/all`). `scripts/test` runs it with the rest.
 
 // The support of the main suite, shared: not every helper of it is used here.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../all/support/mod.rs"]
 mod support;
 

@@ -215,3 +215,61 @@ mod tests {
         assert_eq!(checkpoint.sweep.position, None);
     }
 }
+
+/// How much a round's write-time sweep reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepLimits {
+    /// Rows per page (each page is one request).
+    pub page_rows: usize,
+    /// The most rows the sweep examines this round (ignored by a full pass).
+    pub budget: usize,
+    /// A reconciliation pass: whole rows, and the whole ring whatever the budget and the time.
+    pub full: bool,
+    /// No page more after this instant (the first is always read).
+    pub until: Option<std::time::Instant>,
+}
+
+/// One page of the sweep, with where it started.
+#[derive(Debug)]
+pub struct SweepPage {
+    /// Where the page started (`None`: the start of the ring).
+    pub start: Option<TokenPosition>,
+    /// What it read.
+    pub page: ScanPage,
+}
+
+impl super::CassandraStore {
+    /// The pages of the write-time sweep from `position`, in token order, until the end of the
+    /// ring or the end of the limits. The first page is always read.
+    pub fn sweep(
+        &self,
+        position: Option<TokenPosition>,
+        limits: SweepLimits,
+    ) -> impl futures::Stream<Item = Result<SweepPage, super::CassandraError>> + '_ {
+        let next = Some((position, limits.budget));
+        futures::stream::unfold(next, move |next| async move {
+            let (start, budget) = next?;
+            let rows = if limits.full {
+                limits.page_rows
+            } else {
+                limits.page_rows.min(budget)
+            };
+            let page = match self.scan_page(start.as_ref(), rows, limits.full).await {
+                Ok(page) => page,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let budget = budget.saturating_sub(rows);
+            let overrun = limits
+                .until
+                .is_some_and(|until| std::time::Instant::now() >= until);
+            let more = !page.done && (limits.full || (budget > 0 && !overrun));
+            if !more && !page.done && !limits.full && budget > 0 {
+                tracing::debug!(
+                    "the round used its period: the sweep goes on from here next round"
+                );
+            }
+            let next = more.then(|| (page.position.clone(), budget));
+            Some((Ok(SweepPage { start, page }), next))
+        })
+    }
+}

@@ -36,7 +36,9 @@ use uuid::Uuid;
 
 pub use convert::CassandraVersion;
 pub use error::CassandraError;
-pub use feed::{CassandraCheckpoint, ScanPage, ScanRow, Sweep, TokenPosition};
+pub use feed::{
+    CassandraCheckpoint, ScanPage, ScanRow, Sweep, SweepLimits, SweepPage, TokenPosition,
+};
 pub use schema::check_name;
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use tls::CassandraTls;
@@ -302,34 +304,25 @@ impl CassandraStore {
         &self,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Read<CassandraVersion>>, CassandraError> {
-        let pending: Vec<_> = ids
-            .chunks(IDS_PER_READ)
-            .map(|chunk| async move {
-                let action = format!("to read {} row(s) of {}", chunk.len(), self.table);
-                let result = self
-                    .cql
-                    .session()
-                    .execute_unpaged(&self.reads.by_ids, (chunk,))
-                    .await
-                    .map_err(|e| CassandraError::execution(&action, &e))?
-                    .into_rows_result()
-                    .map_err(|e| CassandraError::protocol(&action, e))?;
-                result
-                    .rows::<RawRow>()
-                    .map_err(|e| CassandraError::protocol(&action, e))?
-                    .map(|row| row.map(from_row))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| CassandraError::protocol(&action, e))
-            })
-            .collect();
-        let results: Vec<Result<Vec<Read<CassandraVersion>>, CassandraError>> =
-            futures::stream::iter(pending)
-                .buffer_unordered(self.config.concurrency.max(1))
-                .collect()
-                .await;
+        let results = crate::store::all_of(ids.chunks(IDS_PER_READ).map(|chunk| async move {
+            let action = format!("to read {} row(s) of {}", chunk.len(), self.table);
+            let result = self
+                .cql
+                .execute(&self.reads.by_ids, (chunk,), &action)
+                .await?
+                .into_rows_result()
+                .map_err(|e| CassandraError::protocol(&action, e))?;
+            result
+                .rows::<RawRow>()
+                .map_err(|e| CassandraError::protocol(&action, e))?
+                .map(|row| row.map(from_row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CassandraError::protocol(&action, e))
+        }))
+        .await?;
         let mut found = HashMap::with_capacity(ids.len());
         for result in results {
-            for read in result? {
+            for read in result {
                 let id = match &read {
                     Read::Document(stored) => stored.document.id,
                     Read::Bad(bad) => match bad.id {
@@ -441,68 +434,22 @@ impl CassandraStore {
         };
         let result = self
             .cql
-            .session()
-            .execute_unpaged(statement, (start, ask))
-            .await
-            .map_err(|e| CassandraError::execution(&action, &e))?
+            .execute(statement, (start, ask), &action)
+            .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
-        let rows: Vec<(i64, Uuid, ScanRow)> = if full {
-            result
-                .rows::<TokenRow>()
-                .map_err(|e| CassandraError::protocol(&action, e))?
-                .map(|row| {
-                    row.map(|row| {
-                        let (token, id, raw) = convert::split_token(row);
-                        let read = from_row(raw);
-                        let written_at = match &read {
-                            Read::Document(stored) => stored.version.written_at,
-                            Read::Bad(_) => None,
-                        };
-                        (
-                            token,
-                            id,
-                            ScanRow {
-                                token,
-                                id,
-                                written_at,
-                                read: Some(read),
-                            },
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| CassandraError::protocol(&action, e))?
-        } else {
-            type WriteTimes = (
-                i64,
-                Uuid,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-            );
-            result
-                .rows::<WriteTimes>()
-                .map_err(|e| CassandraError::protocol(&action, e))?
-                .map(|row| {
-                    row.map(|(token, id, a, b, c, d)| {
-                        let written_at = [a, b, c, d].into_iter().flatten().max();
-                        (
-                            token,
-                            id,
-                            ScanRow {
-                                token,
-                                id,
-                                written_at,
-                                read: None,
-                            },
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| CassandraError::protocol(&action, e))?
-        };
+        // The rows (whole ones: parsed, with their digests) are made on a blocking thread,
+        // beside the page being synced.
+        let rows = tokio::task::spawn_blocking(move || {
+            if full {
+                scan_rows(&result)
+            } else {
+                write_time_rows(&result)
+            }
+        })
+        .await
+        .map_err(|e| CassandraError::protocol(&action, e))?
+        .map_err(|e| CassandraError::protocol(&action, e))?;
         let returned = rows.len();
         let (fresh, next) = feed::continue_position(position, rows);
         Ok(ScanPage {
@@ -536,6 +483,60 @@ impl CassandraStore {
             .sum();
         Ok((total > 0).then_some(total as u64))
     }
+}
+
+/// The rows of a full scan page: each whole row, with its token and newest write time.
+fn scan_rows(
+    result: &scylla::response::query_result::QueryRowsResult,
+) -> Result<Vec<(i64, Uuid, ScanRow)>, String> {
+    result
+        .rows::<TokenRow>()
+        .map_err(|e| e.to_string())?
+        .map(|row| {
+            let (token, id, raw) = convert::split_token(row.map_err(|e| e.to_string())?);
+            let read = from_row(raw);
+            let written_at = match &read {
+                Read::Document(stored) => stored.version.written_at,
+                Read::Bad(_) => None,
+            };
+            let row = ScanRow {
+                token,
+                id,
+                written_at,
+                read: Some(read),
+            };
+            Ok((token, id, row))
+        })
+        .collect()
+}
+
+/// The rows of a write-time sweep page: each id with its token and newest write time.
+fn write_time_rows(
+    result: &scylla::response::query_result::QueryRowsResult,
+) -> Result<Vec<(i64, Uuid, ScanRow)>, String> {
+    type WriteTimes = (
+        i64,
+        Uuid,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    result
+        .rows::<WriteTimes>()
+        .map_err(|e| e.to_string())?
+        .map(|row| {
+            let (token, id, a, b, c, d) = row.map_err(|e| e.to_string())?;
+            let written_at = [a, b, c, d].into_iter().flatten().max();
+            let row = ScanRow {
+                token,
+                id,
+                written_at,
+                read: None,
+            };
+            Ok((token, id, row))
+        })
+        .collect()
 }
 
 async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraError> {

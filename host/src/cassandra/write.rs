@@ -34,7 +34,7 @@ use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
 use super::CassandraError;
-use super::convert::{CassandraVersion, to_columns};
+use super::convert::{CassandraVersion, Columns, to_columns};
 use crate::Document;
 use crate::store::{Applied, WriteOutcome};
 
@@ -313,18 +313,12 @@ async fn write_one(
         Ok(columns) => columns,
         Err(reason) => return Ok(Applied::outcome(WriteOutcome::Rejected(reason))),
     };
-    let id = write.document.id;
-    let action = format!("to write row {id}");
-    let inserted = |applied: bool| match (applied, &write.expected) {
-        (true, CassandraExpected::Absent) => WriteOutcome::Inserted,
-        (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
-        (false, _) => WriteOutcome::ChangedUnderneath,
-    };
     // The time to live the row had left (0: none).
     let ttl = match &write.expected {
         CassandraExpected::Row(seen) => seen.ttl.unwrap_or(0).max(0),
         CassandraExpected::Absent => 0,
     };
+    let action = format!("to write row {}", write.document.id);
     let written = |written_at: Option<i64>| CassandraVersion {
         index: Some(columns.index.clone()),
         doc_type: Some(columns.doc_type.clone()),
@@ -333,75 +327,100 @@ async fn write_one(
         written_at,
         ttl: (ttl > 0).then_some(ttl),
     };
+    let outcome = |applied: bool| match (applied, &write.expected) {
+        (true, CassandraExpected::Absent) => WriteOutcome::Inserted,
+        (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
+        (false, _) => WriteOutcome::ChangedUnderneath,
+    };
     if statements.mode == WriteMode::Fenced {
-        let expected = match &write.expected {
-            CassandraExpected::Absent => None,
-            CassandraExpected::Row(seen) => Some(seen),
-        };
-        let at = fence(expected, write.read_at);
-        session
-            .execute_unpaged(
-                &statements.insert_at,
-                (
-                    id,
-                    &columns.index,
-                    &columns.doc_type,
-                    columns.timestamp,
-                    &columns.content,
-                    ttl,
-                    at,
-                ),
-            )
-            .await
-            .map_err(|e| classify(&action, &e))?;
+        let at = write_fenced(session, statements, write, &columns, ttl, &action).await?;
         return Ok(Applied {
-            outcome: inserted(true),
+            outcome: outcome(true),
             version: Some(written(Some(at))),
         });
     }
-    let result = match &write.expected {
-        CassandraExpected::Absent => {
-            session
-                .execute_unpaged(
-                    &statements.insert_if_absent,
-                    (
-                        id,
-                        &columns.index,
-                        &columns.doc_type,
-                        columns.timestamp,
-                        &columns.content,
-                        ttl,
-                    ),
-                )
-                .await
-        }
-        CassandraExpected::Row(seen) => {
-            session
-                .execute_unpaged(
-                    &statements.update_if_unchanged,
-                    (
-                        ttl,
-                        &columns.index,
-                        &columns.doc_type,
-                        columns.timestamp,
-                        &columns.content,
-                        id,
-                        &seen.index,
-                        &seen.doc_type,
-                        seen.timestamp.map(CqlTimestamp),
-                        &seen.content,
-                    ),
-                )
-                .await
-        }
-    }
-    .map_err(|e| classify(&action, &e))?;
-    let applied = was_applied(&action, result)?;
+    let applied = write_if_unchanged(session, statements, write, &columns, ttl, &action).await?;
     Ok(Applied {
-        outcome: inserted(applied),
+        outcome: outcome(applied),
         // A transaction's write time is the server's: unknown here.
         version: applied.then(|| written(None)),
     })
+}
+
+/// A plain write fenced just after the row read (see [`fence`]); returns its write time.
+async fn write_fenced(
+    session: &Session,
+    statements: &WriteStatements,
+    write: &CassandraWrite,
+    columns: &Columns,
+    ttl: i32,
+    action: &str,
+) -> Result<i64, CassandraError> {
+    let expected = match &write.expected {
+        CassandraExpected::Absent => None,
+        CassandraExpected::Row(seen) => Some(seen),
+    };
+    let at = fence(expected, write.read_at);
+    let values = (
+        write.document.id,
+        &columns.index,
+        &columns.doc_type,
+        columns.timestamp,
+        &columns.content,
+        ttl,
+        at,
+    );
+    session
+        .execute_unpaged(&statements.insert_at, values)
+        .await
+        .map_err(|e| classify(action, &e))?;
+    Ok(at)
+}
+
+/// A lightweight transaction that writes only over the row read; returns whether it applied.
+async fn write_if_unchanged(
+    session: &Session,
+    statements: &WriteStatements,
+    write: &CassandraWrite,
+    columns: &Columns,
+    ttl: i32,
+    action: &str,
+) -> Result<bool, CassandraError> {
+    let id = write.document.id;
+    let result = match &write.expected {
+        CassandraExpected::Absent => {
+            let values = (
+                id,
+                &columns.index,
+                &columns.doc_type,
+                columns.timestamp,
+                &columns.content,
+                ttl,
+            );
+            session
+                .execute_unpaged(&statements.insert_if_absent, values)
+                .await
+        }
+        CassandraExpected::Row(seen) => {
+            let values = (
+                ttl,
+                &columns.index,
+                &columns.doc_type,
+                columns.timestamp,
+                &columns.content,
+                id,
+                &seen.index,
+                &seen.doc_type,
+                seen.timestamp.map(CqlTimestamp),
+                &seen.content,
+            );
+            session
+                .execute_unpaged(&statements.update_if_unchanged, values)
+                .await
+        }
+    }
+    .map_err(|e| classify(action, &e))?;
+    was_applied(action, result)
 }
 
 async fn delete_one(

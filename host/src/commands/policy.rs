@@ -1,44 +1,10 @@
 //! `essync policy ...`: a policy component on its own, with no database. `check` and `test`
 //! are here, `new` (and `wit`) in `policy/new.rs`, `bench` in `policy/bench.rs`.
 //!
-//! # The cases file
-//!
-//! `essync policy test POLICY CASES.json` runs the policy on fixture cases and compares its
-//! answers with the expected ones. The file is a JSON object with a list of cases:
-//!
-//! ```json
-//! { "cases": [
-//!   { "name": "the newer timestamp wins",
-//!     "kind": "resolve",
-//!     "input": {
-//!       "elasticsearch": { "index": "books", "timestamp": "2024-05-01T10:00:00.000Z", "content": { "title": "New" } },
-//!       "cassandra": { "index": "books", "timestamp": 1714554000000, "content": { "title": "Old" } } },
-//!     "expect": "use-elasticsearch" },
-//!   { "name": "private indices stay on their side",
-//!     "kind": "filter",
-//!     "input": { "side": "cassandra", "document": { "index": "private-hr", "timestamp": 0 } },
-//!     "expect": { "skip": "index private-hr is private" } }
-//! ] }
-//! ```
-//!
-//! - `kind` is `filter` or `resolve`. A filter input is `{side, document, deleted?}` (`side` is
-//!   `elasticsearch` or `cassandra`; `deleted: true` makes it the delete of that document); a
-//!   resolve input is `{id?, base?, elasticsearch?, cassandra?}` (an absent or `null` version is
-//!   absent from that side; `base` is the version both sides last shared).
-//! - A document is `{id?, index, type?, timestamp, stamp?, content?}`: `timestamp` is RFC 3339
-//!   text or milliseconds since the epoch (UTC), `stamp` is `written` (the default) or
-//!   `observed`, `type` defaults to `_doc`, `content` (a JSON object) to `{}`, and `id` to the
-//!   conflict's id, which defaults to `00000000-0000-4000-8000-000000000000`.
-//! - `expect` is, for a filter, `"keep"`, `"skip"` (any reason), `{"skip": "reason"}` or
-//!   `{"transform": document}`; for a resolution, `"unchanged"`, `"use-elasticsearch"`,
-//!   `"use-cassandra"`, `"delete"` or `{"write": document}`; for both, `"error"` (any error,
-//!   including a refusal) or `{"error": "text the message contains"}`.
-//!
-//! A policy of the earlier interface `essync:policy@0.1.0` runs these cases adapted, as in a
-//! sync: it is not asked about deletes or about conflicts where one side is absent (the default
-//! rule answers), and does not see the base or the stamps.
-//!
-//! All filter cases run as one batch, and all resolve cases as another, as in a sync round.
+//! The cases file of `essync policy test` is documented for policy authors in
+//! `docs/policies.md` ("The cases format"), and in brief by `essync policy test --help`: a change
+//! to the format changes both. All filter cases run as one batch, and all resolve cases as
+//! another, as in a sync round.
 
 use std::path::Path;
 use std::process::ExitCode;

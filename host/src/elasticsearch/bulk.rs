@@ -131,106 +131,111 @@ pub(crate) async fn write_batch(
     writes: &[EsWrite],
 ) -> Result<Vec<Applied<EsVersion>>, ElasticsearchError> {
     let mut outcomes: Vec<Option<Applied<EsVersion>>> = vec![None; writes.len()];
-
-    // Indices first: create missing ones with the metadata mapping; refuse bad names and the
-    // indices essync does not sync.
-    let targets: BTreeSet<&str> = writes.iter().map(|w| w.document.index.as_str()).collect();
-    let mut refused = std::collections::HashMap::new();
-    let mut bypass = BTreeSet::new();
-    for index in targets {
-        match indices.prepare(http, index, None).await? {
-            Decision::Refuse(reason) => {
-                refused.insert(index.to_string(), reason);
-            }
-            Decision::Sync(fidelity) => {
-                if fidelity.default_pipeline.is_some() {
-                    bypass.insert(index.to_string());
-                }
-            }
-        }
-    }
-
+    let targets = prepare_indices(http, indices, writes).await?;
     let mut ops = Vec::with_capacity(writes.len());
     for (n, write) in writes.iter().enumerate() {
-        let document = &write.document;
-        if let Some(reason) = refused.get(&document.index) {
-            outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(reason.clone())));
-            continue;
+        match write_ops(n, write, &targets) {
+            Ok(write_ops) => ops.extend(write_ops),
+            Err(reason) => outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(reason))),
         }
-        let Some(timestamp) = document.timestamp else {
-            outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(
-                "the document has no timestamp".to_string(),
-            )));
-            continue;
-        };
-        let source = match to_source(document, timestamp) {
-            Ok(source) => source,
-            Err(reason) => {
-                outcomes[n] = Some(Applied::outcome(WriteOutcome::Rejected(reason)));
-                continue;
+    }
+    execute(http, limits, &ops, &mut outcomes).await?;
+    Ok(finish(outcomes))
+}
+
+/// How essync writes to the indices of a batch.
+#[derive(Default)]
+struct Targets {
+    /// Indices essync does not write to, and why.
+    refused: std::collections::HashMap<String, String>,
+    /// Indices whose default pipeline essync's writes bypass.
+    bypass: BTreeSet<String>,
+}
+
+/// Creates the missing indices of a batch with the metadata mapping, and says which essync
+/// does not write to (a bad name, an index it does not sync) and which have a default pipeline.
+async fn prepare_indices(
+    http: &Http,
+    indices: &Indices,
+    writes: &[EsWrite],
+) -> Result<Targets, ElasticsearchError> {
+    let names: BTreeSet<&str> = writes.iter().map(|w| w.document.index.as_str()).collect();
+    let mut targets = Targets::default();
+    for index in names {
+        match indices.prepare(http, index, None).await? {
+            Decision::Refuse(reason) => {
+                targets.refused.insert(index.to_string(), reason);
             }
-        };
-        // Where the document is: its `_id` as spelled there, its routing.
-        let (raw_id, routing) = match &write.expected {
-            EsExpected::Version(version) => (version.raw_id.clone(), version.routing.clone()),
-            EsExpected::Absent => (None, None),
-        };
-        let id = raw_id.clone().unwrap_or_else(|| document.id.to_string());
-        let mut rest = match &write.expected {
-            EsExpected::Version(version) if version.index == document.index => json!({
-                "if_seq_no": version.seq_no, "if_primary_term": version.primary_term,
-            }),
-            // Absent, or moving to another index: create it there.
-            _ => json!({}),
-        };
-        if bypass.contains(&document.index) {
-            rest["pipeline"] = json!("_none");
+            Decision::Sync(fidelity) if fidelity.default_pipeline.is_some() => {
+                targets.bypass.insert(index.to_string());
+            }
+            Decision::Sync(_) => {}
         }
-        let kind = if rest.get("if_seq_no").is_some() {
-            "index"
-        } else {
-            "create"
-        };
+    }
+    Ok(targets)
+}
+
+/// The bulk operations of write `n`: the document, compare-and-set against the version
+/// expected (created when absent, or when it moves to another index), and the delete of the
+/// version it replaces in another index. `Err`: why it cannot be written.
+fn write_ops(n: usize, write: &EsWrite, targets: &Targets) -> Result<Vec<Op>, String> {
+    let document = &write.document;
+    if let Some(reason) = targets.refused.get(&document.index) {
+        return Err(reason.clone());
+    }
+    let timestamp = document
+        .timestamp
+        .ok_or_else(|| "the document has no timestamp".to_string())?;
+    let source = to_source(document, timestamp)?;
+    // Where the document is: its `_id` as spelled there, its routing.
+    let (raw_id, routing) = match &write.expected {
+        EsExpected::Version(version) => (version.raw_id.clone(), version.routing.clone()),
+        EsExpected::Absent => (None, None),
+    };
+    let id = raw_id.clone().unwrap_or_else(|| document.id.to_string());
+    let (kind, mut rest) = match &write.expected {
+        EsExpected::Version(version) if version.index == document.index => (
+            "index",
+            json!({"if_seq_no": version.seq_no, "if_primary_term": version.primary_term}),
+        ),
+        // Absent, or moving to another index: create it there.
+        _ => ("create", json!({})),
+    };
+    if targets.bypass.contains(&document.index) {
+        rest["pipeline"] = json!("_none");
+    }
+    let mut lines = Vec::new();
+    push_line(
+        &mut lines,
+        &action(kind, &document.index, &id, routing.as_deref(), rest),
+    );
+    push_line(&mut lines, &source);
+    let mut ops = vec![Op {
+        write: n,
+        primary: true,
+        lines,
+        raw_id: raw_id.clone(),
+        routing: routing.clone(),
+    }];
+    if let EsExpected::Version(version) = &write.expected
+        && version.index != document.index
+    {
+        // The document moved to another index: remove the version it replaces.
+        let cas = json!({"if_seq_no": version.seq_no, "if_primary_term": version.primary_term});
         let mut lines = Vec::new();
         push_line(
             &mut lines,
-            &action(kind, &document.index, &id, routing.as_deref(), rest),
+            &action("delete", &version.index, &id, routing.as_deref(), cas),
         );
-        push_line(&mut lines, &source);
         ops.push(Op {
             write: n,
-            primary: true,
+            primary: false,
             lines,
-            raw_id: raw_id.clone(),
-            routing: routing.clone(),
+            raw_id,
+            routing,
         });
-        if let EsExpected::Version(version) = &write.expected
-            && version.index != document.index
-        {
-            // The document moved to another index: remove the version it replaces.
-            let mut lines = Vec::new();
-            push_line(
-                &mut lines,
-                &action(
-                    "delete",
-                    &version.index,
-                    &id,
-                    routing.as_deref(),
-                    json!({"if_seq_no": version.seq_no, "if_primary_term": version.primary_term}),
-                ),
-            );
-            ops.push(Op {
-                write: n,
-                primary: false,
-                lines,
-                raw_id,
-                routing,
-            });
-        }
     }
-
-    execute(http, limits, &ops, &mut outcomes).await?;
-    Ok(finish(outcomes))
+    Ok(ops)
 }
 
 /// Sends the operations in requests within the limits, several in flight at once, recording

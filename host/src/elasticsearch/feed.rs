@@ -32,10 +32,11 @@
 //! disk says little, compressed as it is), never above the index's result window, and halved
 //! when a circuit breaker or the result window refuses one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use elasticsearch::http::Method;
+use futures::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -47,8 +48,8 @@ use super::response::{
     StatsAnswer, index_states, refusal, shard_page,
 };
 use super::schema::{Decision, Indices};
-use super::{ElasticsearchError, index_path};
-use crate::store::{FeedFailure, Read};
+use super::{ElasticsearchError, ElasticsearchStore, index_path};
+use crate::store::{ChangePage, FeedFailure, Read};
 
 /// How far the change feed has read: the last sequence number read, per shard of every index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,29 +338,62 @@ pub(crate) async fn plan(
     let mut plan = ChangePlan::default();
     let states = shard_states(http, selection).await?;
     plan.target.counters = counters_of(&states);
-    let mut by_index: BTreeMap<&str, Vec<&ShardState>> = BTreeMap::new();
-    for state in &states {
-        by_index.entry(state.uuid.as_str()).or_default().push(state);
-    }
-    let position = |uuid: &str, shard: u32| {
-        from.indices
-            .get(uuid)
-            .and_then(|position| position.shards.get(shard as usize))
-            .copied()
-            .unwrap_or(-1)
-    };
     let mut news: Vec<&str> = states
         .iter()
-        .filter(|s| s.global_checkpoint > position(&s.uuid, s.shard))
+        .filter(|s| s.global_checkpoint > position(from, &s.uuid, s.shard))
         .map(|s| s.index.as_str())
         .collect();
     news.dedup();
     let decisions = indices.decide(http, &news).await?;
-    let mut refused = BTreeSet::new();
-    let mut own_only = BTreeSet::new();
+    let mut by_index: BTreeMap<&str, Vec<&ShardState>> = BTreeMap::new();
     for state in &states {
-        let after = position(&state.uuid, state.shard);
-        let decision = decisions.get(&state.index);
+        by_index.entry(state.uuid.as_str()).or_default().push(state);
+    }
+    let mut planner = Planner {
+        from,
+        held,
+        own_writes,
+        by_index,
+        plan: &mut plan,
+        refused: BTreeSet::new(),
+        own_only: BTreeSet::new(),
+    };
+    for state in &states {
+        planner.shard(state, decisions.get(&state.index));
+    }
+    hold_unreported(http, from, held, &states, &mut plan).await?;
+    refresh_ranges(http, &mut plan).await?;
+    Ok(plan)
+}
+
+/// Where `from` left a shard (-1: nothing read yet).
+fn position(from: &EsCheckpoint, uuid: &str, shard: u32) -> i64 {
+    from.indices
+        .get(uuid)
+        .and_then(|position| position.shards.get(shard as usize))
+        .copied()
+        .unwrap_or(-1)
+}
+
+/// Plans shard by shard.
+struct Planner<'p> {
+    from: &'p EsCheckpoint,
+    held: &'p BTreeSet<String>,
+    own_writes: &'p BTreeMap<String, i64>,
+    /// The shards of each index, by its uuid.
+    by_index: BTreeMap<&'p str, Vec<&'p ShardState>>,
+    plan: &'p mut ChangePlan,
+    /// Indices essync does not sync, reported once each.
+    refused: BTreeSet<String>,
+    /// Indices that hold only essync's own writes since the last plan, logged once each.
+    own_only: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    /// What to do with one shard: hold it (held back, or its index refused), skip it (nothing
+    /// new, or only essync's own writes), or read its new range.
+    fn shard(&mut self, state: &ShardState, decision: Option<&Decision>) {
+        let after = position(self.from, &state.uuid, state.shard);
         let range = ShardRange {
             index: state.index.clone(),
             index_uuid: state.uuid.clone(),
@@ -368,45 +402,60 @@ pub(crate) async fn plan(
             up_to: state.global_checkpoint,
             window: decision.map(Decision::window).unwrap_or(usize::MAX),
         };
-        if is_held(held, &state.index, state.shard) {
-            plan.target.hold(&range, after);
-            continue;
+        if is_held(self.held, &state.index, state.shard) {
+            self.plan.target.hold(&range, after);
+            return;
         }
         if state.global_checkpoint > after
             && let Some(reason) = decision.and_then(Decision::refusal)
         {
-            if refused.insert(state.index.clone()) {
-                plan.failed.push(FeedFailure {
+            if self.refused.insert(state.index.clone()) {
+                self.plan.failed.push(FeedFailure {
                     location: index_location(&state.index),
                     reason: reason.to_string(),
                 });
             }
-            plan.target.hold(&range, after);
-            continue;
+            self.plan.target.hold(&range, after);
+            return;
         }
         // The target keeps the later of the two: a shard never goes back.
-        plan.target
+        self.plan
+            .target
             .advance(&range, after.max(state.global_checkpoint));
-        if state.global_checkpoint <= after {
-            continue;
+        if state.global_checkpoint <= after || self.only_own(state, decision) {
+            return;
         }
-        // What essync wrote is read back where Elasticsearch may have rewritten it.
-        let kept = decision.is_some_and(|d| d.refusal().is_none() && !d.may_rewrite());
-        let own = own_writes.get(&state.index).copied().unwrap_or(0);
-        if kept && only_own_operations(&by_index[state.uuid.as_str()], from, own) {
-            if own_only.insert(state.index.clone()) {
-                tracing::debug!(
-                    "{}: its {own} operation(s) since the last round are all essync's own writes; not read back",
-                    state.index
-                );
-            }
-            continue;
-        }
-        plan.ranges.push(range);
+        self.plan.ranges.push(range);
     }
 
-    // What the stats left out keeps its position: shards with no started primary, and indices
-    // that are closed or have no shard available. Only a deleted index is forgotten.
+    /// Whether the shard's index holds only essync's own writes since the last plan (and
+    /// Elasticsearch keeps them as written): it is not read back.
+    fn only_own(&mut self, state: &ShardState, decision: Option<&Decision>) -> bool {
+        let kept = decision.is_some_and(|d| d.refusal().is_none() && !d.may_rewrite());
+        let own = self.own_writes.get(&state.index).copied().unwrap_or(0);
+        let shards = self.by_index.get(state.uuid.as_str());
+        if !kept || !shards.is_some_and(|shards| only_own_operations(shards, self.from, own)) {
+            return false;
+        }
+        if self.own_only.insert(state.index.clone()) {
+            tracing::debug!(
+                "{}: its {own} operation(s) since the last round are all essync's own writes; not read back",
+                state.index
+            );
+        }
+        true
+    }
+}
+
+/// What the stats left out keeps its position: shards with no started primary, and indices
+/// that are closed or have no shard available. Only a deleted index is forgotten.
+async fn hold_unreported(
+    http: &Http,
+    from: &EsCheckpoint,
+    held: &BTreeSet<String>,
+    states: &[ShardState],
+    plan: &mut ChangePlan,
+) -> Result<(), ElasticsearchError> {
     let reported: BTreeSet<(&str, u32)> =
         states.iter().map(|s| (s.uuid.as_str(), s.shard)).collect();
     let listed: BTreeSet<&str> = states.iter().map(|s| s.uuid.as_str()).collect();
@@ -431,32 +480,36 @@ pub(crate) async fn plan(
             }
         }
     }
-    if !absent.is_empty() {
-        let names: Vec<&str> = absent.iter().map(|(_, p)| p.name.as_str()).collect();
-        let existing = index_metadata(http, &names).await?;
-        for (uuid, position) in absent {
-            let Some((name, open)) = existing.get(uuid) else {
-                continue;
-            };
-            for (shard, &seq_no) in position.shards.iter().enumerate() {
-                plan.target
-                    .hold(&held_range(uuid, name, shard as u32, seq_no), seq_no);
-            }
-            if !held.contains(&index_location(name)) {
-                plan.failed.push(FeedFailure {
-                    location: index_location(name),
-                    reason: if *open {
-                        "no shard of the index is available (it is red)".to_string()
-                    } else {
-                        "the index is closed".to_string()
-                    },
-                });
-            }
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = absent.iter().map(|(_, p)| p.name.as_str()).collect();
+    let existing = index_metadata(http, &names).await?;
+    for (uuid, position) in absent {
+        let Some((name, open)) = existing.get(uuid) else {
+            continue;
+        };
+        for (shard, &seq_no) in position.shards.iter().enumerate() {
+            plan.target
+                .hold(&held_range(uuid, name, shard as u32, seq_no), seq_no);
+        }
+        if !held.contains(&index_location(name)) {
+            plan.failed.push(FeedFailure {
+                location: index_location(name),
+                reason: if *open {
+                    "no shard of the index is available (it is red)".to_string()
+                } else {
+                    "the index is closed".to_string()
+                },
+            });
         }
     }
+    Ok(())
+}
 
-    // Everything in range must be searchable before it is read: a range of an index whose
-    // refresh did not reach every shard is not read this time.
+/// Everything in range must be searchable before it is read: a range of an index whose refresh
+/// did not reach every shard is not read this time.
+async fn refresh_ranges(http: &Http, plan: &mut ChangePlan) -> Result<(), ElasticsearchError> {
     let mut to_refresh: Vec<String> = plan.ranges.iter().map(|r| r.index.clone()).collect();
     to_refresh.dedup();
     let mut unrefreshed: BTreeMap<String, String> = BTreeMap::new();
@@ -472,22 +525,22 @@ pub(crate) async fn plan(
             }
         }
     }
-    if !unrefreshed.is_empty() {
-        let ranges = std::mem::take(&mut plan.ranges);
-        for range in ranges {
-            match unrefreshed.get(&range.index) {
-                Some(reason) => {
-                    plan.target.hold(&range, range.after);
-                    plan.failed.push(FeedFailure {
-                        location: shard_location(&range.index, range.shard),
-                        reason: format!("the index could not be refreshed: {reason}"),
-                    });
-                }
-                None => plan.ranges.push(range),
+    if unrefreshed.is_empty() {
+        return Ok(());
+    }
+    for range in std::mem::take(&mut plan.ranges) {
+        match unrefreshed.get(&range.index) {
+            Some(reason) => {
+                plan.target.hold(&range, range.after);
+                plan.failed.push(FeedFailure {
+                    location: shard_location(&range.index, range.shard),
+                    reason: format!("the index could not be refreshed: {reason}"),
+                });
             }
+            None => plan.ranges.push(range),
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 /// The range of a held position (for [`EsCheckpoint::hold`]).
@@ -582,6 +635,220 @@ pub(crate) async fn read_page(
         },
         bytes,
     )))
+}
+
+/// The change feed of one round: the plan, then each planned shard range page by page. A part
+/// that cannot be read is given up for this round with its position kept, and reported in the
+/// next page's `failed`.
+pub(crate) struct ChangeFeed<'a> {
+    store: &'a ElasticsearchStore,
+    seen_at: DateTime<Utc>,
+    checkpoint: EsCheckpoint,
+    plan: Option<ChangePlan>,
+    ranges: std::vec::IntoIter<ShardRange>,
+    current: Option<(ShardRange, i64)>,
+    sizers: HashMap<String, PageSizer>,
+    /// Failures not reported in a page yet.
+    failed: Vec<FeedFailure>,
+    /// Ranges given up this round, and how far they were read.
+    given_up: Vec<(ShardRange, i64)>,
+    held: BTreeSet<String>,
+    own_writes: BTreeMap<String, i64>,
+    finished: bool,
+}
+
+impl<'a> ChangeFeed<'a> {
+    /// The feed from `from`, leaving the parts in `held` unread, `own_writes` being the
+    /// operations essync applied by index since `from` was planned.
+    pub fn new(
+        store: &'a ElasticsearchStore,
+        from: &EsCheckpoint,
+        seen_at: DateTime<Utc>,
+        held: BTreeSet<String>,
+        own_writes: BTreeMap<String, i64>,
+    ) -> Self {
+        Self {
+            store,
+            seen_at,
+            checkpoint: from.clone(),
+            plan: None,
+            ranges: Vec::new().into_iter(),
+            current: None,
+            sizers: HashMap::new(),
+            failed: Vec::new(),
+            given_up: Vec::new(),
+            held,
+            own_writes,
+            finished: false,
+        }
+    }
+
+    /// The pages, as a stream; the last one (possibly empty) carries the plan's checkpoint.
+    pub fn pages(
+        self,
+    ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + 'a
+    {
+        futures::stream::unfold(self, |mut feed| async move {
+            let page = feed.next_page().await?;
+            Some((page, feed))
+        })
+    }
+
+    async fn next_page(
+        &mut self,
+    ) -> Option<Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> {
+        if self.finished {
+            return None;
+        }
+        let read = async {
+            if self.plan.is_none() {
+                self.plan_round().await?;
+            }
+            loop {
+                let Some((range, after)) = self.next_range() else {
+                    return Ok(self.last_page());
+                };
+                if let Some(page) = self.read(range, after).await? {
+                    return Ok(page);
+                }
+            }
+        };
+        let page = read.await;
+        self.finished |= page.is_err();
+        Some(page)
+    }
+
+    /// Plans the round's reads.
+    async fn plan_round(&mut self) -> Result<(), ElasticsearchError> {
+        let store = self.store;
+        let plan = plan(
+            &store.http,
+            &store.indices,
+            &store.config.indices,
+            &self.checkpoint,
+            &self.held,
+            &self.own_writes,
+        )
+        .await?;
+        self.checkpoint.counters = plan.target.counters.clone();
+        self.ranges = plan.ranges.clone().into_iter();
+        self.failed.extend(plan.failed.iter().cloned());
+        self.plan = Some(plan);
+        Ok(())
+    }
+
+    /// The range to read next, and where in it.
+    fn next_range(&mut self) -> Option<(ShardRange, i64)> {
+        self.current.take().or_else(|| {
+            let range = self.ranges.next()?;
+            let after = range.after;
+            Some((range, after))
+        })
+    }
+
+    /// The last page: no reads, the checkpoint of the whole plan (with what was given up held
+    /// where it was).
+    fn last_page(&mut self) -> ChangePage<EsVersion, EsCheckpoint> {
+        self.finished = true;
+        let mut checkpoint = self
+            .plan
+            .as_ref()
+            .map(|p| p.target.clone())
+            .unwrap_or_else(|| self.checkpoint.clone());
+        for (range, position) in &self.given_up {
+            checkpoint.hold(range, *position);
+        }
+        ChangePage {
+            reads: Vec::new(),
+            checkpoint,
+            failed: std::mem::take(&mut self.failed),
+        }
+    }
+
+    /// Reads the next page of `range` after `after`: the page, or `None` when the range
+    /// refused it (it is then read again in smaller pages, or given up).
+    async fn read(
+        &mut self,
+        range: ShardRange,
+        after: i64,
+    ) -> Result<Option<ChangePage<EsVersion, EsCheckpoint>>, ElasticsearchError> {
+        let store = self.store;
+        let sizer = self.sizers.entry(range.index.clone()).or_insert_with(|| {
+            let weight = store
+                .weights
+                .lock()
+                .ok()
+                .and_then(|w| w.get(&range.index).copied());
+            PageSizer::new(
+                store.config.page_size,
+                store.config.page_bytes,
+                range.window,
+                weight,
+            )
+        });
+        let (page, bytes) =
+            match read_page(&store.http, &range, after, sizer.size(), self.seen_at).await? {
+                Ok(read) => read,
+                Err(refusal) => {
+                    self.refused(range, after, refusal);
+                    return Ok(None);
+                }
+            };
+        if let Some(weight) = sizer.observe(page.reads.len(), bytes)
+            && let Ok(mut weights) = store.weights.lock()
+        {
+            weights.insert(range.index.clone(), weight);
+        }
+        self.checkpoint.advance(&range, page.position);
+        if !page.done {
+            self.current = Some((range, page.position));
+        }
+        let reads = store.flag_copies(page.reads).await?;
+        Ok(Some(ChangePage {
+            reads,
+            checkpoint: self.checkpoint.clone(),
+            failed: std::mem::take(&mut self.failed),
+        }))
+    }
+
+    /// A range that refused a page: read again in a page half as large, or given up for the
+    /// round (its position kept) when even one document is refused or the shard cannot be read.
+    fn refused(&mut self, range: ShardRange, after: i64, refusal: PageRefusal) {
+        let shrunk = match self.sizers.get_mut(&range.index) {
+            Some(sizer) if matches!(refusal, PageRefusal::TooLarge(_)) => {
+                sizer.shrink().then(|| sizer.size())
+            }
+            _ => None,
+        };
+        match refusal {
+            PageRefusal::TooLarge(reason) => match shrunk {
+                Some(size) => {
+                    tracing::debug!(
+                        index = %range.index,
+                        shard = range.shard,
+                        "page refused ({reason}); asking for {size} documents",
+                    );
+                    self.current = Some((range, after));
+                }
+                None => {
+                    self.failed.push(FeedFailure {
+                        location: shard_location(&range.index, range.shard),
+                        reason: format!("even a page of one document is refused: {reason}"),
+                    });
+                    self.given_up.push((range, after));
+                }
+            },
+            // Deleted since the plan: nothing left to read there.
+            PageRefusal::Gone => {}
+            PageRefusal::Unavailable(reason) => {
+                self.failed.push(FeedFailure {
+                    location: shard_location(&range.index, range.shard),
+                    reason,
+                });
+                self.given_up.push((range, after));
+            }
+        }
+    }
 }
 
 /// Page sizes that follow the documents' size: pages stay near a byte budget whether

@@ -184,10 +184,35 @@ impl ElasticsearchStore {
         let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
         let mut searched = self.search_ids(&ids).await?;
 
-        // What only the search found joins what the hints found; its source (when wanted) is
-        // read real-time where the search found it.
+        self.join_found_elsewhere(&mut searched, &mut copies, &mut unknown, source)
+            .await?;
+        let mut located: HashMap<Uuid, Located> = HashMap::with_capacity(wanted.len());
+        for (id, hint) in wanted {
+            let one = match unknown.remove(id) {
+                Some(reason) => Located::Unknown(reason),
+                None => locate_one(
+                    copies.remove(id).unwrap_or_default(),
+                    searched.get(id).and_then(|s| s.gap(hint.as_ref(), strict)),
+                    unrefreshed.as_ref().filter(|_| strict),
+                ),
+            };
+            located.insert(*id, one);
+        }
+        self.refuse_unsynced(&mut located).await?;
+        Ok(located)
+    }
+
+    /// What only the search found joins what the hints found; its source (when wanted) is read
+    /// real-time where the search found it.
+    async fn join_found_elsewhere(
+        &self,
+        searched: &mut HashMap<Uuid, Searched>,
+        copies: &mut HashMap<Uuid, Vec<response::Hit>>,
+        unknown: &mut HashMap<Uuid, String>,
+        source: bool,
+    ) -> Result<(), ElasticsearchError> {
         let mut elsewhere = Vec::new();
-        for (id, search) in &mut searched {
+        for (id, search) in searched.iter_mut() {
             let known = copies.get(id).map(Vec::as_slice).unwrap_or_default();
             let new: Vec<response::Hit> = std::mem::take(&mut search.hits)
                 .into_iter()
@@ -199,50 +224,25 @@ impl ElasticsearchStore {
                 copies.entry(*id).or_default().extend(new);
             }
         }
-        if !elsewhere.is_empty() {
-            let requests: Vec<Value> = elsewhere
-                .iter()
-                .map(|(_, hit)| {
-                    let mut doc = json!({"_index": hit.index, "_id": hit.id});
-                    if let Some(routing) = &hit.routing {
-                        doc["routing"] = json!(routing);
-                    }
-                    doc
-                })
-                .collect();
-            let (found, failed) = self.mget(&requests, true).await?;
-            for (id, hits) in found {
-                copies.entry(id).or_default().extend(hits);
-            }
-            unknown.extend(failed);
+        if elsewhere.is_empty() {
+            return Ok(());
         }
-
-        let mut located: HashMap<Uuid, Located> = HashMap::with_capacity(wanted.len());
-        for (id, hint) in wanted {
-            if let Some(reason) = unknown.remove(id) {
-                located.insert(*id, Located::Unknown(reason));
-                continue;
-            }
-            let mut hits = copies.remove(id).unwrap_or_default();
-            let one = match hits.len() {
-                0 => match searched.get(id).and_then(|s| s.gap(hint.as_ref(), strict)) {
-                    Some(reason) => Located::Unknown(reason),
-                    None => match &unrefreshed {
-                        Some(reason) if strict => Located::Unknown(reason.clone()),
-                        _ => Located::Absent,
-                    },
-                },
-                1 => Located::One(Box::new(hits.remove(0))),
-                _ => Located::Many(
-                    hits.iter()
-                        .map(|h| format!("{}/{}", h.index, h.id))
-                        .collect(),
-                ),
-            };
-            located.insert(*id, one);
+        let requests: Vec<Value> = elsewhere
+            .iter()
+            .map(|(_, hit)| {
+                let mut doc = json!({"_index": hit.index, "_id": hit.id});
+                if let Some(routing) = &hit.routing {
+                    doc["routing"] = json!(routing);
+                }
+                doc
+            })
+            .collect();
+        let (found, failed) = self.mget(&requests, true).await?;
+        for (id, hits) in found {
+            copies.entry(id).or_default().extend(hits);
         }
-        self.refuse_unsynced(&mut located).await?;
-        Ok(located)
+        unknown.extend(failed);
+        Ok(())
     }
 
     /// A document of an index essync does not sync cannot be said to be there or not.
@@ -523,6 +523,29 @@ impl ElasticsearchStore {
         self.http
             .request(Method::Post, path, params, Some(&body))
             .await
+    }
+}
+
+/// What was found of one id: one document, several (an id held twice), none (absent, or
+/// unknown when the searches had a gap, or when the selection could not be refreshed and an
+/// absence would count as a delete).
+fn locate_one(
+    mut hits: Vec<response::Hit>,
+    gap: Option<String>,
+    unrefreshed: Option<&String>,
+) -> Located {
+    match hits.len() {
+        0 => match (gap, unrefreshed) {
+            (Some(reason), _) => Located::Unknown(reason),
+            (None, Some(reason)) => Located::Unknown(reason.clone()),
+            (None, None) => Located::Absent,
+        },
+        1 => Located::One(Box::new(hits.remove(0))),
+        _ => Located::Many(
+            hits.iter()
+                .map(|h| format!("{}/{}", h.index, h.id))
+                .collect(),
+        ),
     }
 }
 

@@ -46,12 +46,10 @@ pub use schema::check_index_name;
 
 use crate::Document;
 use crate::document::now_millis;
-use crate::store::{Applied, ChangePage, FeedFailure, Lookup, Read, ReadError, WriteOutcome};
+use crate::store::{Applied, ChangePage, Lookup, Read, ReadError, WriteOutcome};
 use client::Http;
-use feed::PageSizer;
 use futures::StreamExt;
 use indices::SELECTION_PARAMS;
-use response::PageRefusal;
 use schema::Decision;
 
 /// How to reach Elasticsearch and how big requests may get.
@@ -409,157 +407,7 @@ impl ElasticsearchStore {
         own_writes: BTreeMap<String, i64>,
     ) -> impl Stream<Item = Result<ChangePage<EsVersion, EsCheckpoint>, ElasticsearchError>> + use<'a>
     {
-        struct State {
-            checkpoint: EsCheckpoint,
-            plan: Option<ChangePlan>,
-            ranges: std::vec::IntoIter<ShardRange>,
-            current: Option<(ShardRange, i64)>,
-            sizers: HashMap<String, PageSizer>,
-            /// Failures not reported in a page yet.
-            failed: Vec<FeedFailure>,
-            /// Ranges given up this round, and how far they were read.
-            given_up: Vec<(ShardRange, i64)>,
-            held: BTreeSet<String>,
-            own_writes: BTreeMap<String, i64>,
-            finished: bool,
-        }
-        let state = State {
-            checkpoint: from.clone(),
-            plan: None,
-            ranges: Vec::new().into_iter(),
-            current: None,
-            sizers: HashMap::new(),
-            failed: Vec::new(),
-            given_up: Vec::new(),
-            held,
-            own_writes,
-            finished: false,
-        };
-        futures::stream::unfold(state, move |mut state| async move {
-            if state.finished {
-                return None;
-            }
-            if state.plan.is_none() {
-                match feed::plan(
-                    &self.http,
-                    &self.indices,
-                    &self.config.indices,
-                    &state.checkpoint,
-                    &state.held,
-                    &state.own_writes,
-                )
-                .await
-                {
-                    Ok(plan) => {
-                        state.checkpoint.counters = plan.target.counters.clone();
-                        state.ranges = plan.ranges.clone().into_iter();
-                        state.failed.extend(plan.failed.iter().cloned());
-                        state.plan = Some(plan);
-                    }
-                    Err(e) => {
-                        state.finished = true;
-                        return Some((Err(e), state));
-                    }
-                }
-            }
-            loop {
-                let (range, after) = match state.current.take() {
-                    Some(current) => current,
-                    None => match state.ranges.next() {
-                        Some(range) => {
-                            let after = range.after;
-                            (range, after)
-                        }
-                        None => {
-                            state.finished = true;
-                            let mut checkpoint = state
-                                .plan
-                                .as_ref()
-                                .map(|p| p.target.clone())
-                                .unwrap_or_else(|| state.checkpoint.clone());
-                            for (range, position) in &state.given_up {
-                                checkpoint.hold(range, *position);
-                            }
-                            let page = ChangePage {
-                                reads: Vec::new(),
-                                checkpoint,
-                                failed: std::mem::take(&mut state.failed),
-                            };
-                            return Some((Ok(page), state));
-                        }
-                    },
-                };
-                let (page_size, page_bytes) = (self.config.page_size, self.config.page_bytes);
-                let sizer = state.sizers.entry(range.index.clone()).or_insert_with(|| {
-                    let weight = self
-                        .weights
-                        .lock()
-                        .ok()
-                        .and_then(|w| w.get(&range.index).copied());
-                    PageSizer::new(page_size, page_bytes, range.window, weight)
-                });
-                let read = feed::read_page(&self.http, &range, after, sizer.size(), seen_at).await;
-                let refusal = match read {
-                    Err(e) => {
-                        state.finished = true;
-                        return Some((Err(e), state));
-                    }
-                    Ok(Ok((page, bytes))) => {
-                        if let Some(weight) = sizer.observe(page.reads.len(), bytes)
-                            && let Ok(mut weights) = self.weights.lock()
-                        {
-                            weights.insert(range.index.clone(), weight);
-                        }
-                        state.checkpoint.advance(&range, page.position);
-                        if !page.done {
-                            state.current = Some((range, page.position));
-                        }
-                        let reads = match self.flag_copies(page.reads).await {
-                            Ok(reads) => reads,
-                            Err(e) => {
-                                state.finished = true;
-                                return Some((Err(e), state));
-                            }
-                        };
-                        let page = ChangePage {
-                            reads,
-                            checkpoint: state.checkpoint.clone(),
-                            failed: std::mem::take(&mut state.failed),
-                        };
-                        return Some((Ok(page), state));
-                    }
-                    Ok(Err(refusal)) => refusal,
-                };
-                match refusal {
-                    PageRefusal::TooLarge(reason) => {
-                        if sizer.shrink() {
-                            tracing::debug!(
-                                index = %range.index,
-                                shard = range.shard,
-                                "page refused ({reason}); asking for {} documents",
-                                sizer.size()
-                            );
-                            state.current = Some((range, after));
-                        } else {
-                            state.failed.push(FeedFailure {
-                                location: feed::shard_location(&range.index, range.shard),
-                                reason: format!("even a page of one document is refused: {reason}"),
-                            });
-                            state.given_up.push((range, after));
-                        }
-                    }
-                    // Deleted since the plan: nothing left to read there.
-                    PageRefusal::Gone => {}
-                    PageRefusal::Unavailable(reason) => {
-                        state.failed.push(FeedFailure {
-                            location: feed::shard_location(&range.index, range.shard),
-                            reason,
-                        });
-                        state.given_up.push((range, after));
-                    }
-                }
-            }
-        })
+        feed::ChangeFeed::new(self, from, seen_at, held, own_writes).pages()
     }
 
     /// How many documents the synced indices hold (as of their last refresh).

@@ -409,10 +409,11 @@ impl Policy {
     }
 
     /// Whether the policy merges from the base's content (the version both sides held after
-    /// the last sync), so that essync keeps that content in its ledger. Policies of world 0.2.0
-    /// may: essync keeps it for them.
+    /// the last sync), so that essync keeps that content in its ledger. The built-in policy
+    /// does not (it compares the two sides); a policy of world 0.2.0 may, and essync keeps the
+    /// content for it.
     pub fn wants_base_content(&self) -> bool {
-        true
+        &*self.inner.name != BUILTIN_NAME
     }
 
     /// Everything the component exports, by name.

@@ -154,9 +154,7 @@ mod tests {
         dir.join(name)
     }
 
-    mod components {
-        include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-    }
+    use essync_test_policies as components;
 
     fn policy_bytes() -> Vec<u8> {
         std::fs::read(components::PREFER_CASSANDRA).expect("the built prefer-cassandra policy")

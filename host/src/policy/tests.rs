@@ -10,9 +10,7 @@ use serde_json::json;
 use super::*;
 use crate::Document;
 
-mod components {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+use essync_test_policies as components;
 
 /// Compiling a component takes a while in a debug build: each is compiled once per test run
 /// and shared (tests that need other limits use `with_limits`).

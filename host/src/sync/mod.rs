@@ -8,9 +8,14 @@
 //!
 //! 1. retries the ids recorded as failed whose backoff has passed ([`state::errors`]);
 //! 2. reads the Elasticsearch change feed page by page, and syncs each page as a batch
-//!    (gather, attribute, decide, plan, apply), then saves the checkpoint;
-//! 3. does the same from the Cassandra change feed: recent rows, then the write-time sweep,
-//!    which also finds deletes on both sides ([`round`], [`deletes`]).
+//!    (gather, attribute, decide, plan, apply, settle: [`batch`]) while the next page is read,
+//!    then saves the checkpoint;
+//! 3. does the same from the Cassandra change feed: recent rows, then the write-time sweep
+//!    beside the ledger, which also finds deletes on both sides ([`sweep`], [`deletes`]).
+//!
+//! The rooms, in the order a round goes through them: this driver ([`Syncer`]), the round's
+//! feeds ([`round`], [`sweep`]), the batch's stages ([`batch`]), and the state they settle
+//! into ([`state`]: checkpoints, failures, the ledger).
 //!
 //! Rounds start every period; a round longer than the period delays the next one instead of
 //! overlapping it. A store lost mid-round fails the round without moving any checkpoint past
@@ -27,6 +32,7 @@ pub mod report;
 mod round;
 pub mod state;
 mod stop;
+mod sweep;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +52,64 @@ use crate::store::Side;
 use batch::Context;
 use round::Round;
 use state::State;
+
+/// Where a sync starts: a reconciliation left unfinished is resumed; a new ledger beside a
+/// saved checkpoint (an upgrade, a dropped ledger) is filled by a reconciliation; `-s` starts
+/// one; otherwise the saved checkpoint, or the stores as they are now.
+async fn first_checkpoint(
+    saved: Option<Checkpoint>,
+    new_ledger: bool,
+    reconcile: bool,
+    elasticsearch: &ElasticsearchStore,
+) -> Result<Checkpoint, SyncError> {
+    let now = now_millis();
+    let reconciling = |now| Checkpoint {
+        elasticsearch: EsCheckpoint::default(),
+        cassandra: CassandraCheckpoint::reconciling_from(now),
+        reconciliation: Some(Reconciliation {
+            started_at: now,
+            elasticsearch_done: false,
+        }),
+        deletes: DeleteWatch::default(),
+    };
+    Ok(match saved {
+        Some(saved) if saved.reconciling() => {
+            if let Some(r) = &saved.reconciliation {
+                tracing::info!(
+                    "resuming the reconciliation started at {}",
+                    crate::document::format_timestamp(r.started_at)
+                );
+            }
+            saved
+        }
+        Some(_) if new_ledger => {
+            tracing::info!(
+                "the ledger of what was last synced is new: reconciling every existing \
+                 document once to fill it, then following changes"
+            );
+            reconciling(now)
+        }
+        Some(saved) if !reconcile => {
+            tracing::info!("resuming from the saved checkpoint");
+            saved
+        }
+        _ if reconcile => {
+            tracing::info!("reconciling every existing document before following changes");
+            reconciling(now)
+        }
+        _ => {
+            tracing::info!(
+                "following changes from now on (existing documents are left alone; -s syncs them)"
+            );
+            Checkpoint {
+                elasticsearch: elasticsearch.current_positions().await?,
+                cassandra: CassandraCheckpoint::starting_at(now),
+                reconciliation: None,
+                deletes: DeleteWatch::default(),
+            }
+        }
+    })
+}
 
 /// The one backoff: `first`, doubled for each earlier `attempt`, at most `max`.
 pub(crate) fn backoff(first: Duration, attempt: u32, max: Duration) -> Duration {
@@ -152,53 +216,13 @@ impl Syncer {
         let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
         let state = opened.state;
         let first_start = opened.checkpoint.is_none();
-        let now = now_millis();
-        let reconciling = |now| Checkpoint {
-            elasticsearch: EsCheckpoint::default(),
-            cassandra: CassandraCheckpoint::reconciling_from(now),
-            reconciliation: Some(Reconciliation {
-                started_at: now,
-                elasticsearch_done: false,
-            }),
-            deletes: DeleteWatch::default(),
-        };
-        let checkpoint = match opened.checkpoint {
-            Some(saved) if saved.reconciling() => {
-                if let Some(r) = &saved.reconciliation {
-                    tracing::info!(
-                        "resuming the reconciliation started at {}",
-                        crate::document::format_timestamp(r.started_at)
-                    );
-                }
-                saved
-            }
-            Some(_) if opened.new_ledger => {
-                tracing::info!(
-                    "the ledger of what was last synced is new: reconciling every existing \
-                     document once to fill it, then following changes"
-                );
-                reconciling(now)
-            }
-            Some(saved) if !options.reconcile => {
-                tracing::info!("resuming from the saved checkpoint");
-                saved
-            }
-            _ if options.reconcile => {
-                tracing::info!("reconciling every existing document before following changes");
-                reconciling(now)
-            }
-            _ => {
-                tracing::info!(
-                    "following changes from now on (existing documents are left alone; -s syncs them)"
-                );
-                Checkpoint {
-                    elasticsearch: elasticsearch.current_positions().await?,
-                    cassandra: CassandraCheckpoint::starting_at(now),
-                    reconciliation: None,
-                    deletes: DeleteWatch::default(),
-                }
-            }
-        };
+        let checkpoint = first_checkpoint(
+            opened.checkpoint,
+            opened.new_ledger,
+            options.reconcile,
+            &elasticsearch,
+        )
+        .await?;
         if state.failures() > 0 {
             tracing::info!(
                 "{} document(s) recorded as failed earlier; they are retried (list them with `essync errors`)",
@@ -373,11 +397,7 @@ impl Syncer {
                             self.checkpoint.reconciling(),
                         );
                     }
-                    if self.options.dry_run {
-                        tracing::info!("{report} (dry run: nothing written)");
-                    } else {
-                        tracing::info!("{report}");
-                    }
+                    report.log(self.options.dry_run);
                 }
                 Err(e) if once => return Err(e),
                 Err(e) => {

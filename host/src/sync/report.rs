@@ -90,6 +90,9 @@ pub struct RoundReport {
     pub interrupted: bool,
     /// The requests the round sent to each store.
     pub requests: Requests,
+    /// The ids counted in `filtered`: a row the policy keeps out can be read more than once in
+    /// a round (the feed's safety window, the sweep), and is counted once.
+    pub(crate) filtered_ids: std::collections::HashSet<uuid::Uuid>,
 }
 
 impl RoundReport {
@@ -101,9 +104,64 @@ impl RoundReport {
         }
     }
 
+    /// Counts an id the policy kept out, once per round; returns whether it was new.
+    pub(crate) fn count_filtered(&mut self, id: uuid::Uuid) -> bool {
+        let new = self.filtered_ids.insert(id);
+        if new {
+            self.filtered += 1;
+        }
+        new
+    }
+
     /// Documents written, both sides together.
     pub fn written(&self) -> u64 {
         self.elasticsearch.written + self.cassandra.written
+    }
+
+    /// Logs the round's summary at INFO: one line for people (the message, as [`Display`]
+    /// writes it, marked when nothing was written because of `--dry-run`), and the same figures
+    /// as fields for programs, named `report.*`: one per counter, the durations in seconds. The
+    /// JSON log format carries the fields; the text format leaves them out, since the message
+    /// says them.
+    ///
+    /// [`Display`]: fmt::Display
+    pub fn log(&self, dry_run: bool) {
+        let (es_requests, cassandra_requests) = self.requests.totals();
+        let note = if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        // The summary has always been logged as the sync's (`essync::sync`), not as this
+        // module's: filters and readers name that target. The fields go in braces: written bare,
+        // a dotted first field is ambiguous to the macro.
+        tracing::info!(
+            target: "essync::sync",
+            {
+                report.round = self.number,
+                report.es_read = self.elasticsearch.read,
+                report.es_written = self.elasticsearch.written,
+                report.es_deleted = self.elasticsearch.deleted,
+                report.cassandra_read = self.cassandra.read,
+                report.cassandra_written = self.cassandra.written,
+                report.cassandra_deleted = self.cassandra.deleted,
+                report.conflicts = self.conflicts,
+                report.in_sync = self.in_sync,
+                report.filtered = self.filtered,
+                report.errors = self.errors,
+                report.own_writes_read_back = self.unchanged,
+                report.changed_underneath = self.changed_underneath,
+                report.out_of_scope = self.out_of_scope,
+                report.retried = self.retried,
+                report.es_requests = es_requests,
+                report.cassandra_requests = cassandra_requests,
+                report.duration_s = self.duration.as_secs_f64(),
+                report.lag_s = self.lag.as_secs_f64(),
+                report.stopped_early = self.interrupted,
+                report.dry_run = dry_run
+            },
+            "{self}{note}"
+        );
     }
 }
 

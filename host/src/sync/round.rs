@@ -1,26 +1,19 @@
 //! One round's reading: the failed ids due again, the Elasticsearch change feed, then the
-//! Cassandra change feed (recent rows, then the write-time sweep beside the ledger), each page
-//! synced as a batch and followed by a saved checkpoint.
-//!
-//! The sweep reads the table and the ledger in the same token order, a page at a time:
-//!
-//! - a row written since the sweep's threshold is read and synced, unless its write time is
-//!   the one essync's own write left (the ledger says so);
-//! - an id in the ledger but no longer in the table was deleted in Cassandra;
-//! - an id of an index suspected of deletes in Elasticsearch (see [`super::deletes`]) is looked
-//!   up there; if it is gone, it was deleted in Elasticsearch.
+//! Cassandra change feed (recent rows, then the write-time sweep beside the ledger). Every feed
+//! goes through one loop ([`each_page`]): a page is synced as a batch while the next one is
+//! read, then the checkpoint is saved.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::batch::{Context, Effects, KnownLedger, Source, sync_batch};
+use super::batch::{Context, Effects, Source, sync_batch};
 use super::report::RoundReport;
-use super::state::{Checkpoint, LedgerEntry, State};
-use super::{Progress, Stop, SyncError, deletes};
-use crate::cassandra::{FeedOptions, ScanPage};
-use crate::store::{Lookup, Side};
+use super::state::{Checkpoint, State};
+use super::{Progress, Stop, SyncError, deletes, sweep};
+use crate::cassandra::{FeedOptions, SweepLimits, SweepPage};
+use crate::store::Side;
 
 /// Pages (of the Cassandra page size, 1,000 rows) per page of the write-time sweep, which reads only
 /// ids and write times: the table's and the ledger's token ranges are read in fewer, larger
@@ -42,6 +35,27 @@ pub(crate) struct Round<'r, 'c> {
     pub stop: &'r Stop,
 }
 
+/// Syncs each page of `pages` with `sync` while the next one is read: the slower of the two
+/// sets the pace. `sync` returns whether to stop; so does this, once the pages run out.
+async fn each_page<T, E>(
+    pages: impl Stream<Item = Result<T, E>>,
+    mut sync: impl AsyncFnMut(T) -> Result<bool, SyncError>,
+) -> Result<bool, SyncError>
+where
+    SyncError: From<E>,
+{
+    let mut pages = std::pin::pin!(pages);
+    let mut next = pages.next().await;
+    while let Some(page) = next {
+        let (stop, following) = tokio::join!(sync(page?), pages.next());
+        if stop? {
+            return Ok(true);
+        }
+        next = following;
+    }
+    Ok(false)
+}
+
 impl Round<'_, '_> {
     /// Syncs the ids recorded as failed whose backoff has passed.
     pub async fn retry(&mut self, limit: usize) -> Result<(), SyncError> {
@@ -60,57 +74,57 @@ impl Round<'_, '_> {
         let ctx = self.ctx;
         let from = self.checkpoint.elasticsearch.clone();
         let held = self.state.feed_held(ctx.now);
-        let mut pages = std::pin::pin!(ctx.elasticsearch.changes_holding(
+        let pages = ctx.elasticsearch.changes_holding(
             &from,
             ctx.now,
             held.clone(),
             self.checkpoint.deletes.written.clone(),
-        ));
-        let mut failed = std::collections::BTreeSet::new();
+        );
+        let mut failed = BTreeSet::new();
         let mut first = true;
-        let mut next = pages.next().await;
-        while let Some(page) = next {
-            let page = page?;
-            for failure in &page.failed {
-                failed.insert(failure.location.clone());
-                self.report.errors += 1;
-                if self.state.fail_feed(failure, ctx.now).await? {
-                    tracing::warn!(
-                        "cannot read Elasticsearch's {}: {}; skipped (its position is kept) and tried again later",
-                        failure.location,
-                        failure.reason
-                    );
-                }
-            }
-            if first {
-                first = false;
+        let stopped = each_page(pages, async |page| {
+            self.feed_failures(&page.failed, &mut failed).await?;
+            if std::mem::take(&mut first) {
                 self.watch_deletes(&from.counters, &page.checkpoint.counters);
             }
             let count = page.reads.len() as u64;
             self.report.elasticsearch.read += count;
-            // The next page is read while this one is synced: the slower server sets the pace.
-            let (synced, following) = tokio::join!(
-                async {
-                    if count > 0 {
-                        self.batch(Source::Elasticsearch(page.reads)).await
-                    } else {
-                        Ok(())
-                    }
-                },
-                pages.next()
-            );
-            synced?;
-            self.checkpoint.elasticsearch = page.checkpoint;
-            if self.page_done(Side::Elasticsearch, count).await? {
-                return Ok(false);
+            if count > 0 {
+                self.batch(Source::Elasticsearch(page.reads)).await?;
             }
-            next = following;
+            self.checkpoint.elasticsearch = page.checkpoint;
+            self.page_done(Side::Elasticsearch, count).await
+        })
+        .await?;
+        if stopped {
+            return Ok(false);
         }
         self.state.feed_recovered(&failed, &held, ctx.now).await?;
         if let Some(reconciliation) = &mut self.checkpoint.reconciliation {
             reconciliation.elasticsearch_done = true;
         }
         Ok(true)
+    }
+
+    /// Records the parts of the Elasticsearch feed a page could not read (the first failure of
+    /// each is logged).
+    async fn feed_failures(
+        &mut self,
+        failures: &[crate::store::FeedFailure],
+        failed: &mut BTreeSet<String>,
+    ) -> Result<(), SyncError> {
+        for failure in failures {
+            failed.insert(failure.location.clone());
+            self.report.errors += 1;
+            if self.state.fail_feed(failure, self.ctx.now).await? {
+                tracing::warn!(
+                    "cannot read Elasticsearch's {}: {}; skipped (its position is kept) and tried again later",
+                    failure.location,
+                    failure.reason
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Marks the indices whose delete counters moved beyond essync's own deletes.
@@ -147,81 +161,28 @@ impl Round<'_, '_> {
             started.elapsed().as_secs_f64()
         );
         let ctx = self.ctx;
-        let window_us = self.feed.safety_window.as_micros() as i64;
         let full = self.checkpoint.cassandra.reconciling();
-        // A reconciliation reads whole rows, a page at a time; the write-time sweep reads only
-        // ids and write times, in larger pages (fewer round trips for the same rows).
-        let page_size =
-            ctx.cassandra.config().page_size.max(1) as usize * if full { 1 } else { SWEEP_PAGES };
-        // How many rows the next page may examine (all of a page while reconciling).
-        let mut budget = self.feed.sweep_rows;
-        let limit = |budget: &mut usize| {
-            let limit = if full {
-                page_size
-            } else {
-                page_size.min(*budget)
-            };
-            *budget = budget.saturating_sub(limit);
-            limit
-        };
-        if !full && budget == 0 {
+        if !full && self.feed.sweep_rows == 0 {
             return Ok(());
         }
-        self.checkpoint
-            .cassandra
-            .sweep
-            .begin_page(ctx.now.timestamp_micros());
-        let mut position = self.checkpoint.cassandra.sweep.position.clone();
-        let mut page = ctx
-            .cassandra
-            .scan_page(position.as_ref(), limit(&mut budget), full)
-            .await?;
-        loop {
-            let done = page.done;
-            let overrun = self
-                .sweep_until
-                .is_some_and(|until| std::time::Instant::now() >= until);
-            if overrun && !done && !full && budget > 0 {
-                tracing::debug!(
-                    "the round used its period: the sweep goes on from here next round"
-                );
-            }
-            let more = !done && (full || (budget > 0 && !overrun));
-            let next_limit = if more { limit(&mut budget) } else { 0 };
-            // The next page is scanned while this one is synced.
-            let (synced, following) =
-                tokio::join!(self.sweep_page(position.as_ref(), &page, full), async {
-                    if more {
-                        Some(
-                            ctx.cassandra
-                                .scan_page(page.position.as_ref(), next_limit, full)
-                                .await,
-                        )
-                    } else {
-                        None
-                    }
-                });
-            synced?;
-            let examined = page.rows.len() as u64;
-            self.checkpoint
-                .cassandra
-                .sweep
-                .advance(page.position.clone(), done, window_us);
-            if done {
-                let passes = self.checkpoint.cassandra.sweep.passes;
-                deletes::clear_checked(&mut self.checkpoint.deletes, passes);
-            }
-            if self.page_done(Side::Cassandra, examined).await? {
-                return Ok(());
-            }
-            match following {
-                Some(next) => {
-                    position = page.position.take();
-                    page = next?;
-                }
-                None => return Ok(()),
-            }
-        }
+        // A reconciliation reads whole rows, a page at a time; the write-time sweep reads only
+        // ids and write times, in larger pages (fewer round trips for the same rows).
+        let page_rows = ctx.cassandra.config().page_size.max(1) as usize;
+        let limits = SweepLimits {
+            page_rows: if full {
+                page_rows
+            } else {
+                page_rows * SWEEP_PAGES
+            },
+            budget: self.feed.sweep_rows,
+            full,
+            until: self.sweep_until,
+        };
+        let sweep = &mut self.checkpoint.cassandra.sweep;
+        sweep.begin_page(ctx.now.timestamp_micros());
+        let pages = ctx.cassandra.sweep(sweep.position.clone(), limits);
+        each_page(pages, async |page| self.sweep_page(page).await).await?;
+        Ok(())
     }
 
     /// The rows whose `timestamp` is recent. Returns whether the round was stopped.
@@ -231,38 +192,43 @@ impl Round<'_, '_> {
         let window_ms = self.feed.safety_window.as_millis() as i64;
         let until = ctx.now.timestamp_millis() + window_ms;
         let since = self.checkpoint.cassandra.recent_since;
-        let mut pages = std::pin::pin!(ctx.cassandra.read_recent(since, until).chunks(page_size));
-        let mut next = pages.next().await;
-        while let Some(chunk) = next {
-            let reads = match chunk.into_iter().collect::<Result<Vec<_>, _>>() {
+        let pages = ctx
+            .cassandra
+            .read_recent(since, until)
+            .chunks(page_size)
+            .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>());
+        let mut building = false;
+        let stopped = each_page(pages.map(Ok::<_, SyncError>), async |reads| {
+            let reads = match reads {
                 Ok(reads) => reads,
                 Err(e) if e.is_index_building() => {
-                    // The sweep covers this round; the recent rows are read again, from the
-                    // same point, once the index is built.
-                    tracing::info!(
-                        "the time index of {} is still being built; this round finds changes by the sweep",
-                        self.ctx.cassandra.table()
-                    );
-                    return Ok(false);
+                    building = true;
+                    return Ok(true);
                 }
                 Err(e) => return Err(e.into()),
             };
             let count = reads.len() as u64;
             self.report.cassandra.read += count;
-            // The next rows are read while these are synced.
-            let (synced, following) = tokio::join!(
-                self.batch(Source::Cassandra {
-                    reads,
-                    recognise_own: true,
-                    ledger: None,
-                }),
-                pages.next()
+            let source = Source::Cassandra {
+                reads,
+                recognise_own: true,
+                ledger: None,
+            };
+            self.batch(source).await?;
+            self.page_done(Side::Cassandra, count).await
+        })
+        .await?;
+        if building {
+            // The sweep covers this round; the recent rows are read again, from the same
+            // point, once the index is built.
+            tracing::info!(
+                "the time index of {} is still being built; this round finds changes by the sweep",
+                self.ctx.cassandra.table()
             );
-            synced?;
-            if self.page_done(Side::Cassandra, count).await? {
-                return Ok(true);
-            }
-            next = following;
+            return Ok(false);
+        }
+        if stopped {
+            return Ok(true);
         }
         // Every recent row is read: the next round re-reads only the window.
         let next = self.ctx.now.timestamp_millis() - window_ms;
@@ -271,24 +237,11 @@ impl Round<'_, '_> {
         self.page_done(Side::Cassandra, 0).await
     }
 
-    /// Syncs one page of the sweep: the rows that changed, the ids deleted in Cassandra, and
-    /// the ids of suspect indices gone from Elasticsearch.
-    async fn sweep_page(
-        &mut self,
-        position: Option<&crate::cassandra::TokenPosition>,
-        page: &ScanPage,
-        full: bool,
-    ) -> Result<(), SyncError> {
-        // A sweep page holds several batches' worth of ids.
-        let batch_size = self.ctx.cassandra.config().page_size.max(1) as usize;
-        let from = position.map(|p| p.token).unwrap_or(i64::MIN);
-        // The ledger's ids at the page's last token wait for the next page, which starts there
-        // (the table may hold more rows at that token than this page read).
-        let to = match page.rows.last() {
-            _ if page.done => i64::MAX,
-            Some(last) => last.token.saturating_sub(1),
-            None => from.saturating_sub(1),
-        };
+    /// Syncs one page of the sweep (see [`sweep`]) and saves where the sweep is. Returns
+    /// whether to stop.
+    async fn sweep_page(&mut self, page: SweepPage) -> Result<bool, SyncError> {
+        let SweepPage { start, mut page } = page;
+        let (from, to) = sweep::ledger_range(start.as_ref(), &page);
         let started = std::time::Instant::now();
         let ledger = self.state.ledger_range(from, to).await?;
         tracing::debug!(
@@ -297,127 +250,61 @@ impl Round<'_, '_> {
             ledger.len(),
             started.elapsed().as_secs_f64()
         );
-        // The ledger entries of the rows this page covers (those before its last token), which
-        // its batches need not read again.
-        let known = KnownLedger {
-            entries: ledger
-                .iter()
-                .map(|(_, entry)| (entry.id, entry.clone()))
-                .collect(),
-            covered: page
-                .rows
-                .iter()
-                .filter(|row| row.token <= to)
-                .map(|row| row.id)
-                .collect(),
-        };
-        let in_table: HashSet<Uuid> = page
-            .rows
-            .iter()
-            .map(|row| row.id)
-            .chain(position.into_iter().flat_map(|p| p.ids.iter().copied()))
-            .collect();
-        let by_id: std::collections::HashMap<Uuid, &LedgerEntry> =
-            ledger.iter().map(|(_, entry)| (entry.id, entry)).collect();
-
-        // Rows to sync.
+        let examined = page.rows.len() as u64;
         let since = self.checkpoint.cassandra.sweep.written_since;
-        if full {
-            // A reconciliation looks at every row beside its Elasticsearch version, essync's
-            // own earlier writes included: that is how it repairs whatever slipped through.
-            // Rows essync wrote during this reconciliation were just decided with both sides
-            // in view; a change since is the next rounds' to find, as after any write.
-            let started = self
-                .checkpoint
-                .reconciliation
-                .as_ref()
-                .map(|r| r.started_at.timestamp_micros());
-            let mut reads = Vec::with_capacity(page.rows.len());
-            for row in &page.rows {
-                let this_pass = row.written_at.zip(started).is_some_and(|(w, s)| w >= s);
-                if this_pass
-                    && by_id
-                        .get(&row.id)
-                        .is_some_and(|e| e.holds_cassandra_write(row.written_at))
-                {
-                    self.report.unchanged += 1;
-                } else if let Some(read) = &row.read {
-                    reads.push(read.clone());
-                }
-            }
-            self.report.cassandra.read += reads.len() as u64;
-            if !reads.is_empty() {
-                self.batch(Source::Cassandra {
-                    reads,
-                    recognise_own: false,
-                    ledger: Some(known.clone()),
-                })
-                .await?;
-            }
-        } else {
-            let changed: Vec<Uuid> = page
-                .rows
-                .iter()
-                .filter(|row| {
-                    !by_id
-                        .get(&row.id)
-                        .is_some_and(|e| e.holds_cassandra_write(row.written_at))
-                        && row
-                            .written_at
-                            .zip(since)
-                            .is_some_and(|(written, since)| written >= since)
-                })
-                .map(|row| row.id)
-                .collect();
-            for chunk in changed.chunks(batch_size) {
-                let mut found = self.ctx.cassandra.get_by_ids(chunk).await?;
-                let reads: Vec<_> = chunk.iter().filter_map(|id| found.remove(id)).collect();
-                self.report.cassandra.read += reads.len() as u64;
-                self.batch(Source::Cassandra {
-                    reads,
-                    recognise_own: true,
-                    ledger: Some(known.clone()),
-                })
-                .await?;
-            }
+        let reconciliation = self.checkpoint.reconciliation.as_ref();
+        let began = reconciliation.map(|r| r.started_at.timestamp_micros());
+        let swept = sweep::split(start.as_ref(), &mut page, ledger, to, since, began);
+        self.sync_swept(swept).await?;
+        let window_us = self.feed.safety_window.as_micros() as i64;
+        let sweep = &mut self.checkpoint.cassandra.sweep;
+        sweep.advance(page.position, page.done, window_us);
+        if page.done {
+            let passes = sweep.passes;
+            deletes::clear_checked(&mut self.checkpoint.deletes, passes);
         }
+        self.page_done(Side::Cassandra, examined).await
+    }
 
-        // Deletes in Cassandra: in the ledger, no longer in the table.
-        let deleted: Vec<Uuid> = ledger
-            .iter()
-            .map(|(_, entry)| entry.id)
-            .filter(|id| !in_table.contains(id))
-            .collect();
-        // Deletes in Elasticsearch: the ids of suspect indices it no longer holds.
-        let suspects = &self.checkpoint.deletes.suspects;
-        let wanted: Vec<(Uuid, Option<String>)> = ledger
-            .iter()
-            .filter(|(_, entry)| in_table.contains(&entry.id))
-            .filter_map(|(_, entry)| {
-                let index = &entry.base.as_ref()?.index;
-                suspects
-                    .contains_key(index)
-                    .then(|| (entry.id, Some(index.clone())))
-            })
-            .collect();
-        let mut gone = Vec::new();
-        if !wanted.is_empty() {
-            for (id, lookup) in self.ctx.elasticsearch.locate(&wanted).await? {
-                if lookup == Lookup::Absent {
-                    gone.push(id);
-                }
-            }
+    /// Syncs what a sweep page found: the rows (read by the page, or by id), then the ids
+    /// deleted on either side.
+    async fn sync_swept(&mut self, swept: sweep::Swept) -> Result<(), SyncError> {
+        let batch_size = self.ctx.cassandra.config().page_size.max(1) as usize;
+        self.report.unchanged += swept.own;
+        let gone = sweep::gone_from_elasticsearch(
+            self.ctx.elasticsearch,
+            &swept,
+            &self.checkpoint.deletes.suspects,
+        )
+        .await?;
+        let ledger = Some(swept.known);
+        let read_by_page = !swept.reads.is_empty();
+        if read_by_page {
+            self.report.cassandra.read += swept.reads.len() as u64;
+            let source = Source::Cassandra {
+                reads: swept.reads,
+                recognise_own: false,
+                ledger: ledger.clone(),
+            };
+            self.batch(source).await?;
         }
-        if !deleted.is_empty() || !gone.is_empty() {
-            tracing::debug!(
-                "the sweep found {} id(s) deleted in Cassandra and {} in Elasticsearch",
-                deleted.len(),
-                gone.len()
-            );
-            let ids: Vec<Uuid> = deleted.into_iter().chain(gone).collect();
-            for chunk in ids.chunks(batch_size) {
-                self.batch(Source::Ids(chunk.to_vec())).await?;
-            }
+        for chunk in swept.changed.chunks(batch_size) {
+            let mut found = self.ctx.cassandra.get_by_ids(chunk).await?;
+            let reads: Vec<_> = chunk.iter().filter_map(|id| found.remove(id)).collect();
+            self.report.cassandra.read += reads.len() as u64;
+            let source = Source::Cassandra {
+                reads,
+                recognise_own: true,
+                ledger: ledger.clone(),
+            };
+            self.batch(source).await?;
+        }
+        let deleted: Vec<Uuid> = swept.deleted.into_iter().chain(gone).collect();
+        if !deleted.is_empty() {
+            tracing::debug!("the sweep found {} id(s) deleted on a side", deleted.len());
+        }
+        for chunk in deleted.chunks(batch_size) {
+            self.batch(Source::Ids(chunk.to_vec())).await?;
         }
         Ok(())
     }

@@ -1,14 +1,13 @@
 //! What the tests share: where the servers are, unique names, and direct clients that do not go
 //! through the code under test.
 
+pub mod log;
 pub mod proxy;
 pub mod scenario;
 
 /// The paths of the policy components built for the tests (the examples, and the test-only
 /// ones under `policies/testing`).
-pub mod policies {
-    include!(concat!(env!("OUT_DIR"), "/policies.rs"));
-}
+pub use essync_test_policies as policies;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -18,6 +18,7 @@ use scylla::value::CqlTimestamp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::log::{LOG_FORMAT, Round, render};
 use super::{cassandra_node, cql_session_at, es_client_at, es_url, unique_name};
 
 /// The keyspace every scenario's table lives in.
@@ -361,17 +362,20 @@ impl Scenario {
     }
 
     /// Runs one round of essync to its end (`--once`, with `args` first) and returns its
-    /// summary lines; panics when it fails.
-    pub fn once(&self, args: &[&str]) -> Vec<String> {
-        let mut all = args.to_vec();
+    /// round summaries; panics when it fails.
+    pub fn once(&self, args: &[&str]) -> Vec<Round> {
+        let mut all = LOG_FORMAT.to_vec();
+        all.extend_from_slice(args);
         all.push("--once");
         let (code, stdout, stderr) = run_to_end(&self.command_args(&all));
-        assert_eq!(code, Some(0), "essync --once failed:\n{stdout}{stderr}");
-        stderr
-            .lines()
-            .filter(|l| l.contains(" round ") && l.contains(": read es "))
-            .map(str::to_string)
-            .collect()
+        let rendered: Vec<String> = stderr.lines().map(render).collect();
+        assert_eq!(
+            code,
+            Some(0),
+            "essync --once failed:\n{stdout}{}",
+            rendered.join("\n")
+        );
+        Round::all_in(&stderr)
     }
 
     /// Every document of this scenario's indices, read with a plain search after a refresh.
@@ -595,8 +599,11 @@ pub struct Essync {
 }
 
 impl Essync {
+    /// Starts essync with `args`, logging as the tests read it ([`LOG_FORMAT`]).
     pub fn start(args: &[String]) -> Self {
-        let mut child = essync_command(args)
+        let mut all: Vec<String> = LOG_FORMAT.iter().map(|a| a.to_string()).collect();
+        all.extend_from_slice(args);
+        let mut child = essync_command(&all)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -630,21 +637,24 @@ impl Essync {
         }
     }
 
-    /// What essync printed so far.
+    /// What essync printed so far, each log line as the text format writes it.
     pub fn output(&self) -> Vec<String> {
-        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+        self.lines
+            .lock()
+            .map(|lines| lines.iter().map(|l| render(l)).collect())
+            .unwrap_or_default()
     }
 
-    /// The summary lines of the rounds done so far.
-    pub fn rounds(&self) -> Vec<String> {
-        self.output()
-            .into_iter()
-            .filter(|l| l.contains(" round ") && l.contains(": read es "))
-            .collect()
+    /// The summaries of the rounds done so far.
+    pub fn rounds(&self) -> Vec<Round> {
+        self.lines
+            .lock()
+            .map(|lines| lines.iter().filter_map(|l| Round::from_line(l)).collect())
+            .unwrap_or_default()
     }
 
-    /// Waits until `count` more rounds than `after` completed; returns the summary lines.
-    pub async fn wait_rounds(&self, after: usize, count: usize) -> Vec<String> {
+    /// Waits until `count` more rounds than `after` completed; returns their summaries.
+    pub async fn wait_rounds(&self, after: usize, count: usize) -> Vec<Round> {
         let start = Instant::now();
         loop {
             let rounds = self.rounds();

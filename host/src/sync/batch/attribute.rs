@@ -303,7 +303,8 @@ mod tests {
         }
     }
 
-    /// Every case of the table in the module documentation.
+    /// Every case of the table in the module documentation. (Longer than a screen: it is that
+    /// table, one case a few lines, and reads best in one piece beside it.)
     #[test]
     fn every_case_of_the_attribution_table() {
         use Attribution::*;
@@ -405,7 +406,7 @@ mod tests {
     }
 
     /// essync stopped between deciding a write and confirming it: every way the stores may have
-    /// been left, and what applications did since.
+    /// been left, and what applications did since. (A table of cases, like the one above.)
     #[test]
     fn an_unconfirmed_write_is_finished_or_decided_again_and_later_changes_win() {
         use Attribution::*;

@@ -87,8 +87,9 @@ pub(crate) async fn decide(
         match p.held.take() {
             Some(Held::Refused(reason)) => fail(report, settlement, p.examined.id, reason),
             Some(Held::Skipped(reason)) => {
-                report.filtered += 1;
-                tracing::debug!(id = %p.examined.id, "filtered out: {reason}");
+                if report.count_filtered(p.examined.id) {
+                    tracing::debug!(id = %p.examined.id, "filtered out: {reason}");
+                }
                 settlement.resolved.push(p.examined.id);
             }
             None if p.attribution == Attribution::Conflict => conflicts.push(p),
@@ -310,12 +311,13 @@ async fn resolve(
     let resolutions = ctx.policy.resolve(asked).await;
     for (p, resolution) in conflicts.into_iter().zip(resolutions) {
         let id = p.examined.id;
+        let answer = resolution.as_ref().map(|r| answered(&p, r)).ok();
         match outcome(&p, resolution) {
             Ok(Outcome::Target(target)) if !selection.contains(&target.index) => {
                 fail(report, settlement, id, outside(&target, selection))
             }
             Ok(outcome) => {
-                log_decision(&p.examined, p.attribution, &describe(&outcome));
+                log_decision(&p.examined, p.attribution, &answer.unwrap_or_default());
                 decided.push((p.examined, outcome));
             }
             Err(reason) => fail(report, settlement, id, reason),
@@ -408,19 +410,46 @@ fn fail(report: &mut RoundReport, settlement: &mut Settlement, id: Uuid, reason:
     report.errors += 1;
 }
 
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Leave => "left as they are".to_string(),
-        Outcome::Record => "recorded as synced".to_string(),
-        Outcome::Forget => "forgotten".to_string(),
-        Outcome::Delete => "deleted on both sides".to_string(),
-        Outcome::Target(d) => format!(
-            "both get the version of {}",
-            d.timestamp
-                .map(crate::document::format_timestamp)
-                .unwrap_or_default()
+/// What the policy answered for a conflict, and what it means: which side won, over what.
+fn answered(p: &Pending, resolution: &Resolution) -> String {
+    let es = version_of(p.elasticsearch.as_ref());
+    let cassandra = version_of(p.cassandra.as_ref());
+    match resolution {
+        Resolution::Unchanged => {
+            format!("the policy answered unchanged: both left as they are (Elasticsearch {es}, Cassandra {cassandra})")
+        }
+        Resolution::Delete => format!(
+            "the policy answered delete: deleted on both sides (Elasticsearch {es}, Cassandra {cassandra})"
+        ),
+        Resolution::UseElasticsearch => format!(
+            "the policy answered use-elasticsearch: Elasticsearch wins, both get its version \
+             ({es}) over Cassandra's ({cassandra})"
+        ),
+        Resolution::UseCassandra => format!(
+            "the policy answered use-cassandra: Cassandra wins, both get its version \
+             ({cassandra}) over Elasticsearch's ({es})"
+        ),
+        Resolution::Write(d) => format!(
+            "the policy answered write: both get the policy's own version ({}) over \
+             Elasticsearch's ({es}) and Cassandra's ({cassandra})",
+            timestamp_of(d)
         ),
     }
+}
+
+/// A side's version in a log line: its timestamp, or that the side deleted it.
+fn version_of(version: Option<&Version>) -> String {
+    version.map_or_else(
+        || "deleted".to_string(),
+        |v| format!("of {}", timestamp_of(&v.document)),
+    )
+}
+
+fn timestamp_of(document: &Document) -> String {
+    document
+        .timestamp
+        .map(crate::document::format_timestamp)
+        .unwrap_or_else(|| "no timestamp".to_string())
 }
 
 fn log_decision(examined: &Examined, attribution: Attribution, what: &str) {

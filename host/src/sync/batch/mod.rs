@@ -124,9 +124,10 @@ pub(crate) async fn sync_batch(
     let count = examined.len();
     let gathered = started.elapsed();
     let decided = decide::decide(ctx, state, examined, report, &mut settlement).await?;
+    let keep_content = state.keeps_content();
     let plans = decided
         .into_iter()
-        .map(|(examined, outcome)| plan::plan(&examined, outcome))
+        .map(|(examined, outcome)| plan::plan(&examined, outcome, keep_content))
         .collect();
     let decided_at = started.elapsed();
     let written = apply::apply(ctx, state, plans).await?;

@@ -6,9 +6,8 @@ use uuid::Uuid;
 use super::Examined;
 use crate::Document;
 use crate::cassandra::{CassandraDelete, CassandraExpected, CassandraWrite};
-use crate::document::Digest;
 use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
-use crate::sync::state::{Intent, Synced};
+use crate::sync::state::{Intent, Synced, SyncedVersion};
 
 /// What both sides should end with, as decided for one id.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +46,7 @@ pub(crate) enum LedgerOp {
     /// This version (and its digest) is what both sides hold. `elasticsearch` and
     /// `cassandra_written_at` say where the sides that are not written hold it.
     Record {
-        digest: Digest,
-        document: Document,
+        version: SyncedVersion,
         elasticsearch: Option<EsVersion>,
         cassandra_written_at: Option<i64>,
     },
@@ -70,8 +68,9 @@ pub(crate) struct Plan {
 }
 
 /// The plan that brings both sides of `examined` to `outcome`. A side that already holds the
-/// target (the same digest, metadata included) is not written.
-pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
+/// target (the same digest, metadata included) is not written. The ledger's record carries the
+/// synced content only when `keep_content`.
+pub(crate) fn plan(examined: &Examined, outcome: Outcome, keep_content: bool) -> Plan {
     let id = examined.id;
     let es = examined.elasticsearch.as_ref();
     let cassandra = examined.cassandra.as_ref();
@@ -87,8 +86,7 @@ pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
         Outcome::Forget => none(LedgerOp::Forget),
         Outcome::Record => match (es, cassandra) {
             (Some(es), Some(cassandra)) => none(LedgerOp::Record {
-                digest: es.stored.digest,
-                document: es.stored.document.clone(),
+                version: SyncedVersion::of(&es.stored.document, es.stored.digest, keep_content),
                 elasticsearch: Some(es.stored.version.clone()),
                 cassandra_written_at: cassandra.stored.version.written_at,
             }),
@@ -111,45 +109,64 @@ pub(crate) fn plan(examined: &Examined, outcome: Outcome) -> Plan {
             ledger: LedgerOp::Forget,
             intent: None,
         },
-        Outcome::Target(target) => {
-            let digest = target.digest();
-            let es_holds = es.filter(|es| es.stored.digest == digest);
-            let cassandra_holds = cassandra.filter(|c| c.stored.digest == digest);
-            let writes = es_holds.is_none() || cassandra_holds.is_none();
-            Plan {
-                intent: writes.then(|| Intent {
-                    target: digest,
-                    elasticsearch: es.map(|es| es.stored.digest),
-                    cassandra: cassandra.map(|c| c.stored.digest),
-                }),
-                id,
-                elasticsearch: es_holds.is_none().then(|| {
-                    EsOp::Put(EsWrite {
-                        document: target.clone(),
-                        expected: match es {
-                            Some(es) => EsExpected::Version(es.stored.version.clone()),
-                            None => EsExpected::Absent,
-                        },
-                    })
-                }),
-                cassandra: cassandra_holds.is_none().then(|| {
-                    CassandraOp::Put(CassandraWrite {
-                        document: target.clone(),
-                        expected: match cassandra {
-                            Some(c) => CassandraExpected::Row(c.stored.version.clone()),
-                            None => CassandraExpected::Absent,
-                        },
-                        read_at: examined.cassandra_read_at,
-                    })
-                }),
-                ledger: LedgerOp::Record {
-                    digest,
-                    elasticsearch: es_holds.map(|es| es.stored.version.clone()),
-                    cassandra_written_at: cassandra_holds.and_then(|c| c.stored.version.written_at),
-                    document: target,
-                },
-            }
-        }
+        Outcome::Target(target) => plan_target(examined, target, keep_content),
+    }
+}
+
+/// The plan that brings both sides to `target`: each side that does not hold it already (the
+/// same digest, metadata included) is written, compare-and-set against what it held, with an
+/// intent recorded first. The target goes into its writes (cloned only when both sides are
+/// written).
+fn plan_target(examined: &Examined, target: Document, keep_content: bool) -> Plan {
+    let es = examined.elasticsearch.as_ref();
+    let cassandra = examined.cassandra.as_ref();
+    let digest = target.digest();
+    let es_holds = es.filter(|es| es.stored.digest == digest);
+    let cassandra_holds = cassandra.filter(|c| c.stored.digest == digest);
+    let version = SyncedVersion::of(&target, digest, keep_content);
+    let writes = es_holds.is_none() || cassandra_holds.is_none();
+    let cassandra_write = |document| {
+        CassandraOp::Put(CassandraWrite {
+            document,
+            expected: match cassandra {
+                Some(c) => CassandraExpected::Row(c.stored.version.clone()),
+                None => CassandraExpected::Absent,
+            },
+            read_at: examined.cassandra_read_at,
+        })
+    };
+    let es_write = |document| {
+        EsOp::Put(EsWrite {
+            document,
+            expected: match es {
+                Some(es) => EsExpected::Version(es.stored.version.clone()),
+                None => EsExpected::Absent,
+            },
+        })
+    };
+    let (elasticsearch, cassandra_op) = match (es_holds.is_none(), cassandra_holds.is_none()) {
+        (true, true) => (
+            Some(es_write(target.clone())),
+            Some(cassandra_write(target)),
+        ),
+        (true, false) => (Some(es_write(target)), None),
+        (false, true) => (None, Some(cassandra_write(target))),
+        (false, false) => (None, None),
+    };
+    Plan {
+        intent: writes.then(|| Intent {
+            target: digest,
+            elasticsearch: es.map(|es| es.stored.digest),
+            cassandra: cassandra.map(|c| c.stored.digest),
+        }),
+        id: examined.id,
+        elasticsearch,
+        cassandra: cassandra_op,
+        ledger: LedgerOp::Record {
+            version,
+            elasticsearch: es_holds.map(|es| es.stored.version.clone()),
+            cassandra_written_at: cassandra_holds.and_then(|c| c.stored.version.written_at),
+        },
     }
 }
 
@@ -235,6 +252,7 @@ mod tests {
         let plan = plan(
             &examined(Some(newer.clone()), Some(older)),
             Outcome::Target(newer.clone()),
+            false,
         );
         assert!(plan.elasticsearch.is_none());
         assert!(matches!(
@@ -246,12 +264,12 @@ mod tests {
         ));
         match plan.ledger {
             LedgerOp::Record {
-                digest,
+                version,
                 elasticsearch,
                 cassandra_written_at,
-                ..
             } => {
-                assert_eq!(digest, newer.digest());
+                assert_eq!(version.digest, newer.digest());
+                assert_eq!(version.content, None, "no content kept");
                 assert_eq!(elasticsearch.map(|v| v.seq_no), Some(4));
                 assert_eq!(cassandra_written_at, None);
             }
@@ -267,6 +285,7 @@ mod tests {
         let plan = plan(
             &examined(Some(held.clone()), None),
             Outcome::Target(restamped),
+            false,
         );
         assert!(matches!(plan.elasticsearch, Some(EsOp::Put(_))));
         assert!(matches!(
@@ -280,7 +299,7 @@ mod tests {
 
     #[test]
     fn a_delete_removes_every_present_version_and_forgets_the_id() {
-        let plan = plan(&examined(Some(doc(1, 1)), None), Outcome::Delete);
+        let plan = plan(&examined(Some(doc(1, 1)), None), Outcome::Delete, false);
         assert!(matches!(plan.elasticsearch, Some(EsOp::Delete(_))));
         assert!(plan.cassandra.is_none());
         assert_eq!(plan.ledger, LedgerOp::Forget);
@@ -302,7 +321,7 @@ mod tests {
             }),
             intent: None,
         });
-        let plan = plan(&e, Outcome::Leave);
+        let plan = plan(&e, Outcome::Leave, false);
         assert!(plan.elasticsearch.is_none() && plan.cassandra.is_none());
         match plan.ledger {
             LedgerOp::Refresh(synced) => {

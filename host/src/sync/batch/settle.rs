@@ -124,15 +124,13 @@ fn ledger(w: Written, settlement: &mut Settlement) {
         LedgerOp::Forget => settlement.forgotten.push(id),
         LedgerOp::Refresh(synced) => settlement.refreshes.push((id, synced)),
         LedgerOp::Record {
-            digest,
-            document,
+            version,
             elasticsearch,
             cassandra_written_at,
         } => settlement.records.push(Record {
+            id,
             clears_intent: w.plan.intent.is_some(),
-            content_known: true,
-            digest,
-            document,
+            version,
             elasticsearch: w
                 .elasticsearch
                 .and_then(|(_, applied)| applied.version)
@@ -220,8 +218,11 @@ mod tests {
                     cassandra: None,
                 }),
                 ledger: LedgerOp::Record {
-                    digest: document.digest(),
-                    document,
+                    version: crate::sync::state::SyncedVersion::of(
+                        &document,
+                        document.digest(),
+                        false,
+                    ),
                     elasticsearch: None,
                     cassandra_written_at: None,
                 },

@@ -157,22 +157,48 @@ pub struct Intent {
     pub cassandra: Option<Digest>,
 }
 
-/// One entry to record: the synced document and where the stores hold it.
+/// What the ledger records of a synced version: what identifies it, and its content when the
+/// ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedVersion {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its index.
+    pub index: String,
+    /// Its type.
+    pub doc_type: String,
+    /// Its timestamp (ms since the epoch).
+    pub timestamp: Option<i64>,
+    /// Its content's JSON text, when the ledger keeps it (the policy merges from it).
+    pub content: Option<String>,
+}
+
+impl SyncedVersion {
+    /// The version `document` is (its digest `digest`), with its content when `keep_content`.
+    pub fn of(document: &crate::Document, digest: Digest, keep_content: bool) -> Self {
+        Self {
+            digest,
+            index: document.index.clone(),
+            doc_type: document.doc_type.clone(),
+            timestamp: document.timestamp_millis(),
+            content: keep_content.then(|| document.content_text()),
+        }
+    }
+}
+
+/// One entry to record: the synced version and where the stores hold it.
 #[derive(Debug, Clone)]
 pub struct Record {
-    /// The digest both sides' versions have.
-    pub digest: Digest,
-    /// The synced document (its timestamp set).
-    pub document: crate::Document,
+    /// The id.
+    pub id: Uuid,
+    /// The synced version.
+    pub version: SyncedVersion,
     /// The Elasticsearch version holding it.
     pub elasticsearch: Option<EsVersion>,
     /// The write time of the Cassandra row holding it.
     pub cassandra_written_at: Option<i64>,
     /// Whether an intent was recorded for this write (it is cleared with the record).
     pub clears_intent: bool,
-    /// Whether `document` holds the synced content (not so for an entry copied from an earlier
-    /// ledger that had none): only a known content is kept for a merging policy.
-    pub content_known: bool,
 }
 
 /// The ledger of one sync.
@@ -180,7 +206,7 @@ pub(crate) struct Ledger {
     cql: Cql,
     table: String,
     /// Whether the synced content is kept (the policy merges from it).
-    keep_content: bool,
+    pub(super) keep_content: bool,
     lookup: PreparedStatement,
     base: PreparedStatement,
     range: PreparedStatement,
@@ -425,18 +451,19 @@ impl Ledger {
             }
         };
         crate::store::all_of(records.iter().map(|record| {
-            let document = &record.document;
-            let base = if self.keep_content && record.content_known {
-                MaybeUnset::Set(pack_content(record.digest, &document.content_text()))
-            } else {
-                MaybeUnset::Unset
+            let version = &record.version;
+            let base = match &version.content {
+                Some(content) if self.keep_content => {
+                    MaybeUnset::Set(pack_content(version.digest, content))
+                }
+                _ => MaybeUnset::Unset,
             };
             let values = (
-                document.id,
-                record.digest.0.to_vec(),
-                &document.index,
-                &document.doc_type,
-                document.timestamp_millis().map(CqlTimestamp),
+                record.id,
+                version.digest.0.to_vec(),
+                &version.index,
+                &version.doc_type,
+                version.timestamp.map(CqlTimestamp),
                 record.elasticsearch.as_ref().map(|v| v.seq_no),
                 record.elasticsearch.as_ref().map(|v| v.primary_term),
                 record.cassandra_written_at,
@@ -574,11 +601,21 @@ fn entry_of(row: EntryRow) -> Option<LedgerEntry> {
 /// The `base` cell: the digest the content belongs to, then the content's JSON text,
 /// compressed (zstd, fast level).
 fn pack_content(digest: Digest, content: &str) -> Vec<u8> {
+    thread_local! {
+        // A compression context is costly to make: one per thread, reused.
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            std::cell::RefCell::new(zstd::bulk::Compressor::new(1).ok());
+    }
     let mut packed = digest.0.to_vec();
-    match zstd::bulk::compress(content.as_bytes(), 1) {
-        Ok(compressed) => packed.extend(compressed),
+    let compressed = COMPRESSOR.with_borrow_mut(|compressor| {
+        compressor
+            .as_mut()
+            .and_then(|c| c.compress(content.as_bytes()).ok())
+    });
+    match compressed {
+        Some(compressed) => packed.extend(compressed),
         // Compressing a buffer in memory does not fail; if it did, no content is kept.
-        Err(_) => packed.clear(),
+        None => packed.clear(),
     }
     packed
 }

@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
 pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX, Failure};
-pub use ledger::{Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced};
+pub use ledger::{
+    Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced, SyncedVersion,
+};
 
 use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
@@ -99,6 +101,11 @@ impl State {
     /// Whether nothing is written.
     pub fn dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    /// Whether the ledger keeps the synced contents (the policy merges from them).
+    pub fn keeps_content(&self) -> bool {
+        self.ledger.keep_content
     }
 
     /// Saves a checkpoint.

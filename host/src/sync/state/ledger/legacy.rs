@@ -10,8 +10,7 @@ use futures::StreamExt;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
-use super::{Ledger, Record, Synced};
-use crate::Document;
+use super::{Ledger, Record, Synced, SyncedVersion};
 use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
 
@@ -126,7 +125,7 @@ async fn write_page(ledger: &Ledger, page: &mut Vec<LegacyRow>) -> Result<u64, C
             intents.push((id, intent));
         }
         if let Some(base) = entry.base {
-            records.push(record_of(id, base, content.as_deref()));
+            records.push(record_of(id, base, content));
         }
     }
     let count = (records.len() + intents.len()) as u64;
@@ -138,21 +137,22 @@ async fn write_page(ledger: &Ledger, page: &mut Vec<LegacyRow>) -> Result<u64, C
 
 /// The record of an earlier entry: what identifies its synced version, and its content when
 /// the earlier ledger had it (kept if the policy merges).
-fn record_of(id: Uuid, base: Synced, content: Option<&str>) -> Record {
-    let content = content
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-        .filter(serde_json::Value::is_object);
-    let known = content.is_some();
-    let content = content.unwrap_or_else(|| serde_json::json!({}));
-    let mut document = Document::with_id(id, base.index, base.doc_type, content);
-    document.timestamp = chrono::DateTime::from_timestamp_millis(base.timestamp);
+fn record_of(id: Uuid, base: Synced, content: Option<String>) -> Record {
+    let content = content.filter(|text| {
+        serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.is_object())
+    });
     Record {
-        digest: base.digest,
-        document,
+        id,
+        version: SyncedVersion {
+            digest: base.digest,
+            index: base.index,
+            doc_type: base.doc_type,
+            timestamp: Some(base.timestamp),
+            content,
+        },
         elasticsearch: base.elasticsearch,
         cassandra_written_at: base.cassandra_written_at,
         clears_intent: false,
-        content_known: known,
     }
 }
 
