@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::bail;
 
 use crate::data::{Doc, documents};
+use crate::servers::{ServerCpu, Servers, Span};
 use crate::stores::{Cql, CqlReads, CqlWrites, Es, EsReads, EsWrites};
 
 /// The grid's documents per setting, at most (fewer when N is smaller).
@@ -106,6 +107,8 @@ pub struct Limit {
     pub alone: [f64; 4],
     /// N documents each, both stores at once: writes, reads (seconds).
     pub both: [f64; 2],
+    /// The servers' CPU seconds during both at once (writes and reads).
+    pub both_cpu: ServerCpu,
 }
 
 impl Limit {
@@ -165,11 +168,13 @@ pub struct Scratch<'a> {
 }
 
 /// Runs step 1 and leaves `es_docs` in `index` and `cql_docs` in `table` (the backfill's data,
-/// written by the measurement of both stores at once).
+/// written by the measurement of both stores at once, during which the `servers`' CPU is
+/// measured too).
 #[allow(clippy::too_many_arguments)]
 pub async fn measure(
     es: &Es,
     cql: &Cql,
+    servers: &Servers,
     scratch: Scratch<'_>,
     seed: u64,
     index: &str,
@@ -270,14 +275,15 @@ pub async fn measure(
     cql.drop_table(scratch.table).await?;
 
     tracing::info!("raw limit: {n} documents on each store at once (the backfill's data)");
-    let write_both = load_both(es, cql, index, table, es_docs, cql_docs, best).await?;
-    let (read_both, (es_read_n, cql_read_n)) = timed_value(async {
-        futures::try_join!(
-            es.read_all(index, best.es_reads),
-            cql.read_all(table, best.cql_reads)
-        )
-    })
-    .await?;
+    let write_both = load_both(es, cql, servers, index, table, es_docs, cql_docs, best).await?;
+    let (read_both, (es_read_n, cql_read_n)) = servers
+        .span(async {
+            futures::try_join!(
+                es.read_all(index, best.es_reads),
+                cql.read_all(table, best.cql_reads)
+            )
+        })
+        .await?;
     expect(es_read_n, n, index)?;
     expect(cql_read_n, cql_docs.len(), table)?;
 
@@ -286,35 +292,39 @@ pub async fn measure(
         grid,
         best,
         alone: [es_write, es_read, cql_write, cql_read],
-        both: [write_both, read_both],
+        both: [write_both.wall_s, read_both.wall_s],
+        both_cpu: write_both.plus(&read_both).cpu,
     })
 }
 
 /// Creates `index` and `table` and writes `es_docs` to the one and `cql_docs` to the other at
-/// once, with the best settings; returns the seconds it took (then, untimed, waits until
-/// Elasticsearch has settled: see [`Es::settle`]).
+/// once, with the best settings; returns the time it took and the `servers`' CPU meanwhile
+/// (then, untimed, waits until Elasticsearch has settled: see [`Es::settle`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn load_both(
     es: &Es,
     cql: &Cql,
+    servers: &Servers,
     index: &str,
     table: &str,
     es_docs: &[Doc],
     cql_docs: &[Doc],
     best: Best,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Span> {
     es.create_index(index).await?;
     cql.create_table(table).await?;
     let insert = cql.insert(table).await?;
     let bodies = Es::bulk_bodies(es_docs, best.es_writes.batch);
-    let seconds = timed(async {
-        futures::try_join!(
-            es.bulk_write(index, bodies, best.es_writes.concurrency),
-            cql.write(&insert, cql_docs, best.cql_writes)
-        )
-    })
-    .await?;
+    let (span, _) = servers
+        .span(async {
+            futures::try_join!(
+                es.bulk_write(index, bodies, best.es_writes.concurrency),
+                cql.write(&insert, cql_docs, best.cql_writes)
+            )
+        })
+        .await?;
     es.settle(index).await?;
-    Ok(seconds)
+    Ok(span)
 }
 
 fn expect(read: usize, wanted: usize, what: &str) -> anyhow::Result<()> {
@@ -354,6 +364,7 @@ mod tests {
             },
             alone,
             both,
+            both_cpu: ServerCpu::default(),
         }
     }
 

@@ -13,16 +13,25 @@
 //! 6. **memory**: essync's peak resident memory during the backfill, at N and at 4N.
 //! 7. **lag**: a writer on each side at 200 writes/s for 60 s against `essync ... 1`.
 //! 8. **policy share**: the CPU essync spends in its policy over its CPU, during the backfill.
+//! 9. **hostile reconciliation**: N documents in 100 indices reconciled, then the same with one
+//!    more index of `max_result_window: 10` in the selection.
 //!
-//! essync runs as its binary, as a user runs it: round times come from its own summary line,
-//! memory and CPU from `/proc`, the policy's CPU from `--metrics`. It prints a table and writes
-//! the figures to a JSON file. It asserts nothing.
+//! Beside steps 1 and 2, the CPU time of essync and of both servers per document, the requests
+//! essync sent per document copied, and the size of its ledger on disk per row.
+//!
+//! essync runs as its binary, as a user runs it: round times and request counts come from its
+//! own summary line, memory and CPU from `/proc` (the servers' too, found by the port they
+//! listen on), the policy's CPU and the requests per kind from `--metrics`. It prints a table
+//! and writes the figures to a JSON file. It asserts nothing.
 
 mod data;
+mod hostile;
 mod lag;
+mod ledger;
 mod limit;
 mod process;
 mod report;
+mod servers;
 mod stores;
 
 use std::path::PathBuf;
@@ -33,9 +42,13 @@ use std::time::Duration;
 use clap::Parser;
 
 use data::{Doc, Rng, documents};
+use hostile::Hostile;
+use lag::Lag;
+use ledger::LedgerSize;
 use limit::Limit;
-use process::{Essync, Run};
+use process::{Essync, Round, Run};
 use report::{Figures, Table, percent, seconds, thousands};
+use servers::{Servers, Span};
 use stores::{Cql, Es};
 
 /// The keyspace of every benchmark table (`scripts/servers clean-tests` drops it).
@@ -52,7 +65,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(6);
 struct Args {
     /// Documents on each side (default 50,000; 10,000 with --quick)
     n: Option<usize>,
-    /// Steps 1-5 only (no lag), at N = 10,000 unless N is given
+    /// Every step but the lag (7), at N = 10,000 unless N is given
     #[arg(long)]
     quick: bool,
     /// The essync binary to measure (default: `essync` beside this program)
@@ -139,15 +152,21 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let names = Names {
         tag: std::process::id().to_string(),
     };
-    let result = steps(&args, n, &essync, &es, &cql, &names).await;
+    let servers = Servers::find(&args.es_url, &args.cassandra);
+    let result = steps(&args, n, &essync, &es, &cql, &servers, &names).await;
+    servers::remove_flush_program();
     let cleaned = async {
-        let indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
+        let mut indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
+        indices.extend(hostile::indices(&names));
         es.delete_indices(&indices.join(",")).await?;
-        for table in ["grid", "n", "x4"] {
-            let table = names.table(table);
+        let mut tables: Vec<String> = ["grid", "n", "x4"].map(|t| names.table(t)).into();
+        tables.extend(hostile::tables(&names));
+        for table in tables {
             cql.drop_table(&table).await?;
             // essync's ledger of the table (a table per sync).
-            cql.drop_table(&format!("essync_ledger_{table}")).await?;
+            for (ledger, _) in cql.ledger_tables(&table).await? {
+                cql.drop_table(&ledger).await?;
+            }
         }
         anyhow::Ok(())
     }
@@ -188,6 +207,7 @@ async fn steps(
     essync: &Essync,
     es: &Es,
     cql: &Arc<Cql>,
+    servers: &Servers,
     names: &Names,
 ) -> anyhow::Result<(Figures, String)> {
     let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -209,6 +229,7 @@ async fn steps(
     let limit = limit::measure(
         es,
         cql,
+        servers,
         limit::Scratch {
             index: &names.index("grid"),
             table: &names.table("grid"),
@@ -221,12 +242,11 @@ async fn steps(
     )
     .await?;
 
-    // 2-3. Backfill and the round after it.
+    // 2-3. Backfill (the servers' CPU meanwhile, the ledger's size after) and the round after.
     tracing::info!("backfill: essync -s --once on {n} + {n} documents");
-    let backfill = runs.add(
-        "backfill (-s) at N",
-        essync.once(&table_n, &index_n, true).await?,
-    );
+    let (backfill_span, backfill) = servers.span(essync.once(&table_n, &index_n, true)).await?;
+    let backfill = runs.add("backfill (-s) at N", backfill);
+    let ledger = ledger_size(servers, cql, &table_n).await;
     let next = runs.add(
         "next round at N",
         essync.once(&table_n, &index_n, false).await?,
@@ -270,8 +290,13 @@ async fn steps(
         essync.once(&table_n, &index_n, false).await?,
     );
 
-    // 5. Idle at N.
-    tokio::time::sleep(IDLE_WAIT).await;
+    // 5. Idle at N, after a quiet pause in which the servers' own CPU is measured.
+    let (quiet, ()) = servers
+        .span(async {
+            tokio::time::sleep(IDLE_WAIT).await;
+            Ok(())
+        })
+        .await?;
     let idle_n = runs.add(
         "idle round at N",
         essync.once(&table_n, &index_n, false).await?,
@@ -284,13 +309,15 @@ async fn steps(
     let load_4n = limit::load_both(
         es,
         cql,
+        servers,
         &index_4n,
         &table_4n,
         &es_docs_4n,
         &cql_docs_4n,
         limit.best,
     )
-    .await?;
+    .await?
+    .wall_s;
     drop((es_docs_4n, cql_docs_4n));
     let backfill_4n = runs.add(
         "backfill (-s) at 4N",
@@ -332,22 +359,32 @@ async fn steps(
         Some((measured?, rounds))
     };
 
-    let figures = Figures {
+    // 9. The hostile reconciliation.
+    let hostile = hostile::measure(n, SEED * 10 + 7, essync, es, cql, names).await?;
+    runs.add(
+        &format!("reconcile, {} indices", hostile::INDICES),
+        hostile.plain.clone(),
+    );
+    runs.add(
+        &format!("the same, + window {}", hostile::SMALL_WINDOW),
+        hostile.hostile.clone(),
+    );
+
+    let measured = Measured {
         n,
-        raw_limit_s: limit.limit_s(),
-        backfill_s: backfill.round_s,
-        backfill_docs_per_s: (2 * n) as f64 / backfill.round_s,
-        backfill_ratio: limit.limit_s() / backfill.round_s,
-        next_round_s: next.round_s,
-        incremental_round_s: incremental.round_s,
-        idle_round_s_n: idle_n.round_s,
-        idle_round_s_4n: idle_4n.round_s,
-        peak_rss_mb_n: backfill.peak_rss_mib,
-        peak_rss_mb_4n: backfill_4n.peak_rss_mib,
-        lag_p50_s: lag.as_ref().map(|l| l.0.p50_s),
-        lag_p99_s: lag.as_ref().map(|l| l.0.p99_s),
-        policy_cpu_share: backfill.policy_share,
+        limit,
+        backfill,
+        backfill_span,
+        ledger,
+        next,
+        incremental,
+        idle: [idle_n, idle_4n],
+        quiet,
+        backfill_4n,
+        lag,
+        hostile,
     };
+    let figures = measured.figures();
     let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut text = String::new();
     text.push_str(&format!(
@@ -368,15 +405,8 @@ async fn steps(
             .collect::<Vec<_>>()
             .join(" "),
     ));
-    text.push_str(&summary(
-        &figures,
-        &limit,
-        &backfill,
-        &next,
-        &incremental,
-        &backfill_4n,
-    ));
-    if let Some((lag, rounds)) = &lag {
+    text.push_str(&summary(&figures, &measured));
+    if let Some((lag, rounds)) = &measured.lag {
         text.push_str(&format!(
             "\nLag: {} + {} writes ({:.0} and {:.0} per second achieved, {} + {} failed), {} \
              never seen within 20 s; Elasticsearch to Cassandra p50 {} p99 {}, Cassandra to \
@@ -396,31 +426,127 @@ async fn steps(
             rounds.len(),
         ));
     }
-    text.push_str(&details(&limit, &runs, load_4n, 4 * n));
+    text.push_str(&details(&measured.limit, &runs, load_4n, 4 * n));
+    text.push_str(&requests_by_kind(&measured.backfill, 2 * n));
+    text.push_str(&quiet_servers(&measured.quiet));
     Ok((figures, text))
 }
 
+/// The ledger's size after the backfill; a failure leaves the figure out (a server on another
+/// machine, a user that may not attach to Cassandra's process, a java without a compiler).
+async fn ledger_size(servers: &Servers, cql: &Cql, table: &str) -> Option<LedgerSize> {
+    tracing::info!("ledger: flushing the ledger of {table} to disk and measuring it");
+    match ledger::measure(servers, cql, table).await {
+        Ok(size) => Some(size),
+        Err(e) => {
+            tracing::warn!("the ledger's size is not measured: {e:#}");
+            None
+        }
+    }
+}
+
+/// Everything the steps measured, for the figures and the table.
+struct Measured {
+    n: usize,
+    limit: Limit,
+    backfill: Run,
+    /// The backfill's process, from its start to its exit, and the servers' CPU meanwhile.
+    backfill_span: Span,
+    ledger: Option<LedgerSize>,
+    next: Run,
+    incremental: Run,
+    /// Idle rounds at N and 4N.
+    idle: [Run; 2],
+    /// The pause before the idle round at N, and the servers' CPU meanwhile.
+    quiet: Span,
+    backfill_4n: Run,
+    lag: Option<(Lag, Vec<Round>)>,
+    hostile: Hostile,
+}
+
+impl Measured {
+    /// The documents the backfill copied (N each way).
+    fn copied(&self) -> f64 {
+        (2 * self.n) as f64
+    }
+
+    /// CPU microseconds per copied document.
+    fn per_doc_us(&self, cpu_s: f64) -> f64 {
+        cpu_s * 1e6 / self.copied()
+    }
+
+    fn figures(&self) -> Figures {
+        let (limit, backfill) = (&self.limit, &self.backfill);
+        let servers = &self.backfill_span.cpu;
+        let per_doc = |cpu: Option<f64>| cpu.map(|s| self.per_doc_us(s));
+        Figures {
+            n: self.n,
+            raw_limit_s: limit.limit_s(),
+            backfill_s: backfill.round_s,
+            backfill_docs_per_s: self.copied() / backfill.round_s,
+            backfill_ratio: limit.limit_s() / backfill.round_s,
+            next_round_s: self.next.round_s,
+            incremental_round_s: self.incremental.round_s,
+            idle_round_s_n: self.idle[0].round_s,
+            idle_round_s_4n: self.idle[1].round_s,
+            peak_rss_mb_n: backfill.peak_rss_mib,
+            peak_rss_mb_4n: self.backfill_4n.peak_rss_mib,
+            lag_p50_s: self.lag.as_ref().map(|l| l.0.p50_s),
+            lag_p99_s: self.lag.as_ref().map(|l| l.0.p99_s),
+            policy_cpu_share: backfill.policy_share,
+            cpu_us_per_doc_essync: self.per_doc_us(backfill.cpu_s),
+            cpu_us_per_doc_elasticsearch: per_doc(servers.elasticsearch),
+            cpu_us_per_doc_cassandra: per_doc(servers.cassandra),
+            raw_cpu_us_per_doc_elasticsearch: per_doc(limit.both_cpu.elasticsearch),
+            raw_cpu_us_per_doc_cassandra: per_doc(limit.both_cpu.cassandra),
+            cassandra_requests_per_doc: backfill.requests.map(|r| r[1] as f64 / self.copied()),
+            es_requests_per_doc: backfill.requests.map(|r| r[0] as f64 / self.copied()),
+            ledger_bytes_per_doc: self.ledger.as_ref().and_then(LedgerSize::bytes_per_row),
+            hostile_reconcile_ratio: self.hostile.ratio(),
+        }
+    }
+}
+
 /// The main table: one row per figure, with what stands beside it and the issue's target.
-fn summary(
-    f: &Figures,
-    limit: &Limit,
-    backfill: &Run,
-    next: &Run,
-    incremental: &Run,
-    backfill_4n: &Run,
-) -> String {
+fn summary(f: &Figures, m: &Measured) -> String {
     let mut t = Table::new(&["step", "figure", "value", "beside it", "target"]);
-    let rw = |run: &Run| {
-        format!(
-            "process {}; read {} / {}, wrote {} / {}",
-            seconds(run.process_s),
-            thousands(run.round.read[0] as f64),
-            thousands(run.round.read[1] as f64),
-            thousands(run.round.written[0] as f64),
-            thousands(run.round.written[1] as f64),
-        )
-    };
-    let share = |part: f64| format!("{} of the backfill", percent(part / f.backfill_s));
+    raw_limit_rows(&mut t, f, m);
+    backfill_rows(&mut t, f, m);
+    cost_rows(&mut t, f, m);
+    round_rows(&mut t, f, m);
+    late_rows(&mut t, f, m);
+    t.render()
+}
+
+/// A run's process time and counts.
+fn read_written(run: &Run) -> String {
+    format!(
+        "process {}; read {} / {}, wrote {} / {}",
+        seconds(run.process_s),
+        thousands(run.round.read[0] as f64),
+        thousands(run.round.read[1] as f64),
+        thousands(run.round.written[0] as f64),
+        thousands(run.round.written[1] as f64),
+    )
+}
+
+/// Microseconds per document, or why there are none.
+fn micros(value: Option<f64>) -> String {
+    value.map_or("not measured (no such process here)".into(), |v| {
+        format!("{v:.1} µs")
+    })
+}
+
+/// CPU seconds beside the wall time they were spent in.
+fn cpu_in(cpu_s: Option<f64>, wall_s: f64, what: &str) -> String {
+    match cpu_s {
+        Some(cpu) => format!("{cpu:.2} s of CPU in {} {what}", seconds(wall_s)),
+        None => format!("{} {what}", seconds(wall_s)),
+    }
+}
+
+fn raw_limit_rows(t: &mut Table, f: &Figures, m: &Measured) {
+    let limit = &m.limit;
     t.row(&[
         "1 raw limit".into(),
         "`raw_limit_s`".into(),
@@ -435,11 +561,29 @@ fn summary(
         ),
         String::new(),
     ]);
+    let both = "(both stores written and read at once)";
+    t.row(&[
+        String::new(),
+        "`raw_cpu_us_per_doc_elasticsearch`".into(),
+        micros(f.raw_cpu_us_per_doc_elasticsearch),
+        cpu_in(limit.both_cpu.elasticsearch, f.raw_limit_s, both),
+        String::new(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`raw_cpu_us_per_doc_cassandra`".into(),
+        micros(f.raw_cpu_us_per_doc_cassandra),
+        cpu_in(limit.both_cpu.cassandra, f.raw_limit_s, both),
+        String::new(),
+    ]);
+}
+
+fn backfill_rows(t: &mut Table, f: &Figures, m: &Measured) {
     t.row(&[
         "2 backfill".into(),
         "`backfill_s`".into(),
         seconds(f.backfill_s),
-        rw(backfill),
+        read_written(&m.backfill),
         String::new(),
     ]);
     t.row(&[
@@ -448,7 +592,7 @@ fn summary(
         thousands(f.backfill_docs_per_s),
         format!(
             "raw limit: {} documents/s",
-            thousands((2 * f.n) as f64 / f.raw_limit_s)
+            thousands(m.copied() / f.raw_limit_s)
         ),
         String::new(),
     ]);
@@ -459,18 +603,90 @@ fn summary(
         "raw limit time / backfill time".into(),
         "at least 0.8".into(),
     ]);
+}
+
+/// What the backfill cost each process, in requests and on disk.
+fn cost_rows(t: &mut Table, f: &Figures, m: &Measured) {
+    let span = &m.backfill_span;
+    let process = "(essync's process, start to exit)";
+    t.row(&[
+        String::new(),
+        "`cpu_us_per_doc_essync`".into(),
+        micros(Some(f.cpu_us_per_doc_essync)),
+        cpu_in(Some(m.backfill.cpu_s), m.backfill.process_s, process),
+        "at most 40 µs".into(),
+    ]);
+    t.row(&[
+        String::new(),
+        "`cpu_us_per_doc_elasticsearch`".into(),
+        micros(f.cpu_us_per_doc_elasticsearch),
+        cpu_in(span.cpu.elasticsearch, span.wall_s, process),
+        String::new(),
+    ]);
+    let times_raw = match (f.cpu_us_per_doc_cassandra, f.raw_cpu_us_per_doc_cassandra) {
+        (Some(backfill), Some(raw)) if raw > 0.0 => {
+            format!("; {:.1}x the raw limit's", backfill / raw)
+        }
+        _ => String::new(),
+    };
+    t.row(&[
+        String::new(),
+        "`cpu_us_per_doc_cassandra`".into(),
+        micros(f.cpu_us_per_doc_cassandra),
+        cpu_in(span.cpu.cassandra, span.wall_s, process) + &times_raw,
+        "at most 2.5x `raw_cpu_us_per_doc_cassandra`".into(),
+    ]);
+    let not_counted = "not counted by this essync".to_string();
+    for (figure, value, store, side) in [
+        ("cassandra", f.cassandra_requests_per_doc, "Cassandra", 1),
+        ("es", f.es_requests_per_doc, "Elasticsearch", 0),
+    ] {
+        t.row(&[
+            String::new(),
+            format!("`{figure}_requests_per_doc`"),
+            value.map_or(not_counted.clone(), |v| format!("{v:.2}")),
+            m.backfill.requests.map_or(String::new(), |r| {
+                format!(
+                    "{} {store} requests for {} documents copied",
+                    thousands(r[side] as f64),
+                    thousands(m.copied())
+                )
+            }),
+            String::new(),
+        ]);
+    }
+    t.row(&[
+        String::new(),
+        "`ledger_bytes_per_doc`".into(),
+        f.ledger_bytes_per_doc
+            .map_or("not measured (see the log)".into(), |b| format!("{b:.0} B")),
+        m.ledger.as_ref().map_or(String::new(), |l| {
+            format!(
+                "{:.1} MiB of SSTables (flushed) over {} rows of {}",
+                l.bytes as f64 / (1024.0 * 1024.0),
+                thousands(l.rows as f64),
+                l.tables.join(", ")
+            )
+        }),
+        "at most 120 B, with the default policy".into(),
+    ]);
+}
+
+/// Steps 3 to 6.
+fn round_rows(t: &mut Table, f: &Figures, m: &Measured) {
+    let share = |part: f64| format!("{} of the backfill", percent(part / f.backfill_s));
     t.row(&[
         "3 next round".into(),
         "`next_round_s`".into(),
         seconds(f.next_round_s),
-        format!("{}; {}", share(f.next_round_s), rw(next)),
+        format!("{}; {}", share(f.next_round_s), read_written(&m.next)),
         "under 10% of the backfill".into(),
     ]);
     t.row(&[
         "4 incremental".into(),
         "`incremental_round_s`".into(),
         seconds(f.incremental_round_s),
-        format!("1% changed on each side; {}", rw(incremental)),
+        format!("1% changed on each side; {}", read_written(&m.incremental)),
         String::new(),
     ]);
     t.row(&[
@@ -504,10 +720,14 @@ fn summary(
         format!(
             "{:.2}x the peak at N; backfill at 4N took {}",
             f.peak_rss_mb_4n / f.peak_rss_mb_n,
-            seconds(backfill_4n.round_s)
+            seconds(m.backfill_4n.round_s)
         ),
         "at most 1.2x the peak at N".into(),
     ]);
+}
+
+/// Steps 7 to 9.
+fn late_rows(t: &mut Table, f: &Figures, m: &Measured) {
     let not_measured = "not measured (--quick)".to_string();
     t.row(&[
         "7 lag".into(),
@@ -523,6 +743,7 @@ fn summary(
         String::new(),
         "under 2 s".into(),
     ]);
+    let backfill = &m.backfill;
     t.row(&[
         "8 policy share".into(),
         "`policy_cpu_share`".into(),
@@ -538,7 +759,68 @@ fn summary(
         },
         "under 5%".into(),
     ]);
-    t.render()
+    let (plain, hostile) = (&m.hostile.plain, &m.hostile.hostile);
+    t.row(&[
+        "9 hostile reconcile".into(),
+        "`hostile_reconcile_ratio`".into(),
+        format!("{:.2}", f.hostile_reconcile_ratio),
+        format!(
+            "{} documents in {} indices: {} (essync's CPU {:.2} s); with one more index of \
+             max_result_window {} ({} documents): {} (essync's CPU {:.2} s)",
+            thousands(m.n as f64),
+            hostile::INDICES,
+            seconds(plain.round_s),
+            plain.cpu_s,
+            hostile::SMALL_WINDOW,
+            hostile::SMALL_DOCS,
+            seconds(hostile.round_s),
+            hostile.cpu_s,
+        ),
+        "at most 1.3".into(),
+    ]);
+}
+
+/// What the servers spent while the benchmark did nothing: the CPU figures of the servers count
+/// all their work, their own background work and other clients' included.
+fn quiet_servers(quiet: &Span) -> String {
+    let rate = |cpu: Option<f64>| {
+        cpu.map_or("not measured".to_string(), |c| {
+            format!("{:.2} s ({})", c, percent(c / quiet.wall_s))
+        })
+    };
+    format!(
+        "\nWhile the benchmark paused {} before the idle round at N, the servers used CPU \
+         anyway: Elasticsearch {}, Cassandra {} of a core. Their CPU figures above count all \
+         their work, their background work and other clients' included.\n",
+        seconds(quiet.wall_s),
+        rate(quiet.cpu.elasticsearch),
+        rate(quiet.cpu.cassandra),
+    )
+}
+
+/// The backfill's requests per store and kind, from essync's metrics.
+fn requests_by_kind(backfill: &Run, copied: usize) -> String {
+    if backfill.requests_by_kind.is_empty() {
+        return "\nRequests by kind: not read (this essync serves no essync_requests_total, or it \
+                exited before they could be read).\n"
+            .into();
+    }
+    let mut requests: Vec<_> = backfill.requests_by_kind.iter().collect();
+    // Cassandra first, the most frequent kinds first.
+    requests.sort_by(|a, b| a.store.cmp(&b.store).then(b.count.total_cmp(&a.count)));
+    let mut table = Table::new(&["store", "kind", "requests", "per document copied"]);
+    for r in requests {
+        table.row(&[
+            r.store.clone(),
+            r.kind.clone(),
+            thousands(r.count),
+            format!("{:.3}", r.count / copied as f64),
+        ]);
+    }
+    format!(
+        "\nRequests of the backfill by kind (essync_requests_total after its round):\n\n{}",
+        table.render()
+    )
 }
 
 /// The grid, and every run of essync.

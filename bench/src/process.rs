@@ -48,6 +48,19 @@ pub struct Round {
     pub errors: u64,
     /// How long the round took, as essync measured it.
     pub duration_s: f64,
+    /// Requests sent to Elasticsearch / Cassandra, when the summary counts them.
+    pub requests: Option<[u64; 2]>,
+}
+
+/// Requests of one kind sent to one store, from `essync_requests_total{store,kind}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requests {
+    /// `elasticsearch` or `cassandra`.
+    pub store: String,
+    /// What the requests did, as essync names it.
+    pub kind: String,
+    /// How many.
+    pub count: f64,
 }
 
 /// One `--once` run, measured.
@@ -68,7 +81,58 @@ pub struct Run {
     pub policy_share: Option<f64>,
     /// Policy CPU seconds over the same span.
     pub policy_cpu_s: Option<f64>,
+    /// Requests sent to Elasticsearch / Cassandra by all its rounds, when their summary lines
+    /// count them.
+    pub requests: Option<[u64; 2]>,
+    /// Requests per store and kind, read from the metrics right after the last round's summary
+    /// line (empty when the binary does not export them, or exited before they were read).
+    pub requests_by_kind: Vec<Requests>,
 }
+
+/// What is sampled while a `--once` run goes on.
+#[derive(Debug, Default)]
+struct Samples {
+    count: u32,
+    peak_kib: u64,
+    cpu_s: f64,
+    /// Policy CPU and process CPU seconds at the first and the last metrics sample.
+    policy: Option<[(f64, f64); 2]>,
+}
+
+impl Samples {
+    /// Memory and CPU every time; the metrics at the first chance and every
+    /// [`METRICS_EVERY`] samples after.
+    async fn take(&mut self, pid: u32, metrics: Option<String>) {
+        self.count += 1;
+        if let Some(kib) = peak_resident_kib(pid) {
+            self.peak_kib = self.peak_kib.max(kib);
+        }
+        if let Some(cpu) = cpu_seconds(pid) {
+            self.cpu_s = cpu;
+        }
+        let due = self.policy.is_none() || self.count.is_multiple_of(METRICS_EVERY);
+        let Some(address) = metrics.filter(|_| due) else {
+            return;
+        };
+        let Ok(text) = get_metrics(&address).await else {
+            return;
+        };
+        if let Some(policy) = metric(&text, "essync_policy_cpu_seconds_total")
+            && let Some(cpu) = cpu_seconds(pid)
+        {
+            let first = self.policy.map_or((policy, cpu), |p| p[0]);
+            self.policy = Some([first, (policy, cpu)]);
+        }
+    }
+
+    /// Policy CPU seconds, and their share of the process's CPU, between the first and the
+    /// last metrics sample.
+    fn policy(&self) -> Option<(f64, f64)> {
+        let [(p0, c0), (p1, c1)] = self.policy?;
+        (c1 > c0).then(|| (p1 - p0, (p1 - p0) / (c1 - c0)))
+    }
+}
+
 
 /// What the log says as it comes.
 #[derive(Debug, Default)]
@@ -77,6 +141,10 @@ struct Log {
     lines: Vec<String>,
     metrics: Option<String>,
     rounds: Vec<Round>,
+    /// Requests per store and kind, from the metrics read as soon as a round's summary came
+    /// (essync counts them at the end of each round, and a `--once` run exits right after its
+    /// round).
+    requests_by_kind: Vec<Requests>,
 }
 
 impl Log {
@@ -144,6 +212,7 @@ impl Event {
             written: [count("es_written")?, count("cassandra_written")?],
             errors: count("errors")?,
             duration_s: self.fields["report.duration_s"].as_f64()?,
+            requests: count("es_requests").zip(count("cassandra_requests")).map(|(e, c)| [e, c]),
         })
     }
 }
@@ -195,31 +264,12 @@ impl Essync {
             (status, Instant::now())
         });
 
-        let mut peak_kib = 0u64;
-        let mut cpu_s = 0.0;
-        let mut first: Option<(f64, f64)> = None;
-        let mut last: Option<(f64, f64)> = None;
-        let mut samples = 0u32;
+        let mut samples = Samples::default();
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         while !waiter.is_finished() {
             tick.tick().await;
-            if let Some(kib) = peak_resident_kib(pid) {
-                peak_kib = peak_kib.max(kib);
-            }
-            if let Some(cpu) = cpu_seconds(pid) {
-                cpu_s = cpu;
-            }
-            samples += 1;
             let address = log.lock().ok().and_then(|l| l.metrics.clone());
-            if let Some(address) = address
-                && (first.is_none() || samples.is_multiple_of(METRICS_EVERY))
-                && let Ok(text) = get_metrics(&address).await
-                && let Some(policy) = metric(&text, "essync_policy_cpu_seconds_total")
-                && let Some(cpu) = cpu_seconds(pid)
-            {
-                first.get_or_insert((policy, cpu));
-                last = Some((policy, cpu));
-            }
+            samples.take(pid, address).await;
         }
         let (status, ended) = waiter.await.context("the essync watcher failed")?;
         let status = status.context("cannot wait for essync")?;
@@ -234,18 +284,22 @@ impl Essync {
         let Some(round) = log.rounds.last().cloned() else {
             bail!("essync logged no round summary: {}", log.last_words());
         };
-        let policy = match (first, last) {
-            (Some((p0, c0)), Some((p1, c1))) if c1 > c0 => Some((p1 - p0, (p1 - p0) / (c1 - c0))),
-            _ => None,
-        };
+        let policy = samples.policy();
+        let requests = log
+            .rounds
+            .iter()
+            .filter_map(|r| r.requests)
+            .reduce(|a, b| [a[0] + b[0], a[1] + b[1]]);
         Ok(Run {
             round_s: round.duration_s,
             round,
             process_s,
-            peak_rss_mib: peak_kib as f64 / 1024.0,
-            cpu_s,
+            peak_rss_mib: samples.peak_kib as f64 / 1024.0,
+            cpu_s: samples.cpu_s,
             policy_share: policy.map(|p| p.1),
             policy_cpu_s: policy.map(|p| p.0),
+            requests,
+            requests_by_kind: log.requests_by_kind.clone(),
         })
     }
 
@@ -337,11 +391,24 @@ fn read_log(
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(target: "essync_bench::essync", "{line}");
-            let round = log.lock().ok().and_then(|mut log| {
-                let before = log.rounds.len();
-                log.push(&line);
-                log.rounds.get(before).cloned()
-            });
+            let (round, metrics) = log
+                .lock()
+                .ok()
+                .map(|mut log| {
+                    let before = log.rounds.len();
+                    log.push(&line);
+                    (log.rounds.get(before).cloned(), log.metrics.clone())
+                })
+                .unwrap_or_default();
+            // Only for `--once` runs (no round channel): a running essync is left unscraped.
+            if round.is_some()
+                && rounds.is_none()
+                && let Some(address) = metrics
+                && let Ok(text) = get_metrics(&address).await
+                && let Ok(mut log) = log.lock()
+            {
+                log.requests_by_kind = requests_by_kind(&text);
+            }
             if let (Some(round), Some(rounds)) = (round, &rounds) {
                 let _ = rounds.send(round);
             }
@@ -363,7 +430,7 @@ fn peak_resident_kib(pid: u32) -> Option<u64> {
 }
 
 /// User + system CPU seconds of a process.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces: state is
     // field 3, utime 14, stime 15.
@@ -396,6 +463,28 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Every sample of `essync_requests_total{store="...",kind="..."}`, in the exposition's order.
+pub fn requests_by_kind(text: &str) -> Vec<Requests> {
+    text.lines()
+        .filter_map(|line| {
+            let (labels, value) = line
+                .strip_prefix("essync_requests_total{")?
+                .split_once('}')?;
+            let label = |name: &str| {
+                labels.split(',').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key.trim() == name).then(|| value.trim().trim_matches('"').to_string())
+                })
+            };
+            Some(Requests {
+                store: label("store")?,
+                kind: label("kind")?,
+                count: value.trim().parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +502,7 @@ mod tests {
                 written: [20, 18],
                 errors: 3,
                 duration_s: 0.312345,
+                requests: None,
             }]
         );
         log.push(r#"{"timestamp":"t","level":"INFO","fields":{"message":"serving metrics on http://127.0.0.1:4567/metrics"},"target":"essync"}"#);
@@ -436,5 +526,36 @@ mod tests {
         let pid = std::process::id();
         assert!(peak_resident_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_seconds(pid).is_some());
+    }
+
+    #[test]
+    fn a_round_summary_gives_its_requests_when_it_counts_them() {
+        let mut log = Log::default();
+        log.push(r#"{"timestamp":"t","level":"INFO","fields":{"message":"round 1","report.round":1,"report.es_read":40,"report.es_written":20,"report.cassandra_read":35,"report.cassandra_written":18,"report.errors":0,"report.es_requests":12,"report.cassandra_requests":345,"report.duration_s":0.31},"target":"essync::sync"}"#);
+        assert_eq!(log.rounds[0].requests, Some([12, 345]));
+    }
+
+    #[test]
+    fn requests_are_read_per_store_and_kind() {
+        let text = "# TYPE essync_requests_total counter\n\
+                    essync_requests_total{store=\"cassandra\",kind=\"ledger_read\"} 40\n\
+                    essync_requests_total{kind=\"bulk\",store=\"elasticsearch\"} 3\n\
+                    essync_rounds_total 1\n";
+        let requests = requests_by_kind(text);
+        assert_eq!(
+            requests,
+            [
+                Requests {
+                    store: "cassandra".into(),
+                    kind: "ledger_read".into(),
+                    count: 40.0
+                },
+                Requests {
+                    store: "elasticsearch".into(),
+                    kind: "bulk".into(),
+                    count: 3.0
+                }
+            ]
+        );
     }
 }

@@ -37,6 +37,27 @@ pub struct Figures {
     pub lag_p99_s: Option<f64>,
     /// Step 8 (absent when the binary does not export the policy's CPU time).
     pub policy_cpu_share: Option<f64>,
+    /// Step 2: essync's CPU microseconds over the 2N documents copied.
+    pub cpu_us_per_doc_essync: f64,
+    /// Step 2: Elasticsearch's, during the backfill (absent when its process is not found).
+    pub cpu_us_per_doc_elasticsearch: Option<f64>,
+    /// Step 2: Cassandra's, during the backfill (absent when its process is not found).
+    pub cpu_us_per_doc_cassandra: Option<f64>,
+    /// Step 1: Elasticsearch's CPU microseconds during both stores at once, over its 2N.
+    pub raw_cpu_us_per_doc_elasticsearch: Option<f64>,
+    /// Step 1: Cassandra's, the same.
+    pub raw_cpu_us_per_doc_cassandra: Option<f64>,
+    /// Step 2: Cassandra requests of the backfill over the documents copied (absent when the
+    /// binary does not count them).
+    pub cassandra_requests_per_doc: Option<f64>,
+    /// Step 2: Elasticsearch requests, the same.
+    pub es_requests_per_doc: Option<f64>,
+    /// Step 2: the ledger's SSTable bytes after the backfill over its rows (absent when it
+    /// could not be flushed or measured).
+    pub ledger_bytes_per_doc: Option<f64>,
+    /// Step 9: the reconciliation with a small-window index in the selection over the one
+    /// without.
+    pub hostile_reconcile_ratio: f64,
 }
 
 fn round(value: f64, decimals: i32) -> Value {
@@ -67,6 +88,15 @@ impl Figures {
             "lag_p50_s": optional(self.lag_p50_s, 4),
             "lag_p99_s": optional(self.lag_p99_s, 4),
             "policy_cpu_share": optional(self.policy_cpu_share, 4),
+            "cpu_us_per_doc_essync": round(self.cpu_us_per_doc_essync, 1),
+            "cpu_us_per_doc_elasticsearch": optional(self.cpu_us_per_doc_elasticsearch, 1),
+            "cpu_us_per_doc_cassandra": optional(self.cpu_us_per_doc_cassandra, 1),
+            "raw_cpu_us_per_doc_elasticsearch": optional(self.raw_cpu_us_per_doc_elasticsearch, 1),
+            "raw_cpu_us_per_doc_cassandra": optional(self.raw_cpu_us_per_doc_cassandra, 1),
+            "cassandra_requests_per_doc": optional(self.cassandra_requests_per_doc, 4),
+            "es_requests_per_doc": optional(self.es_requests_per_doc, 4),
+            "ledger_bytes_per_doc": optional(self.ledger_bytes_per_doc, 1),
+            "hostile_reconcile_ratio": round(self.hostile_reconcile_ratio, 4),
         })
     }
 
@@ -198,12 +228,22 @@ mod tests {
                 "peak_rss_mb_4n",
                 "lag_p50_s",
                 "lag_p99_s",
-                "policy_cpu_share"
+                "policy_cpu_share",
+                "cpu_us_per_doc_essync",
+                "cpu_us_per_doc_elasticsearch",
+                "cpu_us_per_doc_cassandra",
+                "raw_cpu_us_per_doc_elasticsearch",
+                "raw_cpu_us_per_doc_cassandra",
+                "cassandra_requests_per_doc",
+                "es_requests_per_doc",
+                "ledger_bytes_per_doc",
+                "hostile_reconcile_ratio"
             ]
         );
         assert_eq!(json["backfill_s"], json!(1.2346));
         assert_eq!(json["lag_p50_s"], Value::Null);
         assert_eq!(json["lag_p99_s"], json!(0.5));
+        assert_eq!(json["cassandra_requests_per_doc"], Value::Null);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! limit, the benchmark's data, the changes and the lag writers all go through here, never
 //! through essync.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -172,8 +173,13 @@ impl Es {
     /// Creates `index` anew (deleting an earlier one), mapped as essync maps the indices it
     /// creates (`_essync.type` a keyword, `_essync.timestamp` a date).
     pub async fn create_index(&self, index: &str) -> anyhow::Result<()> {
+        self.create_index_with(index, json!({})).await
+    }
+
+    /// [`Es::create_index`] with these index `settings`.
+    pub async fn create_index_with(&self, index: &str, settings: Value) -> anyhow::Result<()> {
         self.delete_indices(index).await?;
-        let body = json!({"mappings": {"properties": {"_essync": {"properties": {
+        let body = json!({"settings": settings, "mappings": {"properties": {"_essync": {"properties": {
             "type": {"type": "keyword"},
             "timestamp": {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
         }}}}});
@@ -431,6 +437,11 @@ impl Cql {
         })
     }
 
+    /// The keyspace.
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
     /// `keyspace.table`.
     pub fn qualified(&self, table: &str) -> String {
         format!("{}.{table}", self.keyspace)
@@ -579,6 +590,69 @@ impl Cql {
         Ok(counts.iter().sum())
     }
 
+    /// The tables of the keyspace that hold essync's ledger of `table` (see [`is_ledger_of`]),
+    /// read from `system_schema.tables`, with their ids.
+    pub async fn ledger_tables(&self, table: &str) -> anyhow::Result<Vec<(String, Uuid)>> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT table_name, id FROM system_schema.tables WHERE keyspace_name = ?",
+                (&self.keyspace,),
+            )
+            .await
+            .with_context(|| format!("cannot list the tables of {}", self.keyspace))?
+            .into_rows_result()?;
+        let mut tables = Vec::new();
+        for row in rows.rows::<(String, Uuid)>()? {
+            let (name, id) = row?;
+            if is_ledger_of(&name, table) {
+                tables.push((name, id));
+            }
+        }
+        Ok(tables)
+    }
+
+    /// Rows of `table` (`SELECT COUNT(*)`).
+    pub async fn count_rows(&self, table: &str) -> anyhow::Result<u64> {
+        let mut count = scylla::statement::unprepared::Statement::new(format!(
+            "SELECT COUNT(*) FROM {}",
+            self.qualified(table)
+        ));
+        count.set_request_timeout(Some(Duration::from_secs(120)));
+        let (rows,) = self
+            .session
+            .query_unpaged(count, ())
+            .await
+            .with_context(|| format!("cannot count the rows of {}", self.qualified(table)))?
+            .into_rows_result()?
+            .single_row::<(i64,)>()?;
+        Ok(rows.max(0) as u64)
+    }
+
+    /// The server's data directories (`data_file_directories`, from `system_views.settings`).
+    pub async fn data_directories(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let rows = self
+            .session
+            .query_unpaged(
+                "SELECT value FROM system_views.settings WHERE name = 'data_file_directories'",
+                (),
+            )
+            .await
+            .context("cannot read Cassandra's data_file_directories")?
+            .into_rows_result()?;
+        let (value,) = rows.single_row::<(Option<String>,)>()?;
+        let value = value.unwrap_or_default();
+        Ok(value
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect())
+    }
+
     /// `SELECT id ... WHERE id IN ?` on `table`.
     pub async fn select_ids(&self, table: &str) -> anyhow::Result<PreparedStatement> {
         self.prepare(format!(
@@ -619,6 +693,22 @@ fn row(doc: &Doc) -> (Uuid, &str, &str, CqlTimestamp, &str) {
     )
 }
 
+/// Whether `name` is a ledger table of `table`: one of essync's tables (`essync_...`) that
+/// belongs to `table`, which stands among the `_`-separated parts of its name (so the ledger
+/// of `n_12` is not taken for that of `n_123`). essync's ledger has been `essync_ledger_TABLE`
+/// and is `essync_synced_TABLE`; its state tables shared by every sync (`essync_checkpoints`,
+/// `essync_errors`) name no table.
+pub fn is_ledger_of(name: &str, table: &str) -> bool {
+    let Some(rest) = name.strip_prefix("essync") else {
+        return false;
+    };
+    let table = table.to_lowercase();
+    rest.match_indices(&format!("_{table}")).any(|(at, found)| {
+        let after = &rest[at + found.len()..];
+        after.is_empty() || after.starts_with('_')
+    })
+}
+
 /// `count` inclusive ranges that cover the Murmur3 token ring.
 fn token_ranges(count: usize) -> Vec<(i64, i64)> {
     let count = count.max(1) as i128;
@@ -639,6 +729,18 @@ fn token_ranges(count: usize) -> Vec<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ledger_tables_are_recognised_by_their_table() {
+        assert!(is_ledger_of("essync_synced_n_123", "n_123"));
+        assert!(is_ledger_of("essync_ledger_n_123", "n_123"));
+        assert!(is_ledger_of("essync_ledger_n_123_content", "n_123"));
+        assert!(!is_ledger_of("essync_synced_n_1234", "n_123"));
+        assert!(!is_ledger_of("essync_synced_xn_123", "n_123"));
+        assert!(!is_ledger_of("essync_ledger", "n_123"));
+        assert!(!is_ledger_of("essync_errors", "n_123"));
+        assert!(!is_ledger_of("n_123", "n_123"));
+    }
 
     #[test]
     fn token_ranges_cover_the_ring_without_overlap() {
