@@ -133,7 +133,6 @@ impl Samples {
     }
 }
 
-
 /// What the log says as it comes.
 #[derive(Debug, Default)]
 struct Log {
@@ -212,7 +211,9 @@ impl Event {
             written: [count("es_written")?, count("cassandra_written")?],
             errors: count("errors")?,
             duration_s: self.fields["report.duration_s"].as_f64()?,
-            requests: count("es_requests").zip(count("cassandra_requests")).map(|(e, c)| [e, c]),
+            requests: count("es_requests")
+                .zip(count("cassandra_requests"))
+                .map(|(e, c)| [e, c]),
         })
     }
 }

@@ -20,6 +20,7 @@ mod docs;
 mod es_store;
 mod policy_cli;
 mod policy_langs;
+mod processes;
 mod scenarios;
 mod search_features;
 mod security;

@@ -621,7 +621,9 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     })
     .await;
     // -v says who decided, and what won over what.
-    let decision = wait_for_line(&essync, &format!("{id}: changed on both sides")).await;
+    let decision = essync
+        .wait_for_line(&format!("{id}: changed on both sides"))
+        .await;
     assert!(
         decision.contains("the policy answered use-cassandra: Cassandra wins"),
         "{decision}"
@@ -673,29 +675,15 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     assert!(cassandra.contains_key(&public));
     // Each kept-out document counts once a round, however often the round reads it.
     let rounds = essync.rounds();
-    assert!(rounds.iter().any(|r| r.filtered > 0), "nothing counted as filtered");
+    assert!(
+        rounds.iter().any(|r| r.filtered > 0),
+        "nothing counted as filtered"
+    );
     assert!(
         rounds.iter().all(|r| r.filtered <= 2),
         "a kept-out document counted twice in a round: {:?}",
         rounds.iter().map(|r| r.filtered).collect::<Vec<_>>()
     );
-}
-
-/// Waits until essync printed a line containing `needle`; returns the line.
-async fn wait_for_line(essync: &Essync, needle: &str) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(line) = essync.output().into_iter().find(|l| l.contains(needle)) {
-            return line;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "essync did not print {needle:?} within {}s:\n{}",
-            DEADLINE.as_secs(),
-            essync.output().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Replaces a policy file in one step, as a deployment should: a new file renamed over it.
@@ -733,7 +721,7 @@ async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refu
     // Another rule, then SIGHUP: the next conflict goes to the newer version.
     replace_policy_file(&file, policies::LAST_WRITE_WINS);
     essync.signal(SIGHUP);
-    wait_for_line(&essync, "policy reloaded").await;
+    essync.wait_for_line("policy reloaded").await;
     let (second, es_version, _) = conflict_among(&s, 2, 5_000, 1_000).await;
     s.wait_until(
         "last-write-wins: the newer Elasticsearch version on both sides",
@@ -744,7 +732,7 @@ async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refu
     // A broken replacement is refused, with its reason, and the rule loaded last stays.
     std::fs::write(&file, "not a policy").expect("break the policy file");
     essync.signal(SIGHUP);
-    let refusal = wait_for_line(&essync, "the new policy is refused").await;
+    let refusal = essync.wait_for_line("the new policy is refused").await;
     assert!(refusal.contains("neither WebAssembly"), "{refusal}");
     let (third, es_version, _) = conflict_among(&s, 3, 5_000, 1_000).await;
     s.wait_until(
@@ -762,7 +750,7 @@ async fn with_policy_reload_a_replaced_policy_file_is_used_from_the_next_round()
     let essync = s.essync(&["--policy", file.to_str().expect("utf-8"), "--policy-reload"]);
     essync.wait_rounds(0, 1).await;
     replace_policy_file(&file, policies::PREFER_CASSANDRA);
-    wait_for_line(&essync, "policy reloaded").await;
+    essync.wait_for_line("policy reloaded").await;
     let (id, _, cassandra_version) = conflict_among(&s, 1, 5_000, 1_000).await;
     s.wait_until(
         "prefer-cassandra: the older Cassandra version on both sides",

@@ -460,7 +460,7 @@ async fn delete_one(
 }
 
 /// The `[applied]` column of a lightweight transaction's answer.
-fn was_applied(
+pub(crate) fn was_applied(
     action: &str,
     result: scylla::response::query_result::QueryResult,
 ) -> Result<bool, CassandraError> {

@@ -12,7 +12,7 @@ use essync::policy::{
     Compiled, LoadOptions, Policy, PolicyLimits, PolicyReload, PolicySource, ReloadRequest,
 };
 use essync::store::Side;
-use essync::sync::{Metrics, Progress, RoundReport, Stop, SyncOptions, Syncer};
+use essync::sync::{Lease, Metrics, Progress, RoundReport, Stop, SyncOptions, Syncer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Cli, SyncOptions as CliSyncOptions};
@@ -53,7 +53,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         retry_backoff: period.max(Duration::from_secs(1)),
         ..SyncOptions::default()
     };
+    let stop = Stop::new();
+    listen_for_signals(stop.clone());
+    // One process syncs a table at a time: a second one waits here, before it reads the
+    // checkpoint it will go on from. A dry run writes nothing and takes no lease.
+    let lease = if options.dry_run {
+        None
+    } else {
+        match Lease::acquire(&cassandra, &stop).await? {
+            Some(lease) => Some(lease),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    };
     let mut syncer = Syncer::start(elasticsearch, cassandra, policy, options).await?;
+    if let Some(lease) = lease {
+        syncer = syncer.with_lease(lease);
+    }
     if syncer.first_start() {
         announce_selection(&syncer, &cli.sync).await;
     }
@@ -87,8 +102,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         period.as_secs_f64()
     );
 
-    let stop = Stop::new();
-    listen_for_signals(stop.clone());
     listen_for_reload(reload_request);
     syncer.run(period, cli.sync.once, &stop).await?;
     Ok(ExitCode::SUCCESS)

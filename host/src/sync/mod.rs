@@ -41,7 +41,7 @@ use thiserror::Error;
 
 pub use metrics::Metrics;
 pub use report::RoundReport;
-pub use state::{Checkpoint, DeleteWatch, ErrorEntry, Reconciliation};
+pub use state::{Checkpoint, DeleteWatch, ErrorEntry, Holder, LEASE_TTL, Lease, Reconciliation};
 pub use stop::Stop;
 
 use crate::cassandra::{CassandraCheckpoint, CassandraError, CassandraStore, FeedOptions};
@@ -125,6 +125,17 @@ pub enum SyncError {
     /// Cassandra failed.
     #[error(transparent)]
     Cassandra(#[from] CassandraError),
+    /// Another process took the table's lease (this one was frozen or cut off past its TTL).
+    #[error(
+        "another essync took the lease of the table ({holder}, in {table}) while this one was \
+         frozen or cut off; stopping without saving a checkpoint (a restart waits its turn)"
+    )]
+    LeaseLost {
+        /// The lease table.
+        table: String,
+        /// Who holds the lease now.
+        holder: String,
+    },
 }
 
 impl SyncError {
@@ -133,6 +144,7 @@ impl SyncError {
         match self {
             SyncError::Elasticsearch(e) => e.is_transient(),
             SyncError::Cassandra(e) => e.is_transient(),
+            SyncError::LeaseLost { .. } => false,
         }
     }
 }
@@ -214,7 +226,7 @@ impl Syncer {
             keep_content: policy.wants_base_content(),
         };
         let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
-        let state = opened.state;
+        let mut state = opened.state;
         let first_start = opened.checkpoint.is_none();
         let checkpoint = first_checkpoint(
             opened.checkpoint,
@@ -245,6 +257,13 @@ impl Syncer {
             metrics: None,
             policy_reload: None,
         })
+    }
+
+    /// Syncs under `lease` (see [`Lease::acquire`]): a checkpoint is saved only while the lease
+    /// holds, the lease is renewed between rounds, and [`Syncer::run`] gives it up when it ends.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.state.hold(lease);
+        self
     }
 
     /// Reports progress to `progress`.
@@ -362,8 +381,43 @@ impl Syncer {
 
     /// Runs rounds every `period` until `stop` is set (or once). A failed round is logged and
     /// retried after a backoff (1 s, doubling, at most a minute), unless `once`: then it is
-    /// the result.
+    /// the result. A lost lease ends the run with an error. The lease, if any, is given up at
+    /// the end.
     pub async fn run(
+        &mut self,
+        period: Duration,
+        once: bool,
+        stop: &Stop,
+    ) -> Result<(), SyncError> {
+        let result = self.run_rounds(period, once, stop).await;
+        if !matches!(result, Err(SyncError::LeaseLost { .. })) {
+            self.state.release_lease().await;
+        }
+        result
+    }
+
+    /// Waits `duration` (or until `stop`), renewing the lease meanwhile; returns whether `stop`
+    /// was set.
+    async fn pause(&mut self, duration: Duration, stop: &Stop) -> Result<bool, SyncError> {
+        let until = Instant::now() + duration;
+        loop {
+            match self.state.confirm_lease().await {
+                Err(e @ SyncError::LeaseLost { .. }) => return Err(e),
+                // Out of reach: the next round says so, and saves nothing unless it holds.
+                Err(e) => tracing::debug!("cannot renew the lease now: {e}"),
+                Ok(()) => {}
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if stop.sleep(left.min(state::lease::LEASE_RENEWAL)).await {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn run_rounds(
         &mut self,
         period: Duration,
         once: bool,
@@ -399,7 +453,7 @@ impl Syncer {
                     }
                     report.log(self.options.dry_run);
                 }
-                Err(e) if once => return Err(e),
+                Err(e) if once || matches!(e, SyncError::LeaseLost { .. }) => return Err(e),
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     failing_since.get_or_insert(started);
@@ -417,7 +471,7 @@ impl Syncer {
                         crate::store::one_line(&e.to_string()),
                         wait.as_secs()
                     );
-                    if stop.sleep(wait).await {
+                    if self.pause(wait, stop).await? {
                         break;
                     }
                     continue;
@@ -427,9 +481,9 @@ impl Syncer {
                 break;
             }
             let next = started + period;
-            if stop
-                .sleep(next.saturating_duration_since(Instant::now()))
-                .await
+            if self
+                .pause(next.saturating_duration_since(Instant::now()), stop)
+                .await?
             {
                 break;
             }

@@ -92,7 +92,7 @@ pub struct RoundReport {
     pub requests: Requests,
     /// The ids counted in `filtered`: a row the policy keeps out can be read more than once in
     /// a round (the feed's safety window, the sweep), and is counted once.
-    pub(crate) filtered_ids: std::collections::HashSet<uuid::Uuid>,
+    pub filtered_ids: std::collections::HashSet<uuid::Uuid>,
 }
 
 impl RoundReport {

@@ -311,6 +311,8 @@ impl Round<'_, '_> {
 
     /// Syncs a batch and keeps track of essync's own deletes in Elasticsearch.
     async fn batch(&mut self, source: Source) -> Result<(), SyncError> {
+        // A process that lost its lease writes no more.
+        self.state.confirm_lease().await?;
         let Effects {
             elasticsearch_deletes,
             elasticsearch_operations,

@@ -645,6 +645,23 @@ impl Essync {
             .unwrap_or_default()
     }
 
+    /// Waits until essync printed a line containing `needle`; returns the line.
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.output().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "essync did not print {needle:?} within {}s:\n{}",
+                DEADLINE.as_secs(),
+                self.output().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The summaries of the rounds done so far.
     pub fn rounds(&self) -> Vec<Round> {
         self.lines

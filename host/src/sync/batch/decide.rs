@@ -416,7 +416,9 @@ fn answered(p: &Pending, resolution: &Resolution) -> String {
     let cassandra = version_of(p.cassandra.as_ref());
     match resolution {
         Resolution::Unchanged => {
-            format!("the policy answered unchanged: both left as they are (Elasticsearch {es}, Cassandra {cassandra})")
+            format!(
+                "the policy answered unchanged: both left as they are (Elasticsearch {es}, Cassandra {cassandra})"
+            )
         }
         Resolution::Delete => format!(
             "the policy answered delete: deleted on both sides (Elasticsearch {es}, Cassandra {cassandra})"

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod errors;
+pub mod lease;
 pub mod ledger;
 
 use std::collections::{BTreeSet, HashMap};
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
 pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX, Failure};
+pub use lease::{Holder, LEASE_TABLE, LEASE_TTL, Lease};
 pub use ledger::{
     Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced, SyncedVersion,
 };
@@ -43,6 +45,8 @@ pub(crate) struct State {
     checkpoints: CheckpointStore,
     errors: ErrorLog,
     ledger: Ledger,
+    /// The table's lease, when this process holds one (the command does; a library user may).
+    lease: Option<Lease>,
     dry_run: bool,
 }
 
@@ -91,6 +95,7 @@ impl State {
                 checkpoints,
                 errors,
                 ledger,
+                lease: None,
                 dry_run: options.dry_run,
             },
             checkpoint,
@@ -108,12 +113,39 @@ impl State {
         self.ledger.keep_content
     }
 
-    /// Saves a checkpoint.
-    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CassandraError> {
+    /// Saves a checkpoint, if the lease (when there is one) is still this process's.
+    pub async fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::sync::SyncError> {
         if self.dry_run {
             return Ok(());
         }
-        self.checkpoints.save(checkpoint).await
+        self.confirm_lease().await?;
+        Ok(self.checkpoints.save(checkpoint).await?)
+    }
+
+    /// Syncs under `lease` from now on: every checkpoint is saved only while it holds.
+    pub fn hold(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// Confirms the lease (renewed when due); an error when another process took it.
+    pub async fn confirm_lease(&mut self) -> Result<(), crate::sync::SyncError> {
+        let Some(lease) = &mut self.lease else {
+            return Ok(());
+        };
+        match lease.confirm().await? {
+            None => Ok(()),
+            Some(holder) => Err(crate::sync::SyncError::LeaseLost {
+                table: lease.table().to_string(),
+                holder: holder.to_string(),
+            }),
+        }
+    }
+
+    /// Gives the lease up, if held.
+    pub async fn release_lease(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            lease.release().await;
+        }
     }
 
     /// How many documents are recorded as failed.

@@ -1,0 +1,76 @@
+//! Several essync processes on one table, as a rolling deploy, an overlapping restart or an
+//! operator's second copy start them: one syncs, the others wait their turn, and take over from
+//! the checkpoint when it stops or dies.
+
+use uuid::Uuid;
+
+use crate::support::scenario::{Scenario, doc, now_ms};
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+const WAITING: &str = "is synced by another essync";
+
+#[tokio::test]
+async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
+    let s = Scenario::new("lease").await;
+    let first = s.essync(&[]);
+    first.wait_rounds(0, 1).await;
+
+    // A second process on the same table waits, and syncs nothing meanwhile.
+    let second = s.essync(&[]);
+    second.wait_for_line(WAITING).await;
+    let from_cassandra = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 1}));
+    s.cql_write(from_cassandra, &written).await;
+    s.wait_until("the first process copies the row", |e, _| {
+        e.contains_key(&from_cassandra)
+    })
+    .await;
+    assert!(second.rounds().is_empty(), "{}", second.output().join("\n"));
+
+    // The first stops (a deploy's SIGTERM): the second takes over at once.
+    first.signal(SIGTERM);
+    assert!(first.wait_exit().await.success());
+    second.wait_for_line("this one takes over").await;
+    second.wait_rounds(0, 1).await;
+    let from_elasticsearch = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 2}));
+    s.es_write(from_elasticsearch, &written).await;
+    s.wait_until("the second process copies the document", |_, c| {
+        c.contains_key(&from_elasticsearch)
+    })
+    .await;
+
+    // A third waits; the second dies without a word: a process of the same host that no
+    // longer runs gives its lease up at once, without waiting for it to lapse.
+    let third = s.essync(&[]);
+    third.wait_for_line(WAITING).await;
+    second.signal(SIGKILL);
+    third
+        .wait_for_line("from a process of this host that no longer runs")
+        .await;
+    third.wait_rounds(0, 1).await;
+    let again = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 3}));
+    s.cql_write(again, &written).await;
+    s.wait_until("the third process copies the row", |e, _| {
+        e.contains_key(&again)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dry_run_takes_no_lease_and_runs_beside_the_syncing_process() {
+    let s = Scenario::new("leasedry").await;
+    let syncing = s.essync(&[]);
+    syncing.wait_rounds(0, 1).await;
+    let dry = s.essync(&["--dry-run", "--once"]);
+    assert!(
+        dry.wait_exit().await.success(),
+        "{}",
+        dry.output().join("\n")
+    );
+    assert!(!dry.output().iter().any(|l| l.contains(WAITING)));
+    assert_eq!(dry.rounds().len(), 1);
+}
