@@ -518,6 +518,12 @@ pub enum Command {
         #[arg(long)]
         clear: bool,
     },
+    /// Show which essync process syncs a table, its checkpoint and its recorded failures
+    Status {
+        /// The synced table, KEYSPACE:TABLE
+        #[arg(value_name = "KEYSPACE:TABLE", value_parser = parse_target)]
+        target: Target,
+    },
 }
 
 /// `essync policy ...`

@@ -8,7 +8,7 @@
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
@@ -63,11 +63,6 @@ impl Document {
     /// The timestamp in milliseconds since the Unix epoch, if set.
     pub fn timestamp_millis(&self) -> Option<i64> {
         self.timestamp.map(|t| t.timestamp_millis())
-    }
-
-    /// The content as a JSON object, or `None` when it is some other JSON value.
-    pub fn content_object(&self) -> Option<&Map<String, Value>> {
-        self.content.as_object()
     }
 
     /// The content as JSON text, compact, its keys in the content's order: what Cassandra's

@@ -58,6 +58,9 @@ fn main() -> ExitCode {
             Some(Command::Errors { target, clear }) => {
                 commands::errors::run(&cli.connection, &target, clear).await
             }
+            Some(Command::Status { target }) => {
+                commands::status::run(&cli.connection, &target).await
+            }
             None => commands::sync::run(cli).await,
         }
     });

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use crate::support::scenario::{Scenario, doc, now_ms};
+use crate::support::scenario::{Scenario, doc, now_ms, run_to_end};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
@@ -28,6 +28,16 @@ async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
     })
     .await;
     assert!(second.rounds().is_empty(), "{}", second.output().join("\n"));
+    // `essync status` names the holder.
+    let (code, stdout, stderr) = run_to_end(&[
+        "--cassandra".to_string(),
+        crate::support::cassandra_node(),
+        "status".to_string(),
+        s.target(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("holds the table's lease"), "{stdout}");
+    assert!(stdout.contains("following changes"), "{stdout}");
 
     // The first stops (a deploy's SIGTERM): the second takes over at once.
     first.signal(SIGTERM);

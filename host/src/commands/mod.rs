@@ -3,6 +3,7 @@
 pub mod errors;
 pub mod metrics;
 pub mod policy;
+pub mod status;
 pub mod sync;
 
 use std::path::Path;

@@ -86,7 +86,7 @@ pub enum ElasticsearchError {
     },
     /// The credentials lack a privilege for a request.
     #[error(
-        "Elasticsearch refused {request} to {who} (HTTP 403: {reason}); see the privileges essync needs in its README"
+        "Elasticsearch refused {request} to {who} (HTTP 403: {reason}); see the privileges essync needs in docs/operating.md (Rights on Elasticsearch)"
     )]
     Forbidden {
         /// What was asked.

@@ -135,13 +135,6 @@ pub struct ShardRange {
     pub window: usize,
 }
 
-impl ShardRange {
-    /// How many sequence numbers the range spans (an upper bound on the documents in it).
-    pub fn span(&self) -> u64 {
-        (self.up_to - self.after).max(0) as u64
-    }
-}
-
 /// What a round will read.
 #[derive(Debug, Clone, Default)]
 pub struct ChangePlan {

@@ -363,23 +363,6 @@ impl ElasticsearchStore {
         feed::current_positions(&self.http, &self.config.indices).await
     }
 
-    /// What changed since `from`: the shard ranges to read, and the checkpoint once they are
-    /// read. Refreshes the indices concerned so everything in range is searchable.
-    pub async fn plan_changes(
-        &self,
-        from: &EsCheckpoint,
-    ) -> Result<ChangePlan, ElasticsearchError> {
-        feed::plan(
-            &self.http,
-            &self.indices,
-            &self.config.indices,
-            from,
-            &BTreeSet::new(),
-            &BTreeMap::new(),
-        )
-        .await
-    }
-
     /// What changed since `from`, page by page: each page carries the checkpoint that holds once
     /// it (and every page before it) is applied; the last page (possibly empty) carries the
     /// checkpoint of the whole plan. `seen_at` stamps documents that carry no metadata.

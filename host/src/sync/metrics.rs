@@ -343,7 +343,7 @@ mod tests {
         }
     }
 
-    /// Every name the README documents is served before the first round (an alert on a
+    /// Every name docs/operating.md documents is served before the first round (an alert on a
     /// metric that appears only later cannot tell "zero" from "missing").
     #[test]
     fn every_documented_name_is_served_from_the_start() {

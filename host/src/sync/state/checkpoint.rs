@@ -80,6 +80,17 @@ impl Checkpoint {
     }
 }
 
+/// A checkpoint as saved.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// When it was saved.
+    pub at: Option<DateTime<Utc>>,
+    /// Who saved it (`host:pid`).
+    pub by: String,
+}
+
 /// Reads and writes checkpoints.
 pub(crate) struct CheckpointStore {
     cql: Cql,
@@ -161,6 +172,39 @@ impl CheckpointStore {
                 ),
             }),
         }
+    }
+
+    /// The saved checkpoint, when and by whom it was saved, if any.
+    pub async fn load_saved(&self) -> Result<Option<Saved>, CassandraError> {
+        let action = format!("to read the checkpoint of {}", self.sync);
+        let rows = self
+            .cql
+            .query(
+                "checkpoint",
+                format!(
+                    "SELECT updated_at, updated_by FROM {} WHERE sync = ?",
+                    self.table
+                ),
+                (&self.sync,),
+                &action,
+            )
+            .await?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        let Some((at, by)) = rows
+            .maybe_first_row::<(Option<CqlTimestamp>, Option<String>)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?
+        else {
+            return Ok(None);
+        };
+        let Some(checkpoint) = self.load().await? else {
+            return Ok(None);
+        };
+        Ok(Some(Saved {
+            checkpoint,
+            at: at.and_then(|t| DateTime::from_timestamp_millis(t.0)),
+            by: by.unwrap_or_default(),
+        }))
     }
 
     /// Saves a checkpoint.

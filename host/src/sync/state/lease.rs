@@ -267,7 +267,7 @@ impl Lease {
     }
 
     /// Who holds the lease now, if anyone.
-    async fn holder(&self) -> Result<Option<Holder>, CassandraError> {
+    pub(crate) async fn holder(&self) -> Result<Option<Holder>, CassandraError> {
         let action = format!("to read the lease of {}", self.sync);
         let rows = self
             .cql

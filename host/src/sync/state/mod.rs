@@ -268,6 +268,33 @@ impl State {
     }
 }
 
+/// What `essync status` shows of a sync: who syncs the table now, its checkpoint, its failures.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The process holding the table's lease, if any.
+    pub holder: Option<Holder>,
+    /// The saved checkpoint, if any.
+    pub checkpoint: Option<checkpoint::Saved>,
+    /// The documents (and parts of the feed) recorded as failed.
+    pub failures: Vec<ErrorEntry>,
+}
+
+/// The status of the sync of `cassandra`'s table (its state tables are created when missing).
+pub async fn status(
+    cassandra: &crate::cassandra::CassandraStore,
+) -> Result<Status, CassandraError> {
+    let config = cassandra.config();
+    let cql = cassandra.cql();
+    let lease = Lease::open(cql, &config.keyspace, &config.table).await?;
+    let checkpoints = CheckpointStore::open(cql, &config.keyspace, &config.table).await?;
+    errors::ensure_table(cql, &config.keyspace).await?;
+    Ok(Status {
+        holder: lease.holder().await?,
+        checkpoint: checkpoints.load_saved().await?,
+        failures: errors::list(cql, &config.keyspace, &config.table).await?,
+    })
+}
+
 /// The documents recorded as failed by the sync of `cassandra`'s table, what `essync errors`
 /// lists (the table of failures is created when missing).
 pub async fn recorded_failures(

@@ -1,0 +1,75 @@
+//! `essync status KEYSPACE:TABLE`: what an operator opens first. Which process syncs the table,
+//! how far its checkpoint is, and how many documents wait as failed.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use essync::document::format_timestamp;
+use essync::sync::state::{self, Status};
+
+use crate::cli::{ConnectionOptions, Target};
+
+/// Prints the status of the sync of `target`.
+pub async fn run(connection: &ConnectionOptions, target: &Target) -> anyhow::Result<ExitCode> {
+    let cassandra = super::connect_cassandra(connection, target).await?;
+    let status = state::status(&cassandra).await?;
+    print!("{}", describe(target, &status));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status, as printed.
+fn describe(target: &Target, status: &Status) -> String {
+    let mut out = format!("{target}\n");
+    let holder = match &status.holder {
+        Some(holder) => format!("{holder} (holds the table's lease)"),
+        None => "nobody (no essync holds the table's lease now)".to_string(),
+    };
+    out += &format!("  synced by:   {holder}\n");
+    match &status.checkpoint {
+        None => out += "  checkpoint:  none yet (essync never synced this table)\n",
+        Some(saved) => {
+            let at = saved.at.map_or("at an unknown time".to_string(), |at| {
+                let ago = (Utc::now() - at).num_seconds().max(0);
+                format!("{} ({ago}s ago)", format_timestamp(at))
+            });
+            out += &format!("  checkpoint:  saved {at} by {}\n", saved.by);
+            let checkpoint = &saved.checkpoint;
+            let mode = match &checkpoint.reconciliation {
+                Some(r) => format!(
+                    "reconciling (-s) since {}; Elasticsearch {}",
+                    format_timestamp(r.started_at),
+                    if r.elasticsearch_done {
+                        "read to the end, Cassandra under way"
+                    } else {
+                        "under way"
+                    }
+                ),
+                None => "following changes".to_string(),
+            };
+            out += &format!("               {mode}\n");
+            out += &format!(
+                "               Elasticsearch: {} indices followed; Cassandra: {} sweep passes done\n",
+                checkpoint.elasticsearch.indices.len(),
+                checkpoint.cassandra.sweep.passes
+            );
+        }
+    }
+    let parts = status
+        .failures
+        .iter()
+        .filter(|f| f.location.starts_with(state::FEED_PREFIX))
+        .count();
+    let documents = status.failures.len() - parts;
+    out += &format!(
+        "  failures:    {documents} document(s), {parts} part(s) of the Elasticsearch feed{}\n",
+        if status.failures.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (essync errors {}:{} lists them)",
+                target.keyspace, target.table
+            )
+        }
+    );
+    out
+}
