@@ -259,66 +259,15 @@ fn from_config_file(
             };
             return Err(Error::File(format!("{at}: {why}")));
         };
-        let id = arg.get_id().as_str();
-        // The command line and the environment win; so does an option they give that
-        // excludes this one (a password file given on the command line over a password here).
-        let excludes = |a: &Arg, b: &Arg| {
-            command
-                .get_arg_conflicts_with(a)
-                .iter()
-                .any(|c| c.get_id() == b.get_id())
-        };
-        let overridden = given(first, id)
-            || command.get_arguments().any(|other| {
-                given(first, other.get_id().as_str())
-                    && (excludes(arg, other) || excludes(other, arg))
-            });
-        if overridden {
+        if overridden(&command, first, arg) {
             continue;
         }
-        let flag = format!("--{key}");
-        match arg.get_action() {
-            ArgAction::SetTrue => match value {
-                toml::Value::Boolean(true) => options.push(OsString::from(&flag)),
-                toml::Value::Boolean(false) => {}
-                _ => return Err(Error::File(format!("{at}: '{key}' must be true or false"))),
-            },
-            ArgAction::Count => match value.as_integer() {
-                Some(n) if (0..=8).contains(&n) => {
-                    options.extend((0..n).map(|_| OsString::from(&flag)));
-                }
-                _ => {
-                    return Err(Error::File(format!(
-                        "{at}: '{key}' must be a number from 0 to 8"
-                    )));
-                }
-            },
-            _ => {
-                let values = scalars(value).ok_or_else(|| {
-                    Error::File(format!(
-                        "{at}: '{key}' must be a string, a number, a boolean{}",
-                        if takes_many(arg) {
-                            " or an array of them"
-                        } else {
-                            ""
-                        }
-                    ))
-                })?;
-                if values.len() != 1 && !takes_many(arg) {
-                    return Err(Error::File(format!("{at}: '{key}' takes one value")));
-                }
-                if arg.is_positional() {
-                    if subcommand || positionals_given {
-                        continue;
-                    }
-                    let index = arg.get_index().unwrap_or(usize::MAX);
-                    positionals.push((index, OsString::from(&values[0])));
-                } else {
-                    options.extend(values.iter().map(|v| OsString::from(format!("{flag}={v}"))));
-                }
-            }
+        match added(arg, key, value, &at)? {
+            Added::Options(added) => options.extend(added),
+            Added::Positional(..) if subcommand || positionals_given => continue,
+            Added::Positional(index, value) => positionals.push((index, value)),
         }
-        from_file.insert(id.to_string(), at);
+        from_file.insert(arg.get_id().to_string(), at);
     }
     positionals.sort_by_key(|(index, _)| *index);
     // The positional arguments go after a `--`, so that a value starting with '-' stays one.
@@ -330,6 +279,69 @@ fn from_config_file(
             .collect()
     };
     Ok((options, positionals))
+}
+
+/// Whether the command line or the environment gives `arg`, or an option that excludes it (a
+/// password file given on the command line over a password in the file): they win.
+fn overridden(command: &clap::Command, first: &ArgMatches, arg: &Arg) -> bool {
+    let excludes = |a: &Arg, b: &Arg| {
+        command
+            .get_arg_conflicts_with(a)
+            .iter()
+            .any(|c| c.get_id() == b.get_id())
+    };
+    given(first, arg.get_id().as_str())
+        || command.get_arguments().any(|other| {
+            given(first, other.get_id().as_str()) && (excludes(arg, other) || excludes(other, arg))
+        })
+}
+
+/// What one setting of the file adds to the command line.
+enum Added {
+    Options(Vec<OsString>),
+    /// A positional argument, at its index.
+    Positional(usize, OsString),
+}
+
+/// The arguments the setting `key = value` of the file stands for (`at` says where it is).
+fn added(arg: &Arg, key: &str, value: &toml::Value, at: &str) -> Result<Added, Error> {
+    let flag = format!("--{key}");
+    let refused = |why: &str| Error::File(format!("{at}: '{key}' {why}"));
+    match arg.get_action() {
+        ArgAction::SetTrue => match value {
+            toml::Value::Boolean(true) => Ok(Added::Options(vec![OsString::from(&flag)])),
+            toml::Value::Boolean(false) => Ok(Added::Options(Vec::new())),
+            _ => Err(refused("must be true or false")),
+        },
+        ArgAction::Count => match value.as_integer() {
+            Some(n) if (0..=8).contains(&n) => Ok(Added::Options(
+                (0..n).map(|_| OsString::from(&flag)).collect(),
+            )),
+            _ => Err(refused("must be a number from 0 to 8")),
+        },
+        _ => {
+            let values = scalars(value).ok_or_else(|| {
+                refused(if takes_many(arg) {
+                    "must be a string, a number, a boolean or an array of them"
+                } else {
+                    "must be a string, a number, a boolean"
+                })
+            })?;
+            if values.len() != 1 && !takes_many(arg) {
+                return Err(refused("takes one value"));
+            }
+            if arg.is_positional() {
+                let index = arg.get_index().unwrap_or(usize::MAX);
+                return Ok(Added::Positional(index, OsString::from(&values[0])));
+            }
+            Ok(Added::Options(
+                values
+                    .iter()
+                    .map(|v| OsString::from(format!("{flag}={v}")))
+                    .collect(),
+            ))
+        }
+    }
 }
 
 /// A TOML value as option values: a scalar is one, an array of scalars is several.

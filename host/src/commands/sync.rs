@@ -43,16 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .policy
         .as_ref()
         .map(|path| PolicyReload::new(path, load.clone(), cli.sync.policy_reload));
-    let options = SyncOptions {
-        reconcile: cli.sync.sync_existing,
-        dry_run: cli.sync.dry_run,
-        feed: FeedOptions {
-            safety_window: cli.sync.safety_window,
-            sweep_rows: cli.sync.sweep_rows.max(1),
-        },
-        retry_backoff: period.max(Duration::from_secs(1)),
-        ..SyncOptions::default()
-    };
+    let options = sync_options(&cli.sync, period);
     let stop = Stop::new();
     listen_for_signals(stop.clone());
     // One process syncs a table at a time: a second one waits here, before it reads the
@@ -73,8 +64,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         announce_selection(&syncer, &cli.sync).await;
     }
     let reload_request = reload.as_ref().map(PolicyReload::request);
+    let mut syncer = equip(syncer, &cli.sync, reload).await?;
+    tracing::info!(
+        "syncing Elasticsearch ({}) with {target} every {:.1}s",
+        cli.connection.es_urls.join(","),
+        period.as_secs_f64()
+    );
+
+    listen_for_reload(reload_request);
+    syncer.run(period, cli.sync.once, &stop).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the sync runs, from the command line.
+fn sync_options(options: &CliSyncOptions, period: Duration) -> SyncOptions {
+    SyncOptions {
+        reconcile: options.sync_existing,
+        dry_run: options.dry_run,
+        feed: FeedOptions {
+            safety_window: options.safety_window,
+            sweep_rows: options.sweep_rows.max(1),
+        },
+        retry_backoff: period.max(Duration::from_secs(1)),
+        ..SyncOptions::default()
+    }
+}
+
+/// The sync with what the command line asks around it: the policy's reloading, progress for a
+/// reconciliation, metrics.
+async fn equip(
+    mut syncer: Syncer,
+    options: &CliSyncOptions,
+    reload: Option<PolicyReload>,
+) -> anyhow::Result<Syncer> {
     if let Some(reload) = reload {
-        if cli.sync.policy_reload {
+        if options.policy_reload {
             tracing::info!(
                 "the policy is loaded again when {} changes",
                 reload.path().display()
@@ -90,21 +114,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         };
         syncer = syncer.with_progress(progress);
     }
-    if let Some(address) = cli.sync.metrics {
+    if let Some(address) = options.metrics {
         let metrics = Arc::new(Metrics::new());
         let bound = super::metrics::serve(address, metrics.clone()).await?;
         tracing::info!("metrics on http://{bound}/metrics");
         syncer = syncer.with_metrics(metrics);
     }
-    tracing::info!(
-        "syncing Elasticsearch ({}) with {target} every {:.1}s",
-        cli.connection.es_urls.join(","),
-        period.as_secs_f64()
-    );
-
-    listen_for_reload(reload_request);
-    syncer.run(period, cli.sync.once, &stop).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(syncer)
 }
 
 /// A first start says what it will touch: one line with the indices and documents the

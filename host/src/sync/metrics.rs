@@ -65,6 +65,38 @@ pub struct Metrics {
     round_lag: Histogram,
 }
 
+/// A registry being filled: each metric is registered under its name and handed back.
+struct Registering(Registry);
+
+impl Registering {
+    fn add<M: prometheus_client::registry::Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+
+    fn counter(&mut self, name: &str, help: &str) -> Counter {
+        self.add(name, help, Counter::default())
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> Gauge<f64, AtomicU64> {
+        self.add(name, help, Gauge::default())
+    }
+
+    /// A counter per side, both shown from the start.
+    fn per_side(&mut self, name: &str, help: &str) -> Family<SideLabels, Counter> {
+        let family = Family::<SideLabels, Counter>::default();
+        for side in [Side::Elasticsearch, Side::Cassandra] {
+            drop(family.get_or_create(&side_labels(side)));
+        }
+        self.add(name, help, family)
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -74,139 +106,77 @@ impl Default for Metrics {
 impl Metrics {
     /// No rounds yet; every metric registered (at zero), so that each is served from the start.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("essync");
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let counter = Counter::default();
-            registry.register(name, help, counter.clone());
-            counter
+        let mut r = Registering(Registry::with_prefix("essync"));
+        let metrics = Self {
+            rounds: r.counter("rounds", "Rounds finished"),
+            round_failures: r.counter(
+                "round_failures",
+                "Rounds that failed as a whole and were retried",
+            ),
+            read: r.per_side(
+                "documents_read",
+                "Documents read from each side's change feed",
+            ),
+            written: r.per_side("documents_written", "Documents written to each side"),
+            deleted: r.per_side(
+                "documents_deleted",
+                "Documents deleted from each side (deletes propagated from the other side)",
+            ),
+            in_sync: r.counter("in_sync", "Ids found equal on both sides"),
+            conflicts: r.counter(
+                "conflicts",
+                "Ids both sides changed since the last sync, resolved by the policy",
+            ),
+            filtered: r.counter("filtered", "Ids the policy kept out of the sync"),
+            out_of_scope: r.counter("out_of_scope", "Ids outside the synced indices"),
+            changed_underneath: r.counter(
+                "changed_underneath",
+                "Writes that found the stored version changed since it was read",
+            ),
+            errors: r.counter("errors", "Document failures (recorded for retry)"),
+            requests: r.add(
+                "requests",
+                "Requests sent to each store, by kind (Elasticsearch API, Cassandra statement)",
+                Family::default(),
+            ),
+            failed_documents: r.add(
+                "failed_documents",
+                "Documents recorded as failed now (essync errors lists them)",
+                Gauge::default(),
+            ),
+            reconciling: r.add(
+                "reconciling",
+                "1 while a full reconciliation (-s) is under way",
+                Gauge::default(),
+            ),
+            last_round_duration: r.gauge(
+                "last_round_duration_seconds",
+                "How long the last round took",
+            ),
+            last_round_lag: r.gauge(
+                "last_round_lag_seconds",
+                "The age of the oldest change the last round could pick up",
+            ),
+            last_round_end: r.gauge(
+                "last_round_end_timestamp_seconds",
+                "When the last round ended (Unix time)",
+            ),
+            round_duration: r.add(
+                "round_duration_seconds",
+                "How long each round took",
+                Histogram::new(DURATION_BUCKETS),
+            ),
+            round_lag: r.add(
+                "round_lag_seconds",
+                "The age of the oldest change each round could pick up",
+                Histogram::new(LAG_BUCKETS),
+            ),
+            registry: Registry::default(),
         };
-        let per_side = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<SideLabels, Counter>::default();
-            for side in [Side::Elasticsearch, Side::Cassandra] {
-                drop(family.get_or_create(&side_labels(side)));
-            }
-            registry.register(name, help, family.clone());
-            family
-        };
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let gauge = Gauge::<f64, AtomicU64>::default();
-            registry.register(name, help, gauge.clone());
-            gauge
-        };
-        let rounds = counter(&mut registry, "rounds", "Rounds finished");
-        let round_failures = counter(
-            &mut registry,
-            "round_failures",
-            "Rounds that failed as a whole and were retried",
-        );
-        let read = per_side(
-            &mut registry,
-            "documents_read",
-            "Documents read from each side's change feed",
-        );
-        let written = per_side(
-            &mut registry,
-            "documents_written",
-            "Documents written to each side",
-        );
-        let deleted = per_side(
-            &mut registry,
-            "documents_deleted",
-            "Documents deleted from each side (deletes propagated from the other side)",
-        );
-        let in_sync = counter(&mut registry, "in_sync", "Ids found equal on both sides");
-        let conflicts = counter(
-            &mut registry,
-            "conflicts",
-            "Ids both sides changed since the last sync, resolved by the policy",
-        );
-        let filtered = counter(
-            &mut registry,
-            "filtered",
-            "Ids the policy kept out of the sync",
-        );
-        let out_of_scope = counter(
-            &mut registry,
-            "out_of_scope",
-            "Ids outside the synced indices",
-        );
-        let changed_underneath = counter(
-            &mut registry,
-            "changed_underneath",
-            "Writes that found the stored version changed since it was read",
-        );
-        let errors = counter(
-            &mut registry,
-            "errors",
-            "Document failures (recorded for retry)",
-        );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "Requests sent to each store, by kind (Elasticsearch API, Cassandra statement)",
-            requests.clone(),
-        );
-        let failed_documents = Gauge::default();
-        registry.register(
-            "failed_documents",
-            "Documents recorded as failed now (essync errors lists them)",
-            failed_documents.clone(),
-        );
-        let reconciling = Gauge::default();
-        registry.register(
-            "reconciling",
-            "1 while a full reconciliation (-s) is under way",
-            reconciling.clone(),
-        );
-        let last_round_duration = gauge(
-            &mut registry,
-            "last_round_duration_seconds",
-            "How long the last round took",
-        );
-        let last_round_lag = gauge(
-            &mut registry,
-            "last_round_lag_seconds",
-            "The age of the oldest change the last round could pick up",
-        );
-        let last_round_end = gauge(
-            &mut registry,
-            "last_round_end_timestamp_seconds",
-            "When the last round ended (Unix time)",
-        );
-        let round_duration = Histogram::new(DURATION_BUCKETS);
-        registry.register(
-            "round_duration_seconds",
-            "How long each round took",
-            round_duration.clone(),
-        );
-        let round_lag = Histogram::new(LAG_BUCKETS);
-        registry.register(
-            "round_lag_seconds",
-            "The age of the oldest change each round could pick up",
-            round_lag.clone(),
-        );
-        registry.register_collector(Box::new(PolicyCpu));
+        r.0.register_collector(Box::new(PolicyCpu));
         Self {
-            registry,
-            rounds,
-            round_failures,
-            read,
-            written,
-            deleted,
-            in_sync,
-            conflicts,
-            filtered,
-            out_of_scope,
-            changed_underneath,
-            errors,
-            requests,
-            failed_documents,
-            reconciling,
-            last_round_duration,
-            last_round_lag,
-            last_round_end,
-            round_duration,
-            round_lag,
+            registry: r.0,
+            ..metrics
         }
     }
 
@@ -445,6 +415,22 @@ mod tests {
         }
     }
 
+    /// Skips from an opening bracket to its closing one, strings included.
+    fn skip_to(chars: &[char], mut i: usize, close: char) -> usize {
+        let mut quote = None;
+        while i < chars.len() {
+            match (quote, chars[i]) {
+                (Some(_), '\\') => i += 1,
+                (Some(q), c) if c == q => quote = None,
+                (None, '"' | '\'') => quote = Some(chars[i]),
+                (None, c) if c == close => return i + 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    }
+
     /// The metric names a PromQL expression (or a Grafana `label_values(METRIC, LABEL)`) reads:
     /// identifiers that are not functions, keywords, label names, numbers, durations, strings
     /// or dashboard variables.
@@ -461,21 +447,7 @@ mod tests {
         let chars: Vec<char> = query.chars().collect();
         let mut names = Vec::new();
         let mut i = 0;
-        // Skips from an opening bracket to its closing one, strings included.
-        let skip_to = |mut i: usize, close: char| {
-            let mut quote = None;
-            while i < chars.len() {
-                match (quote, chars[i]) {
-                    (Some(_), '\\') => i += 1,
-                    (Some(q), c) if c == q => quote = None,
-                    (None, '"' | '\'') => quote = Some(chars[i]),
-                    (None, c) if c == close => return i + 1,
-                    _ => {}
-                }
-                i += 1;
-            }
-            i
-        };
+        let skip_to = |i: usize, close: char| skip_to(&chars, i, close);
         while i < chars.len() {
             let c = chars[i];
             if c == '{' {
