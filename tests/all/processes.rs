@@ -8,6 +8,8 @@ use crate::support::scenario::{Scenario, doc, now_ms, run_to_end};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
 
 const WAITING: &str = "is synced by another essync";
 
@@ -83,4 +85,58 @@ async fn a_dry_run_takes_no_lease_and_runs_beside_the_syncing_process() {
     );
     assert!(!dry.output().iter().any(|l| l.contains(WAITING)));
     assert_eq!(dry.rounds().len(), 1);
+}
+
+#[tokio::test]
+async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint() {
+    let s = Scenario::new("leasefrozen").await;
+    let first = s.essync(&[]);
+    first.wait_rounds(0, 1).await;
+    let second = s.essync(&[]);
+    second.wait_for_line(WAITING).await;
+
+    // Frozen (alive, on this host): its lease lapses after the TTL, and the second takes over.
+    first.signal(SIGSTOP);
+    let start = std::time::Instant::now();
+    while second.rounds().is_empty() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the second process did not take over:\n{}",
+            second.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let meanwhile = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 1}));
+    s.cql_write(meanwhile, &written).await;
+    s.wait_until("the second process copies the row", |e, _| {
+        e.contains_key(&meanwhile)
+    })
+    .await;
+
+    // Thawed, the first finds its lease taken: it stops with an error and saves nothing.
+    let rounds_before = first.rounds().len();
+    first.signal(SIGCONT);
+    let status = first.wait_exit().await;
+    assert!(!status.success(), "{}", first.output().join("\n"));
+    first.wait_for_line("another essync took the lease").await;
+    assert_eq!(
+        first.rounds().len(),
+        rounds_before,
+        "a round finished after the thaw"
+    );
+    second.wait_rounds(second.rounds().len(), 1).await;
+    let (code, stdout, stderr) = run_to_end(&[
+        "--cassandra".to_string(),
+        crate::support::cassandra_node(),
+        "status".to_string(),
+        s.target(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let second_pid = format!("pid {}", second.pid());
+    assert!(stdout.contains(&second_pid), "{stdout}");
+    assert!(
+        stdout.contains(&format!(":{}\n", second.pid())),
+        "the checkpoint was last saved by another process than the holder:\n{stdout}"
+    );
 }

@@ -696,6 +696,11 @@ impl Essync {
         self.child.lock().ok()?.try_wait().ok()?
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().map(|c| c.id()).expect("child")
+    }
+
     /// Sends a signal (SIGTERM, SIGINT, SIGKILL by number) to the process.
     pub fn signal(&self, signal: i32) {
         let pid = self.child.lock().map(|c| c.id()).expect("child");

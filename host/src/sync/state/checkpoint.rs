@@ -138,11 +138,7 @@ impl CheckpointStore {
             cql: cql.clone(),
             sync: sync.to_string(),
             table,
-            by: format!(
-                "{}:{}",
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "essync".to_string()),
-                std::process::id()
-            ),
+            by: format!("{}:{}", super::lease::host_name(), std::process::id()),
         })
     }
 

@@ -314,7 +314,7 @@ fn process_runs(pid: i32) -> bool {
 }
 
 /// This host's name, as the kernel knows it.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .ok()
