@@ -46,6 +46,8 @@ fn conflicts(count: usize) -> Vec<Conflict> {
             Conflict {
                 id,
                 base: Some(document(id, n + 2, 0)),
+                // What the default policy gets: it does not ask for the base's content.
+                base_content: false,
                 elasticsearch: Some(Version::written(document(id, n, (n % 2 * 2) as i64))),
                 cassandra: Some(Version::written(document(id, n + 1, 1))),
             }
@@ -61,6 +63,8 @@ fn ties(count: usize) -> Vec<Conflict> {
             Conflict {
                 id,
                 base: Some(document(id, n + 2, 0)),
+                // What the default policy gets: it does not ask for the base's content.
+                base_content: false,
                 elasticsearch: Some(Version::written(document(id, n, 1))),
                 cassandra: Some(Version::written(document(id, n + 1, 1))),
             }
@@ -81,6 +85,7 @@ fn native(conflict: &Conflict) -> essync_policy::Conflict {
     essync_policy::Conflict {
         id: conflict.id.to_string(),
         base: conflict.base.as_ref().map(document),
+        base_content: conflict.base_content,
         elasticsearch: version(&conflict.elasticsearch),
         cassandra: version(&conflict.cassandra),
     }

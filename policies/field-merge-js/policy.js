@@ -16,6 +16,10 @@
 // version's value and a key of one side only is kept. When one side deleted the document and
 // the other changed it, the change wins. Content that is not a JSON object is refused.
 //
+// The merge reads the base's content, so the policy asks essync for it (`about`): essync then
+// keeps every synced document's content. A conflict whose base comes without it (`baseContent`
+// false: a document synced before this policy was in use) is merged as without a base.
+//
 // Field values are compared as canonical JSON (`{"a":1.0}` and `{ "a": 1 }` hold the same
 // value), as the Rust twin compares them.
 
@@ -24,9 +28,12 @@ import {
   compareIn,
   contentFields,
   lastWriteWins,
+  needs,
   same,
   write,
 } from '../sdk/js/essync-policy.js';
+
+export const about = needs({ baseContent: true });
 
 export const filter = {
   filter: (batch) => answerEach(batch, () => ({ tag: 'keep' })),
@@ -38,12 +45,13 @@ export const resolver = {
 
 /** Resolves one conflict by merging top-level fields. */
 export function resolve(conflict) {
-  const { base, elasticsearch: es, cassandra } = conflict;
+  const { base, baseContent, elasticsearch: es, cassandra } = conflict;
   if (es == null || cassandra == null) return lastWriteWins(conflict);
   const order = compareIn(conflict, es, cassandra);
   if (order === 0) return { tag: 'unchanged' };
   const [newer, older] = order > 0 ? [es, cassandra] : [cassandra, es];
-  const merged = base == null ? twoWay(newer, older) : threeWay(base, newer, older);
+  const merged =
+    base == null || !baseContent ? twoWay(newer, older) : threeWay(base, newer, older);
   if (same(merged, es)) return { tag: 'use-elasticsearch' };
   if (same(merged, cassandra)) return { tag: 'use-cassandra' };
   return { tag: 'write', val: merged };

@@ -25,6 +25,7 @@ test('a field changed on one side only is taken even from the older version', ()
   const c = {
     id: ID,
     base: doc(1, '{"title":"Dune","pages":400,"isbn":"1"}'),
+    baseContent: true,
     elasticsearch: doc(5, '{"title":"Dune","pages":412,"isbn":"1"}'),
     cassandra: doc(3, '{"title":"Dune (2nd ed.)","pages":400}'),
   };
@@ -35,8 +36,23 @@ test('a field changed on one side only is taken even from the older version', ()
   assert.deepEqual(swappedAnswer(resolve(swapped(c))), resolve(c));
 });
 
+test('a base without its content merges as without a base', () => {
+  const c = {
+    id: ID,
+    base: doc(1, '{}'),
+    baseContent: false,
+    elasticsearch: doc(5, '{"title":"Dune","pages":412}'),
+    cassandra: doc(3, '{"title":"Dune (2nd ed.)","isbn":"1"}'),
+  };
+  assert.deepEqual(resolve(c), {
+    tag: 'write',
+    val: doc(5, '{"isbn":"1","pages":412,"title":"Dune"}'),
+  });
+  assert.deepEqual(swappedAnswer(resolve(swapped(c))), resolve(c));
+});
+
 test('a field changed on both sides takes the newer value', () => {
-  const c = { id: ID, base: doc(1, '{"v":1}'), elasticsearch: doc(5, '{"v":2}'), cassandra: doc(3, '{"v":3}') };
+  const c = { id: ID, base: doc(1, '{"v":1}'), baseContent: true, elasticsearch: doc(5, '{"v":2}'), cassandra: doc(3, '{"v":3}') };
   assert.deepEqual(resolve(c), { tag: 'use-elasticsearch' });
 });
 
@@ -50,7 +66,7 @@ test('without a base newer values win and lone keys are kept', () => {
 });
 
 test('a change beats a delete', () => {
-  const c = { id: ID, base: doc(1, '{}'), cassandra: doc(2, '{"a":1}') };
+  const c = { id: ID, base: doc(1, '{}'), baseContent: false, cassandra: doc(2, '{"a":1}') };
   assert.deepEqual(resolve(c), { tag: 'use-cassandra' });
 });
 

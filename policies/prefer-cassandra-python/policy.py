@@ -9,8 +9,9 @@ document since the base, Cassandra's outcome wins, whatever the timestamps:
 - Elasticsearch deleted it while Cassandra changed it: Cassandra's version comes back.
 """
 
-from essync_policy import answer_each, same
+from essync_policy import answer_each, needs, same
 from wit_world import exports
+from wit_world.exports.about import PolicyNeeds
 from wit_world.imports.types import (
     Conflict,
     Resolution,
@@ -35,6 +36,12 @@ def resolve(conflict: Conflict) -> Resolution:
     if es is not None:
         return Resolution_UseElasticsearch()
     return Resolution_Unchanged()
+
+
+class About(exports.About):
+    def needs(self) -> PolicyNeeds:
+        """It never reads the base's content: essync keeps none."""
+        return needs(base_content=False)
 
 
 class Filter(exports.Filter):

@@ -28,7 +28,7 @@ def doc(timestamp, content):
 
 
 def conflict(elasticsearch, cassandra, base=None):
-    return Conflict(ID, base, elasticsearch, cassandra)
+    return Conflict(ID, base, base is not None, elasticsearch, cassandra)
 
 
 class PreferCassandra(unittest.TestCase):

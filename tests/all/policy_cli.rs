@@ -88,10 +88,10 @@ fn check_prints_the_world_and_its_version() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(
-        stdout.contains("world     essync:policy/policy@0.2.0"),
+        stdout.contains("world     essync:policy/policy@0.3.0"),
         "{stdout}"
     );
-    assert!(stdout.contains("essync:policy/resolver@0.2.0"), "{stdout}");
+    assert!(stdout.contains("essync:policy/resolver@0.3.0"), "{stdout}");
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn check_refuses_what_is_not_a_policy_in_one_line() {
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        stderr.contains("does not export essync:policy/filter@0.2.0"),
+        stderr.contains("does not export essync:policy/filter@0.3.0"),
         "{stderr}"
     );
 }
@@ -133,7 +133,7 @@ fn every_example_policy_passes_its_cases() {
             "{folder}: {stdout}{}",
             text(&output.stderr)
         );
-        assert!(stdout.contains("essync:policy@0.2.0"), "{stdout}");
+        assert!(stdout.contains("essync:policy@0.3.0"), "{stdout}");
     }
 }
 
@@ -177,6 +177,73 @@ fn a_policy_of_the_earlier_interface_is_tested_and_checked() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("policy@0.1.0"), "{stdout}");
+}
+
+/// `policy check` says whether the component asks essync to keep the base's content: a
+/// current one answers, a 0.2.0 one is taken to merge (it runs adapted), a 0.1.0 one sees none.
+#[test]
+fn check_prints_what_the_policy_needs() {
+    for (component, needs) in [
+        (
+            "builtin",
+            "keeps base content: no (a conflict's base comes without its content)",
+        ),
+        (
+            components::FIELD_MERGE,
+            "keeps base content: yes (it merges from the base",
+        ),
+        (
+            components::LEGACY_V0_2,
+            "keeps base content: yes (0.2.0 components may merge)",
+        ),
+        (
+            components::LEGACY_V0_1,
+            "keeps base content: no (0.1.0 components see no base)",
+        ),
+    ] {
+        let output = essync(&["policy", "check", component]);
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+        assert!(stdout.contains(&format!("  needs     {needs}")), "{stdout}");
+    }
+    let output = essync(&["policy", "check", components::LEGACY_V0_2]);
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout
+            .contains("world     essync:policy/policy@0.2.0, an earlier version: it runs adapted"),
+        "{stdout}"
+    );
+}
+
+/// A component of 0.2.0 runs cases adapted: it sees the base's content unless a case says the
+/// base comes without it.
+#[test]
+fn a_policy_of_0_2_0_is_tested_with_the_base_content() {
+    let cases = scratch_file(
+        "legacy-0-2.json",
+        r#"{ "cases": [
+          { "name": "it gives both sides the base it saw", "kind": "resolve",
+            "input": { "base": { "index": "books", "timestamp": 0, "content": { "v": "base" } },
+                       "elasticsearch": { "index": "books", "timestamp": 1 },
+                       "cassandra": { "index": "books", "timestamp": 9 } },
+            "expect": { "write": { "index": "books", "timestamp": 0, "content": { "v": "base" } } } },
+          { "name": "a base without its content is {}", "kind": "resolve",
+            "input": { "base": { "index": "books", "timestamp": 0, "content": { "v": "base" } },
+                       "base-content": false,
+                       "elasticsearch": { "index": "books", "timestamp": 1 },
+                       "cassandra": { "index": "books", "timestamp": 9 } },
+            "expect": { "write": { "index": "books", "timestamp": 0 } } }
+        ] }"#,
+    );
+    let output = essync(&[
+        "policy",
+        "test",
+        components::LEGACY_V0_2,
+        cases.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
 }
 
 /// Several processes compile into one cache directory at once; the next load reads it back.
@@ -332,7 +399,7 @@ fn check_says_how_essync_answers_each_import() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(
-        stdout.contains("world     essync:policy/policy@0.2.0, the version this essync runs"),
+        stdout.contains("world     essync:policy/policy@0.3.0, the version this essync runs"),
         "{stdout}"
     );
     assert!(

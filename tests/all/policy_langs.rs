@@ -61,7 +61,7 @@ fn passes_its_cases(component: &Path, cases: &Path) {
     let stdout = text(&output.stdout);
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
-    assert!(stdout.contains("essync:policy@0.2.0"), "{stdout}");
+    assert!(stdout.contains("essync:policy@0.3.0"), "{stdout}");
 }
 
 #[test]

@@ -977,3 +977,81 @@ async fn upgrade_from(legacy: &str, prefix: &str) {
     stays(&s, 2, "after the upgrade").await;
     run(format!("DROP KEYSPACE {keyspace}")).await;
 }
+
+/// The `base` column of every entry of a scenario's ledger: whether it holds content, by id.
+async fn ledger_keeps_content(s: &Scenario) -> BTreeMap<Uuid, bool> {
+    let ledger = format!("{}.essync_synced_{}", s.keyspace, s.name);
+    s.cql
+        .query_unpaged(format!("SELECT id, base FROM {ledger}"), ())
+        .await
+        .expect("read the ledger")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(Uuid, Option<Vec<u8>>)>()
+        .expect("typed rows")
+        .map(|row| row.expect("a ledger row"))
+        // (The row whose id is nil marks the ledger as set up: it holds no entry.)
+        .filter(|(id, _)| !id.is_nil())
+        .map(|(id, base)| (id, base.is_some()))
+        .collect()
+}
+
+// The ledger keeps a synced document's content only for a policy that merges from it: with the
+// default policy, every entry's `base` is null; with field-merge (which asks for it), every
+// entry keeps it, and a three-way merge of fields changed on each side keeps both changes.
+#[tokio::test]
+async fn the_ledger_keeps_content_only_for_a_policy_that_merges_from_the_base() {
+    let lean = Scenario::new("t30lean").await;
+    lean.once(&[]);
+    let index = lean.index("l");
+    let ids = ids(3);
+    for id in &ids {
+        lean.cql_write(*id, &doc(&index, "t", now_ms(), json!({"v": "base"})))
+            .await;
+    }
+    lean.once(&[]);
+    lean.wait_equal(3).await;
+    let kept = ledger_keeps_content(&lean).await;
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept.values().all(|kept| !kept), "{kept:?}");
+
+    let merging = Scenario::new("t30merge").await;
+    let policy = ["--policy", policies::FIELD_MERGE];
+    merging.once(&policy);
+    let index = merging.index("m");
+    let id = Uuid::new_v4();
+    let base = json!({"title": "Dune", "pages": 400});
+    merging
+        .cql_write(id, &doc(&index, "t", now_ms() - HOUR, base))
+        .await;
+    merging.once(&policy);
+    merging.wait_equal(1).await;
+    let kept = ledger_keeps_content(&merging).await;
+    assert_eq!(kept, BTreeMap::from([(id, true)]));
+
+    // Both sides change the document, each a field of its own: a conflict, merged from the
+    // base the ledger kept (neither side holds it any more).
+    let title = json!({"title": "Dune (2nd edition)", "pages": 400});
+    let pages = json!({"title": "Dune", "pages": 412});
+    merging
+        .es_write(id, &doc(&index, "t", now_ms() - 1_000, title))
+        .await;
+    merging
+        .cql_write(id, &doc(&index, "t", now_ms(), pages))
+        .await;
+    let rounds = merging.once(&policy);
+    let (e, c) = (merging.elasticsearch().await, merging.cassandra().await);
+    let both = json!({"title": "Dune (2nd edition)", "pages": 412});
+    assert!(
+        holds(&e, &c, &id, &both),
+        "{rounds:?} {:?}",
+        differences(&e, &c)
+    );
+    merging.once(&policy);
+    let (e2, c2) = (merging.elasticsearch().await, merging.cassandra().await);
+    assert_eq!((e2, c2), (e, c), "the merge stays");
+    assert_eq!(
+        ledger_keeps_content(&merging).await,
+        BTreeMap::from([(id, true)])
+    );
+}

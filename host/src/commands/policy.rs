@@ -73,7 +73,7 @@ fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
     let policy = load(path, cache)?;
     policy.probe()?;
     println!("{}: an essync policy", policy.name());
-    println!("  world     {}", world_line(policy.world_version()));
+    println!("  world     {}", world_line(&policy));
     let (ours, others): (Vec<&String>, Vec<&String>) = policy
         .exports()
         .iter()
@@ -86,6 +86,7 @@ fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
             .map_or("not part of the policy world", |(_, what)| what);
         println!("            {other}: never called by essync ({what})");
     }
+    println!("  needs     {}", needs_line(&policy));
     print_imports(policy.imports());
     println!(
         "  size      {}, {}",
@@ -95,21 +96,39 @@ fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The world a component exports, and whether it is the one this essync runs.
-fn world_line(version: &str) -> String {
+/// What the component needs from essync, as its `about` says (or its world, for an earlier one).
+fn needs_line(policy: &Policy) -> String {
+    let (keeps, why) = match (policy.runs_as(), policy.wants_base_content()) {
+        ("0.2.0", _) => ("yes", "0.2.0 components may merge"),
+        ("0.1.0", _) => ("no", "0.1.0 components see no base"),
+        (_, true) => (
+            "yes",
+            "it merges from the base: essync keeps every synced document's content, compressed",
+        ),
+        (_, false) => ("no", "a conflict's base comes without its content"),
+    };
+    format!("keeps base content: {keeps} ({why})")
+}
+
+/// The world a component exports, and how this essync runs it.
+fn world_line(policy: &Policy) -> String {
+    let version = policy.world_version();
     let world = format!(
         "{}/{}@{version}",
         essync::policy::WORLD_PACKAGE,
         essync::policy::WORLD
     );
-    if version == essync::policy::WORLD_VERSION {
-        format!("{world}, the version this essync runs")
-    } else {
-        format!(
+    let current = essync::policy::WORLD_VERSION;
+    match policy.runs_as() {
+        "0.2.0" => format!(
+            "{world}, an earlier version: it runs adapted, without `about` and `base-content` \
+             (rebuild it against {current} to say whether it merges from the base)"
+        ),
+        "0.1.0" => format!(
             "{world}, an earlier version: it runs adapted, without the base, the stamps and the \
-             deletes (rebuild it against {} for them)",
-            essync::policy::WORLD_VERSION
-        )
+             deletes (rebuild it against {current} for them)"
+        ),
+        _ => format!("{world}, the version this essync runs"),
     }
 }
 
@@ -233,6 +252,10 @@ enum CaseSide {
 struct ResolveInput {
     id: Option<Uuid>,
     base: Option<CaseDocument>,
+    /// Whether the base carries its content; by default what essync gives the policy for a
+    /// document synced while it ran: the content when the policy asks for it.
+    #[serde(rename = "base-content")]
+    base_content: Option<bool>,
     elasticsearch: Option<CaseDocument>,
     cassandra: Option<CaseDocument>,
 }
@@ -368,7 +391,8 @@ struct Inputs {
     resolve_cases: Vec<(usize, String, Value)>,
 }
 
-fn read_cases(cases_path: &Path) -> anyhow::Result<Inputs> {
+/// `base_content`: whether a base carries its content when the case does not say.
+fn read_cases(cases_path: &Path, base_content: bool) -> anyhow::Result<Inputs> {
     let text = std::fs::read_to_string(cases_path)
         .with_context(|| format!("cannot read the cases file {}", cases_path.display()))?;
     let file: CasesFile = serde_json::from_str(&text)
@@ -417,6 +441,7 @@ fn read_cases(cases_path: &Path) -> anyhow::Result<Inputs> {
                         .map(|d| d.to_document(id))
                         .transpose()
                         .with_context(|| format!("case {name:?}"))?,
+                    base_content: input.base_content.unwrap_or(base_content),
                     elasticsearch: version(&input.elasticsearch)
                         .with_context(|| format!("case {name:?}"))?,
                     cassandra: version(&input.cassandra)
@@ -438,13 +463,13 @@ fn read_cases(cases_path: &Path) -> anyhow::Result<Inputs> {
 }
 
 async fn test(path: &Path, cases_path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
+    let policy = load(path, cache)?;
     let Inputs {
         candidates,
         conflicts,
         filter_cases,
         resolve_cases,
-    } = read_cases(cases_path)?;
-    let policy = load(path, cache)?;
+    } = read_cases(cases_path, policy.wants_base_content())?;
 
     let verdicts = policy.filter(candidates).await;
     let resolutions = policy.resolve(conflicts).await;

@@ -62,9 +62,16 @@ pub(super) fn conflict_to_wit(conflict: &Conflict) -> Result<wit::Conflict, Poli
     fn of(v: &Option<Version>) -> Option<(&Document, Stamp)> {
         v.as_ref().map(|v| (&v.document, v.stamp))
     }
+    // Without its content the base carries `{}`, whatever the caller put there.
+    let base_content = conflict.base_content && conflict.base.is_some();
+    let mut base = version("base", conflict.base.as_ref().map(|d| (d, Stamp::Written)))?;
+    if let Some(base) = base.as_mut().filter(|_| !base_content) {
+        base.content = "{}".to_string();
+    }
     Ok(wit::Conflict {
         id: conflict.id.to_string(),
-        base: version("base", conflict.base.as_ref().map(|d| (d, Stamp::Written)))?,
+        base,
+        base_content,
         elasticsearch: version("Elasticsearch", of(&conflict.elasticsearch))?,
         cassandra: version("Cassandra", of(&conflict.cassandra))?,
     })

@@ -6,10 +6,15 @@
 //! the same length out). [`Policy`] loads one and calls it:
 //!
 //! - **Every supported interface version.** Components of the current world
-//!   ([`WORLD_VERSION`]) and of the earlier `0.1.0` (`wit/0.1.0`) both load; a `0.1.0`
-//!   component is adapted: it sees no base, no stamps and no deletes, and what it cannot be
-//!   asked (a delete to filter, a delete against a change to resolve) is answered by the
-//!   default rule (a delete takes part; the change wins over the delete).
+//!   ([`WORLD_VERSION`]) and of the earlier `0.2.0` (`wit/0.2.0`) and `0.1.0` (`wit/0.1.0`)
+//!   load. A `0.2.0` component is adapted: it is not asked what it needs (essync keeps the
+//!   base's content for it) and its conflicts carry no `base-content`. A `0.1.0` component sees
+//!   no base, no stamps and no deletes, and what it cannot be asked (a delete to filter, a
+//!   delete against a change to resolve) is answered by the default rule (a delete takes part;
+//!   the change wins over the delete).
+//! - **Needs.** A current component is asked once, when it is loaded, what it needs
+//!   ([`Policy::wants_base_content`]): whether it merges from the base's content, which essync
+//!   then keeps in its ledger.
 //!
 //! - **Load once.** [`Policy::builtin`] (the default last-write-wins policy, embedded in the
 //!   binary), [`Policy::from_file`] and [`Policy::from_bytes`] compile the component once
@@ -52,7 +57,7 @@ mod world;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -75,9 +80,9 @@ pub const WORLD_PACKAGE: &str = "essync:policy";
 /// The world a policy is a component of.
 pub const WORLD: &str = "policy";
 /// The version of the `essync:policy` package this essync runs.
-pub const WORLD_VERSION: &str = "0.2.0";
-/// The earlier versions whose components this essync still runs, adapted.
-pub const OLDER_WORLD_VERSIONS: &[&str] = &["0.1.0"];
+pub const WORLD_VERSION: &str = "0.3.0";
+/// The earlier versions whose components this essync still runs, adapted, newest first.
+pub const OLDER_WORLD_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 
 /// The default policy (last-write-wins), compiled from `policies/` for `wasm32-wasip2`.
 static BUILTIN: &[u8] = include_bytes!(env!("ESSYNC_BUILTIN_POLICY"));
@@ -196,6 +201,9 @@ pub struct Conflict {
     pub id: Uuid,
     /// The version both sides held after the last sync, if essync synced this id before.
     pub base: Option<crate::Document>,
+    /// Whether `base` carries the synced content; when false its content is `{}` (essync kept
+    /// none: the policy did not ask, or the id was synced before it did).
+    pub base_content: bool,
     /// The Elasticsearch version.
     pub elasticsearch: Option<Version>,
     /// The Cassandra version.
@@ -251,6 +259,8 @@ struct Inner {
     size: usize,
     load_time: Duration,
     compiled: Compiled,
+    /// Whether the component merges from the base's content (its `needs`, asked once at load).
+    base_content: AtomicBool,
     /// The most linear memory a call used, in bytes (see [`Policy::peak_memory`]).
     peak_memory: AtomicUsize,
 }
@@ -349,11 +359,17 @@ impl Policy {
         let (version, world) = world::check_exports(name, &exports)?;
         let pre = Pre::new(name, &engine, &component, world)?;
         sandbox::start_ticker(&engine)?;
-        if world != World::Current {
-            tracing::info!(
+        match world {
+            World::Current => {}
+            World::V0_2 => tracing::info!(
+                "policy {name} is built for essync:policy@{version}; it runs adapted (essync \
+                 keeps the base's content for it; rebuild it against @{WORLD_VERSION} to say \
+                 whether it needs it)"
+            ),
+            World::V0_1 => tracing::info!(
                 "policy {name} is built for essync:policy@{version}; it runs adapted (it sees \
                  no base and no deletes; rebuild it against @{WORLD_VERSION} for them)"
-            );
+            ),
         }
         let load_time = started.elapsed();
         tracing::debug!(
@@ -373,9 +389,18 @@ impl Policy {
             size: bytes.len(),
             load_time,
             compiled,
+            base_content: AtomicBool::new(false),
             peak_memory: AtomicUsize::new(0),
         });
-        Ok(Policy::limited(inner, limits))
+        let policy = Policy::limited(inner, limits);
+        let needs = policy.ask_needs()?;
+        (policy.inner.base_content).store(needs.base_content, Ordering::Relaxed);
+        tracing::debug!(
+            policy = name,
+            base_content = needs.base_content,
+            "policy needs"
+        );
+        Ok(policy)
     }
 
     fn limited(inner: Arc<Inner>, limits: PolicyLimits) -> Policy {
@@ -410,12 +435,23 @@ impl Policy {
         &self.inner.version
     }
 
+    /// The version of the world the component runs as: [`WORLD_VERSION`], or the one of
+    /// [`OLDER_WORLD_VERSIONS`] it is adapted from (its exports may carry a later patch).
+    pub fn runs_as(&self) -> &'static str {
+        match self.inner.pre.world() {
+            World::Current => WORLD_VERSION,
+            World::V0_2 => OLDER_WORLD_VERSIONS[0],
+            World::V0_1 => OLDER_WORLD_VERSIONS[1],
+        }
+    }
+
     /// Whether the policy merges from the base's content (the version both sides held after
-    /// the last sync), so that essync keeps that content in its ledger. The built-in policy
-    /// does not (it compares the two sides); a policy of world 0.2.0 may, and essync keeps the
-    /// content for it.
+    /// the last sync), so that essync keeps that content in its ledger: what a current
+    /// component's `needs` answered when it was loaded (the built-in policy does not). A
+    /// component of world 0.2.0 may merge, and essync keeps the content for it; one of 0.1.0
+    /// sees no base.
     pub fn wants_base_content(&self) -> bool {
-        &*self.inner.name != BUILTIN_NAME
+        self.inner.base_content.load(Ordering::Relaxed)
     }
 
     /// Everything the component exports, by name.
@@ -457,6 +493,28 @@ impl Policy {
     /// Starts [`Policy::peak_memory`] over (for measuring one kind of call).
     pub fn reset_peak_memory(&self) {
         self.inner.peak_memory.store(0, Ordering::Relaxed);
+    }
+
+    /// Asks the component what it needs, once, in a sandbox of its own as every call gets (a
+    /// component of an earlier world is not asked: its world says).
+    fn ask_needs(&self) -> Result<world::PolicyNeeds, PolicyError> {
+        if let Some(needs) = self.inner.pre.world().needs() {
+            return Ok(needs);
+        }
+        let state = CallState::new(self.inner.name.clone(), self.limits.memory_bytes);
+        let mut store = sandbox::store(&self.inner.engine, state, self.deadline_ticks);
+        let needs = self
+            .inner
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.needs(&mut store));
+        match needs {
+            Ok(needs) => {
+                store.data_mut().finish();
+                Ok(needs)
+            }
+            Err(e) => Err(self.failure(&mut store, &e)),
+        }
     }
 
     /// Instantiates the component once in its sandbox, as every call does, and drops the

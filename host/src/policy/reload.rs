@@ -171,7 +171,7 @@ mod tests {
             .check()
             .await
             .expect("a requested reload loads the file");
-        assert_eq!(policy.world_version(), "0.2.0");
+        assert_eq!(policy.world_version(), crate::policy::WORLD_VERSION);
         assert!(reload.check().await.is_none(), "a request is used once");
     }
 

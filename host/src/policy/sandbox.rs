@@ -15,7 +15,7 @@ use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::error::PolicyError;
-use super::world::{bindings, bindings_v0_1};
+use super::world::{bindings, bindings_v0_1, bindings_v0_2};
 
 /// How often the ticker advances the engine's epoch: the granularity of call deadlines.
 pub(super) const TICK: Duration = Duration::from_millis(10);
@@ -254,10 +254,25 @@ impl WasiView for CallState {
 
 impl bindings::essync::policy::types::Host for CallState {}
 impl bindings_v0_1::essync::policy::types::Host for CallState {}
+impl bindings_v0_2::essync::policy::types::Host for CallState {}
 
 impl bindings::PolicyImports for CallState {
     fn log(&mut self, level: bindings::essync::policy::types::Level, message: String) {
         use bindings::essync::policy::types::Level;
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.log_message(level, &message);
+    }
+}
+
+impl bindings_v0_2::PolicyImports for CallState {
+    fn log(&mut self, level: bindings_v0_2::essync::policy::types::Level, message: String) {
+        use bindings_v0_2::essync::policy::types::Level;
         let level = match level {
             Level::Trace => tracing::Level::TRACE,
             Level::Debug => tracing::Level::DEBUG,

@@ -74,6 +74,7 @@ fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
     Conflict {
         id: id(),
         base: None,
+        base_content: false,
         elasticsearch: es.map(Version::written),
         cassandra: cassandra.map(Version::written),
     }
@@ -83,6 +84,7 @@ fn conflict(es: Option<Document>, cassandra: Option<Document>) -> Conflict {
 fn conflict_from(base: Document, es: Option<Document>, cassandra: Option<Document>) -> Conflict {
     Conflict {
         base: Some(base),
+        base_content: true,
         ..conflict(es, cassandra)
     }
 }
@@ -99,7 +101,7 @@ fn the_builtin_policy_is_last_write_wins_of_the_current_world() {
     assert!(
         policy
             .exports()
-            .contains(&"essync:policy/resolver@0.2.0".to_string())
+            .contains(&"essync:policy/resolver@0.3.0".to_string())
     );
     let answers = policy.resolve_blocking(vec![
         conflict(Some(doc("a", 2, json!({}))), Some(doc("a", 1, json!({})))),
@@ -138,6 +140,7 @@ fn native(conflict: &Conflict) -> essync_policy::Conflict {
     essync_policy::Conflict {
         id: conflict.id.to_string(),
         base: conflict.base.as_ref().map(|d| document(d, Stamp::Written)),
+        base_content: conflict.base_content && conflict.base.is_some(),
         elasticsearch: version(&conflict.elasticsearch),
         cassandra: version(&conflict.cassandra),
     }
@@ -162,6 +165,7 @@ fn arb_conflict() -> impl Strategy<Value = Conflict> {
     )
         .prop_map(|(base, elasticsearch, cassandra)| Conflict {
             id: id(),
+            base_content: base.is_some(),
             base,
             elasticsearch,
             cassandra,
@@ -225,6 +229,71 @@ fn field_merge_writes_the_three_way_merge() {
             .next()
             .map(|a| a.map_err(|e| e.to_string())),
         Some(Ok(Resolution::Write(expected)))
+    );
+}
+
+#[test]
+fn a_current_policy_says_whether_it_merges_from_the_base() {
+    assert!(!builtin().wants_base_content());
+    assert!(!load(components::PREFER_CASSANDRA).wants_base_content());
+    assert!(!load(components::INDEX_FILTER).wants_base_content());
+    assert!(load(components::FIELD_MERGE).wants_base_content());
+    assert_eq!(load(components::FIELD_MERGE).runs_as(), WORLD_VERSION);
+    // The earlier worlds are not asked: 0.2.0 may merge, 0.1.0 sees no base.
+    assert!(load(components::LEGACY_V0_2).wants_base_content());
+    assert!(!legacy().wants_base_content());
+}
+
+#[test]
+fn field_merge_without_the_base_content_merges_as_without_a_base() {
+    let policy = load(components::FIELD_MERGE);
+    let mut conflict = conflict_from(
+        doc("a", 0, json!({"title": "Old", "pages": 1, "isbn": "1"})),
+        Some(doc("a", 2, json!({"title": "Old", "pages": 10}))),
+        Some(doc("a", 1, json!({"title": "New", "isbn": "1"}))),
+    );
+    conflict.base_content = false;
+    let answers = policy.resolve_blocking(vec![conflict]);
+    // The newer version's fields, and the keys only the older one has.
+    let expected = doc("a", 2, json!({"isbn": "1", "pages": 10, "title": "Old"}));
+    assert_eq!(
+        answers
+            .into_iter()
+            .next()
+            .map(|a| a.map_err(|e| e.to_string())),
+        Some(Ok(Resolution::Write(expected)))
+    );
+}
+
+#[test]
+fn a_policy_of_0_2_0_runs_adapted_and_sees_the_base_content_essync_kept() {
+    let policy = load(components::LEGACY_V0_2);
+    assert_eq!(policy.world_version(), "0.2.0");
+    assert_eq!(policy.runs_as(), "0.2.0");
+    // It gives both sides the base back: what it was given.
+    let base = doc("a", 0, json!({"v": "base"}));
+    let kept = conflict_from(
+        base.clone(),
+        Some(doc("a", 1, json!({"v": "es"}))),
+        Some(doc("a", 2, json!({"v": "cassandra"}))),
+    );
+    let not_kept = Conflict {
+        base_content: false,
+        ..kept.clone()
+    };
+    let answers = policy.resolve_blocking(vec![kept, not_kept]);
+    let answers: Vec<_> = answers.into_iter().map(Result::ok).collect();
+    assert_eq!(
+        answers,
+        vec![
+            Some(Resolution::Write(base.clone())),
+            Some(Resolution::Write(doc("a", 0, json!({}))))
+        ]
+    );
+    let verdicts = policy.filter_blocking(vec![candidate("books"), deletion("books")]);
+    assert!(
+        matches!(&verdicts[..], [Ok(Verdict::Keep), Ok(Verdict::Keep)]),
+        "{verdicts:?}"
     );
 }
 
@@ -570,7 +639,7 @@ fn a_component_of_another_world_is_refused_naming_the_missing_export() {
         .expect_err("an empty component is not a policy");
     let message = error.to_string();
     assert!(
-        message.contains("does not export essync:policy/filter@0.2.0"),
+        message.contains("does not export essync:policy/filter@0.3.0"),
         "{message}"
     );
     assert!(message.contains("exports nothing"), "{message}");
@@ -580,32 +649,58 @@ fn a_component_of_another_world_is_refused_naming_the_missing_export() {
 fn a_component_of_another_version_is_refused_naming_both_versions() {
     let wat = r#"(component
         (instance $none)
-        (export "essync:policy/filter@0.3.0" (instance $none))
-        (export "essync:policy/resolver@0.3.0" (instance $none)))"#;
+        (export "essync:policy/filter@0.4.0" (instance $none))
+        (export "essync:policy/resolver@0.4.0" (instance $none)))"#;
     let error = Policy::from_bytes("future.wasm", wat.as_bytes(), PolicyLimits::default())
-        .expect_err("0.3 is neither 0.2 nor 0.1");
+        .expect_err("0.4 is neither 0.3, 0.2 nor 0.1");
     assert!(
         matches!(error, PolicyError::IncompatibleVersion { .. }),
         "{error}"
     );
     let message = error.to_string();
-    assert!(message.contains("essync:policy/filter@0.3.0"), "{message}");
-    assert!(message.contains("essync:policy@0.2.0"), "{message}");
+    assert!(message.contains("essync:policy/filter@0.4.0"), "{message}");
+    assert!(message.contains("essync:policy@0.3.0"), "{message}");
 }
 
 #[test]
 fn exports_of_the_wrong_shape_are_refused() {
     let wat = r#"(component
         (instance $none)
-        (export "essync:policy/filter@0.2.0" (instance $none))
-        (export "essync:policy/resolver@0.2.0" (instance $none)))"#;
+        (export "essync:policy/about@0.3.0" (instance $none))
+        (export "essync:policy/filter@0.3.0" (instance $none))
+        (export "essync:policy/resolver@0.3.0" (instance $none)))"#;
     let error = Policy::from_bytes("hollow.wasm", wat.as_bytes(), PolicyLimits::default())
         .expect_err("empty interfaces are not a policy");
     assert!(matches!(error, PolicyError::WrongWorld { .. }), "{error}");
-    let old = wat.replace("0.2.0", "0.1.0");
-    let error = Policy::from_bytes("hollow-old.wasm", old.as_bytes(), PolicyLimits::default())
-        .expect_err("empty interfaces of 0.1.0 are not a policy either");
-    assert!(matches!(error, PolicyError::WrongWorld { .. }), "{error}");
+    for older in ["0.2.0", "0.1.0"] {
+        let old = wat
+            .replace(
+                "(export \"essync:policy/about@0.3.0\" (instance $none))",
+                "",
+            )
+            .replace("0.3.0", older);
+        let error = Policy::from_bytes("hollow-old.wasm", old.as_bytes(), PolicyLimits::default())
+            .expect_err("empty interfaces of an earlier version are not a policy either");
+        assert!(
+            matches!(error, PolicyError::WrongWorld { .. }),
+            "{older}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_current_component_without_about_is_refused_naming_it() {
+    let wat = r#"(component
+        (instance $none)
+        (export "essync:policy/filter@0.3.0" (instance $none))
+        (export "essync:policy/resolver@0.3.0" (instance $none)))"#;
+    let error = Policy::from_bytes("no-about.wasm", wat.as_bytes(), PolicyLimits::default())
+        .expect_err("0.3.0 exports about");
+    let message = error.to_string();
+    assert!(
+        message.contains("does not export essync:policy/about@0.3.0"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -614,6 +709,7 @@ fn versions_are_compatible_as_semver_says() {
     assert!(compatible("0.1.0", "0.1.0"));
     assert!(compatible("0.1.7", "0.1.0"));
     assert!(!compatible("0.2.0", "0.1.0"));
+    assert!(!compatible("0.3.0", "0.2.0"));
     assert!(compatible("1.4.0", "1.0.0"));
     assert!(!compatible("2.0.0", "1.0.0"));
     assert!(!compatible("", "0.1.0"));

@@ -1,11 +1,13 @@
 //! The interface versions a policy may export, and how a component of each is instantiated and
 //! called.
 //!
-//! The current world (`wit/`) is called as it is. A component of `essync:policy@0.1.0`
-//! (`wit/0.1.0`) is adapted: its calls receive the current world's items converted down (no
-//! base, no stamp; the caller never sends it a delete or a conflict with a missing side) and its
-//! answers are converted up. Plugin hosts that users trust keep older interfaces alive this way,
-//! so a compiled policy does not break when essync is upgraded.
+//! The current world (`wit/`) is called as it is. Components of the earlier worlds are adapted:
+//! their calls receive the current world's items converted down and their answers are converted
+//! up. A component of `essync:policy@0.2.0` (`wit/0.2.0`) exports no `about` (it is taken to
+//! need the base's content) and its conflicts have no `base-content`; one of `@0.1.0`
+//! (`wit/0.1.0`) sees no base and no stamp (the caller never sends it a delete or a conflict
+//! with a missing side). Plugin hosts that users trust keep older interfaces alive this way, so
+//! a compiled policy does not break when essync is upgraded.
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
@@ -22,6 +24,14 @@ pub(super) mod bindings {
     });
 }
 
+/// Host bindings of the `essync:policy@0.2.0` world, generated from `wit/0.2.0`.
+pub(super) mod bindings_v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "essync:policy/policy",
+    });
+}
+
 /// Host bindings of the `essync:policy@0.1.0` world, generated from `wit/0.1.0`.
 pub(super) mod bindings_v0_1 {
     wasmtime::component::bindgen!({
@@ -31,29 +41,55 @@ pub(super) mod bindings_v0_1 {
 }
 
 use bindings::essync::policy::types as wit;
-use bindings_v0_1::essync::policy::types as old;
+use bindings::exports::essync::policy::about as wit_about;
 
-/// The interfaces a policy exports, without their version.
+use bindings_v0_1::essync::policy::types as old;
+use bindings_v0_2::essync::policy::types as v0_2;
+/// What a component needs from essync (its `about.needs`).
+pub(super) use wit_about::PolicyNeeds;
+
+/// The interfaces a policy of every version exports, without their version.
 const EXPORTS: [&str; 2] = ["essync:policy/filter", "essync:policy/resolver"];
+/// The interface a policy of the current version exports beside [`EXPORTS`].
+const ABOUT: &str = "essync:policy/about";
 
 /// Which world a component was built against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum World {
     /// The current one, [`WORLD_VERSION`].
     Current,
+    /// `0.2.0`: no `about` (it needs the base's content), no `base-content` in conflicts.
+    V0_2,
     /// `0.1.0`: no base, no stamps, no deletes.
     V0_1,
+}
+
+impl World {
+    /// What a component of an earlier world needs, which its world says: a 0.2.0 one needs the
+    /// base's content (it may merge: it was written when the content was always there); a 0.1.0
+    /// one sees no base. `None` for the current world, whose components are asked.
+    pub fn needs(self) -> Option<PolicyNeeds> {
+        match self {
+            World::Current => None,
+            World::V0_2 => Some(PolicyNeeds { base_content: true }),
+            World::V0_1 => Some(PolicyNeeds {
+                base_content: false,
+            }),
+        }
+    }
 }
 
 /// A component checked, linked and ready to instantiate.
 pub(super) enum Pre {
     Current(bindings::PolicyPre<CallState>),
+    V0_2(bindings_v0_2::PolicyPre<CallState>),
     V0_1(bindings_v0_1::PolicyPre<CallState>),
 }
 
 /// One instance of a component, in one call's store.
 pub(super) enum Instance {
     Current(bindings::Policy),
+    V0_2(bindings_v0_2::Policy),
     V0_1(bindings_v0_1::Policy),
 }
 
@@ -89,6 +125,17 @@ impl Pre {
                 let pre = linker.instantiate_pre(component).map_err(unsupported)?;
                 Ok(Pre::Current(bindings::PolicyPre::new(pre).map_err(wrong)?))
             }
+            World::V0_2 => {
+                bindings_v0_2::Policy::add_to_linker::<
+                    CallState,
+                    wasmtime::component::HasSelf<CallState>,
+                >(&mut linker, |state| state)
+                .map_err(setup)?;
+                let pre = linker.instantiate_pre(component).map_err(unsupported)?;
+                Ok(Pre::V0_2(
+                    bindings_v0_2::PolicyPre::new(pre).map_err(wrong)?,
+                ))
+            }
             World::V0_1 => {
                 bindings_v0_1::Policy::add_to_linker::<
                     CallState,
@@ -106,6 +153,7 @@ impl Pre {
     pub fn world(&self) -> World {
         match self {
             Pre::Current(_) => World::Current,
+            Pre::V0_2(_) => World::V0_2,
             Pre::V0_1(_) => World::V0_1,
         }
     }
@@ -113,12 +161,24 @@ impl Pre {
     pub fn instantiate(&self, store: &mut Store<CallState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             Pre::Current(pre) => Instance::Current(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Instance::V0_2(pre.instantiate(store)?),
             Pre::V0_1(pre) => Instance::V0_1(pre.instantiate(store)?),
         })
     }
 }
 
 impl Instance {
+    /// Asks a component of the current world what it needs (see [`World::needs`] for the
+    /// others).
+    pub fn needs(&self, store: &mut Store<CallState>) -> wasmtime::Result<PolicyNeeds> {
+        match self {
+            Instance::Current(policy) => policy.essync_policy_about().call_needs(store),
+            Instance::V0_2(_) | Instance::V0_1(_) => Err(wasmtime::Error::msg(
+                "a component of an earlier world has no needs to ask",
+            )),
+        }
+    }
+
     /// Calls the component's `filter` on candidates of the current world.
     pub fn filter(
         &self,
@@ -127,6 +187,14 @@ impl Instance {
     ) -> wasmtime::Result<Vec<Result<wit::Verdict, String>>> {
         match self {
             Instance::Current(policy) => policy.essync_policy_filter().call_filter(store, items),
+            Instance::V0_2(policy) => {
+                let items: Vec<v0_2::Candidate> = items.iter().map(candidate_v0_2).collect();
+                let answers = policy.essync_policy_filter().call_filter(store, &items)?;
+                Ok(answers
+                    .into_iter()
+                    .map(|answer| answer.map(verdict_v0_2))
+                    .collect())
+            }
             Instance::V0_1(policy) => {
                 let items: Vec<old::Candidate> = items.iter().map(candidate_down).collect();
                 let answers = policy.essync_policy_filter().call_filter(store, &items)?;
@@ -146,6 +214,16 @@ impl Instance {
     ) -> wasmtime::Result<Vec<Result<wit::Resolution, String>>> {
         match self {
             Instance::Current(policy) => policy.essync_policy_resolver().call_resolve(store, items),
+            Instance::V0_2(policy) => {
+                let items: Vec<v0_2::Conflict> = items.iter().map(conflict_v0_2).collect();
+                let answers = policy
+                    .essync_policy_resolver()
+                    .call_resolve(store, &items)?;
+                Ok(answers
+                    .into_iter()
+                    .map(|answer| answer.map(resolution_v0_2))
+                    .collect())
+            }
             Instance::V0_1(policy) => {
                 let items: Vec<old::Conflict> = items.iter().map(conflict_down).collect();
                 let answers = policy
@@ -157,6 +235,75 @@ impl Instance {
                     .collect())
             }
         }
+    }
+}
+
+/// A document of the current world as a 0.2.0 component sees it (the same fields).
+fn document_v0_2(document: &wit::Document) -> v0_2::Document {
+    v0_2::Document {
+        id: document.id.clone(),
+        index: document.index.clone(),
+        doc_type: document.doc_type.clone(),
+        timestamp: document.timestamp,
+        stamp: match document.stamp {
+            wit::Stamp::Written => v0_2::Stamp::Written,
+            wit::Stamp::Observed => v0_2::Stamp::Observed,
+        },
+        content: document.content.clone(),
+    }
+}
+
+fn document_from_v0_2(document: v0_2::Document) -> wit::Document {
+    wit::Document {
+        id: document.id,
+        index: document.index,
+        doc_type: document.doc_type,
+        timestamp: document.timestamp,
+        stamp: match document.stamp {
+            v0_2::Stamp::Written => wit::Stamp::Written,
+            v0_2::Stamp::Observed => wit::Stamp::Observed,
+        },
+        content: document.content,
+    }
+}
+
+fn candidate_v0_2(candidate: &wit::Candidate) -> v0_2::Candidate {
+    v0_2::Candidate {
+        side: match candidate.side {
+            wit::Side::Elasticsearch => v0_2::Side::Elasticsearch,
+            wit::Side::Cassandra => v0_2::Side::Cassandra,
+        },
+        document: document_v0_2(&candidate.document),
+        deleted: candidate.deleted,
+    }
+}
+
+/// A conflict as a 0.2.0 component sees it: without `base-content` (essync keeps the base's
+/// content for such a component, so the base carries it unless the document was synced before).
+fn conflict_v0_2(conflict: &wit::Conflict) -> v0_2::Conflict {
+    v0_2::Conflict {
+        id: conflict.id.clone(),
+        base: conflict.base.as_ref().map(document_v0_2),
+        elasticsearch: conflict.elasticsearch.as_ref().map(document_v0_2),
+        cassandra: conflict.cassandra.as_ref().map(document_v0_2),
+    }
+}
+
+fn verdict_v0_2(verdict: v0_2::Verdict) -> wit::Verdict {
+    match verdict {
+        v0_2::Verdict::Keep => wit::Verdict::Keep,
+        v0_2::Verdict::Transform(document) => wit::Verdict::Transform(document_from_v0_2(document)),
+        v0_2::Verdict::Skip(reason) => wit::Verdict::Skip(reason),
+    }
+}
+
+fn resolution_v0_2(resolution: v0_2::Resolution) -> wit::Resolution {
+    match resolution {
+        v0_2::Resolution::Unchanged => wit::Resolution::Unchanged,
+        v0_2::Resolution::UseElasticsearch => wit::Resolution::UseElasticsearch,
+        v0_2::Resolution::UseCassandra => wit::Resolution::UseCassandra,
+        v0_2::Resolution::Write(document) => wit::Resolution::Write(document_from_v0_2(document)),
+        v0_2::Resolution::Delete => wit::Resolution::Delete,
     }
 }
 
@@ -258,10 +405,9 @@ pub(super) fn check_exports(
     let version = found_version.unwrap_or_default();
     let world = if compatible(&version, WORLD_VERSION) {
         World::Current
-    } else if OLDER_WORLD_VERSIONS
-        .iter()
-        .any(|older| compatible(&version, older))
-    {
+    } else if compatible(&version, OLDER_WORLD_VERSIONS[0]) {
+        World::V0_2
+    } else if compatible(&version, OLDER_WORLD_VERSIONS[1]) {
         World::V0_1
     } else {
         return Err(PolicyError::IncompatibleVersion {
@@ -270,6 +416,14 @@ pub(super) fn check_exports(
             expected: WORLD_VERSION.to_string(),
         });
     };
+    if world == World::Current && !exports.iter().any(|e| e == &format!("{ABOUT}@{version}")) {
+        return Err(PolicyError::MissingExport {
+            name: name.to_string(),
+            missing: format!("{ABOUT}@{WORLD_VERSION}"),
+            expected: WORLD_VERSION.to_string(),
+            found: exports.join(", "),
+        });
+    }
     Ok((version, world))
 }
 

@@ -17,6 +17,12 @@
 //! kept. When one side deleted the document and the other changed it, the change wins (the
 //! document comes back), as in the default policy.
 //!
+//! The merge reads the base's content, so the policy asks essync for it
+//! ([`Policy::BASE_CONTENT`]): essync then keeps the synced content of every document in its
+//! ledger. A conflict whose base comes without its content (`base_content` false: a document
+//! synced before this policy was in use, when essync kept no content) is merged as without a
+//! base (the two-way merge above), the newer version still chosen as with a base.
+//!
 //! A version whose content is not a JSON object is refused with the reason (essync reports it
 //! and leaves both sides alone).
 
@@ -30,6 +36,8 @@ use serde_json::{Map, Value};
 pub struct FieldMerge;
 
 impl Policy for FieldMerge {
+    const BASE_CONTENT: bool = true;
+
     fn resolve(conflict: Conflict) -> Result<Resolution, String> {
         resolve(&conflict)
     }
@@ -45,7 +53,7 @@ pub fn resolve(conflict: &Conflict) -> Result<Resolution, String> {
         Ordering::Greater => (es, cassandra),
         Ordering::Less => (cassandra, es),
     };
-    let merged = match &conflict.base {
+    let merged = match conflict.base_with_content() {
         Some(base) => three_way(base, newer, older)?,
         None => two_way(newer, older)?,
     };
@@ -134,7 +142,7 @@ essync_policy::export!(FieldMerge);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use essync_policy::testing::{ID, conflict, conflict_from, doc};
+    use essync_policy::testing::{self, ID, conflict, conflict_from, doc};
     use proptest::prelude::*;
 
     #[test]
@@ -177,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn a_base_without_content_merges_as_without_a_base() {
+        let base = doc(1, r#"{"title":"Dune","pages":400,"isbn":"1"}"#);
+        let es = doc(5, r#"{"title":"Dune","pages":412}"#);
+        let cassandra = doc(3, r#"{"title":"Dune (2nd ed.)","isbn":"1"}"#);
+        let c = testing::without_base_content(conflict_from(base, Some(es), Some(cassandra)));
+        assert_eq!(
+            resolve(&c),
+            Ok(Resolution::Write(doc(
+                5,
+                r#"{"isbn":"1","pages":412,"title":"Dune"}"#
+            )))
+        );
+        assert_eq!(resolve(&c.clone().swapped()), resolve(&c));
+        assert!(essync_policy::needs_of::<FieldMerge>().base_content);
+    }
+
+    #[test]
     fn a_change_beats_a_delete() {
         let c = conflict_from(doc(1, "{}"), None, Some(doc(2, r#"{"a":1}"#)));
         assert_eq!(resolve(&c), Ok(Resolution::UseCassandra));
@@ -210,6 +235,7 @@ mod tests {
         )
             .prop_map(|(base, elasticsearch, cassandra)| Conflict {
                 id: ID.to_string(),
+                base_content: base.is_some(),
                 base,
                 elasticsearch,
                 cassandra,

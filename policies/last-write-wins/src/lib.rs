@@ -185,6 +185,7 @@ mod tests {
         )
             .prop_map(|(base, elasticsearch, cassandra)| Conflict {
                 id: ID.to_string(),
+                base_content: base.is_some(),
                 base,
                 elasticsearch,
                 cassandra,

@@ -5,6 +5,11 @@
 // BigInt of UTC milliseconds, `stamp` 'written' or 'observed', `content` the text of a JSON
 // object), an absent version is `undefined`, variants are `{ tag, val }`.
 //
+// - `needs({ baseContent })`: the `about` export, what the policy needs from essync (asked once,
+//   at load): `export const about = needs({ baseContent: false });`. `baseContent: true` says
+//   that `resolve` merges from the content of a conflict's base: essync then keeps every synced
+//   document's content in its ledger, and a conflict's `baseContent` is true when its base
+//   carries it. Without it (the default), a conflict's base comes with the content `{}`;
 // - `answerEach(batch, decide)`: one `{ tag: 'ok', val }` per item, in order, or
 //   `{ tag: 'err', val: reason }` where `decide` threw a `Refusal` (any other exception traps
 //   the call, as a panic does in Rust);
@@ -33,6 +38,12 @@
 
 /** A policy's refusal to decide on one item: essync reports the reason and asks again later. */
 export class Refusal extends Error {}
+
+/** The `about` export of a policy: what it needs from essync. `baseContent` (false unless
+ * given) says whether `resolve` reads the content of a conflict's base. */
+export function needs({ baseContent = false } = {}) {
+  return { needs: () => ({ baseContent }) };
+}
 
 /** Applies `decide` to each item of a batch: the list a `filter` or `resolve` export returns. */
 export function answerEach(batch, decide) {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
-import { Refusal, canonical, contentFields, parse, write } from './essync-policy.js';
+import { Refusal, canonical, contentFields, needs, parse, write } from './essync-policy.js';
 
 const vectors = JSON.parse(
   readFileSync(new URL('../tests/content-vectors.json', import.meta.url), 'utf-8'),
@@ -63,4 +63,9 @@ test('the canonical form is the same in every SDK', () => {
   for (const c of cases('canonical')) {
     assert.equal(canonical(c.text), c.canonical, c.name);
   }
+});
+
+test('a policy needs no base content unless it says so', () => {
+  assert.deepEqual(needs().needs(), { baseContent: false });
+  assert.deepEqual(needs({ baseContent: true }).needs(), { baseContent: true });
 });

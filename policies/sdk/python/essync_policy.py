@@ -3,6 +3,11 @@
 The same helpers as the Rust SDK (the `essync-policy` crate), for the types that
 componentize-py generates from `wit/policy.wit` (`wit_world`):
 
+- `needs(base_content=False)`: what the `About` export's `needs` returns, what the policy needs
+  from essync (asked once, at load). `base_content=True` says that `resolve` merges from the
+  content of a conflict's base: essync then keeps every synced document's content in its
+  ledger, and a conflict's `base_content` is true when its base carries it. Without it (the
+  default), a conflict's base comes with the content `{}`;
 - `answer_each(batch, decide)`: one `Ok(answer)` per item, in order, or `Err(reason)` where
   `decide` raised `Refusal` (any other exception traps the call, as a panic does in Rust);
 - `content_object(document)`: the content as a `dict`, its numbers as numbers (below), or a
@@ -31,6 +36,7 @@ import json
 from decimal import Decimal
 
 from componentize_py_types import Err, Ok
+from wit_world.exports.about import PolicyNeeds
 from wit_world.imports.types import (
     Conflict,
     Document,
@@ -40,6 +46,12 @@ from wit_world.imports.types import (
     Resolution_UseElasticsearch,
     Stamp,
 )
+
+
+def needs(base_content: bool = False) -> PolicyNeeds:
+    """What the policy needs from essync: `base_content` says whether `resolve` reads the
+    content of a conflict's base (a three-way merge does)."""
+    return PolicyNeeds(base_content=base_content)
 
 
 class Refusal(Exception):

@@ -31,6 +31,7 @@ from essync_policy import (  # noqa: E402
     Refusal,
     canonical,
     content_object,
+    needs,
     parse,
     write,
 )
@@ -81,6 +82,13 @@ class Numbers(unittest.TestCase):
         for case in cases("canonical"):
             with self.subTest(case["name"]):
                 self.assertEqual(canonical(case["text"]), case["canonical"])
+
+
+
+class Needs(unittest.TestCase):
+    def test_a_policy_needs_no_base_content_unless_it_says_so(self):
+        self.assertFalse(needs().base_content)
+        self.assertTrue(needs(base_content=True).base_content)
 
 
 if __name__ == "__main__":

@@ -72,9 +72,10 @@ pub mod bindings {
 pub use bindings::essync::policy::types::{
     Candidate, Conflict, Document, Level, Resolution, Side, Stamp, Verdict,
 };
+pub use bindings::exports::essync::policy::about::PolicyNeeds;
 
 /// The version of the `essync:policy` WIT package these bindings implement.
-pub const WORLD_VERSION: &str = "0.2.0";
+pub const WORLD_VERSION: &str = "0.3.0";
 
 /// A policy written as plain Rust: one decision per document or conflict.
 ///
@@ -82,6 +83,13 @@ pub const WORLD_VERSION: &str = "0.2.0";
 /// (batches are mapped item by item, in order). The functions take their input by value so a
 /// transform or a merge can reuse the strings without copying.
 pub trait Policy {
+    /// Whether [`Policy::resolve`] reads the content of a conflict's base (a three-way merge
+    /// does). essync asks once, when it loads the component: when `true` it keeps the synced
+    /// content of every document in its ledger (compressed) and a conflict's base carries it
+    /// ([`Conflict::base_content`]); when `false` (the default) it keeps only what identifies
+    /// each synced version, and a conflict's base comes with the content `{}`.
+    const BASE_CONTENT: bool = false;
+
     /// Decides whether a change (a new version, or a delete when `candidate.deleted`) takes
     /// part in the sync. The default keeps every change.
     ///
@@ -97,6 +105,13 @@ pub trait Policy {
     fn resolve(conflict: Conflict) -> Result<Resolution, String>;
 }
 
+/// What the policy needs from essync: what the exported `needs` answers.
+pub fn needs_of<P: Policy>() -> PolicyNeeds {
+    PolicyNeeds {
+        base_content: P::BASE_CONTENT,
+    }
+}
+
 /// Applies [`Policy::filter`] to each candidate, in order: what the exported `filter` does.
 pub fn filter_batch<P: Policy>(batch: Vec<Candidate>) -> Vec<Result<Verdict, String>> {
     batch.into_iter().map(P::filter).collect()
@@ -107,7 +122,8 @@ pub fn resolve_batch<P: Policy>(batch: Vec<Conflict>) -> Vec<Result<Resolution, 
     batch.into_iter().map(P::resolve).collect()
 }
 
-/// Exports a [`Policy`] implementation as the component's `filter` and `resolver` interfaces.
+/// Exports a [`Policy`] implementation as the component's `about`, `filter` and `resolver`
+/// interfaces.
 ///
 /// Call it once, at the root of the policy crate: `essync_policy::export!(MyPolicy);`. The
 /// WebAssembly exports exist only when building for `wasm32`; natively the macro only
@@ -115,6 +131,12 @@ pub fn resolve_batch<P: Policy>(batch: Vec<Conflict>) -> Vec<Result<Resolution, 
 #[macro_export]
 macro_rules! export {
     ($ty:ident) => {
+        impl $crate::bindings::exports::essync::policy::about::Guest for $ty {
+            fn needs() -> $crate::PolicyNeeds {
+                $crate::needs_of::<$ty>()
+            }
+        }
+
         impl $crate::bindings::exports::essync::policy::filter::Guest for $ty {
             fn filter(
                 batch: ::std::vec::Vec<$crate::Candidate>,
@@ -177,6 +199,7 @@ impl Conflict {
         Conflict {
             id: self.id,
             base: self.base,
+            base_content: self.base_content,
             elasticsearch: self.cassandra,
             cassandra: self.elasticsearch,
         }
@@ -186,6 +209,13 @@ impl Conflict {
     /// there).
     pub fn deleted(&self, side: Side) -> bool {
         self.base.is_some() && self.version(side).is_none()
+    }
+
+    /// The base, when it carries the synced version's content (`base_content`): what a merge
+    /// may read. `None` when there is no base, or when essync kept no content for it (the
+    /// policy did not ask, or the document was synced before it did).
+    pub fn base_with_content(&self) -> Option<&Document> {
+        self.base.as_ref().filter(|_| self.base_content)
     }
 
     /// The version read from one side.
@@ -417,12 +447,14 @@ pub mod testing {
         Conflict {
             id: ID.to_string(),
             base: None,
+            base_content: false,
             elasticsearch,
             cassandra,
         }
     }
 
-    /// Both versions of [`ID`] and the base they both changed (or one of them deleted).
+    /// Both versions of [`ID`] and the base they both changed (or one of them deleted), the
+    /// base with its content (as a policy that asked for it sees it).
     pub fn conflict_from(
         base: Document,
         elasticsearch: Option<Document>,
@@ -431,9 +463,20 @@ pub mod testing {
         Conflict {
             id: ID.to_string(),
             base: Some(base),
+            base_content: true,
             elasticsearch,
             cassandra,
         }
+    }
+
+    /// The same conflict as a policy that did not ask for base content sees it: the base's
+    /// content is `{}` and `base_content` is false.
+    pub fn without_base_content(mut conflict: Conflict) -> Conflict {
+        if let Some(base) = conflict.base.as_mut() {
+            base.content = "{}".to_string();
+        }
+        conflict.base_content = false;
+        conflict
     }
 
     /// A new version about to take part, read from `side`.

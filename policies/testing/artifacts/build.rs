@@ -14,6 +14,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("index-filter", "policies/index-filter"),
     ("misbehaving", "policies/testing/misbehaving"),
     ("legacy-v0-1", "policies/testing/legacy-v0-1"),
+    ("legacy-v0-2", "policies/testing/legacy-v0-2"),
 ];
 
 fn main() {

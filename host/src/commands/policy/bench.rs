@@ -22,10 +22,10 @@ const MEASURE_FOR: Duration = Duration::from_secs(2);
 const MIN_CALLS: u32 = 3;
 
 pub fn run(path: &Path, cases: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
-    let inputs = super::read_cases(cases)?;
     let source = super::source(path);
     let limits = PolicyLimits::default();
     let policy = Policy::load(&source, &LoadOptions::default())?;
+    let inputs = super::read_cases(cases, policy.wants_base_content())?;
     println!(
         "policy    {}: {}, essync:policy@{}",
         policy.name(),

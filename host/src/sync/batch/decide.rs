@@ -29,6 +29,8 @@ struct Pending {
     cassandra: Option<Version>,
     /// What the base held (its content only for a policy that merges).
     base: Option<Document>,
+    /// Whether `base` carries the synced content (else its content is `{}`).
+    base_content: bool,
     /// Why the filter keeps it out, or refused to say.
     held: Option<Held>,
 }
@@ -134,6 +136,7 @@ fn pending_of(examined: Examined, attribution: Attribution) -> Pending {
         elasticsearch,
         cassandra,
         base: None,
+        base_content: false,
         held: None,
     }
 }
@@ -165,10 +168,9 @@ async fn attach_bases(state: &State, pending: &mut [Pending]) -> Result<(), Sync
             .flatten()
             .find(|(digest, _)| *digest == synced.digest)
             .map(|(_, document)| document.content.clone());
-        let content = contents
-            .remove(&p.examined.id)
-            .or(unchanged_side)
-            .unwrap_or_else(|| serde_json::json!({}));
+        let content = contents.remove(&p.examined.id).or(unchanged_side);
+        p.base_content = content.is_some();
+        let content = content.unwrap_or_else(|| serde_json::json!({}));
         let document = Document::with_id(p.examined.id, &synced.index, &synced.doc_type, content);
         p.base = chrono::DateTime::from_timestamp_millis(synced.timestamp).map(|t| document.at(t));
     }
@@ -304,6 +306,7 @@ async fn resolve(
         .map(|p| Conflict {
             id: p.examined.id,
             base: p.base.clone(),
+            base_content: p.base_content,
             elasticsearch: p.elasticsearch.clone(),
             cassandra: p.cassandra.clone(),
         })

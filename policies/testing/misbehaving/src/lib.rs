@@ -181,6 +181,12 @@ fn pad<T: Clone>(mut answers: Vec<Result<T, String>>, wrong: bool) -> Vec<Result
     answers
 }
 
+impl essync_policy::bindings::exports::essync::policy::about::Guest for Misbehaving {
+    fn needs() -> essync_policy::PolicyNeeds {
+        essync_policy::needs_of::<Misbehaving>()
+    }
+}
+
 impl essync_policy::bindings::exports::essync::policy::filter::Guest for Misbehaving {
     fn filter(batch: Vec<Candidate>) -> Vec<Result<Verdict, String>> {
         let wrong = batch.iter().any(|c| c.document.index == "wrong-length");

@@ -3,7 +3,7 @@
 // Documents of indices whose name starts with `scratch-` stay on their side. When both sides
 // changed a document, the newer version wins (essync's default rule).
 
-import { answerEach, lastWriteWins } from './essync-policy.js';
+import { answerEach, lastWriteWins, needs } from './essync-policy.js';
 
 /** Whether a change takes part (throw a Refusal from essync-policy.js to refuse). */
 export function decide(candidate) {
@@ -16,6 +16,11 @@ export function decide(candidate) {
 export function resolve(conflict) {
   return lastWriteWins(conflict);
 }
+
+/** What the policy needs from essync. Set `baseContent: true` if `resolve` merges from the
+ * content of a conflict's base (`conflict.base.content`): essync then keeps it for every
+ * document. Otherwise the base comes with the content `{}` (`conflict.baseContent` is false). */
+export const about = needs({ baseContent: false });
 
 export const filter = {
   filter: (batch) => answerEach(batch, decide),

@@ -4,8 +4,9 @@ Documents of indices whose name starts with `scratch-` stay on their side. When 
 changed a document, the newer version wins (essync's default rule).
 """
 
-from essync_policy import answer_each, last_write_wins
+from essync_policy import answer_each, last_write_wins, needs
 from wit_world import exports
+from wit_world.exports.about import PolicyNeeds
 from wit_world.imports.types import (
     Candidate,
     Conflict,
@@ -27,6 +28,15 @@ def decide(candidate: Candidate) -> Verdict:
 def resolve(conflict: Conflict) -> Resolution:
     """What both sides hold when both changed a document."""
     return last_write_wins(conflict)
+
+
+class About(exports.About):
+    def needs(self) -> PolicyNeeds:
+        """What the policy needs from essync. Say `base_content=True` if `resolve` merges from
+        the content of a conflict's base (`conflict.base.content`): essync then keeps it for
+        every document. Otherwise the base comes with the content `{}`
+        (`conflict.base_content` is false)."""
+        return needs(base_content=False)
 
 
 class Filter(exports.Filter):

@@ -58,6 +58,7 @@ class PolicyTest(unittest.TestCase):
         c = Conflict(
             ID,
             doc(0, '{"title":"Dune"}'),
+            True,
             doc(2, '{"title":"Dune","pages":412}'),
             doc(1, '{"title":"Dune (2nd edition)"}'),
         )

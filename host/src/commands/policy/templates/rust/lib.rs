@@ -9,6 +9,11 @@ use essync_policy::{Candidate, Conflict, Policy, Resolution, Verdict, versions};
 pub struct {{type}};
 
 impl Policy for {{type}} {
+    /// Whether `resolve` merges from the content of a conflict's base (`conflict.base`): essync
+    /// then keeps it for every document. When false, the base comes with the content `{}`
+    /// (`conflict.base_content` is false).
+    const BASE_CONTENT: bool = false;
+
     fn filter(candidate: Candidate) -> Result<Verdict, String> {
         let index = &candidate.document.index;
         if index.starts_with("scratch-") {
