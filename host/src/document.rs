@@ -104,25 +104,34 @@ impl Digest {
         timestamp: Option<i64>,
         content: &Value,
     ) -> Self {
-        let mut text = String::with_capacity(64 + index.len());
-        // Length-prefixed fields: no two different versions serialise the same way.
-        let mut field = |value: Option<&str>| match value {
-            Some(value) => {
-                text.push_str(&value.len().to_string());
-                text.push(':');
-                text.push_str(value);
+        thread_local! {
+            /// The text hashed, kept between calls: a page's digests reuse one buffer.
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let hash = TEXT.with_borrow_mut(|text| {
+            text.clear();
+            // Length-prefixed fields: no two different versions serialise the same way.
+            let mut field = |value: Option<&str>| match value {
+                Some(value) => {
+                    let _ = write!(text, "{}:", value.len());
+                    text.push_str(value);
+                }
+                None => text.push('-'),
+            };
+            field(Some(index));
+            field(doc_type);
+            field(timestamp.map(|t| t.to_string()).as_deref());
+            let mut hasher = Sha256::new();
+            hasher.update(text.as_bytes());
+            text.clear();
+            canonical_json(content, text);
+            hasher.update(text.as_bytes());
+            if text.capacity() > 1 << 20 {
+                // One large document does not keep a large buffer for the thread's life.
+                *text = String::new();
             }
-            None => text.push('-'),
-        };
-        field(Some(index));
-        field(doc_type);
-        field(timestamp.map(|t| t.to_string()).as_deref());
-        let mut hasher = Sha256::new();
-        hasher.update(text.as_bytes());
-        let mut canonical = String::new();
-        canonical_json(content, &mut canonical);
-        hasher.update(canonical.as_bytes());
-        let hash = hasher.finalize();
+            hasher.finalize()
+        });
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&hash[..16]);
         Digest(bytes)
@@ -146,6 +155,9 @@ pub fn canonical_json(value: &Value, out: &mut String) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        // An integer as JSON spells it (no leading zero, no `-0`) and short enough for an i64
+        // is its own canonical form: no parse, no format.
+        Value::Number(n) if is_plain_integer(n.as_str()) => out.push_str(n.as_str()),
         Value::Number(n) => {
             // Writing to a String cannot fail.
             let _ = if let Some(i) = n.as_i64() {
@@ -185,6 +197,16 @@ pub fn canonical_json(value: &Value, out: &mut String) {
             out.push('}');
         }
     }
+}
+
+/// Whether `text` is a JSON integer that reads back as itself: digits after an optional `-`,
+/// at most 18 of them (within an i64), and not a negative zero.
+fn is_plain_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty()
+        && digits.len() <= 18
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.starts_with('0') && (digits.len() > 1 || text.starts_with('-')))
 }
 
 /// Appends a string as a JSON string literal, escaped exactly as `serde_json` escapes it (the
@@ -336,6 +358,40 @@ mod tests {
         let doc = Document::with_id(Uuid::new_v4(), "i", "t", a.clone())
             .at(DateTime::from_timestamp_millis(5).unwrap());
         assert_eq!(doc.digest(), base);
+    }
+
+    #[test]
+    fn integers_are_canonical_whatever_their_path() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "00",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "18446744073709551615",
+            "18446744073709551616",
+            "123456789012345678901234567890",
+            "1.0",
+            "1e3",
+            "-0.0",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let mut fast = String::new();
+            canonical_json(&value, &mut fast);
+            let expected = match &value {
+                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => i.to_string(),
+                    (None, Some(u), _) => u.to_string(),
+                    (None, None, Some(f)) if f.is_finite() => f.to_string(),
+                    _ => n.to_string(),
+                },
+                other => other.to_string(),
+            };
+            assert_eq!(fast, expected, "{text}");
+        }
     }
 
     #[test]

@@ -73,9 +73,10 @@ const COPIED_MARK: Uuid = Uuid::nil();
 
 /// Ids per `IN` read of the ledger: the same as every read of rows by id.
 pub(crate) const IDS_PER_READ: usize = crate::cassandra::IDS_PER_READ;
-/// Intents per unlogged batch: within Cassandra's default warning thresholds (a batch over more
+/// Rows of the ledger per unlogged batch (intents, entries without content, refreshes, forgotten
+/// ids): within Cassandra's default warning thresholds (a batch over more
 /// than 10 partitions, or over 5 KiB, is logged as a warning on the server every time).
-const INTENTS_PER_BATCH: usize = 10;
+const ROWS_PER_BATCH: usize = 10;
 
 /// The ledger table of a sync: `PREFIX` and the table's name, or, when that is longer than
 /// Cassandra allows, the table's name cut short with a hash of the whole name. One table per
@@ -450,7 +451,7 @@ impl Ledger {
                 MaybeUnset::Unset
             }
         };
-        crate::store::all_of(records.iter().map(|record| {
+        let values = records.iter().map(|record| {
             let version = &record.version;
             let base = match &version.content {
                 Some(content) if self.keep_content => {
@@ -458,7 +459,7 @@ impl Ledger {
                 }
                 _ => MaybeUnset::Unset,
             };
-            let values = (
+            (
                 record.id,
                 version.digest.0.to_vec(),
                 &version.index,
@@ -473,10 +474,45 @@ impl Ledger {
                 cleared(record.clears_intent),
                 cleared(record.clears_intent),
                 base,
-            );
+            )
+        });
+        // Entries without content are small: they go in batches. A content may be large (a
+        // batch over Cassandra's size threshold fails), so each entry holding one goes alone.
+        let (alone, small): (Vec<_>, Vec<_>) =
+            values.partition(|v| matches!(v.11, MaybeUnset::Set(_)));
+        let singles = crate::store::all_of(alone.into_iter().map(|values| {
             let action = &action;
             async move { self.cql.execute(&self.record, values, action).await }
-        }))
+        }));
+        let batched = self.in_batches("ledger_write", &self.record, small, &action);
+        let (a, b) = tokio::join!(singles, batched);
+        a.and(b).map(drop)
+    }
+
+    /// Runs `statement` once per values, in unlogged batches of [`ROWS_PER_BATCH`] (one request
+    /// each, counted as `kind`), all at once.
+    async fn in_batches<V: scylla::serialize::row::SerializeRow>(
+        &self,
+        kind: &'static str,
+        statement: &PreparedStatement,
+        values: Vec<V>,
+        action: &str,
+    ) -> Result<(), CassandraError> {
+        let mut values = values.into_iter().peekable();
+        let mut batches = Vec::new();
+        while values.peek().is_some() {
+            let chunk: Vec<V> = values.by_ref().take(ROWS_PER_BATCH).collect();
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in &chunk {
+                batch.append_statement(statement.clone());
+            }
+            batches.push((batch, chunk));
+        }
+        crate::store::all_of(
+            batches
+                .into_iter()
+                .map(|(batch, chunk)| self.cql.batch(kind, batch, chunk, action)),
+        )
         .await
         .map(drop)
     }
@@ -485,51 +521,45 @@ impl Ledger {
     pub async fn intend(&self, intents: &[(Uuid, Intent)]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
         let bytes = |d: Option<Digest>| d.map(|d| d.0.to_vec()).unwrap_or_default();
-        crate::store::all_of(intents.chunks(INTENTS_PER_BATCH).map(|chunk| {
-            let mut batch = Batch::new(BatchType::Unlogged);
-            let mut values = Vec::with_capacity(chunk.len());
-            for (id, intent) in chunk {
-                batch.append_statement(self.intend.clone());
-                values.push((
+        let values = intents
+            .iter()
+            .map(|(id, intent)| {
+                (
                     intent.target.0.to_vec(),
                     bytes(intent.elasticsearch),
                     bytes(intent.cassandra),
                     *id,
-                ));
-            }
-            let action = &action;
-            async move { self.cql.batch("intent", batch, values, action).await }
-        }))
-        .await
-        .map(drop)
+                )
+            })
+            .collect();
+        self.in_batches("intent", &self.intend, values, &action)
+            .await
     }
 
     /// Updates where the stores hold an entry's version (its content unchanged).
     pub async fn refresh(&self, entries: &[(Uuid, Synced)]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        crate::store::all_of(entries.iter().map(|(id, synced)| {
-            let values = (
-                synced.elasticsearch.as_ref().map(|v| v.seq_no),
-                synced.elasticsearch.as_ref().map(|v| v.primary_term),
-                synced.cassandra_written_at,
-                *id,
-            );
-            let action = &action;
-            async move { self.cql.execute(&self.refresh, values, action).await }
-        }))
-        .await
-        .map(drop)
+        let values = entries
+            .iter()
+            .map(|(id, synced)| {
+                (
+                    synced.elasticsearch.as_ref().map(|v| v.seq_no),
+                    synced.elasticsearch.as_ref().map(|v| v.primary_term),
+                    synced.cassandra_written_at,
+                    *id,
+                )
+            })
+            .collect();
+        self.in_batches("ledger_write", &self.refresh, values, &action)
+            .await
     }
 
     /// Forgets ids: neither store holds them any more.
     pub async fn forget(&self, ids: &[Uuid]) -> Result<(), CassandraError> {
         let action = format!("to write {}", self.table);
-        crate::store::all_of(ids.iter().map(|id| {
-            let action = &action;
-            async move { self.cql.execute(&self.forget, (id,), action).await }
-        }))
-        .await
-        .map(drop)
+        let values = ids.iter().map(|id| (*id,)).collect();
+        self.in_batches("ledger_forget", &self.forget, values, &action)
+            .await
     }
 
     /// Whether this ledger holds the mark of a finished copy from an earlier version's (a row
