@@ -13,6 +13,38 @@ const SIGSTOP: i32 = 19;
 
 const WAITING: &str = "is synced by another essync";
 
+/// Writes a new document on one side (Cassandra, or Elasticsearch) and waits until it is on the
+/// other: whichever process holds the table synced it.
+async fn a_write_is_synced(s: &Scenario, in_cassandra: bool, who: &str) {
+    let id = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"by": who}));
+    if in_cassandra {
+        s.cql_write(id, &written).await;
+    } else {
+        s.es_write(id, &written).await;
+    }
+    s.wait_until(&format!("{who} copies {id}"), |e, c| {
+        if in_cassandra {
+            e.contains_key(&id)
+        } else {
+            c.contains_key(&id)
+        }
+    })
+    .await;
+}
+
+/// What `essync status` prints for the scenario's table.
+fn status(s: &Scenario) -> String {
+    let (code, stdout, stderr) = run_to_end(&[
+        "--cassandra".to_string(),
+        crate::support::cassandra_node(),
+        "status".to_string(),
+        s.target(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    stdout
+}
+
 #[tokio::test]
 async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
     let s = Scenario::new("lease").await;
@@ -22,22 +54,10 @@ async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
     // A second process on the same table waits, and syncs nothing meanwhile.
     let second = s.essync(&[]);
     second.wait_for_line(WAITING).await;
-    let from_cassandra = Uuid::new_v4();
-    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 1}));
-    s.cql_write(from_cassandra, &written).await;
-    s.wait_until("the first process copies the row", |e, _| {
-        e.contains_key(&from_cassandra)
-    })
-    .await;
+    a_write_is_synced(&s, true, "the first process").await;
     assert!(second.rounds().is_empty(), "{}", second.output().join("\n"));
     // `essync status` names the holder.
-    let (code, stdout, stderr) = run_to_end(&[
-        "--cassandra".to_string(),
-        crate::support::cassandra_node(),
-        "status".to_string(),
-        s.target(),
-    ]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let stdout = status(&s);
     assert!(stdout.contains("holds the table's lease"), "{stdout}");
     assert!(stdout.contains("following changes"), "{stdout}");
 
@@ -46,13 +66,7 @@ async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
     assert!(first.wait_exit().await.success());
     second.wait_for_line("this one takes over").await;
     second.wait_rounds(0, 1).await;
-    let from_elasticsearch = Uuid::new_v4();
-    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 2}));
-    s.es_write(from_elasticsearch, &written).await;
-    s.wait_until("the second process copies the document", |_, c| {
-        c.contains_key(&from_elasticsearch)
-    })
-    .await;
+    a_write_is_synced(&s, false, "the second process").await;
 
     // A third waits; the second dies without a word: a process of the same host that no
     // longer runs gives its lease up at once, without waiting for it to lapse.
@@ -63,13 +77,7 @@ async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
         .wait_for_line("from a process of this host that no longer runs")
         .await;
     third.wait_rounds(0, 1).await;
-    let again = Uuid::new_v4();
-    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 3}));
-    s.cql_write(again, &written).await;
-    s.wait_until("the third process copies the row", |e, _| {
-        e.contains_key(&again)
-    })
-    .await;
+    a_write_is_synced(&s, true, "the third process").await;
 }
 
 #[tokio::test]
@@ -106,19 +114,13 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let meanwhile = Uuid::new_v4();
-    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 1}));
-    s.cql_write(meanwhile, &written).await;
-    s.wait_until("the second process copies the row", |e, _| {
-        e.contains_key(&meanwhile)
-    })
-    .await;
+    a_write_is_synced(&s, true, "the second process").await;
 
     // Thawed, the first finds its lease taken: it stops with an error and saves nothing.
     let rounds_before = first.rounds().len();
     first.signal(SIGCONT);
-    let status = first.wait_exit().await;
-    assert!(!status.success(), "{}", first.output().join("\n"));
+    let exit = first.wait_exit().await;
+    assert!(!exit.success(), "{}", first.output().join("\n"));
     first.wait_for_line("another essync took the lease").await;
     assert_eq!(
         first.rounds().len(),
@@ -126,13 +128,7 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
         "a round finished after the thaw"
     );
     second.wait_rounds(second.rounds().len(), 1).await;
-    let (code, stdout, stderr) = run_to_end(&[
-        "--cassandra".to_string(),
-        crate::support::cassandra_node(),
-        "status".to_string(),
-        s.target(),
-    ]);
-    assert_eq!(code, Some(0), "{stderr}");
+    let stdout = status(&s);
     let second_pid = format!("pid {}", second.pid());
     assert!(stdout.contains(&second_pid), "{stdout}");
     assert!(
