@@ -107,7 +107,10 @@ impl Metrics {
     /// No rounds yet; every metric registered (at zero), so that each is served from the start.
     pub fn new() -> Self {
         let mut r = Registering(Registry::with_prefix("essync"));
-        let metrics = Self {
+        r.0.register_collector(Box::new(PolicyCpu));
+        // The fields are made in the order written, each registering its metric; the registry
+        // itself goes last.
+        Self {
             rounds: r.counter("rounds", "Rounds finished"),
             round_failures: r.counter(
                 "round_failures",
@@ -171,12 +174,7 @@ impl Metrics {
                 "The age of the oldest change each round could pick up",
                 Histogram::new(LAG_BUCKETS),
             ),
-            registry: Registry::default(),
-        };
-        r.0.register_collector(Box::new(PolicyCpu));
-        Self {
             registry: r.0,
-            ..metrics
         }
     }
 

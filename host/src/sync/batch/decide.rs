@@ -314,7 +314,12 @@ async fn resolve(
     let resolutions = ctx.policy.resolve(asked).await;
     for (p, resolution) in conflicts.into_iter().zip(resolutions) {
         let id = p.examined.id;
-        let answer = resolution.as_ref().map(|r| answered(&p, r)).ok();
+        // What the policy answered, in words, only for the debug log.
+        let answer = resolution
+            .as_ref()
+            .ok()
+            .filter(|_| tracing::enabled!(tracing::Level::DEBUG))
+            .map(|r| answered(&p, r));
         match outcome(&p, resolution) {
             Ok(Outcome::Target(target)) if !selection.contains(&target.index) => {
                 fail(report, settlement, id, outside(&target, selection))

@@ -121,7 +121,9 @@ impl CheckpointStore {
             load: cql
                 .prepare(
                     "checkpoint",
-                    format!("SELECT checkpoint FROM {table} WHERE sync = ?"),
+                    format!(
+                        "SELECT checkpoint, updated_at, updated_by FROM {table} WHERE sync = ?"
+                    ),
                     &action,
                 )
                 .await?,
@@ -144,30 +146,7 @@ impl CheckpointStore {
 
     /// The saved checkpoint, if any.
     pub async fn load(&self) -> Result<Option<Checkpoint>, CassandraError> {
-        let action = format!("to read the checkpoint of {}", self.sync);
-        let rows = self
-            .cql
-            .execute(&self.load, (&self.sync,), &action)
-            .await?
-            .into_rows_result()
-            .map_err(|e| CassandraError::protocol(&action, e))?;
-        let Some((Some(text),)) = rows
-            .maybe_first_row::<(Option<String>,)>()
-            .map_err(|e| CassandraError::protocol(&action, e))?
-        else {
-            return Ok(None);
-        };
-        match serde_json::from_str(&text) {
-            Ok(checkpoint) => Ok(Some(checkpoint)),
-            Err(e) => Err(CassandraError::Protocol {
-                action,
-                reason: format!(
-                    "the saved checkpoint is not readable ({e}); delete its row from {} to \
-                     start over",
-                    self.table
-                ),
-            }),
-        }
+        Ok(self.load_saved().await?.map(|saved| saved.checkpoint))
     }
 
     /// The saved checkpoint, when and by whom it was saved, if any.
@@ -175,27 +154,25 @@ impl CheckpointStore {
         let action = format!("to read the checkpoint of {}", self.sync);
         let rows = self
             .cql
-            .query(
-                "checkpoint",
-                format!(
-                    "SELECT updated_at, updated_by FROM {} WHERE sync = ?",
-                    self.table
-                ),
-                (&self.sync,),
-                &action,
-            )
+            .execute(&self.load, (&self.sync,), &action)
             .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
-        let Some((at, by)) = rows
-            .maybe_first_row::<(Option<CqlTimestamp>, Option<String>)>()
+        type CheckpointRow = (Option<String>, Option<CqlTimestamp>, Option<String>);
+        let Some((Some(text), at, by)) = rows
+            .maybe_first_row::<CheckpointRow>()
             .map_err(|e| CassandraError::protocol(&action, e))?
         else {
             return Ok(None);
         };
-        let Some(checkpoint) = self.load().await? else {
-            return Ok(None);
-        };
+        let checkpoint = serde_json::from_str(&text).map_err(|e| CassandraError::Protocol {
+            action,
+            reason: format!(
+                "the saved checkpoint is not readable ({e}); delete its row from {} to start \
+                 over",
+                self.table
+            ),
+        })?;
         Ok(Some(Saved {
             checkpoint,
             at: at.and_then(|t| DateTime::from_timestamp_millis(t.0)),

@@ -175,32 +175,34 @@ impl Lease {
     /// Claims the lease: free, lapsed, already this process's, or held by a process of this
     /// host that no longer runs.
     pub(crate) async fn claim(&mut self) -> Result<Claim, CassandraError> {
-        let since = CqlTimestamp(Utc::now().timestamp_millis());
         let action = format!("to claim the lease of {}", self.sync);
-        let values = (&self.sync, self.me.owner, &self.me.host, self.me.pid, since);
-        let result = self.cql.execute(&self.claim, values, &action).await?;
-        if was_applied(&action, result)? {
-            return self.confirm_now();
-        }
-        let Some(holder) = self.holder().await? else {
-            // Lapsed between the two requests: try again at once.
-            return Box::pin(self.claim()).await;
-        };
-        if holder.owner != self.me.owner && !self.is_dead(&holder) {
-            return Ok(Claim::Busy(holder));
-        }
-        if self.renew_as(holder.owner).await? {
-            if holder.owner != self.me.owner {
-                tracing::info!(
-                    "took over the lease of {} from a process of this host that no longer runs \
-                     ({holder})",
-                    self.sync
-                );
+        // Each pass ends with the lease held, or held by another live process; another pass
+        // only follows a change of holder between two requests.
+        loop {
+            let since = CqlTimestamp(Utc::now().timestamp_millis());
+            let values = (&self.sync, self.me.owner, &self.me.host, self.me.pid, since);
+            let result = self.cql.execute(&self.claim, values, &action).await?;
+            if was_applied(&action, result)? {
+                return self.confirm_now();
             }
-            return self.confirm_now();
+            // `None`: it lapsed between the two requests.
+            let Some(holder) = self.holder().await? else {
+                continue;
+            };
+            if holder.owner != self.me.owner && !self.is_dead(&holder) {
+                return Ok(Claim::Busy(holder));
+            }
+            if self.renew_as(holder.owner).await? {
+                if holder.owner != self.me.owner {
+                    tracing::info!(
+                        "took over the lease of {} from a process of this host that no longer \
+                         runs ({holder})",
+                        self.sync
+                    );
+                }
+                return self.confirm_now();
+            }
         }
-        // Someone else took it meanwhile.
-        Ok(self.holder().await?.map_or(Claim::Held, Claim::Busy))
     }
 
     /// Confirms the lease when its last confirmation is older than [`LEASE_RENEWAL`]; returns
