@@ -1,5 +1,11 @@
-//! Lag: a writer on each side at a fixed rate against a running essync, and for every write
-//! the time until the other side shows it, found by polling the other side by id.
+//! Lag: a writer on each side at a fixed rate against a running essync, and for a sample of the
+//! writes (one in [`SAMPLE_EVERY`]) the time until the other side shows it, found by polling
+//! the other side by id.
+//!
+//! Only a sample is followed so that the measurement does not load the servers it measures:
+//! polling every pending write every tick costs requests in proportion to the lag itself, and
+//! a lag of a few seconds then becomes thousands of reads per second that slow the servers
+//! down and make the lag longer still.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,7 +19,9 @@ use crate::data::{Rng, new_document};
 use crate::stores::{Cql, Es};
 
 /// How often each side is polled for the documents not seen yet.
-const POLL_EVERY: Duration = Duration::from_millis(20);
+const POLL_EVERY: Duration = Duration::from_millis(50);
+/// One write in this many is followed (at 200 writes/s, 20 a second on each side).
+const SAMPLE_EVERY: u64 = 10;
 /// Ids per lookup request.
 const LOOKUP_IDS: usize = 100;
 /// How long after the writers stop a document may still arrive.
@@ -34,6 +42,8 @@ pub struct Lag {
     pub es_to_cassandra: [f64; 2],
     /// Median and 99th percentile from Cassandra to Elasticsearch, seconds.
     pub cassandra_to_es: [f64; 2],
+    /// Writes followed (the sample), Elasticsearch / Cassandra.
+    pub followed: [usize; 2],
     /// Writes made, Elasticsearch / Cassandra.
     pub written: [usize; 2],
     /// Writes that failed, Elasticsearch / Cassandra.
@@ -83,7 +93,10 @@ pub async fn measure(
                 tasks.push(tokio::spawn(async move {
                     let _slot = slots.acquire_owned().await;
                     let ok = es.index_one(&doc).await.is_ok();
-                    if ok && let Ok(mut p) = pending.lock() {
+                    if ok
+                        && i % SAMPLE_EVERY == 0
+                        && let Ok(mut p) = pending.lock()
+                    {
                         p.push_back((doc.id, Instant::now()));
                     }
                     ok
@@ -110,7 +123,10 @@ pub async fn measure(
                 tasks.push(tokio::spawn(async move {
                     let _slot = slots.acquire_owned().await;
                     let ok = cql.write_one(&insert, &doc).await.is_ok();
-                    if ok && let Ok(mut p) = pending.lock() {
+                    if ok
+                        && i % SAMPLE_EVERY == 0
+                        && let Ok(mut p) = pending.lock()
+                    {
                         p.push_back((doc.id, Instant::now()));
                     }
                     ok
@@ -170,6 +186,7 @@ pub async fn measure(
             percentile(&to_cassandra, 0.99),
         ],
         cassandra_to_es: [percentile(&to_es, 0.5), percentile(&to_es, 0.99)],
+        followed: [to_cassandra.len(), to_es.len()],
         written: [es_written, cql_written],
         failed: [es_failed, cql_failed],
         unseen: unseen_a + unseen_b,

@@ -81,7 +81,8 @@ const CQL_READS: [CqlReads; 4] = [
     },
 ];
 
-/// The best settings found by the grid.
+/// The best settings found by the grid; the default is what the grid picks on most machines,
+/// for steps that run without it.
 #[derive(Debug, Clone, Copy)]
 pub struct Best {
     /// Elasticsearch bulk writes.
@@ -92,6 +93,29 @@ pub struct Best {
     pub cql_writes: CqlWrites,
     /// Cassandra reads.
     pub cql_reads: CqlReads,
+}
+
+impl Default for Best {
+    fn default() -> Self {
+        Self {
+            es_writes: EsWrites {
+                batch: 1000,
+                concurrency: 2,
+            },
+            es_reads: EsReads {
+                page: 5000,
+                slices: 1,
+            },
+            cql_writes: CqlWrites {
+                batch: 1,
+                concurrency: 128,
+            },
+            cql_reads: CqlReads {
+                page: 5000,
+                ranges: 4,
+            },
+        }
+    }
 }
 
 /// What step 1 measured.

@@ -86,6 +86,10 @@ struct Args {
     /// Writes per second of each lag writer
     #[arg(long, value_name = "RATE", default_value_t = 200)]
     lag_rate: u32,
+    /// Only the lag (7), after loading N documents on each side and a backfill: a quick check
+    /// while working on the lag; writes no figures
+    #[arg(long, conflicts_with = "quick")]
+    lag_only: bool,
 }
 
 /// This run's index and table names: unique, so runs never see each other's data.
@@ -153,7 +157,23 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         tag: std::process::id().to_string(),
     };
     let servers = Servers::find(&args.es_url, &args.cassandra);
+    if args.lag_only {
+        let result = lag_only(&args, n, &essync, &es, &cql, &servers, &names).await;
+        cleanup(&es, &cql, &names).await;
+        print!("{}", result?);
+        return Ok(());
+    }
     let result = steps(&args, n, &essync, &es, &cql, &servers, &names).await;
+    cleanup(&es, &cql, &names).await;
+    let (figures, text) = result?;
+    print!("{text}");
+    figures.write(&args.out)?;
+    println!("\nFigures written to {}", args.out.display());
+    Ok(())
+}
+
+/// Removes this run's indices and tables.
+async fn cleanup(es: &Es, cql: &Cql, names: &Names) {
     servers::remove_flush_program();
     let cleaned = async {
         let mut indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
@@ -174,11 +194,91 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     if let Err(e) = &cleaned {
         tracing::warn!("could not remove this run's data: {e:#}");
     }
-    let (figures, text) = result?;
-    print!("{text}");
-    figures.write(&args.out)?;
-    println!("\nFigures written to {}", args.out.display());
-    Ok(())
+}
+
+/// Step 7: writers on both sides against essync ... 1 on a synced table; the lag and the
+/// number of rounds essync ran.
+async fn lag_step(
+    args: &Args,
+    essync: &Essync,
+    es: &Es,
+    cql: &Arc<Cql>,
+    table: &str,
+    index: &str,
+) -> anyhow::Result<(Lag, Vec<Round>)> {
+    tracing::info!(
+        "lag: {} writes/s on each side for {} s against essync ... 1",
+        args.lag_rate,
+        args.lag_seconds
+    );
+    let mut running = essync.start(table, index, 1).await?;
+    running.next_round(Duration::from_secs(300)).await?;
+    let measured = lag::measure(
+        SEED * 10 + 6,
+        es,
+        cql,
+        table,
+        index,
+        args.lag_rate,
+        Duration::from_secs(args.lag_seconds),
+    )
+    .await;
+    let rounds = running.rounds();
+    running.stop().await?;
+    Ok((measured?, rounds))
+}
+
+/// `--lag-only`: N documents on each side, a backfill, then the lag step.
+async fn lag_only(
+    args: &Args,
+    n: usize,
+    essync: &Essync,
+    es: &Es,
+    cql: &Arc<Cql>,
+    servers: &Servers,
+    names: &Names,
+) -> anyhow::Result<String> {
+    let (index, table) = (names.index("n"), names.table("n"));
+    let best = limit::Best::default();
+    limit::load_both(
+        es,
+        cql,
+        servers,
+        &index,
+        &table,
+        &documents(SEED * 10 + 1, &index, n),
+        &documents(SEED * 10 + 2, &index, n),
+        best,
+    )
+    .await?;
+    essync.once(&table, &index, true).await?;
+    let (lag, rounds) = lag_step(args, essync, es, cql, &table, &index).await?;
+    Ok(format!("N = {n}. {}", lag_line(&lag, rounds.len())))
+}
+
+/// The lag step in words.
+fn lag_line(lag: &Lag, rounds: usize) -> String {
+    format!(
+        "Lag: {} + {} writes ({:.0} and {:.0} per second achieved, {} + {} failed), {} + {} \
+         followed, {} never seen within 20 s; p50 {} p99 {}; Elasticsearch to Cassandra p50 {} \
+         p99 {}, Cassandra to Elasticsearch p50 {} p99 {}, max {}; essync ran {rounds} rounds.\n",
+        lag.written[0],
+        lag.written[1],
+        lag.rate[0],
+        lag.rate[1],
+        lag.failed[0],
+        lag.failed[1],
+        lag.followed[0],
+        lag.followed[1],
+        lag.unseen,
+        seconds(lag.p50_s),
+        seconds(lag.p99_s),
+        seconds(lag.es_to_cassandra[0]),
+        seconds(lag.es_to_cassandra[1]),
+        seconds(lag.cassandra_to_es[0]),
+        seconds(lag.cassandra_to_es[1]),
+        seconds(lag.max_s),
+    )
 }
 
 /// Every run of essync, for the detail table.
@@ -337,26 +437,7 @@ async fn steps(
     let lag = if args.quick {
         None
     } else {
-        tracing::info!(
-            "lag: {} writes/s on each side for {} s against essync ... 1",
-            args.lag_rate,
-            args.lag_seconds
-        );
-        let mut running = essync.start(&table_n, &index_n, 1).await?;
-        running.next_round(Duration::from_secs(300)).await?;
-        let measured = lag::measure(
-            SEED * 10 + 6,
-            es,
-            cql,
-            &table_n,
-            &index_n,
-            args.lag_rate,
-            Duration::from_secs(args.lag_seconds),
-        )
-        .await;
-        let rounds = running.rounds();
-        running.stop().await?;
-        Some((measured?, rounds))
+        Some(lag_step(args, essync, es, cql, &table_n, &index_n).await?)
     };
 
     // 9. The hostile reconciliation.
@@ -407,24 +488,7 @@ async fn steps(
     ));
     text.push_str(&summary(&figures, &measured));
     if let Some((lag, rounds)) = &measured.lag {
-        text.push_str(&format!(
-            "\nLag: {} + {} writes ({:.0} and {:.0} per second achieved, {} + {} failed), {} \
-             never seen within 20 s; Elasticsearch to Cassandra p50 {} p99 {}, Cassandra to \
-             Elasticsearch p50 {} p99 {}, max {}; essync ran {} rounds.\n",
-            lag.written[0],
-            lag.written[1],
-            lag.rate[0],
-            lag.rate[1],
-            lag.failed[0],
-            lag.failed[1],
-            lag.unseen,
-            seconds(lag.es_to_cassandra[0]),
-            seconds(lag.es_to_cassandra[1]),
-            seconds(lag.cassandra_to_es[0]),
-            seconds(lag.cassandra_to_es[1]),
-            seconds(lag.max_s),
-            rounds.len(),
-        ));
+        text.push_str(&format!("\n{}", lag_line(lag, rounds.len())));
     }
     text.push_str(&details(&measured.limit, &runs, load_4n, 4 * n));
     text.push_str(&requests_by_kind(&measured.backfill, 2 * n));

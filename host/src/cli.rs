@@ -120,7 +120,7 @@ pub struct SyncOptions {
 
     /// The most Cassandra rows the write-time sweep examines per round (it finds rows written
     /// with an old or no timestamp; a whole pass over a larger table takes several rounds). A
-    /// round that has used its PERIOD takes no sweep page more (it always takes one)
+    /// round that has used its PERIOD takes no sweep page, unless the sweep took none for 10 s
     #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
     pub sweep_rows: usize,
 

@@ -11,6 +11,11 @@ use crate::document::{DEFAULT_TYPE, Digest, now_millis};
 use crate::elasticsearch::convert::json_kind;
 use crate::store::{BadDocument, Read, Side, Stored};
 
+/// The write times of a row's cells, as the reads that need only them select them: the newest
+/// is the row's write time.
+pub(crate) const WRITE_TIMES: &str =
+    "writetime(index_), writetime(type), writetime(timestamp), writetime(content)";
+
 /// The columns every read selects, in this order (see [`RawRow`]): the row, its cells' write
 /// times, and the time to live left to its content (a row written `USING TTL`).
 pub(crate) const COLUMNS: &str = "id, index_, type, timestamp, content, \

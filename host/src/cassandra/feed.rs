@@ -6,7 +6,9 @@
 //! 1. **recent rows**, by a range query on `timestamp` served by a storage-attached index (SAI):
 //!    rows whose timestamp is at or after the checkpoint, which starts each round a safety
 //!    window before the previous round's start so clock skew between writers and late
-//!    arrivals are re-read (harmless: writes are idempotent and equal versions are skipped);
+//!    arrivals are re-read (harmless: writes are idempotent and equal versions are skipped).
+//!    It reads ids and write times only; the sync reads in full the rows it does not know
+//!    unchanged since it synced them;
 //! 2. **the write-time sweep**: a scan in token order that reads only ids and cell write times
 //!    (`WRITETIME`), at most a budget of rows per round, and picks the rows written since the
 //!    sweep's threshold; a pass over the whole ring moves the threshold to the pass's start

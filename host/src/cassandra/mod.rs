@@ -47,7 +47,7 @@ pub use write::{CassandraDelete, CassandraExpected, CassandraWrite, WriteMode};
 use crate::Document;
 use crate::document::now_millis;
 use crate::store::{Applied, Read, ReadError, WriteOutcome};
-use convert::{COLUMNS, RawRow, TokenRow, from_row};
+use convert::{COLUMNS, RawRow, TokenRow, WRITE_TIMES, from_row};
 
 /// Ids read by one request (`WHERE id IN ...`), wherever rows are read by id (the table, its
 /// write times, the ledger): few enough to keep each request small, many enough to save round
@@ -372,13 +372,16 @@ impl CassandraStore {
         self.writes.mode()
     }
 
-    /// Rows whose `timestamp` is in `[since, until]` (milliseconds), through the time index;
-    /// nothing when the table has none (the sweep then finds every change).
+    /// The id and newest write time of each row whose `timestamp` is in `[since, until]`
+    /// (milliseconds), through the time index; nothing when the table has none (the sweep then
+    /// finds every change). The feed reads in full, by id, only the rows it does not know
+    /// unchanged.
     pub fn read_recent(
         &self,
         since: i64,
         until: i64,
-    ) -> impl Stream<Item = Result<Read<CassandraVersion>, CassandraError>> + '_ {
+    ) -> impl Stream<Item = Result<(Uuid, Option<i64>), CassandraError>> + '_ {
+        type Stamps = (Uuid, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
         let action = format!("to read recent rows of {}", self.table);
         futures::stream::once(async move {
             if !self.has_time_index {
@@ -394,12 +397,13 @@ impl CassandraStore {
                 .await
                 .map_err(|e| CassandraError::pager(&action, &e))?;
             let rows = pager
-                .rows_stream::<RawRow>()
+                .rows_stream::<Stamps>()
                 .map_err(|e| CassandraError::protocol(&action, e))?;
             Ok(rows
                 .map(|row| {
-                    row.map(from_row)
-                        .map_err(|e| CassandraError::protocol("to read a recent row", e))
+                    let (id, a, b, c, d) =
+                        row.map_err(|e| CassandraError::protocol("to read a recent row", e))?;
+                    Ok((id, [a, b, c, d].into_iter().flatten().max()))
                 })
                 .right_stream())
         })
@@ -626,7 +630,9 @@ async fn prepare_reads(
         .await?,
         recent: prepare(
             "recent",
-            format!("SELECT {COLUMNS} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"),
+            format!(
+                "SELECT id, {WRITE_TIMES} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"
+            ),
         )
         .await?,
         scan_full: prepare(
@@ -637,8 +643,7 @@ async fn prepare_reads(
         scan_write_times: prepare(
             "sweep",
             format!(
-                "SELECT token(id), id, writetime(index_), writetime(type), writetime(timestamp), \
-             writetime(content) FROM {table} WHERE token(id) >= ? LIMIT ?"
+                "SELECT token(id), id, {WRITE_TIMES} FROM {table} WHERE token(id) >= ? LIMIT ?"
             ),
         )
         .await?,

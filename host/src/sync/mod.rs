@@ -53,6 +53,10 @@ use batch::Context;
 use round::Round;
 use state::State;
 
+/// How much longer than the safety window what was synced lately serves to recognise the
+/// recent rows that did not change (rounds under load can take several seconds).
+const RECENT_MARGIN: Duration = Duration::from_secs(30);
+
 /// Where a sync starts: a reconciliation left unfinished is resumed; a new ledger beside a
 /// saved checkpoint (an upgrade, a dropped ledger) is filled by a reconciliation; `-s` starts
 /// one; otherwise the saved checkpoint, or the stores as they are now.
@@ -201,6 +205,8 @@ pub struct Syncer {
     /// The period [`Syncer::run`] runs rounds at: the write-time sweep of a round stops taking
     /// pages once the round has used it (see [`round::Round::follow_cassandra`]).
     period: Option<Duration>,
+    /// When the write-time sweep last took a page.
+    swept_at: Option<Instant>,
     progress: Option<Arc<dyn Progress>>,
     metrics: Option<Arc<Metrics>>,
     policy_reload: Option<PolicyReload>,
@@ -224,6 +230,7 @@ impl Syncer {
             retry_backoff: options.retry_backoff,
             dry_run: options.dry_run,
             keep_content: policy.wants_base_content(),
+            recent_for: options.feed.safety_window + RECENT_MARGIN,
         };
         let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
         let mut state = opened.state;
@@ -253,6 +260,7 @@ impl Syncer {
             rounds: 0,
             last_round: None,
             period: None,
+            swept_at: None,
             progress: None,
             metrics: None,
             policy_reload: None,
@@ -347,6 +355,7 @@ impl Syncer {
             checkpoint: &mut self.checkpoint,
             feed: self.options.feed,
             sweep_until: self.period.map(|period| started + period),
+            swept_at: &mut self.swept_at,
             progress: progress.as_deref(),
             stop,
         };

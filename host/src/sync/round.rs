@@ -15,10 +15,16 @@ use super::{Progress, Stop, SyncError, deletes, sweep};
 use crate::cassandra::{FeedOptions, SweepLimits, SweepPage};
 use crate::store::Side;
 
-/// Pages (of the Cassandra page size, 1,000 rows) per page of the write-time sweep, which reads only
-/// ids and write times: the table's and the ledger's token ranges are read in fewer, larger
-/// requests. The rows that changed are then synced a page at a time.
-const SWEEP_PAGES: usize = 5;
+/// Pages (of the Cassandra page size, 1,000 rows) per page of the reads of ids and write times
+/// only (the write-time sweep, the recent rows): the sweep reads the table's and the ledger's
+/// token ranges in fewer, larger requests, and each such page becomes one batch of the rows
+/// that changed in it, rather than several small ones that each pay a batch's fixed cost.
+const STAMP_PAGES: usize = 5;
+
+/// A round that has used its period takes no sweep page unless the sweep has taken none for
+/// this long: under a steady load the sweep still moves, and the rounds stay close to their
+/// period (a sweep page and the rows it finds cost a busy round up to a second).
+pub(crate) const SWEEP_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a round works on.
 pub(crate) struct Round<'r, 'c> {
@@ -27,10 +33,13 @@ pub(crate) struct Round<'r, 'c> {
     pub report: &'r mut RoundReport,
     pub checkpoint: &'r mut Checkpoint,
     pub feed: FeedOptions,
-    /// When the round's period is used up: the write-time sweep takes no page after it (it
-    /// always takes one), so that a busy round does not overrun its period for the sweep's
-    /// sake. A reconciliation reads its whole pass regardless.
+    /// When the round's period is used up: the write-time sweep takes no page after it (and
+    /// none at all unless it took none for [`SWEEP_AT_LEAST_EVERY`]), so that a busy round
+    /// does not overrun its period for the sweep's sake. A reconciliation reads its whole pass
+    /// regardless.
     pub sweep_until: Option<std::time::Instant>,
+    /// When the sweep last took a page (kept across rounds).
+    pub swept_at: &'r mut Option<std::time::Instant>,
     pub progress: Option<&'r dyn Progress>,
     pub stop: &'r Stop,
 }
@@ -162,9 +171,10 @@ impl Round<'_, '_> {
         );
         let ctx = self.ctx;
         let full = self.checkpoint.cassandra.reconciling();
-        if !full && self.feed.sweep_rows == 0 {
+        if !full && (self.feed.sweep_rows == 0 || self.sweep_waits()) {
             return Ok(());
         }
+        *self.swept_at = Some(std::time::Instant::now());
         // A reconciliation reads whole rows, a page at a time; the write-time sweep reads only
         // ids and write times, in larger pages (fewer round trips for the same rows).
         let page_rows = ctx.cassandra.config().page_size.max(1) as usize;
@@ -172,7 +182,7 @@ impl Round<'_, '_> {
             page_rows: if full {
                 page_rows
             } else {
-                page_rows * SWEEP_PAGES
+                page_rows * STAMP_PAGES
             },
             budget: self.feed.sweep_rows,
             full,
@@ -185,7 +195,23 @@ impl Round<'_, '_> {
         Ok(())
     }
 
-    /// The rows whose `timestamp` is recent. Returns whether the round was stopped.
+    /// Whether the round has used its period and the sweep took a page recently enough to
+    /// wait for a quieter round.
+    fn sweep_waits(&self) -> bool {
+        let now = std::time::Instant::now();
+        let used = self.sweep_until.is_some_and(|until| now >= until);
+        let recent = self
+            .swept_at
+            .is_some_and(|at| now.duration_since(at) < SWEEP_AT_LEAST_EVERY);
+        if used && recent {
+            tracing::debug!("the round used its period: the sweep waits for a quieter round");
+        }
+        used && recent
+    }
+
+    /// The rows whose `timestamp` is recent: their ids and write times first, then, in full,
+    /// the rows not known unchanged since this process synced them. Returns whether the round
+    /// was stopped.
     async fn follow_recent(&mut self) -> Result<bool, SyncError> {
         let ctx = self.ctx;
         let page_size = ctx.cassandra.config().page_size.max(1) as usize;
@@ -195,26 +221,37 @@ impl Round<'_, '_> {
         let pages = ctx
             .cassandra
             .read_recent(since, until)
-            .chunks(page_size)
+            .chunks(page_size * STAMP_PAGES)
             .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>());
         let mut building = false;
-        let stopped = each_page(pages.map(Ok::<_, SyncError>), async |reads| {
-            let reads = match reads {
-                Ok(reads) => reads,
+        let stopped = each_page(pages.map(Ok::<_, SyncError>), async |stamps| {
+            let stamps = match stamps {
+                Ok(stamps) => stamps,
                 Err(e) if e.is_index_building() => {
                     building = true;
                     return Ok(true);
                 }
                 Err(e) => return Err(e.into()),
             };
-            let count = reads.len() as u64;
+            let count = stamps.len() as u64;
             self.report.cassandra.read += count;
-            let source = Source::Cassandra {
-                reads,
-                recognise_own: true,
-                ledger: None,
-            };
-            self.batch(source).await?;
+            let mut changed: Vec<Uuid> = stamps
+                .into_iter()
+                .filter(|&(id, written_at)| !self.state.synced_lately(id, written_at))
+                .map(|(id, _)| id)
+                .collect();
+            changed.sort_unstable();
+            changed.dedup();
+            self.report.unchanged += count.saturating_sub(changed.len() as u64);
+            if !changed.is_empty() {
+                let reads = ctx.cassandra.get_by_ids(&changed).await?;
+                let source = Source::Cassandra {
+                    reads: reads.into_values().collect(),
+                    recognise_own: true,
+                    ledger: None,
+                };
+                self.batch(source).await?;
+            }
             self.page_done(Side::Cassandra, count).await
         })
         .await?;

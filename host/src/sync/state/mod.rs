@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod errors;
 pub mod lease;
 pub mod ledger;
+mod recent;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::store::FeedFailure;
 use checkpoint::CheckpointStore;
 use errors::ErrorLog;
 use ledger::Ledger;
+use recent::RecentWrites;
 
 /// How the state of a sync is kept.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +40,9 @@ pub(crate) struct StateOptions {
     pub dry_run: bool,
     /// Keep the synced content in the ledger (the policy merges from it).
     pub keep_content: bool,
+    /// How long what this process recorded lately serves to recognise unchanged recent rows
+    /// (see [`recent`]).
+    pub recent_for: Duration,
 }
 
 /// The state tables of one sync.
@@ -47,6 +52,8 @@ pub(crate) struct State {
     ledger: Ledger,
     /// The table's lease, when this process holds one (the command does; a library user may).
     lease: Option<Lease>,
+    /// What this process recorded lately (see [`recent`]).
+    recent: RecentWrites,
     dry_run: bool,
 }
 
@@ -96,6 +103,7 @@ impl State {
                 errors,
                 ledger,
                 lease: None,
+                recent: RecentWrites::new(options.recent_for),
                 dry_run: options.dry_run,
             },
             checkpoint,
@@ -204,6 +212,12 @@ impl State {
         self.ledger.get(ids).await
     }
 
+    /// Whether `id`'s Cassandra row, written at `written_at`, is the one this process recorded
+    /// lately as synced: unchanged since (see [`recent`]).
+    pub fn synced_lately(&self, id: Uuid, written_at: Option<i64>) -> bool {
+        self.recent.holds(id, written_at)
+    }
+
     /// The synced content of the ids whose entry keeps it for the digest given (only for a
     /// policy that merges from it; empty otherwise).
     pub async fn bases(
@@ -264,7 +278,27 @@ impl State {
             a.and(b).and(c)
         };
         let (a, b) = tokio::join!(self.errors.resolve(&resolved), write_ledger);
-        a.and(b)
+        a.and(b)?;
+        if !self.dry_run {
+            let now_ms = now.timestamp_millis();
+            for record in &records {
+                let written_at = record.cassandra_written_at;
+                let timestamp = record.version.timestamp;
+                self.recent.note(record.id, written_at, timestamp, now_ms);
+            }
+            for (id, synced) in &refreshes {
+                let (written_at, timestamp) = (synced.cassandra_written_at, Some(synced.timestamp));
+                self.recent.note(*id, written_at, timestamp, now_ms);
+            }
+            for id in forgotten
+                .iter()
+                .copied()
+                .chain(failures.iter().filter_map(|f| f.id))
+            {
+                self.recent.forget(id);
+            }
+        }
+        Ok(())
     }
 }
 
