@@ -536,11 +536,23 @@ impl Policy {
     /// The policy's CPU time (see [`usage::cpu_seconds`]) is the call's: the conversions and the
     /// component's run, not freeing the caller's documents afterwards.
     pub async fn filter(&self, batch: Vec<Candidate>) -> Vec<Result<Verdict, PolicyError>> {
+        self.filter_returning(batch).await.1
+    }
+
+    /// [`Policy::filter`], handing the candidates back with the verdicts (none if the call's
+    /// thread failed): a caller that keeps the documents does not copy them to ask.
+    pub(crate) async fn filter_returning(
+        &self,
+        batch: Vec<Candidate>,
+    ) -> (Vec<Candidate>, Vec<Result<Verdict, PolicyError>>) {
         let len = batch.len();
         let policy = self.clone();
-        tokio::task::spawn_blocking(move || usage::measured(|| policy.filter_items(&batch)))
-            .await
-            .unwrap_or_else(|e| internal(len, &e))
+        tokio::task::spawn_blocking(move || {
+            let verdicts = usage::measured(|| policy.filter_items(&batch));
+            (batch, verdicts)
+        })
+        .await
+        .unwrap_or_else(|e| (Vec::new(), internal(len, &e)))
     }
 
     /// Resolves a batch: one result per conflict, in order. Runs on a blocking thread, measured

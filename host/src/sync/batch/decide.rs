@@ -107,8 +107,10 @@ pub(crate) async fn decide(
 }
 
 /// A pending id: the versions that take part are, for a change or creation on one side, that
-/// side alone; the other's is what a delete removed, or one side of a conflict.
-fn pending_of(examined: Examined, attribution: Attribution) -> Pending {
+/// side alone; the other's is what a delete removed, or one side of a conflict. The documents
+/// that take part move from `examined` into the pending id: the later stages read only the
+/// versions and digests `examined` keeps of them.
+fn pending_of(mut examined: Examined, attribution: Attribution) -> Pending {
     let takes_part = |side: Side| match attribution {
         Attribution::Take(taken, Change::Deleted) => taken != side,
         Attribution::Take(taken, _) => taken == side,
@@ -116,18 +118,18 @@ fn pending_of(examined: Examined, attribution: Attribution) -> Pending {
     };
     let elasticsearch = examined
         .elasticsearch
-        .as_ref()
+        .as_mut()
         .filter(|_| takes_part(Side::Elasticsearch))
         .map(|s| Version {
-            document: s.stored.document.clone(),
+            document: take_document(&mut s.stored.document),
             stamp: s.stamp,
         });
     let cassandra = examined
         .cassandra
-        .as_ref()
+        .as_mut()
         .filter(|_| takes_part(Side::Cassandra))
         .map(|s| Version {
-            document: s.stored.document.clone(),
+            document: take_document(&mut s.stored.document),
             stamp: s.stamp,
         });
     Pending {
@@ -139,6 +141,25 @@ fn pending_of(examined: Examined, attribution: Attribution) -> Pending {
         base_content: false,
         held: None,
     }
+}
+
+/// Moves a document out, leaving its id and nothing else (no allocation).
+fn take_document(document: &mut Document) -> Document {
+    let id = document.id;
+    std::mem::replace(
+        document,
+        Document::with_id(id, String::new(), String::new(), serde_json::Value::Null),
+    )
+}
+
+/// A side's digest and document: the document is in the pending id when the side takes part.
+fn side_of<'p, V>(
+    seen: Option<&'p super::Seen<V>>,
+    taking: Option<&'p Version>,
+) -> Option<(crate::document::Digest, &'p Document)> {
+    let seen = seen?;
+    let document = taking.map_or(&seen.stored.document, |v| &v.document);
+    Some((seen.stored.digest, document))
 }
 
 /// The bases of the pending ids (what a delete removed, and what a conflict's policy sees),
@@ -160,8 +181,8 @@ async fn attach_bases(state: &State, pending: &mut [Pending]) -> Result<(), Sync
         };
         // A side whose digest is the base's holds the base itself.
         let sides = [
-            (p.examined.elasticsearch.as_ref()).map(|s| (s.stored.digest, &s.stored.document)),
-            (p.examined.cassandra.as_ref()).map(|s| (s.stored.digest, &s.stored.document)),
+            side_of(p.examined.elasticsearch.as_ref(), p.elasticsearch.as_ref()),
+            side_of(p.examined.cassandra.as_ref(), p.cassandra.as_ref()),
         ];
         let unchanged_side = sides
             .into_iter()
@@ -179,87 +200,108 @@ async fn attach_bases(state: &State, pending: &mut [Pending]) -> Result<(), Sync
 
 /// Asks the policy's filter about every change that takes part (deletes included), in one call,
 /// and keeps each answer with its id: a transform replaces the side's version, a skip or a
-/// refusal holds the id back.
+/// refusal holds the id back. The versions go to the policy and come back, not copied.
 async fn filter(ctx: &Context<'_>, pending: &mut [Pending]) {
-    let asked: Vec<Vec<Candidate>> = pending.iter().map(candidates).collect();
-    let counts: Vec<usize> = asked.iter().map(Vec::len).collect();
-    let facts: Vec<(Side, bool, crate::policy::Stamp)> = asked
+    // What a delete removed is copied first: it may be the other side's version.
+    let mut asked: Vec<(usize, Candidate)> = Vec::new();
+    for (n, p) in pending.iter().enumerate() {
+        asked.extend(deleted(p, Side::Elasticsearch).map(|c| (n, c)));
+        asked.extend(deleted(p, Side::Cassandra).map(|c| (n, c)));
+    }
+    for (n, p) in pending.iter_mut().enumerate() {
+        asked.extend(changed(p, Side::Elasticsearch).map(|c| (n, c)));
+        asked.extend(changed(p, Side::Cassandra).map(|c| (n, c)));
+    }
+    let (owners, candidates): (Vec<usize>, Vec<Candidate>) = asked.into_iter().unzip();
+    let facts: Vec<(Side, bool, crate::policy::Stamp)> = candidates
         .iter()
-        .flatten()
         .map(|c| (c.side, c.deleted, c.version.stamp))
         .collect();
-    let mut verdicts = ctx
-        .policy
-        .filter(asked.into_iter().flatten().collect())
-        .await
-        .into_iter()
-        .zip(facts);
-    for (p, count) in pending.iter_mut().zip(counts) {
-        for (verdict, (side, deleted, stamp)) in verdicts.by_ref().take(count) {
-            let held = match verdict {
-                Err(e) => Held::Refused(format!("policy filter on the {side} change: {e}")),
-                Ok(Verdict::Skip { reason }) => {
-                    let what = if deleted { "delete" } else { "change" };
-                    Held::Skipped(format!("{side} {what} skipped: {reason}"))
-                }
-                Ok(Verdict::Keep) => continue,
-                Ok(Verdict::Transform(document)) => {
-                    let version = Some(Version { document, stamp });
-                    match side {
-                        Side::Elasticsearch => p.elasticsearch = version,
-                        Side::Cassandra => p.cassandra = version,
-                    }
-                    continue;
-                }
-            };
-            // The first reason to hold the id back is the one reported.
-            p.held.get_or_insert(held);
+    let (returned, verdicts) = ctx.policy.filter_returning(candidates).await;
+    for (candidate, &n) in returned.into_iter().zip(&owners) {
+        if !candidate.deleted {
+            *pending[n].version_mut(candidate.side) = Some(candidate.version);
+        }
+    }
+    for (verdict, (&n, (side, deleted, stamp))) in
+        verdicts.into_iter().zip(owners.iter().zip(facts))
+    {
+        let p = &mut pending[n];
+        let held = match verdict {
+            Err(e) => Held::Refused(format!("policy filter on the {side} change: {e}")),
+            Ok(Verdict::Skip { reason }) => {
+                let what = if deleted { "delete" } else { "change" };
+                Held::Skipped(format!("{side} {what} skipped: {reason}"))
+            }
+            Ok(Verdict::Keep) => continue,
+            Ok(Verdict::Transform(document)) => {
+                *p.version_mut(side) = Some(Version { document, stamp });
+                continue;
+            }
+        };
+        // The first reason to hold the id back is the one reported.
+        p.held.get_or_insert(held);
+    }
+}
+
+impl Pending {
+    fn version_mut(&mut self, side: Side) -> &mut Option<Version> {
+        match side {
+            Side::Elasticsearch => &mut self.elasticsearch,
+            Side::Cassandra => &mut self.cassandra,
         }
     }
 }
 
-/// The candidates of a pending id: each side that made a change that takes part.
-fn candidates(p: &Pending) -> Vec<Candidate> {
-    [Side::Elasticsearch, Side::Cassandra]
-        .into_iter()
-        .filter_map(|side| candidate(p, side))
-        .collect()
-}
-
-/// The candidate of one side of a pending id, if that side made a change that takes part.
-fn candidate(p: &Pending, side: Side) -> Option<Candidate> {
-    let (version, other) = match side {
-        Side::Elasticsearch => (&p.elasticsearch, &p.cassandra),
-        Side::Cassandra => (&p.cassandra, &p.elasticsearch),
+/// The change `side` made to a pending id, if it made one that takes part.
+fn change_of(p: &Pending, side: Side) -> Option<Change> {
+    let version = match side {
+        Side::Elasticsearch => &p.elasticsearch,
+        Side::Cassandra => &p.cassandra,
     };
-    let change = match p.attribution {
-        Attribution::Take(taken, change) if taken == side => change,
-        Attribution::Take(..) => return None,
-        _ => match version {
+    match p.attribution {
+        Attribution::Take(taken, change) if taken == side => Some(change),
+        Attribution::Take(..) => None,
+        _ => Some(match version {
             Some(_) => Change::Changed,
             None => Change::Deleted,
-        },
-    };
-    match (change, version) {
-        (Change::Deleted, _) => {
-            // What was deleted: the base, which the unchanged other side still holds.
-            let deleted = p
-                .base
-                .clone()
-                .or_else(|| other.as_ref().map(|v| v.document.clone()))?;
-            Some(Candidate {
-                side,
-                version: Version::written(deleted),
-                deleted: true,
-            })
-        }
-        (_, Some(version)) => Some(Candidate {
-            side,
-            version: version.clone(),
-            deleted: false,
         }),
-        (_, None) => None,
     }
+}
+
+/// The candidate of a delete `side` made: what was deleted, the base, which the unchanged other
+/// side still holds (a copy).
+fn deleted(p: &Pending, side: Side) -> Option<Candidate> {
+    if change_of(p, side)? != Change::Deleted {
+        return None;
+    }
+    let other = match side {
+        Side::Elasticsearch => &p.cassandra,
+        Side::Cassandra => &p.elasticsearch,
+    };
+    let deleted = p
+        .base
+        .clone()
+        .or_else(|| other.as_ref().map(|v| v.document.clone()))?;
+    Some(Candidate {
+        side,
+        version: Version::written(deleted),
+        deleted: true,
+    })
+}
+
+/// The candidate of a change or creation `side` made: its version, moved out of the pending id
+/// (the filter puts it back).
+fn changed(p: &mut Pending, side: Side) -> Option<Candidate> {
+    if change_of(p, side)? == Change::Deleted {
+        return None;
+    }
+    let version = p.version_mut(side).take()?;
+    Some(Candidate {
+        side,
+        version,
+        deleted: false,
+    })
 }
 
 /// The outcome of a change taken from one side (not a conflict).
