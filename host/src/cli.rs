@@ -124,6 +124,12 @@ pub struct SyncOptions {
     #[arg(long, value_name = "ROWS", default_value_t = 20_000)]
     pub sweep_rows: usize,
 
+    /// How long the table's lease lasts without renewal: how long a standby waits for a holder
+    /// that died on another host, and how long a frozen holder may stay frozen before another
+    /// takes over (renewed every third of it; at least 3)
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_lease_ttl)]
+    pub lease_ttl: Duration,
+
     /// Serve Prometheus metrics on ADDRESS (e.g. 127.0.0.1:9464), at /metrics
     #[arg(long, value_name = "ADDRESS", env = "ESSYNC_METRICS")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -716,6 +722,17 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is not between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A lease's time to live: whole seconds, at least 3 (renewed every third), at most a day.
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = parse_seconds(s)?;
+    if ttl < Duration::from_secs(3) || ttl.subsec_nanos() != 0 {
+        return Err(format!(
+            "'{s}' is not a whole number of seconds, at least 3"
+        ));
+    }
+    Ok(ttl)
 }
 
 /// A request timeout: a positive number of seconds, at most a day.

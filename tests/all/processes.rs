@@ -136,3 +136,67 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
         "the checkpoint was last saved by another process than the holder:\n{stdout}"
     );
 }
+
+/// The checkpoint row's epoch, and whether it holds a checkpoint.
+async fn epoch(s: &Scenario) -> (Option<i64>, bool) {
+    let rows = s
+        .cql
+        .query_unpaged(
+            format!(
+                "SELECT epoch, checkpoint FROM {}.essync_checkpoints WHERE sync = ?",
+                s.keyspace
+            ),
+            (&s.name,),
+        )
+        .await
+        .expect("read the checkpoint")
+        .into_rows_result()
+        .expect("rows");
+    let (epoch, checkpoint) = rows
+        .maybe_first_row::<(Option<i64>, Option<String>)>()
+        .expect("a row of two columns")
+        .expect("a checkpoint row");
+    (epoch, checkpoint.is_some())
+}
+
+// A keyspace of its own: the checkpoint table an earlier version made, without the epoch.
+#[tokio::test]
+async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_table_of_before() {
+    let keyspace = format!("essync_upgrade_tepoch_{}", std::process::id());
+    let s = Scenario::in_keyspace(
+        "tepoch",
+        &keyspace,
+        &crate::support::es_url(),
+        &crate::support::cassandra_node(),
+    )
+    .await;
+    s.cql
+        .query_unpaged(
+            format!(
+                "CREATE TABLE IF NOT EXISTS {keyspace}.essync_checkpoints (sync text PRIMARY \
+                 KEY, checkpoint text, updated_at timestamp, updated_by text)"
+            ),
+            (),
+        )
+        .await
+        .expect("create the checkpoint table of an earlier version");
+    s.once(&[]);
+    assert_eq!(epoch(&s).await, (Some(1), true));
+    a_write_is_synced_by_once(&s).await;
+    assert_eq!(epoch(&s).await, (Some(2), true));
+    let stdout = status(&s);
+    assert!(stdout.contains(" in epoch 2 by "), "{stdout}");
+    // A dry run takes no lease and raises nothing.
+    s.once(&["--dry-run"]);
+    assert_eq!(epoch(&s).await, (Some(2), true));
+}
+
+/// Writes a document in Elasticsearch and syncs it with one `--once` run.
+async fn a_write_is_synced_by_once(s: &Scenario) {
+    let id = Uuid::new_v4();
+    let written = doc(&s.index("a"), "t", now_ms(), serde_json::json!({"n": 1}));
+    s.es_write(id, &written).await;
+    s.once(&[]);
+    s.wait_until(&format!("{id} is copied"), |_, c| c.contains_key(&id))
+        .await;
+}

@@ -32,7 +32,10 @@ fn describe(target: &Target, status: &Status) -> String {
                 let ago = (Utc::now() - at).num_seconds().max(0);
                 format!("{} ({ago}s ago)", format_timestamp(at))
             });
-            out += &format!("  checkpoint:  saved {at} by {}\n", saved.by);
+            let epoch = saved
+                .epoch
+                .map_or(String::new(), |epoch| format!(" in epoch {epoch}"));
+            out += &format!("  checkpoint:  saved {at}{epoch} by {}\n", saved.by);
             let checkpoint = &saved.checkpoint;
             let mode = match &checkpoint.reconciliation {
                 Some(r) => format!(

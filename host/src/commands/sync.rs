@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let lease = if options.dry_run {
         None
     } else {
-        match Lease::acquire(&cassandra, &stop).await? {
+        match Lease::acquire(&cassandra, cli.sync.lease_ttl, &stop).await? {
             Some(lease) => Some(lease),
             None => return Ok(ExitCode::SUCCESS),
         }

@@ -420,7 +420,8 @@ impl Syncer {
             if left.is_zero() {
                 return Ok(false);
             }
-            if stop.sleep(left.min(state::lease::LEASE_RENEWAL)).await {
+            let renewal = self.state.lease_renewal().unwrap_or(left);
+            if stop.sleep(left.min(renewal)).await {
                 return Ok(true);
             }
         }

@@ -67,7 +67,7 @@ impl<T> Ops<T> {
 /// writes nothing.
 pub(crate) async fn apply(
     ctx: &Context<'_>,
-    state: &State,
+    state: &mut State,
     plans: Vec<Plan>,
 ) -> Result<Vec<Written>, SyncError> {
     let mut written: Vec<Written> = plans

@@ -5,6 +5,12 @@
 //! A checkpoint moves only after every write of the page it covers has been applied or recorded
 //! for retry (see [`super::errors`]); it is saved after each page, so a crash re-reads at most
 //! one page, which is harmless: writes are compare-and-set and equal versions are skipped.
+//!
+//! **Fencing.** The row also holds the sync's *epoch*: a number that each process holding the
+//! table's lease raises once, with a lightweight transaction, when it takes the lease
+//! ([`CheckpointStore::take_epoch`]). Every save is conditional on the epoch being the saver's
+//! (`UPDATE ... IF epoch = ?`), so a process that lost its lease while frozen or cut off (its
+//! epoch is no longer the row's) has its saves refused, whatever its clock says.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +20,7 @@ use scylla::value::CqlTimestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::cassandra::cql::Cql;
+use crate::cassandra::write::was_applied;
 use crate::cassandra::{CassandraCheckpoint, CassandraError};
 use crate::elasticsearch::EsCheckpoint;
 
@@ -89,6 +96,16 @@ pub struct Saved {
     pub at: Option<DateTime<Utc>>,
     /// Who saved it (`host:pid`).
     pub by: String,
+    /// The epoch of the lease it was saved under (none when saved without a lease, or by a
+    /// version without fencing).
+    pub epoch: Option<i64>,
+}
+
+/// A save refused: another process raised the epoch since this one took it.
+#[derive(Debug)]
+pub(crate) struct Fenced {
+    /// The row's epoch now.
+    pub now: Option<i64>,
 }
 
 /// Reads and writes checkpoints.
@@ -98,6 +115,10 @@ pub(crate) struct CheckpointStore {
     table: String,
     load: PreparedStatement,
     save: PreparedStatement,
+    save_fenced: PreparedStatement,
+    epoch: PreparedStatement,
+    raise_epoch: PreparedStatement,
+    raise_first_epoch: PreparedStatement,
     /// Who saves (`host:pid`), for whoever reads the table.
     by: String,
 }
@@ -109,34 +130,40 @@ impl CheckpointStore {
         cql.query(
             "schema",
             format!(
-                "CREATE TABLE IF NOT EXISTS {table} \
-                 (sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text)"
+                "CREATE TABLE IF NOT EXISTS {table} (sync text PRIMARY KEY, checkpoint text, \
+                 updated_at timestamp, updated_by text, epoch bigint)"
             ),
             (),
             &format!("to create {table}"),
         )
         .await?;
+        add_epoch_column(cql, keyspace).await?;
         let action = format!("to prepare the statements of {table}");
+        let prepare = |cql_text: String| cql.prepare("checkpoint", cql_text, &action);
         Ok(Self {
-            load: cql
-                .prepare(
-                    "checkpoint",
-                    format!(
-                        "SELECT checkpoint, updated_at, updated_by FROM {table} WHERE sync = ?"
-                    ),
-                    &action,
-                )
-                .await?,
-            save: cql
-                .prepare(
-                    "checkpoint",
-                    format!(
-                        "INSERT INTO {table} (sync, checkpoint, updated_at, updated_by) \
-                         VALUES (?, ?, ?, ?)"
-                    ),
-                    &action,
-                )
-                .await?,
+            load: prepare(format!(
+                "SELECT checkpoint, updated_at, updated_by, epoch FROM {table} WHERE sync = ?"
+            ))
+            .await?,
+            save: prepare(format!(
+                "INSERT INTO {table} (sync, checkpoint, updated_at, updated_by) \
+                 VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            save_fenced: prepare(format!(
+                "UPDATE {table} SET checkpoint = ?, updated_at = ?, updated_by = ? \
+                 WHERE sync = ? IF epoch = ?"
+            ))
+            .await?,
+            epoch: prepare(format!("SELECT epoch FROM {table} WHERE sync = ?")).await?,
+            raise_epoch: prepare(format!(
+                "UPDATE {table} SET epoch = ? WHERE sync = ? IF epoch = ?"
+            ))
+            .await?,
+            raise_first_epoch: prepare(format!(
+                "UPDATE {table} SET epoch = ? WHERE sync = ? IF epoch = null"
+            ))
+            .await?,
             cql: cql.clone(),
             sync: sync.to_string(),
             table,
@@ -158,8 +185,13 @@ impl CheckpointStore {
             .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
-        type CheckpointRow = (Option<String>, Option<CqlTimestamp>, Option<String>);
-        let Some((Some(text), at, by)) = rows
+        type CheckpointRow = (
+            Option<String>,
+            Option<CqlTimestamp>,
+            Option<String>,
+            Option<i64>,
+        );
+        let Some((Some(text), at, by, epoch)) = rows
             .maybe_first_row::<CheckpointRow>()
             .map_err(|e| CassandraError::protocol(&action, e))?
         else {
@@ -177,18 +209,119 @@ impl CheckpointStore {
             checkpoint,
             at: at.and_then(|t| DateTime::from_timestamp_millis(t.0)),
             by: by.unwrap_or_default(),
+            epoch,
         }))
     }
 
-    /// Saves a checkpoint.
-    pub async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CassandraError> {
+    /// Saves a checkpoint: under `epoch` (only while the row's epoch is still that one), or,
+    /// with none (a library user without a lease), unconditionally.
+    pub async fn save(
+        &self,
+        checkpoint: &Checkpoint,
+        epoch: Option<i64>,
+    ) -> Result<Result<(), Fenced>, CassandraError> {
         let action = format!("to save the checkpoint of {}", self.sync);
         let text =
             serde_json::to_string(checkpoint).map_err(|e| CassandraError::protocol(&action, e))?;
         let now = CqlTimestamp(Utc::now().timestamp_millis());
-        self.cql
-            .execute(&self.save, (&self.sync, text, now, &self.by), &action)
-            .await?;
-        Ok(())
+        let Some(epoch) = epoch else {
+            self.cql
+                .execute(&self.save, (&self.sync, text, now, &self.by), &action)
+                .await?;
+            return Ok(Ok(()));
+        };
+        let values = (text, now, &self.by, &self.sync, epoch);
+        let result = self.cql.execute(&self.save_fenced, values, &action).await?;
+        if was_applied(&action, result)? {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(Fenced {
+                now: self.epoch().await?,
+            }))
+        }
+    }
+
+    /// Raises the epoch by one for a process that has just taken the lease, and returns it.
+    /// `held` is the epoch this process held before (when it takes a lease back that lapsed):
+    /// if another process raised the epoch since, it held the table meanwhile, and the answer
+    /// is [`Fenced`].
+    pub async fn take_epoch(
+        &self,
+        held: Option<i64>,
+    ) -> Result<Result<i64, Fenced>, CassandraError> {
+        let action = format!("to raise the epoch of {}", self.sync);
+        // Another pass only follows another raise between the read and the write (a process
+        // that took the lease and lost it again in between).
+        loop {
+            let now = self.epoch().await?;
+            if held.is_some() && now != held {
+                return Ok(Err(Fenced { now }));
+            }
+            let next = now.unwrap_or(0) + 1;
+            let result = match now {
+                Some(now) => {
+                    let values = (next, &self.sync, now);
+                    self.cql.execute(&self.raise_epoch, values, &action).await?
+                }
+                None => {
+                    let values = (next, &self.sync);
+                    self.cql
+                        .execute(&self.raise_first_epoch, values, &action)
+                        .await?
+                }
+            };
+            if was_applied(&action, result)? {
+                return Ok(Ok(next));
+            }
+        }
+    }
+
+    /// The row's epoch now.
+    async fn epoch(&self) -> Result<Option<i64>, CassandraError> {
+        let action = format!("to read the epoch of {}", self.sync);
+        let rows = self
+            .cql
+            .execute(&self.epoch, (&self.sync,), &action)
+            .await?
+            .into_rows_result()
+            .map_err(|e| CassandraError::protocol(&action, e))?;
+        Ok(rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(|e| CassandraError::protocol(&action, e))?
+            .and_then(|(epoch,)| epoch))
+    }
+}
+
+/// Adds the `epoch` column to a checkpoint table made by a version without fencing.
+async fn add_epoch_column(cql: &Cql, keyspace: &str) -> Result<(), CassandraError> {
+    let action = format!("to read the columns of {keyspace}.{CHECKPOINT_TABLE}");
+    let rows = cql
+        .query(
+            "schema",
+            "SELECT column_name FROM system_schema.columns \
+             WHERE keyspace_name = ? AND table_name = ? AND column_name = 'epoch'",
+            (keyspace, CHECKPOINT_TABLE),
+            &action,
+        )
+        .await?
+        .into_rows_result()
+        .map_err(|e| CassandraError::protocol(&action, e))?;
+    if rows.rows_num() > 0 {
+        return Ok(());
+    }
+    let table = format!("{keyspace}.{CHECKPOINT_TABLE}");
+    let added = cql
+        .query(
+            "schema",
+            format!("ALTER TABLE {table} ADD epoch bigint"),
+            (),
+            &format!("to add the column epoch to {table}"),
+        )
+        .await;
+    match added {
+        Ok(_) => Ok(()),
+        // Another process added it meanwhile.
+        Err(e) if e.to_string().contains("conflicts with an existing column") => Ok(()),
+        Err(e) => Err(e),
     }
 }

@@ -5,14 +5,27 @@
 //! The lease is a row of `KEYSPACE.essync_leases`, claimed with a lightweight transaction
 //! (`INSERT ... IF NOT EXISTS USING TTL`), renewed while the holder works and sleeps
 //! (`UPDATE ... USING TTL ... IF owner = ?`), and deleted when it stops. A holder that dies
-//! stops renewing: its lease lapses after [`LEASE_TTL`], or at once when the holder was a process
+//! stops renewing: its lease lapses after its TTL (`--lease-ttl`, default [`LEASE_TTL`]), or at
+//! once when the holder was a process
 //! of this host that no longer runs (a crash, `kill -9`, a container restarted in its pod).
 //!
-//! A holder that was frozen or cut off past the TTL may find its lease taken: it saves no
-//! checkpoint after that, and stops with an error (its supervisor restarts it, and it waits its
-//! turn). A checkpoint is saved only after the lease was confirmed within a third of the TTL,
-//! on this process's monotonic clock, which keeps counting while a process is frozen.
+//! A holder that was frozen or cut off past the TTL may find its lease taken: it writes nothing
+//! more, and stops with an error (its supervisor restarts it, and it waits its turn). Three
+//! fences keep what it still had in flight from undoing the new holder's work:
+//!
+//! - **Confirmation before writing.** The ledger's writes and each checkpoint are made only
+//!   after the lease was confirmed within a third of the TTL (its renewal period), on this
+//!   process's monotonic clock, which keeps counting while a process is frozen.
+//! - **The epoch** (see [`super::checkpoint`]): each holder raises the sync's epoch once, and a
+//!   checkpoint is saved only while the epoch is still its own.
+//! - **Write times** ([`WriteFence`]): the ledger's writes carry a write time no later than the
+//!   lease could still be in force. A write that was held up (frozen between the confirmation
+//!   and its request) carries an older write time than any write of the next holder, and loses
+//!   to it cell by cell. This assumes the hosts' clocks agree within a third of the TTL (10 s
+//!   by default).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -28,16 +41,80 @@ use crate::sync::{Stop, SyncError};
 /// The table of leases, one row per synced table of the keyspace.
 pub const LEASE_TABLE: &str = "essync_leases";
 
-/// How long a lease lasts without renewal: how long a table waits for a holder that died
-/// elsewhere (on this host, a dead holder is replaced at once).
+/// How long a lease lasts without renewal by default: how long a table waits for a holder that
+/// died elsewhere (on this host, a dead holder is replaced at once). The holder renews it every
+/// third of that, and a confirmation serves that long for its writes.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// How often the holder renews its lease (and how fresh a confirmation must be to save a
-/// checkpoint).
-pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 
 /// How often a waiting process checks the lease.
 const LEASE_CHECK: Duration = Duration::from_secs(2);
+
+/// The write times this process gives the ledger's writes while it holds a lease: its clock's,
+/// strictly increasing, and never later than a third of the TTL (the clock skew allowed between
+/// hosts) before the earliest moment its lease could lapse (the wall time of the request that
+/// last confirmed it, plus the TTL).
+///
+/// A holder renews before it writes, so that bound never bites a healthy one. A holder frozen
+/// between its confirmation and a write writes, once thawed, at most at that bound: before the
+/// next holder could take the lease, so every cell the next holder writes wins over it.
+#[derive(Debug)]
+pub struct WriteFence {
+    /// How long after a confirmation's request its write times may reach, in microseconds.
+    reach: i64,
+    /// The latest write time allowed, in microseconds since the epoch.
+    until: AtomicI64,
+    /// The last write time given.
+    last: AtomicI64,
+}
+
+impl WriteFence {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            reach: (ttl - ttl / 3).as_micros() as i64,
+            // Never confirmed: the epoch's first microsecond, older than any real write.
+            until: AtomicI64::new(0),
+            last: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Allows write times up to the bound of a lease confirmed by a request sent at `sent_at`
+    /// (milliseconds since the epoch).
+    fn confirmed(&self, sent_at: i64) {
+        let until = sent_at.saturating_mul(1000).saturating_add(self.reach);
+        self.until.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// The write time of the next write.
+    pub fn stamp(&self) -> i64 {
+        let now = Utc::now().timestamp_micros();
+        let until = self.until.load(Ordering::SeqCst);
+        let mut last = self.last.load(Ordering::SeqCst);
+        loop {
+            let stamp = now.max(last.saturating_add(1)).min(until);
+            match self.last.compare_exchange_weak(
+                last,
+                stamp.max(last),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return stamp,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+/// What confirming a lease found.
+#[derive(Debug)]
+pub(crate) enum Confirmation {
+    /// It is still this process's.
+    Held,
+    /// It had lapsed (Cassandra was out of reach longer than the TTL), and was taken again:
+    /// another process may have held it meanwhile (the epoch says).
+    Retaken,
+    /// Another process holds it.
+    Lost(Holder),
+}
 
 /// Who holds a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,19 +158,26 @@ pub struct Lease {
     renew: PreparedStatement,
     release: PreparedStatement,
     read: PreparedStatement,
+    /// How long the lease lasts without renewal.
+    ttl: Duration,
     /// When the lease was last confirmed as this process's.
     confirmed: Option<Instant>,
+    /// The write times allowed under it.
+    fence: Arc<WriteFence>,
 }
 
 impl Lease {
-    /// Takes the lease of `cassandra`'s table, waiting while another live process holds it
-    /// (said once per holder, at INFO). `None` when `stop` was set while waiting.
+    /// Takes the lease of `cassandra`'s table for `ttl` (renewed every third of it), waiting
+    /// while another live process holds it (said once per holder, at INFO). `None` when `stop`
+    /// was set while waiting.
     pub async fn acquire(
         cassandra: &crate::cassandra::CassandraStore,
+        ttl: Duration,
         stop: &Stop,
     ) -> Result<Option<Lease>, SyncError> {
         let config = cassandra.config();
-        let mut lease = Lease::open(cassandra.cql(), &config.keyspace, &config.table).await?;
+        let cql = cassandra.cql();
+        let mut lease = Lease::open(cql, &config.keyspace, &config.table, ttl).await?;
         let mut waiting_for = None;
         loop {
             match lease.claim().await? {
@@ -107,10 +191,10 @@ impl Lease {
                     if waiting_for.as_ref() != Some(&holder.owner) {
                         tracing::info!(
                             "{}.{} is synced by another essync ({holder}); waiting until it \
-                             stops (its lease lapses {}s after it dies)",
+                             stops (its lease lapses at most {}s after it dies)",
                             config.keyspace,
                             config.table,
-                            LEASE_TTL.as_secs()
+                            lease.ttl.as_secs()
                         );
                         waiting_for = Some(holder.owner);
                     }
@@ -122,11 +206,13 @@ impl Lease {
         }
     }
 
-    /// Creates the lease table when missing and prepares its statements; claims nothing yet.
+    /// Creates the lease table when missing and prepares its statements for leases of `ttl`;
+    /// claims nothing yet.
     pub(crate) async fn open(
         cql: &Cql,
         keyspace: &str,
         sync: &str,
+        ttl: Duration,
     ) -> Result<Self, CassandraError> {
         let table = format!("{keyspace}.{LEASE_TABLE}");
         cql.query(
@@ -145,13 +231,13 @@ impl Lease {
             claim: prepare(format!(
                 "INSERT INTO {table} (sync, owner, host, pid, since) VALUES (?, ?, ?, ?, ?) \
                  IF NOT EXISTS USING TTL {}",
-                LEASE_TTL.as_secs()
+                ttl.as_secs()
             ))
             .await?,
             renew: prepare(format!(
                 "UPDATE {table} USING TTL {} SET owner = ?, host = ?, pid = ?, since = ? \
                  WHERE sync = ? IF owner = ?",
-                LEASE_TTL.as_secs()
+                ttl.as_secs()
             ))
             .await?,
             release: prepare(format!("DELETE FROM {table} WHERE sync = ? IF owner = ?")).await?,
@@ -168,7 +254,9 @@ impl Lease {
                 pid: std::process::id() as i32,
                 since: None,
             },
+            ttl,
             confirmed: None,
+            fence: Arc::new(WriteFence::new(ttl)),
         })
     }
 
@@ -183,7 +271,7 @@ impl Lease {
             let values = (&self.sync, self.me.owner, &self.me.host, self.me.pid, since);
             let result = self.cql.execute(&self.claim, values, &action).await?;
             if was_applied(&action, result)? {
-                return self.confirm_now();
+                return Ok(self.confirmed_by(since));
             }
             // `None`: it lapsed between the two requests.
             let Some(holder) = self.holder().await? else {
@@ -192,7 +280,7 @@ impl Lease {
             if holder.owner != self.me.owner && !self.is_dead(&holder) {
                 return Ok(Claim::Busy(holder));
             }
-            if self.renew_as(holder.owner).await? {
+            if let Some(sent_at) = self.renew_as(holder.owner).await? {
                 if holder.owner != self.me.owner {
                     tracing::info!(
                         "took over the lease of {} from a process of this host that no longer \
@@ -200,33 +288,44 @@ impl Lease {
                         self.sync
                     );
                 }
-                return self.confirm_now();
+                return Ok(self.confirmed_by(sent_at));
             }
         }
     }
 
-    /// Confirms the lease when its last confirmation is older than [`LEASE_RENEWAL`]; returns
-    /// the holder that took it, if another process did. A lease that lapsed with nobody taking
-    /// it (Cassandra was out of reach longer than the TTL) is claimed again.
-    pub(crate) async fn confirm(&mut self) -> Result<Option<Holder>, CassandraError> {
+    /// Confirms the lease when its last confirmation is older than [`Lease::renewal`]. A lease
+    /// that lapsed with nobody holding it now (Cassandra was out of reach longer than the TTL)
+    /// is claimed again.
+    pub(crate) async fn confirm(&mut self) -> Result<Confirmation, CassandraError> {
         match self.confirmed {
-            Some(at) if at.elapsed() < LEASE_RENEWAL => return Ok(None),
+            Some(at) if at.elapsed() < self.renewal() => return Ok(Confirmation::Held),
             _ => {}
         }
-        if self.renew_as(self.me.owner).await? {
-            self.confirmed = Some(Instant::now());
-            return Ok(None);
+        if let Some(sent_at) = self.renew_as(self.me.owner).await? {
+            self.confirmed_by(sent_at);
+            return Ok(Confirmation::Held);
         }
         match self.claim().await? {
             Claim::Held => {
                 tracing::info!("the lease of {} had lapsed; taken again", self.sync);
-                Ok(None)
+                Ok(Confirmation::Retaken)
             }
             Claim::Busy(holder) => {
                 self.confirmed = None;
-                Ok(Some(holder))
+                Ok(Confirmation::Lost(holder))
             }
         }
+    }
+
+    /// How often the lease is renewed, and how long a confirmation serves for writes: a third
+    /// of its TTL.
+    pub fn renewal(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// The write times allowed under this lease.
+    pub(crate) fn fence(&self) -> Arc<WriteFence> {
+        self.fence.clone()
     }
 
     /// Gives the lease up, so that a waiting process takes over at once. A failure is only
@@ -238,7 +337,7 @@ impl Lease {
         let action = format!("to release the lease of {}", self.sync);
         let values = (&self.sync, self.me.owner);
         if let Err(e) = self.cql.execute(&self.release, values, &action).await {
-            tracing::warn!("{e}; the lease lapses within {}s", LEASE_TTL.as_secs());
+            tracing::warn!("{e}; the lease lapses within {}s", self.ttl.as_secs());
         }
     }
 
@@ -247,13 +346,23 @@ impl Lease {
         &self.table
     }
 
-    fn confirm_now(&mut self) -> Result<Claim, CassandraError> {
-        self.confirmed = Some(Instant::now());
-        Ok(Claim::Held)
+    /// Notes a confirmation by a request sent at `sent_at`.
+    fn confirmed_by(&mut self, sent_at: CqlTimestamp) -> Claim {
+        // Counted from when the request was sent: the lease lasts the TTL from when it was
+        // applied, which is no earlier.
+        let in_flight = (Utc::now().timestamp_millis() - sent_at.0).max(0) as u64;
+        let now = Instant::now();
+        self.confirmed = Some(
+            now.checked_sub(Duration::from_millis(in_flight))
+                .unwrap_or(now),
+        );
+        self.fence.confirmed(sent_at.0);
+        Claim::Held
     }
 
-    /// Renews the lease for this process, if `owner` holds it now.
-    async fn renew_as(&self, owner: Uuid) -> Result<bool, CassandraError> {
+    /// Renews the lease for this process, if `owner` holds it now; returns when the renewal
+    /// was sent, if it applied.
+    async fn renew_as(&self, owner: Uuid) -> Result<Option<CqlTimestamp>, CassandraError> {
         let since = CqlTimestamp(Utc::now().timestamp_millis());
         let action = format!("to renew the lease of {}", self.sync);
         let values = (
@@ -265,7 +374,7 @@ impl Lease {
             owner,
         );
         let result = self.cql.execute(&self.renew, values, &action).await?;
-        was_applied(&action, result)
+        Ok(was_applied(&action, result)?.then_some(since))
     }
 
     /// Who holds the lease now, if anyone.
@@ -333,6 +442,33 @@ mod tests {
     fn this_process_runs_and_a_pid_that_does_not_exist_does_not() {
         assert!(process_runs(std::process::id() as i32));
         assert!(!process_runs(i32::MAX));
+    }
+
+    #[test]
+    fn write_times_increase_and_never_pass_the_leases_reach() {
+        let fence = WriteFence::new(Duration::from_secs(30));
+        let now_ms = Utc::now().timestamp_millis();
+        fence.confirmed(now_ms);
+        let stamps: Vec<i64> = (0..1000).map(|_| fence.stamp()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "not increasing");
+        let first = stamps[0];
+        assert!((first - now_ms * 1000).abs() < 5_000_000, "not the clock's");
+
+        // Confirmed 25 s ago: its writes carry at most 20 s after that request, whatever the
+        // clock says now (a process thawed after a freeze).
+        let fence = WriteFence::new(Duration::from_secs(30));
+        let long_ago = now_ms - 25_000;
+        fence.confirmed(long_ago);
+        let until = long_ago * 1000 + 20_000_000;
+        assert_eq!(fence.stamp(), until);
+        assert_eq!(fence.stamp(), until);
+        // A later confirmation moves the bound; an older one does not take it back.
+        fence.confirmed(now_ms);
+        fence.confirmed(long_ago);
+        assert!(fence.stamp() > until);
+
+        // Never confirmed: nothing it writes can win over anyone's write.
+        assert_eq!(WriteFence::new(Duration::from_secs(30)).stamp(), 0);
     }
 
     #[test]

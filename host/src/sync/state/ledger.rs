@@ -47,6 +47,7 @@
 mod legacy;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use scylla::statement::batch::{Batch, BatchType};
@@ -54,6 +55,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, MaybeUnset};
 use uuid::Uuid;
 
+use super::lease::WriteFence;
 use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
 use crate::document::{DEFAULT_TYPE, Digest};
@@ -215,6 +217,9 @@ pub(crate) struct Ledger {
     refresh: PreparedStatement,
     forget: PreparedStatement,
     intend: PreparedStatement,
+    /// The write times of the ledger's writes, under a lease (see [`super::lease`]); without
+    /// one, Cassandra's.
+    fence: Option<Arc<WriteFence>>,
 }
 
 type EntryRow = (
@@ -325,7 +330,18 @@ impl Ledger {
             cql: cql.clone(),
             table,
             keep_content,
+            fence: None,
         })
+    }
+
+    /// Gives the ledger's writes the write times of `fence` from now on.
+    pub fn fence_with(&mut self, fence: Arc<WriteFence>) {
+        self.fence = Some(fence);
+    }
+
+    /// The write time of the next write, under a lease.
+    fn stamp(&self) -> Option<i64> {
+        self.fence.as_ref().map(|fence| fence.stamp())
     }
 
     /// The entries of the ids that have one.
@@ -482,7 +498,9 @@ impl Ledger {
             values.partition(|v| matches!(v.11, MaybeUnset::Set(_)));
         let singles = crate::store::all_of(alone.into_iter().map(|values| {
             let action = &action;
-            async move { self.cql.execute(&self.record, values, action).await }
+            let mut statement = self.record.clone();
+            statement.set_timestamp(self.stamp());
+            async move { self.cql.execute(&statement, values, action).await }
         }));
         let batched = self.in_batches("ledger_write", &self.record, small, &action);
         let (a, b) = tokio::join!(singles, batched);
@@ -503,6 +521,7 @@ impl Ledger {
         while values.peek().is_some() {
             let chunk: Vec<V> = values.by_ref().take(ROWS_PER_BATCH).collect();
             let mut batch = Batch::new(BatchType::Unlogged);
+            batch.set_timestamp(self.stamp());
             for _ in &chunk {
                 batch.append_statement(statement.clone());
             }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
 pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX, Failure};
-pub use lease::{Holder, LEASE_TABLE, LEASE_TTL, Lease};
+pub use lease::{Holder, LEASE_TABLE, LEASE_TTL, Lease, WriteFence};
 pub use ledger::{
     Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced, SyncedVersion,
 };
@@ -26,8 +26,10 @@ use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
 use crate::document::Digest;
 use crate::store::FeedFailure;
+use crate::sync::SyncError;
 use checkpoint::CheckpointStore;
 use errors::ErrorLog;
+use lease::Confirmation;
 use ledger::Ledger;
 use recent::RecentWrites;
 
@@ -52,6 +54,8 @@ pub(crate) struct State {
     ledger: Ledger,
     /// The table's lease, when this process holds one (the command does; a library user may).
     lease: Option<Lease>,
+    /// The epoch this process raised under its lease (see [`checkpoint`]), once it has.
+    epoch: Option<i64>,
     /// What this process recorded lately (see [`recent`]).
     recent: RecentWrites,
     dry_run: bool,
@@ -103,6 +107,7 @@ impl State {
                 errors,
                 ledger,
                 lease: None,
+                epoch: None,
                 recent: RecentWrites::new(options.recent_for),
                 dry_run: options.dry_run,
             },
@@ -121,32 +126,75 @@ impl State {
         self.ledger.keep_content
     }
 
-    /// Saves a checkpoint, if the lease (when there is one) is still this process's.
-    pub async fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), crate::sync::SyncError> {
+    /// Saves a checkpoint, if the lease (when there is one) is still this process's and its
+    /// epoch still the sync's.
+    pub async fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), SyncError> {
         if self.dry_run {
             return Ok(());
         }
         self.confirm_lease().await?;
-        Ok(self.checkpoints.save(checkpoint).await?)
+        match self.checkpoints.save(checkpoint, self.epoch).await? {
+            Ok(()) => Ok(()),
+            Err(fenced) => Err(self.fenced_out(fenced).await),
+        }
     }
 
-    /// Syncs under `lease` from now on: every checkpoint is saved only while it holds.
+    /// Syncs under `lease` from now on: the ledger and the checkpoint are written only while it
+    /// holds (see [`lease`]).
     pub fn hold(&mut self, lease: Lease) {
+        self.ledger.fence_with(lease.fence());
         self.lease = Some(lease);
+        self.epoch = None;
     }
 
-    /// Confirms the lease (renewed when due); an error when another process took it.
-    pub async fn confirm_lease(&mut self) -> Result<(), crate::sync::SyncError> {
+    /// Confirms the lease (renewed when due), and raises the epoch once it is taken; an error
+    /// when another process took it, or held it meanwhile.
+    pub async fn confirm_lease(&mut self) -> Result<(), SyncError> {
         let Some(lease) = &mut self.lease else {
             return Ok(());
         };
-        match lease.confirm().await? {
-            None => Ok(()),
-            Some(holder) => Err(crate::sync::SyncError::LeaseLost {
-                table: lease.table().to_string(),
-                holder: holder.to_string(),
-            }),
+        let retaken = match lease.confirm().await? {
+            Confirmation::Held => false,
+            Confirmation::Retaken => true,
+            Confirmation::Lost(holder) => {
+                return Err(SyncError::LeaseLost {
+                    table: lease.table().to_string(),
+                    holder: holder.to_string(),
+                });
+            }
+        };
+        if self.epoch.is_some() && !retaken {
+            return Ok(());
         }
+        match self.checkpoints.take_epoch(self.epoch).await? {
+            Ok(epoch) => {
+                tracing::debug!("this process syncs {} in epoch {epoch}", lease.table());
+                self.epoch = Some(epoch);
+                Ok(())
+            }
+            Err(fenced) => Err(self.fenced_out(fenced).await),
+        }
+    }
+
+    /// The error of a process whose epoch another one raised: it gives the lease up (it holds
+    /// it again, perhaps, but its reads are older than the other's writes) and stops.
+    async fn fenced_out(&mut self, fenced: checkpoint::Fenced) -> SyncError {
+        let table = self
+            .lease
+            .as_ref()
+            .map(|lease| lease.table().to_string())
+            .unwrap_or_default();
+        self.release_lease().await;
+        let epoch = fenced.now.map_or("none".to_string(), |e| e.to_string());
+        SyncError::LeaseLost {
+            table,
+            holder: format!("another process raised the epoch to {epoch}"),
+        }
+    }
+
+    /// How often the lease, if any, is renewed.
+    pub fn lease_renewal(&self) -> Option<std::time::Duration> {
+        self.lease.as_ref().map(Lease::renewal)
     }
 
     /// Gives the lease up, if held.
@@ -236,22 +284,27 @@ impl State {
         self.ledger.range(from, to).await
     }
 
-    /// Records the writes about to be made, before they are (see [`ledger`]).
-    pub async fn intend(&self, intents: &[(Uuid, Intent)]) -> Result<(), CassandraError> {
+    /// Records the writes about to be made, before they are (see [`ledger`]), while the lease
+    /// (if any) holds.
+    pub async fn intend(&mut self, intents: &[(Uuid, Intent)]) -> Result<(), SyncError> {
         if self.dry_run || intents.is_empty() {
             return Ok(());
         }
-        self.ledger.intend(intents).await
+        self.confirm_lease().await?;
+        Ok(self.ledger.intend(intents).await?)
     }
 
     /// Records what a batch leaves, all at once: the failures (each an attempt more), the ids in
-    /// sync again, and the ledger's records, refreshes and forgotten ids. The intents of writes
-    /// that did not all apply stay (see [`ledger`]).
+    /// sync again, and the ledger's records, refreshes and forgotten ids, while the lease (if
+    /// any) holds. The intents of writes that did not all apply stay (see [`ledger`]).
     pub async fn settle(
         &mut self,
         settlement: Settlement,
         now: DateTime<Utc>,
-    ) -> Result<(), CassandraError> {
+    ) -> Result<(), SyncError> {
+        if !self.dry_run {
+            self.confirm_lease().await?;
+        }
         let Settlement {
             failures,
             resolved,
@@ -319,7 +372,7 @@ pub async fn status(
 ) -> Result<Status, CassandraError> {
     let config = cassandra.config();
     let cql = cassandra.cql();
-    let lease = Lease::open(cql, &config.keyspace, &config.table).await?;
+    let lease = Lease::open(cql, &config.keyspace, &config.table, LEASE_TTL).await?;
     let checkpoints = CheckpointStore::open(cql, &config.keyspace, &config.table).await?;
     errors::ensure_table(cql, &config.keyspace).await?;
     Ok(Status {
