@@ -57,6 +57,9 @@ pub struct Stored<V> {
     /// The fingerprint of exactly what the store holds (its stored type and timestamp, absent
     /// when missing, not the defaults `document` got).
     pub digest: Digest,
+    /// Whether `document` is exactly what the store holds, its type and timestamp included (none
+    /// was defaulted or replaced), so that `digest` is also `document.digest()`.
+    pub exact: bool,
     /// What the store needs to replace exactly this version.
     pub version: V,
 }

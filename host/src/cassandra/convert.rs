@@ -105,6 +105,8 @@ pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
             ),
             document,
             stamped,
+            // A row holding a type and a timestamp holds the document as it reads.
+            exact: stamped,
             version,
         }),
         Err(reason) => Read::Bad(BadDocument {

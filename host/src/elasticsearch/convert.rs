@@ -183,6 +183,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
         &content,
     );
     let stamped = stored_timestamp.is_some();
+    let exact = stamped && stored_type.is_some();
     Read::Document(Stored {
         document: Document {
             id,
@@ -193,6 +194,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
         },
         stamped,
         digest,
+        exact,
         version,
     })
 }

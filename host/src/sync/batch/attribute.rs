@@ -177,6 +177,7 @@ pub(crate) fn observe_elasticsearch(
         Stamp::Observed
     } else if kept_the_stamp(&stored.document, stored.digest, ledger) {
         stored.document.timestamp = Some(truncate_to_millis(seen_at));
+        stored.exact = false;
         Stamp::Observed
     } else {
         Stamp::Written
@@ -205,6 +206,7 @@ pub(crate) fn observe_cassandra(
         Stamp::Observed
     } else if kept_the_stamp(&stored.document, stored.digest, ledger) {
         stored.document.timestamp = Some(written_at());
+        stored.exact = false;
         Stamp::Observed
     } else {
         Stamp::Written
@@ -250,6 +252,7 @@ mod tests {
                 version: EsVersion::new(document.index.clone(), 1, 1),
                 document,
                 stamped: true,
+                exact: true,
             },
             stamp: Stamp::Written,
         }
@@ -269,6 +272,7 @@ mod tests {
                 },
                 document,
                 stamped: true,
+                exact: true,
             },
             stamp: Stamp::Written,
         }

@@ -10,6 +10,7 @@ use super::attribute::{Attribution, Change, attribute};
 use super::plan::Outcome;
 use super::{Context, Examined};
 use crate::Document;
+use crate::document::Digest;
 use crate::elasticsearch::IndexSelection;
 use crate::policy::{Candidate, Conflict, PolicyError, Resolution, Verdict, Version};
 use crate::store::Side;
@@ -27,6 +28,9 @@ struct Pending {
     /// The versions that take part, per side (after the filter's transforms).
     elasticsearch: Option<Version>,
     cassandra: Option<Version>,
+    /// The digest of each side's version while it is exactly what that side holds (not
+    /// transformed by the filter): a copy of it needs no digest of its own.
+    exact: [Option<Digest>; 2],
     /// What the base held (its content only for a policy that merges).
     base: Option<Document>,
     /// Whether `base` carries the synced content (else its content is `{}`).
@@ -116,6 +120,10 @@ fn pending_of(mut examined: Examined, attribution: Attribution) -> Pending {
         Attribution::Take(taken, _) => taken == side,
         _ => true,
     };
+    let exact = [
+        (examined.elasticsearch.as_ref()).and_then(|s| s.stored.exact.then_some(s.stored.digest)),
+        (examined.cassandra.as_ref()).and_then(|s| s.stored.exact.then_some(s.stored.digest)),
+    ];
     let elasticsearch = examined
         .elasticsearch
         .as_mut()
@@ -137,6 +145,7 @@ fn pending_of(mut examined: Examined, attribution: Attribution) -> Pending {
         attribution,
         elasticsearch,
         cassandra,
+        exact,
         base: None,
         base_content: false,
         held: None,
@@ -236,11 +245,20 @@ async fn filter(ctx: &Context<'_>, pending: &mut [Pending]) {
             Ok(Verdict::Keep) => continue,
             Ok(Verdict::Transform(document)) => {
                 *p.version_mut(side) = Some(Version { document, stamp });
+                p.exact[side_index(side)] = None;
                 continue;
             }
         };
         // The first reason to hold the id back is the one reported.
         p.held.get_or_insert(held);
+    }
+}
+
+/// Where a side's entry is in [`Pending::exact`].
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Elasticsearch => 0,
+        Side::Cassandra => 1,
     }
 }
 
@@ -315,6 +333,7 @@ fn take(p: Pending, selection: &IndexSelection) -> Result<Decided, (Uuid, String
         Attribution::Take(side, _) => side,
         _ => return Err((id, "not a change of one side".to_string())),
     };
+    let exact = p.exact[side_index(side)];
     let version = match side {
         Side::Elasticsearch => p.elasticsearch,
         Side::Cassandra => p.cassandra,
@@ -325,7 +344,11 @@ fn take(p: Pending, selection: &IndexSelection) -> Result<Decided, (Uuid, String
         }
         Some(version) => {
             log_decision(&p.examined, p.attribution, "copied to the other side");
-            Ok((p.examined, Outcome::Target(version.document)))
+            let outcome = match exact {
+                Some(digest) => Outcome::Copy(version.document, digest),
+                None => Outcome::Target(version.document),
+            };
+            Ok((p.examined, outcome))
         }
         None => Err((id, "the changed version went missing".to_string())),
     }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::Examined;
 use crate::Document;
 use crate::cassandra::{CassandraDelete, CassandraExpected, CassandraWrite};
+use crate::document::Digest;
 use crate::elasticsearch::{EsDelete, EsExpected, EsVersion, EsWrite};
 use crate::sync::state::{Intent, Synced, SyncedVersion};
 
@@ -20,6 +21,8 @@ pub(crate) enum Outcome {
     Forget,
     /// Both sides get this document.
     Target(Document),
+    /// Both sides get this document: one side's version, untouched, whose digest is known.
+    Copy(Document, Digest),
     /// The document is deleted wherever it is.
     Delete,
 }
@@ -109,18 +112,29 @@ pub(crate) fn plan(examined: &Examined, outcome: Outcome, keep_content: bool) ->
             ledger: LedgerOp::Forget,
             intent: None,
         },
-        Outcome::Target(target) => plan_target(examined, target, keep_content),
+        Outcome::Target(target) => plan_target(examined, target, None, keep_content),
+        Outcome::Copy(target, digest) => plan_target(examined, target, Some(digest), keep_content),
     }
 }
 
 /// The plan that brings both sides to `target`: each side that does not hold it already (the
 /// same digest, metadata included) is written, compare-and-set against what it held, with an
 /// intent recorded first. The target goes into its writes (cloned only when both sides are
-/// written).
-fn plan_target(examined: &Examined, target: Document, keep_content: bool) -> Plan {
+/// written). Its digest is computed unless `known`.
+fn plan_target(
+    examined: &Examined,
+    target: Document,
+    known: Option<Digest>,
+    keep_content: bool,
+) -> Plan {
     let es = examined.elasticsearch.as_ref();
     let cassandra = examined.cassandra.as_ref();
-    let digest = target.digest();
+    let digest = known.unwrap_or_else(|| target.digest());
+    debug_assert_eq!(
+        digest,
+        target.digest(),
+        "a copy's known digest is not its own"
+    );
     let es_holds = es.filter(|es| es.stored.digest == digest);
     let cassandra_holds = cassandra.filter(|c| c.stored.digest == digest);
     let version = SyncedVersion::of(&target, digest, keep_content);
@@ -223,6 +237,7 @@ mod tests {
                     version: EsVersion::new("books", 4, 1),
                     document,
                     stamped: true,
+                    exact: true,
                 },
                 stamp: Stamp::Written,
             }),
@@ -239,6 +254,7 @@ mod tests {
                     },
                     document,
                     stamped: true,
+                    exact: true,
                 },
                 stamp: Stamp::Written,
             }),
