@@ -7,11 +7,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use uuid::Uuid;
-
-use crate::model::{Rng, Side, World, Writer, seed};
-use crate::support::scenario::{Doc, Essync, Scenario, doc, now_ms};
+use crate::model::{Rng, converge, set_up};
+use crate::support::scenario::{Essync, Scenario};
 
 const SIGCONT: i32 = 18;
 const SIGSTOP: i32 = 19;
@@ -38,6 +35,12 @@ async fn holder(s: &Scenario) -> Option<u32> {
     pid.map(|p| p as u32)
 }
 
+/// What `processes` logged, one after the other.
+fn outputs(processes: &[Essync]) -> String {
+    let logs: Vec<String> = processes.iter().map(|p| p.output().join("\n")).collect();
+    logs.join("\n----\n")
+}
+
 /// Waits until one of `processes` holds the lease; returns its position.
 async fn wait_for_holder(s: &Scenario, processes: &[Essync], not: Option<u32>) -> usize {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -50,11 +53,7 @@ async fn wait_for_holder(s: &Scenario, processes: &[Essync], not: Option<u32>) -
         assert!(
             Instant::now() < deadline,
             "no process took the lease:\n{}",
-            processes
-                .iter()
-                .map(|p| p.output().join("\n"))
-                .collect::<Vec<_>>()
-                .join("\n----\n")
+            outputs(processes)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -63,30 +62,10 @@ async fn wait_for_holder(s: &Scenario, processes: &[Essync], not: Option<u32>) -
 #[tokio::test]
 async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_next_holder() {
     let _one_at_a_time = crate::serial().await;
-    let seed = seed("freeze");
-    let mut rng = Rng(seed);
-    let s = Scenario::new("freeze").await;
-    s.create_table().await;
-    let world = World::default();
     // Data before the first start, so that the first freezes fall in the reconciliation.
-    let before: Vec<(Uuid, Doc)> = (0..3000)
-        .map(|n| {
-            let side = if n % 2 == 0 { "es" } else { "c" };
-            let written = doc(&s.index(side), "t", now_ms(), json!({"before": n}));
-            (Uuid::new_v4(), written)
-        })
-        .collect();
-    let (to_es, to_cassandra): (Vec<_>, Vec<_>) = before
-        .iter()
-        .cloned()
-        .partition(|(_, d)| d.index.ends_with("_es"));
-    s.es_bulk(&to_es).await;
-    s.cql_bulk(&to_cassandra).await;
-    world.existing(&before);
-
+    let (seed, s, world, mut es, mut cassandra) = set_up("freeze", 3000).await;
+    let mut rng = Rng(seed);
     let writing = AtomicBool::new(true);
-    let mut es = Writer::new(Side::Elasticsearch, seed.rotate_left(7) | 1, &s);
-    let mut cassandra = Writer::new(Side::Cassandra, seed.rotate_left(29) | 1, &s);
     let pause = Duration::from_millis(30);
     let more = || writing.load(Ordering::SeqCst);
     let start = |s: &Scenario| s.essync(&["-s", "--lease-ttl", LEASE_TTL]);
@@ -131,30 +110,6 @@ async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_n
         world.operations.load(Ordering::Relaxed)
     );
 
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (e, c) = (s.elasticsearch().await, s.cassandra().await);
-        match world.holds(&e, &c).await {
-            Ok(()) => break,
-            Err(why) if Instant::now() > deadline => panic!(
-                "seed {seed}: not converged after the last thaw: {why}\n{}",
-                processes
-                    .iter()
-                    .map(|p| p.output().join("\n"))
-                    .collect::<Vec<_>>()
-                    .join("\n----\n")
-            ),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
     let at = wait_for_holder(&s, &processes, None).await;
-    let settled = processes[at].rounds().len();
-    processes[at].wait_rounds(settled, 2).await;
-    let rounds = processes[at].rounds().len();
-    for round in processes[at].wait_rounds(rounds, 2).await {
-        assert!(
-            round.written == [0, 0],
-            "seed {seed}: an idle round wrote: {round}"
-        );
-    }
+    converge(&s, &world, seed, &processes[at], || outputs(&processes)).await;
 }

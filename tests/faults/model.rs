@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::scenario::{Doc, Docs, Scenario, doc, now_ms};
+use crate::support::scenario::{Doc, Docs, Essync, Scenario, doc, now_ms};
 
 /// A deterministic random source (xorshift*).
 pub struct Rng(pub u64);
@@ -40,6 +41,69 @@ pub fn seed(test: &str) -> u64 {
         .unwrap_or_else(|| now_ms() as u64 | 1);
     eprintln!("{test}: seed {seed} (ESSYNC_TEST_SEED={seed} repeats this run)");
     seed
+}
+
+/// The start of a fault test named `test`: its seed, a scenario with its table, `existing`
+/// documents written before essync starts (see [`write_existing`]), and a writer per side.
+pub async fn set_up(test: &str, existing: usize) -> (u64, Scenario, World, Writer, Writer) {
+    let seed = seed(test);
+    let s = Scenario::new(test).await;
+    s.create_table().await;
+    let world = World::default();
+    write_existing(&s, &world, existing).await;
+    let es = Writer::new(Side::Elasticsearch, seed.rotate_left(7) | 1, &s);
+    let cassandra = Writer::new(Side::Cassandra, seed.rotate_left(29) | 1, &s);
+    (seed, s, world, es, cassandra)
+}
+
+/// Writes `count` documents before the writers start, half in each store, and records them in
+/// `world`: the first faults then fall in a `-s` reconciliation.
+pub async fn write_existing(s: &Scenario, world: &World, count: usize) {
+    let before: Vec<(Uuid, Doc)> = (0..count)
+        .map(|n| {
+            let side = if n % 2 == 0 { "es" } else { "c" };
+            let written = doc(&s.index(side), "t", now_ms(), json!({"before": n}));
+            (Uuid::new_v4(), written)
+        })
+        .collect();
+    let (to_es, to_cassandra): (Vec<_>, Vec<_>) = before
+        .iter()
+        .cloned()
+        .partition(|(_, d)| d.index.ends_with("_es"));
+    s.es_bulk(&to_es).await;
+    s.cql_bulk(&to_cassandra).await;
+    world.existing(&before);
+}
+
+/// Waits (up to 240 s) until both stores hold what `world` says, then until two rounds of
+/// `essync` after that wrote nothing. `outputs` is what a failure shows.
+pub async fn converge(
+    s: &Scenario,
+    world: &World,
+    seed: u64,
+    essync: &Essync,
+    outputs: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+        match world.holds(&e, &c).await {
+            Ok(()) => break,
+            Err(why) if Instant::now() > deadline => {
+                panic!("seed {seed}: not converged: {why}\n{}", outputs())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let settled = essync.rounds().len();
+    essync.wait_rounds(settled, 2).await;
+    let rounds = essync.rounds().len();
+    for round in essync.wait_rounds(rounds, 2).await {
+        assert!(
+            round.written == [0, 0],
+            "seed {seed}: an idle round wrote: {round}"
+        );
+    }
 }
 
 /// What the stores must end with.

@@ -275,9 +275,11 @@ impl Scenario {
     }
 
     /// Applies a partial update to an Elasticsearch document, as an application does: the
-    /// fields given replace theirs, the rest (essync's metadata included) is kept.
+    /// fields given replace theirs, the rest (essync's metadata included) is kept. Like an
+    /// application beside another writer (essync), it asks Elasticsearch to retry the update
+    /// when the document changed between the update's own read and write.
     pub async fn es_partial_update(&self, index: &str, id: Uuid, fields: Value) {
-        let path = format!("/{index}/_update/{id}");
+        let path = format!("/{index}/_update/{id}?retry_on_conflict=5");
         let answer = self
             .http(Method::Post, &path, Some(json!({"doc": fields})))
             .await;
