@@ -191,20 +191,25 @@ async fn outage(fault: Fault) {
     );
 
     // The checkpoint was kept: nothing of it went back, and the rounds after the fault read
-    // what changed, not every document again.
+    // what changed in Elasticsearch, not every document again. (Cassandra's reads say nothing
+    // here: every row of this test is recent, so each round whose safety window covers the
+    // rows' writes reads them all again, checkpoint kept or not; `assert_kept` checks its
+    // checkpoint.)
     let kept = checkpoint(&s).await;
     assert_kept(&before, &kept);
     let rounds = essync.rounds();
-    let (mut read_es, mut read_c) = (0, 0);
-    for round in &rounds[rounds_before..] {
-        read_es += round.read[0] as usize;
-        read_c += round.read[1] as usize;
-    }
+    let read_es: u64 = rounds[rounds_before..].iter().map(|r| r.read[0]).sum();
+    let read_c: u64 = rounds[rounds_before..].iter().map(|r| r.read[1]).sum();
     assert!(
-        read_es < e.len() && read_c < c.len(),
-        "the rounds after the fault read es {read_es} / cassandra {read_c} of {} documents: \
-         read from the start again",
-        e.len()
+        (read_es as usize) < e.len(),
+        "the rounds after the fault read {read_es} of {} Elasticsearch documents: read from the \
+         start again; the rounds:\n{}",
+        e.len(),
+        rounds[rounds_before..]
+            .iter()
+            .map(|round| round.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 
     // And nothing is written for ever.
