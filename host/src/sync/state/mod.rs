@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use checkpoint::{CHECKPOINT_TABLE, Checkpoint, DeleteWatch, Reconciliation};
 pub use errors::{ERROR_TABLE, ErrorEntry, FEED_PREFIX, Failure};
-pub use lease::{Holder, LEASE_TABLE, LEASE_TTL, Lease, WriteFence};
+pub use lease::{Holder, LEASE_TABLE, LEASE_TTL, Lease};
 pub use ledger::{
     Intent, LEDGER_PREFIX, LEGACY_LEDGER_TABLE, LedgerEntry, Record, Synced, SyncedVersion,
 };
