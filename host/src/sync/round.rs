@@ -3,12 +3,12 @@
 //! goes through one loop ([`each_page`]): a page is synced as a batch while the next one is
 //! read, then the checkpoint is saved.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::batch::{Context, Effects, Source, sync_batch};
+use super::batch::{Context, Effects, KnownLedger, Source, sync_batch};
 use super::report::RoundReport;
 use super::state::{Checkpoint, State};
 use super::{Progress, Stop, SyncError, deletes, sweep};
@@ -235,20 +235,14 @@ impl Round<'_, '_> {
             };
             let count = stamps.len() as u64;
             self.report.cassandra.read += count;
-            let mut changed: Vec<Uuid> = stamps
-                .into_iter()
-                .filter(|&(id, written_at)| !self.state.synced_lately(id, written_at))
-                .map(|(id, _)| id)
-                .collect();
-            changed.sort_unstable();
-            changed.dedup();
+            let (changed, ledger) = self.changed_rows(stamps).await?;
             self.report.unchanged += count.saturating_sub(changed.len() as u64);
             if !changed.is_empty() {
                 let reads = ctx.cassandra.get_by_ids(&changed).await?;
                 let source = Source::Cassandra {
                     reads: reads.into_values().collect(),
                     recognise_own: true,
-                    ledger: None,
+                    ledger: Some(ledger),
                 };
                 self.batch(source).await?;
             }
@@ -272,6 +266,35 @@ impl Round<'_, '_> {
         let recent = &mut self.checkpoint.cassandra.recent_since;
         *recent = (*recent).max(next);
         self.page_done(Side::Cassandra, 0).await
+    }
+
+    /// Of recent rows (ids and write times), those changed since they were last synced, with
+    /// their ledger entries: a row at the write time this process recorded lately, or the
+    /// ledger holds, is unchanged (one process writes a sync's ledger, and every write to a row
+    /// changes its write time), and is not read in full.
+    async fn changed_rows(
+        &self,
+        mut stamps: Vec<(Uuid, Option<i64>)>,
+    ) -> Result<(Vec<Uuid>, KnownLedger), SyncError> {
+        stamps.retain(|&(id, written_at)| !self.state.synced_lately(id, written_at));
+        // A row written again while it was paged: its latest write time counts.
+        stamps.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        stamps.dedup_by_key(|stamp| stamp.0);
+        let ids: Vec<Uuid> = stamps.iter().map(|stamp| stamp.0).collect();
+        let mut entries = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.state.ledger(&ids).await?
+        };
+        stamps.retain(|(id, written_at)| {
+            !entries
+                .get(id)
+                .is_some_and(|entry| entry.holds_cassandra_write(*written_at))
+        });
+        let changed: Vec<Uuid> = stamps.into_iter().map(|stamp| stamp.0).collect();
+        entries.retain(|id, _| changed.binary_search(id).is_ok());
+        let covered = changed.iter().copied().collect();
+        Ok((changed, KnownLedger { entries, covered }))
     }
 
     /// Syncs one page of the sweep (see [`sweep`]) and saves where the sweep is. Returns
