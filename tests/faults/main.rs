@@ -9,6 +9,7 @@
 #[path = "../all/support/mod.rs"]
 mod support;
 
+mod cluster;
 mod freeze;
 mod kill;
 mod model;

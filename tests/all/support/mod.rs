@@ -21,9 +21,18 @@ pub fn es_url() -> String {
     std::env::var("ESSYNC_ES_URL").unwrap_or_else(|_| "http://127.0.0.1:9200".to_string())
 }
 
-/// The Cassandra contact point the tests use.
+/// The Cassandra contact point(s) the tests use, comma-separated.
 pub fn cassandra_node() -> String {
     std::env::var("ESSYNC_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".to_string())
+}
+
+/// The replication factor of the keyspaces the tests make: `ESSYNC_TEST_REPLICATION_FACTOR`
+/// (3 on the multi-node servers), or 1.
+pub fn replication_factor() -> u32 {
+    std::env::var("ESSYNC_TEST_REPLICATION_FACTOR")
+        .ok()
+        .and_then(|factor| factor.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The certificate authority Cassandra's TLS certificate is signed by:
@@ -117,10 +126,10 @@ pub async fn cql_session() -> Session {
     cql_session_at(&cassandra_node()).await
 }
 
-/// A plain CQL session to the Cassandra at `node`.
+/// A plain CQL session to the Cassandra at `node` (contact points, comma-separated).
 pub async fn cql_session_at(node: &str) -> Session {
     SessionBuilder::new()
-        .known_node(node)
+        .known_nodes(node.split(','))
         .build()
         .await
         .unwrap_or_else(|e| {

@@ -111,7 +111,8 @@ impl Scenario {
         cql.query_unpaged(
             format!(
                 "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = \
-                 {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+                 {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+                super::replication_factor()
             ),
             (),
         )
@@ -239,7 +240,7 @@ impl Scenario {
 
     /// Writes many rows to Cassandra, concurrently.
     pub async fn cql_bulk(&self, docs: &[(Uuid, Doc)]) {
-        let insert = self
+        let mut insert = self
             .cql
             .prepare(format!(
                 "INSERT INTO {} (id, index_, type, timestamp, content) VALUES (?, ?, ?, ?, ?)",
@@ -247,23 +248,28 @@ impl Scenario {
             ))
             .await
             .expect("prepare insert");
+        // A plain write: the driver may send it again to another node when its node is lost
+        // (the multi-node tests kill one), as an application's driver would.
+        insert.set_is_idempotent(true);
         let pending: Vec<_> = docs
             .iter()
             .map(|(id, doc)| {
                 let insert = &insert;
                 async move {
-                    self.cql
-                        .execute_unpaged(
+                    let content = doc.content.to_string();
+                    retried("insert", || {
+                        self.cql.execute_unpaged(
                             insert,
                             (
                                 id,
                                 &doc.index,
                                 &doc.doc_type,
                                 doc.timestamp.map(CqlTimestamp),
-                                doc.content.to_string(),
+                                &content,
                             ),
                         )
-                        .await
+                    })
+                    .await
                 }
             })
             .collect();
@@ -333,27 +339,28 @@ impl Scenario {
 
     /// Updates the content column alone, as an application does with plain CQL.
     pub async fn cql_update_content(&self, id: Uuid, content: &Value) {
-        self.cql
-            .query_unpaged(
-                format!("UPDATE {} SET content = ? WHERE id = ?", self.table()),
-                (content.to_string(), id),
-            )
-            .await
-            .expect("update content");
+        let update = format!("UPDATE {} SET content = ? WHERE id = ?", self.table());
+        let content = content.to_string();
+        retried("update content", || {
+            self.cql.query_unpaged(update.as_str(), (&content, id))
+        })
+        .await
+        .expect("update content");
     }
 
     /// Deletes rows with plain CQL, concurrently.
     pub async fn cql_delete(&self, ids: &[Uuid]) {
-        let delete = self
+        let mut delete = self
             .cql
             .prepare(format!("DELETE FROM {} WHERE id = ?", self.table()))
             .await
             .expect("prepare delete");
+        delete.set_is_idempotent(true);
         let pending: Vec<_> = ids
             .iter()
             .map(|id| {
                 let delete = &delete;
-                async move { self.cql.execute_unpaged(delete, (id,)).await }
+                async move { retried("delete", || self.cql.execute_unpaged(delete, (id,))).await }
             })
             .collect();
         let results: Vec<_> = futures::stream::iter(pending)
@@ -732,6 +739,26 @@ impl Drop for Essync {
         if let Ok(child) = self.child.get_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Runs an application's write, and sends it again (up to five times, half a second apart) when
+/// it fails, as an application beside a cluster does when a node is lost (the multi-node tests
+/// kill one): the writes are idempotent, so sending one again leaves the same row.
+async fn retried<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut write: impl FnMut() -> F,
+) -> Result<T, E> {
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("{what} failed ({e}); sent again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            result => return result,
         }
     }
 }
