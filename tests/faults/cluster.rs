@@ -87,9 +87,8 @@ async fn a_cassandra_node_killed_mid_reconciliation_the_rounds_go_on_at_local_qu
     let _one_at_a_time = crate::serial().await;
     let (seed, s, world, mut es, mut cassandra) = set_up("node_lost", 3000).await;
     assert_three_replicas(&s).await;
-    let mut rng = Rng(seed);
-    // Any node: the first is also the contact point essync and the test's clients were given.
-    let node = 1 + rng.below(NODES);
+    // Any node, the first contact point included.
+    let node = 1 + Rng(seed).below(NODES);
     let writing = AtomicBool::new(true);
     let more = || writing.load(Ordering::SeqCst);
     let pause = Duration::from_millis(30);

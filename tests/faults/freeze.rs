@@ -5,59 +5,17 @@
 //! nothing is lost and nothing is duplicated.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::lease::{outputs, wait_for_holder};
 use crate::model::{Rng, converge, set_up};
-use crate::support::scenario::{Essync, Scenario};
+use crate::support::scenario::Scenario;
 
 const SIGCONT: i32 = 18;
 const SIGSTOP: i32 = 19;
 const CYCLES: usize = 6;
 /// Short, so that each takeover takes seconds: renewed every 2 s, lapsed 6 s after the freeze.
 const LEASE_TTL: &str = "6";
-
-/// The pid of the process holding the scenario's lease, if any.
-async fn holder(s: &Scenario) -> Option<u32> {
-    let rows = s
-        .cql
-        .query_unpaged(
-            format!(
-                "SELECT pid FROM {}.essync_leases WHERE sync = ?",
-                s.keyspace
-            ),
-            (&s.name,),
-        )
-        .await
-        .ok()?
-        .into_rows_result()
-        .ok()?;
-    let (pid,) = rows.maybe_first_row::<(Option<i32>,)>().ok()??;
-    pid.map(|p| p as u32)
-}
-
-/// What `processes` logged, one after the other.
-fn outputs(processes: &[Essync]) -> String {
-    let logs: Vec<String> = processes.iter().map(|p| p.output().join("\n")).collect();
-    logs.join("\n----\n")
-}
-
-/// Waits until one of `processes` holds the lease; returns its position.
-async fn wait_for_holder(s: &Scenario, processes: &[Essync], not: Option<u32>) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(pid) = holder(s).await.filter(|pid| Some(*pid) != not)
-            && let Some(at) = processes.iter().position(|p| p.pid() == pid)
-        {
-            return at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no process took the lease:\n{}",
-            outputs(processes)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_next_holder() {

@@ -12,8 +12,10 @@ mod support;
 mod cluster;
 mod freeze;
 mod kill;
+mod lease;
 mod model;
 mod outage;
+mod rolling;
 mod soak;
 
 /// One fault test at a time.

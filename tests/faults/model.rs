@@ -17,15 +17,17 @@ use uuid::Uuid;
 
 use crate::support::scenario::{Doc, Docs, Essync, Scenario, doc, now_ms};
 
-/// A deterministic random source (xorshift*).
+/// A deterministic random source (SplitMix64: its first draws already differ between seeds
+/// close in time).
 pub struct Rng(pub u64);
 
 impl Rng {
     pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
