@@ -318,13 +318,11 @@ impl Syncer {
         self.state.failures()
     }
 
-    /// Runs one round. Stops early, with the checkpoint saved, when `stop` is set.
+    /// Runs one round: its feeds, one after the other ([`Round::run`]), then the checkpoint
+    /// saved. Stops early, with the checkpoint saved, when `stop` is set.
     pub async fn round(&mut self, stop: &Stop) -> Result<RoundReport, SyncError> {
         let started = Instant::now();
-        let sent = report::Requests {
-            elasticsearch: self.elasticsearch.requests().snapshot(),
-            cassandra: self.cassandra.requests().snapshot(),
-        };
+        let sent = self.requests_sent();
         self.rounds += 1;
         let mut report = RoundReport {
             number: self.rounds,
@@ -332,23 +330,14 @@ impl Syncer {
             ..RoundReport::default()
         };
         self.last_round = Some(started);
-        // Progress is for reconciliations; following changes reports once per round.
-        let progress = self
-            .progress
-            .clone()
-            .filter(|_| self.checkpoint.reconciling());
-        if let Some(progress) = &progress {
-            let es_total = self.elasticsearch.count_documents().await.ok();
-            let cassandra_estimate = self.cassandra.estimate_rows().await.ok().flatten();
-            progress.reconciliation(es_total, cassandra_estimate);
-        }
+        let progress = self.reconciliation_progress().await;
         let ctx = Context {
             elasticsearch: &self.elasticsearch,
             cassandra: &self.cassandra,
             policy: &self.policy,
             now: now_millis(),
         };
-        let mut round = Round {
+        Round {
             ctx: &ctx,
             state: &mut self.state,
             report: &mut report,
@@ -358,20 +347,9 @@ impl Syncer {
             swept_at: &mut self.swept_at,
             progress: progress.as_deref(),
             stop,
-        };
-        round.retry(self.options.retries_per_round).await?;
-        let retried = started.elapsed();
-        if round.follow_elasticsearch().await? {
-            let followed = started.elapsed();
-            round.follow_cassandra().await?;
-            tracing::debug!(
-                "round {}: retries {:.3}s, Elasticsearch feed {:.3}s, Cassandra feed {:.3}s",
-                report.number,
-                retried.as_secs_f64(),
-                (followed - retried).as_secs_f64(),
-                (started.elapsed() - followed).as_secs_f64()
-            );
         }
+        .run(self.options.retries_per_round)
+        .await?;
         if self.checkpoint.finish_reconciliation_if_done() {
             tracing::info!("reconciliation complete; following changes");
         }
@@ -386,6 +364,27 @@ impl Syncer {
             progress.round_finished(&report);
         }
         Ok(report)
+    }
+
+    /// The requests sent to each store so far (a round reports the difference).
+    fn requests_sent(&self) -> report::Requests {
+        report::Requests {
+            elasticsearch: self.elasticsearch.requests().snapshot(),
+            cassandra: self.cassandra.requests().snapshot(),
+        }
+    }
+
+    /// The progress display, told how many documents there are, while reconciling (following
+    /// changes reports once per round instead).
+    async fn reconciliation_progress(&self) -> Option<Arc<dyn Progress>> {
+        let progress = self
+            .progress
+            .clone()
+            .filter(|_| self.checkpoint.reconciling())?;
+        let es_total = self.elasticsearch.count_documents().await.ok();
+        let cassandra_estimate = self.cassandra.estimate_rows().await.ok().flatten();
+        progress.reconciliation(es_total, cassandra_estimate);
+        Some(progress)
     }
 
     /// Runs rounds every `period` until `stop` is set (or once). A failed round is logged and
@@ -433,8 +432,7 @@ impl Syncer {
         once: bool,
         stop: &Stop,
     ) -> Result<(), SyncError> {
-        let mut failures: u32 = 0;
-        let mut failing_since: Option<Instant> = None;
+        let mut failing = Failing::default();
         self.period = Some(period);
         loop {
             let started = Instant::now();
@@ -445,15 +443,7 @@ impl Syncer {
             }
             match self.round(stop).await {
                 Ok(report) => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(
-                            "round {} succeeded after {failures} failed rounds over {:.0}s; \
-                             the sync goes on from its saved checkpoint",
-                            self.rounds,
-                            since.elapsed().as_secs_f64()
-                        );
-                    }
-                    failures = 0;
+                    failing.over(self.rounds);
                     if let Some(metrics) = &self.metrics {
                         metrics.round(
                             &report,
@@ -465,22 +455,10 @@ impl Syncer {
                 }
                 Err(e) if once || matches!(e, SyncError::LeaseLost { .. }) => return Err(e),
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    failing_since.get_or_insert(started);
                     if let Some(metrics) = &self.metrics {
                         metrics.failed_round();
                     }
-                    let wait = backoff(
-                        Duration::from_secs(2),
-                        failures - 1,
-                        Duration::from_secs(60),
-                    );
-                    tracing::error!(
-                        "round {} failed: {}; trying again in {}s",
-                        self.rounds,
-                        crate::store::one_line(&e.to_string()),
-                        wait.as_secs()
-                    );
+                    let wait = failing.another(started, self.rounds, &e);
                     if self.pause(wait, stop).await? {
                         break;
                     }
@@ -500,5 +478,45 @@ impl Syncer {
         }
         tracing::info!("stopped; checkpoint saved");
         Ok(())
+    }
+}
+
+/// The rounds failing in a row, and since when: each waits longer before the next attempt.
+#[derive(Default)]
+struct Failing {
+    count: u32,
+    since: Option<Instant>,
+}
+
+impl Failing {
+    /// Round `number`, which started at `started`, failed with `error`: logs it and returns how
+    /// long to wait before the next attempt (2 s, doubling, at most a minute).
+    fn another(&mut self, started: Instant, number: u64, error: &SyncError) -> Duration {
+        self.count = self.count.saturating_add(1);
+        self.since.get_or_insert(started);
+        let wait = backoff(
+            Duration::from_secs(2),
+            self.count - 1,
+            Duration::from_secs(60),
+        );
+        tracing::error!(
+            "round {number} failed: {}; trying again in {}s",
+            crate::store::one_line(&error.to_string()),
+            wait.as_secs()
+        );
+        wait
+    }
+
+    /// Round `number` succeeded: says so if rounds had failed before it.
+    fn over(&mut self, number: u64) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                "round {number} succeeded after {} failed rounds over {:.0}s; the sync goes on \
+                 from its saved checkpoint",
+                self.count,
+                since.elapsed().as_secs_f64()
+            );
+        }
+        self.count = 0;
     }
 }

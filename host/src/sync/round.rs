@@ -66,8 +66,28 @@ where
 }
 
 impl Round<'_, '_> {
+    /// The round's stages: the failed ids due again, the Elasticsearch change feed, then, once
+    /// that was read to its end, the Cassandra change feed.
+    pub async fn run(mut self, retries: usize) -> Result<(), SyncError> {
+        let started = std::time::Instant::now();
+        self.retry(retries).await?;
+        let retried = started.elapsed();
+        if self.follow_elasticsearch().await? {
+            let followed = started.elapsed();
+            self.follow_cassandra().await?;
+            tracing::debug!(
+                "round {}: retries {:.3}s, Elasticsearch feed {:.3}s, Cassandra feed {:.3}s",
+                self.report.number,
+                retried.as_secs_f64(),
+                (followed - retried).as_secs_f64(),
+                (started.elapsed() - followed).as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
     /// Syncs the ids recorded as failed whose backoff has passed.
-    pub async fn retry(&mut self, limit: usize) -> Result<(), SyncError> {
+    async fn retry(&mut self, limit: usize) -> Result<(), SyncError> {
         let due = self.state.due(self.ctx.now, limit);
         if due.is_empty() {
             return Ok(());
@@ -79,7 +99,7 @@ impl Round<'_, '_> {
     /// Follows the Elasticsearch change feed to its end (or a stop). Returns whether it was
     /// read to the end. A part of the feed that cannot be read (an index, a shard) fails only
     /// itself: it is recorded, skipped with its position kept, and tried again after a backoff.
-    pub async fn follow_elasticsearch(&mut self) -> Result<bool, SyncError> {
+    async fn follow_elasticsearch(&mut self) -> Result<bool, SyncError> {
         let ctx = self.ctx;
         let from = self.checkpoint.elasticsearch.clone();
         let held = self.state.feed_held(ctx.now);
@@ -160,7 +180,7 @@ impl Round<'_, '_> {
     /// Follows the Cassandra change feed: the recent rows, then the write-time sweep (at most
     /// the feed's budget of rows, and no page more once the round has used its period; a
     /// whole pass while reconciling).
-    pub async fn follow_cassandra(&mut self) -> Result<(), SyncError> {
+    async fn follow_cassandra(&mut self) -> Result<(), SyncError> {
         let started = std::time::Instant::now();
         if self.follow_recent().await? {
             return Ok(());

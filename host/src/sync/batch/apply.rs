@@ -90,53 +90,76 @@ pub(crate) async fn apply(
     let started = std::time::Instant::now();
     state.intend(&intents).await?;
     let intended = started.elapsed();
-    let (mut es_puts, mut es_deletes) = (Ops::default(), Ops::default());
-    let (mut cassandra_puts, mut cassandra_deletes) = (Ops::default(), Ops::default());
-    for (n, w) in written.iter_mut().enumerate() {
-        match w.plan.elasticsearch.take() {
-            Some(EsOp::Put(write)) => es_puts.push(n, write),
-            Some(EsOp::Delete(delete)) => es_deletes.push(n, delete),
-            None => {}
-        }
-        match w.plan.cassandra.take() {
-            Some(CassandraOp::Put(write)) => cassandra_puts.push(n, write),
-            Some(CassandraOp::Delete(delete)) => cassandra_deletes.push(n, delete),
-            None => {}
-        }
-    }
-    let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
-        es_puts.send(|ops| ctx.elasticsearch.write_batch(ops)),
-        es_deletes.send(|ops| ctx.elasticsearch.delete_batch(ops)),
-        cassandra_puts.send(|ops| ctx.cassandra.write_batch(ops)),
-        cassandra_deletes.send(|ops| ctx.cassandra.delete_batch(ops)),
-    );
-    let mut es_put = es_put?.into_iter();
-    for (n, write) in es_puts.at.into_iter().zip(&es_puts.ops) {
-        let moved_from = match &write.expected {
-            EsExpected::Version(old) if old.index != write.document.index => {
-                Some(old.index.clone())
-            }
-            _ => None,
-        };
-        written[n].elasticsearch = es_put.next().map(|a| (EsWrite::Put { moved_from }, a));
-    }
-    let mut es_delete = es_delete?.into_iter();
-    for (n, delete) in es_deletes.at.into_iter().zip(&es_deletes.ops) {
-        let index = delete.expected.index.clone();
-        written[n].elasticsearch = es_delete.next().map(|a| (EsWrite::Delete { index }, a));
-    }
-    for (ops, applied) in [
-        (cassandra_puts.at, cassandra_put?),
-        (cassandra_deletes.at, cassandra_delete?),
-    ] {
-        for (n, applied) in ops.into_iter().zip(applied) {
-            written[n].cassandra = Some(applied);
-        }
-    }
+    Sorted::take(&mut written).send(ctx, &mut written).await?;
     tracing::debug!(
         "applied: intents {:.3}s, writes {:.3}s",
         intended.as_secs_f64(),
         (started.elapsed() - intended).as_secs_f64(),
     );
     Ok(written)
+}
+
+/// A batch's writes, taken out of their plans, by store and kind.
+#[derive(Default)]
+struct Sorted {
+    es_puts: Ops<crate::elasticsearch::EsWrite>,
+    es_deletes: Ops<crate::elasticsearch::EsDelete>,
+    cassandra_puts: Ops<crate::cassandra::CassandraWrite>,
+    cassandra_deletes: Ops<crate::cassandra::CassandraDelete>,
+}
+
+impl Sorted {
+    fn take(written: &mut [Written]) -> Self {
+        let mut sorted = Self::default();
+        for (n, w) in written.iter_mut().enumerate() {
+            match w.plan.elasticsearch.take() {
+                Some(EsOp::Put(write)) => sorted.es_puts.push(n, write),
+                Some(EsOp::Delete(delete)) => sorted.es_deletes.push(n, delete),
+                None => {}
+            }
+            match w.plan.cassandra.take() {
+                Some(CassandraOp::Put(write)) => sorted.cassandra_puts.push(n, write),
+                Some(CassandraOp::Delete(delete)) => sorted.cassandra_deletes.push(n, delete),
+                None => {}
+            }
+        }
+        sorted
+    }
+
+    /// Sends the four kinds at once, and gives each plan what its writes did.
+    async fn send(self, ctx: &Context<'_>, written: &mut [Written]) -> Result<(), SyncError> {
+        let (es_put, es_delete, cassandra_put, cassandra_delete) = tokio::join!(
+            self.es_puts.send(|ops| ctx.elasticsearch.write_batch(ops)),
+            self.es_deletes
+                .send(|ops| ctx.elasticsearch.delete_batch(ops)),
+            self.cassandra_puts
+                .send(|ops| ctx.cassandra.write_batch(ops)),
+            self.cassandra_deletes
+                .send(|ops| ctx.cassandra.delete_batch(ops)),
+        );
+        let mut es_put = es_put?.into_iter();
+        for (n, write) in self.es_puts.at.into_iter().zip(&self.es_puts.ops) {
+            let moved_from = match &write.expected {
+                EsExpected::Version(old) if old.index != write.document.index => {
+                    Some(old.index.clone())
+                }
+                _ => None,
+            };
+            written[n].elasticsearch = es_put.next().map(|a| (EsWrite::Put { moved_from }, a));
+        }
+        let mut es_delete = es_delete?.into_iter();
+        for (n, delete) in self.es_deletes.at.into_iter().zip(&self.es_deletes.ops) {
+            let index = delete.expected.index.clone();
+            written[n].elasticsearch = es_delete.next().map(|a| (EsWrite::Delete { index }, a));
+        }
+        for (ops, applied) in [
+            (self.cassandra_puts.at, cassandra_put?),
+            (self.cassandra_deletes.at, cassandra_delete?),
+        ] {
+            for (n, applied) in ops.into_iter().zip(applied) {
+                written[n].cassandra = Some(applied);
+            }
+        }
+        Ok(())
+    }
 }
