@@ -32,6 +32,7 @@
 //! | what it held then | what it held then | nothing was written: decide again, as above |
 //! | changed since | either of the decision's | take the change (or the mirror) |
 //! | changed since | changed since | conflict |
+//! | absent | absent | nothing: the intent stays, for the write that may still land |
 
 use chrono::{DateTime, Utc};
 
@@ -143,7 +144,11 @@ fn after_intent(
         }
     };
     if elasticsearch.is_none() && cassandra.is_none() {
-        return Some(Attribution::Forget);
+        // The intent stays: the write it records may still land, late (a process frozen past
+        // its lease, then thawed, sends what it had decided). A document that appears then as
+        // the intent's target is known as that write, against a side deleted since, and is
+        // deleted again, not copied back as if the application had created it.
+        return Some(Attribution::Nothing);
     }
     let es_against = against(elasticsearch, intent.elasticsearch);
     let cassandra_against = against(cassandra, intent.cassandra);
@@ -481,8 +486,9 @@ mod tests {
         );
         assert_eq!(
             attribute(&with(creation, None, None)),
-            Forget,
-            "deleted at its source before the copy: nothing left"
+            Nothing,
+            "deleted at its source before the copy landed: the intent stays, so that a copy \
+             landing late (above) is deleted, not taken for a creation"
         );
         // A merge of two changes, written nowhere yet: decided again against the synced
         // version (the same conflict).
