@@ -116,16 +116,18 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
     }
     a_write_is_synced(&s, true, "the second process").await;
 
-    // Thawed, the first finds its lease taken: it stops with an error and saves nothing.
+    // Thawed, the first finds its lease taken: it stops with an error and saves nothing. A
+    // checkpoint it sent just before the freeze may be answered after the thaw (it applied
+    // before the takeover, on a slow cluster): one round may end then, never a second.
     let rounds_before = first.rounds().len();
     first.signal(SIGCONT);
     let exit = first.wait_exit().await;
     assert!(!exit.success(), "{}", first.output().join("\n"));
     first.wait_for_line("another essync took the lease").await;
-    assert_eq!(
-        first.rounds().len(),
-        rounds_before,
-        "a round finished after the thaw"
+    assert!(
+        first.rounds().len() <= rounds_before + 1,
+        "rounds finished after the thaw:\n{}",
+        first.output().join("\n")
     );
     second.wait_rounds(second.rounds().len(), 1).await;
     let stdout = status(&s);

@@ -168,8 +168,9 @@ pub struct Lease {
 
 impl Lease {
     /// Takes the lease of `cassandra`'s table for `ttl` (renewed every third of it), waiting
-    /// while another live process holds it (said once per holder, at INFO). `None` when `stop`
-    /// was set while waiting.
+    /// while another live process holds it (said once per holder, at INFO), and trying again
+    /// after a transient failure (said each time, at WARN). `None` when `stop` was set while
+    /// waiting.
     pub async fn acquire(
         cassandra: &crate::cassandra::CassandraStore,
         ttl: Duration,
@@ -180,14 +181,14 @@ impl Lease {
         let mut lease = Lease::open(cql, &config.keyspace, &config.table, ttl).await?;
         let mut waiting_for = None;
         loop {
-            match lease.claim().await? {
-                Claim::Held => {
+            match lease.claim().await {
+                Ok(Claim::Held) => {
                     if waiting_for.is_some() {
                         tracing::info!("the other essync is gone; this one takes over");
                     }
                     return Ok(Some(lease));
                 }
-                Claim::Busy(holder) => {
+                Ok(Claim::Busy(holder)) => {
                     if waiting_for.as_ref() != Some(&holder.owner) {
                         tracing::info!(
                             "{}.{} is synced by another essync ({holder}); waiting until it \
@@ -199,6 +200,12 @@ impl Lease {
                         waiting_for = Some(holder.owner);
                     }
                 }
+                // A lightweight transaction that timed out (a busy or degraded cluster) may
+                // have applied: the next claim finds this process's own row and renews it.
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("{e}; trying again in {}s", LEASE_CHECK.as_secs());
+                }
+                Err(e) => return Err(e.into()),
             }
             if stop.sleep(LEASE_CHECK).await {
                 return Ok(None);
