@@ -555,3 +555,94 @@ async fn bad_rows_are_reported_with_their_reason_and_the_rest_flows() {
         );
     }
 }
+
+/// Fenced writes of small rows share unlogged batches: each row still gets its own outcome and
+/// write time, a row that raced with an application's write is still found, and a row the
+/// server refuses fails alone.
+#[tokio::test]
+async fn rows_written_together_are_each_reported_on_their_own() {
+    let store = support::cassandra_store("c_batched").await;
+    let session = support::cql_session().await;
+    let table = store.table().to_string();
+    let raced = Uuid::new_v4();
+    insert_row(&session, &table, raced, Some("i"), Some(1), Some("{}")).await;
+    let found = store.get_by_ids(&[raced]).await.expect("read");
+    let Some(Read::Document(read)) = found.get(&raced) else {
+        panic!("row missing");
+    };
+    let seen = read.version.clone();
+    // An application writes the row after essync read it.
+    insert_row(
+        &session,
+        &table,
+        raced,
+        Some("i"),
+        Some(2),
+        Some(r#"{"app":1}"#),
+    )
+    .await;
+
+    let new = |n: i64| CassandraWrite {
+        document: Document::new("i", "t", json!({ "n": n })).at(at(1_000 + n)),
+        expected: CassandraExpected::Absent,
+        read_at: Utc::now(),
+    };
+    let mut writes: Vec<CassandraWrite> = (0..12).map(new).collect();
+    writes[3] = CassandraWrite {
+        document: Document::with_id(raced, "i", "t", json!({"essync": 1})).at(at(3)),
+        expected: CassandraExpected::Row(seen.clone()),
+        read_at: Utc::now(),
+    };
+    // No timestamp: refused before it is sent.
+    writes[5].document.timestamp = None;
+    // A time to live the server refuses (over twenty years): the batch that holds it is sent
+    // again row by row.
+    writes[8].expected = CassandraExpected::Row(essync::cassandra::CassandraVersion {
+        ttl: Some(700_000_000),
+        ..seen
+    });
+    let applied = store.write_batch(&writes).await.expect("write");
+    assert_eq!(applied.len(), writes.len());
+    for (i, applied) in applied.iter().enumerate() {
+        match i {
+            3 => assert_eq!(applied.outcome, WriteOutcome::ChangedUnderneath),
+            5 => assert!(
+                matches!(&applied.outcome, WriteOutcome::Rejected(r) if r.contains("timestamp")),
+                "{applied:?}"
+            ),
+            8 => assert!(
+                matches!(&applied.outcome, WriteOutcome::Rejected(r) if r.contains("ttl")),
+                "{applied:?}"
+            ),
+            _ => {
+                assert_eq!(applied.outcome, WriteOutcome::Inserted, "row {i}");
+                let written_at = applied.version.as_ref().and_then(|v| v.written_at);
+                assert!(written_at.is_some(), "row {i} has no write time");
+            }
+        }
+    }
+    let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
+    let found = store.get_by_ids(&ids).await.expect("read");
+    for (i, write) in writes.iter().enumerate() {
+        let stored = match found.get(&write.document.id) {
+            Some(Read::Document(stored)) => Some(stored),
+            _ => None,
+        };
+        match i {
+            3 => assert_eq!(
+                stored.map(|s| &s.document.content),
+                Some(&json!({"app": 1}))
+            ),
+            5 | 8 => assert!(stored.is_none(), "row {i} was written"),
+            _ => {
+                let stored = stored.unwrap_or_else(|| panic!("row {i} missing"));
+                assert_eq!(stored.document.content, write.document.content);
+                assert_eq!(
+                    Some(stored.version.written_at),
+                    Some(applied[i].version.as_ref().and_then(|v| v.written_at)),
+                    "row {i}: the write time is what the write said"
+                );
+            }
+        }
+    }
+}

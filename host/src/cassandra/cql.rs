@@ -101,6 +101,11 @@ impl Cql {
             .map_err(|e| CassandraError::execution(action, &e))
     }
 
+    /// Counts `batch`'s requests as `kind`, for a batch sent through [`Cql::session`].
+    pub fn count_as(&self, batch: &mut Batch, kind: &'static str) {
+        batch.set_history_listener(self.counter(kind));
+    }
+
     /// Runs a statement that is not prepared (schema changes, one-off reads), counted as
     /// `kind`.
     pub async fn query(

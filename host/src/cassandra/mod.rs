@@ -343,13 +343,7 @@ impl CassandraStore {
         &self,
         writes: &[CassandraWrite],
     ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-        write::write_batch(
-            self.cql.session(),
-            &self.writes,
-            self.config.concurrency,
-            writes,
-        )
-        .await
+        write::write_batch(&self.cql, &self.writes, self.config.concurrency, writes).await
     }
 
     /// Deletes a batch of rows, each race-safe against the row expected; one outcome per

@@ -26,6 +26,8 @@
 //! row a user backdated would silently shadow essync's later decision. The fence derives from
 //! what Cassandra recorded, not from what the document claims.
 
+mod fenced;
+
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use scylla::client::session::Session;
@@ -34,7 +36,8 @@ use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
 use super::CassandraError;
-use super::convert::{CassandraVersion, Columns, to_columns};
+use super::convert::{CassandraVersion, to_columns};
+use super::cql::Cql;
 use crate::Document;
 use crate::store::{Applied, WriteOutcome};
 
@@ -187,31 +190,33 @@ where
 }
 
 pub(crate) async fn write_batch(
-    session: &Session,
+    cql: &Cql,
     statements: &WriteStatements,
     concurrency: usize,
     writes: &[CassandraWrite],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-    // Futures built first, then polled: keeps the stream free of closures over borrowed items,
-    // which would make the whole future not `Send` for every lifetime.
+    let session = cql.session();
     let sent_at = Utc::now().timestamp_micros();
-    let pending: Vec<_> = writes
-        .iter()
-        .map(|write| write_one(session, statements, write))
-        .collect();
-    let mut outcomes = run_all(pending, concurrency).await?;
-    if statements.mode == WriteMode::Fenced {
-        let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
-        verify(
-            session,
-            statements,
-            concurrency,
-            &ids,
-            sent_at,
-            &mut outcomes,
-        )
-        .await?;
+    if statements.mode == WriteMode::Lwt {
+        // Futures built first, then polled: keeps the stream free of closures over borrowed
+        // items, which would make the whole future not `Send` for every lifetime.
+        let pending: Vec<_> = writes
+            .iter()
+            .map(|write| write_if_unchanged(session, statements, write))
+            .collect();
+        return run_all(pending, concurrency).await;
     }
+    let mut outcomes = fenced::write(cql, statements, concurrency, writes).await?;
+    let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
+    verify(
+        session,
+        statements,
+        concurrency,
+        &ids,
+        sent_at,
+        &mut outcomes,
+    )
+    .await?;
     Ok(outcomes)
 }
 
@@ -304,7 +309,24 @@ pub(crate) async fn delete_batch(
     Ok(outcomes)
 }
 
-async fn write_one(
+/// The time to live a row had left (0: none), which essync's rewrite keeps.
+fn ttl_left(expected: &CassandraExpected) -> i32 {
+    match expected {
+        CassandraExpected::Row(seen) => seen.ttl.unwrap_or(0).max(0),
+        CassandraExpected::Absent => 0,
+    }
+}
+
+/// What a write that applied did.
+fn written(expected: &CassandraExpected) -> WriteOutcome {
+    match expected {
+        CassandraExpected::Absent => WriteOutcome::Inserted,
+        CassandraExpected::Row(_) => WriteOutcome::Replaced,
+    }
+}
+
+/// A lightweight transaction that writes only over the row read.
+async fn write_if_unchanged(
     session: &Session,
     statements: &WriteStatements,
     write: &CassandraWrite,
@@ -313,79 +335,8 @@ async fn write_one(
         Ok(columns) => columns,
         Err(reason) => return Ok(Applied::outcome(WriteOutcome::Rejected(reason))),
     };
-    // The time to live the row had left (0: none).
-    let ttl = match &write.expected {
-        CassandraExpected::Row(seen) => seen.ttl.unwrap_or(0).max(0),
-        CassandraExpected::Absent => 0,
-    };
+    let ttl = ttl_left(&write.expected);
     let action = format!("to write row {}", write.document.id);
-    let written = |written_at: Option<i64>| CassandraVersion {
-        index: Some(columns.index.clone()),
-        doc_type: Some(columns.doc_type.clone()),
-        timestamp: Some(columns.timestamp.0),
-        content: Some(columns.content.clone()),
-        written_at,
-        ttl: (ttl > 0).then_some(ttl),
-    };
-    let outcome = |applied: bool| match (applied, &write.expected) {
-        (true, CassandraExpected::Absent) => WriteOutcome::Inserted,
-        (true, CassandraExpected::Row(_)) => WriteOutcome::Replaced,
-        (false, _) => WriteOutcome::ChangedUnderneath,
-    };
-    if statements.mode == WriteMode::Fenced {
-        let at = write_fenced(session, statements, write, &columns, ttl, &action).await?;
-        return Ok(Applied {
-            outcome: outcome(true),
-            version: Some(written(Some(at))),
-        });
-    }
-    let applied = write_if_unchanged(session, statements, write, &columns, ttl, &action).await?;
-    Ok(Applied {
-        outcome: outcome(applied),
-        // A transaction's write time is the server's: unknown here.
-        version: applied.then(|| written(None)),
-    })
-}
-
-/// A plain write fenced just after the row read (see [`fence`]); returns its write time.
-async fn write_fenced(
-    session: &Session,
-    statements: &WriteStatements,
-    write: &CassandraWrite,
-    columns: &Columns,
-    ttl: i32,
-    action: &str,
-) -> Result<i64, CassandraError> {
-    let expected = match &write.expected {
-        CassandraExpected::Absent => None,
-        CassandraExpected::Row(seen) => Some(seen),
-    };
-    let at = fence(expected, write.read_at);
-    let values = (
-        write.document.id,
-        &columns.index,
-        &columns.doc_type,
-        columns.timestamp,
-        &columns.content,
-        ttl,
-        at,
-    );
-    session
-        .execute_unpaged(&statements.insert_at, values)
-        .await
-        .map_err(|e| classify(action, &e))?;
-    Ok(at)
-}
-
-/// A lightweight transaction that writes only over the row read; returns whether it applied.
-async fn write_if_unchanged(
-    session: &Session,
-    statements: &WriteStatements,
-    write: &CassandraWrite,
-    columns: &Columns,
-    ttl: i32,
-    action: &str,
-) -> Result<bool, CassandraError> {
     let id = write.document.id;
     let result = match &write.expected {
         CassandraExpected::Absent => {
@@ -419,8 +370,22 @@ async fn write_if_unchanged(
                 .await
         }
     }
-    .map_err(|e| classify(action, &e))?;
-    was_applied(action, result)
+    .map_err(|e| classify(&action, &e))?;
+    if !was_applied(&action, result)? {
+        return Ok(Applied::outcome(WriteOutcome::ChangedUnderneath));
+    }
+    Ok(Applied {
+        outcome: written(&write.expected),
+        // A transaction's write time is the server's: unknown here.
+        version: Some(CassandraVersion {
+            index: Some(columns.index),
+            doc_type: Some(columns.doc_type),
+            timestamp: Some(columns.timestamp.0),
+            content: Some(columns.content),
+            written_at: None,
+            ttl: (ttl > 0).then_some(ttl),
+        }),
+    })
 }
 
 async fn delete_one(

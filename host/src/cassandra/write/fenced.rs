@@ -1,0 +1,226 @@
+//! Fenced writes sent together: small rows share unlogged batches, each row with its own write
+//! time (`USING TIMESTAMP`), so that a backfill costs Cassandra a request per few rows instead
+//! of one per row. What a row's outcome means is the module above's.
+
+use futures::StreamExt;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::value::CqlTimestamp;
+use uuid::Uuid;
+
+use super::{
+    CassandraExpected, CassandraWrite, WriteStatements, classify, fence, ttl_left, written,
+};
+use crate::cassandra::CassandraError;
+use crate::cassandra::convert::{CassandraVersion, Columns, to_columns};
+use crate::cassandra::cql::Cql;
+use crate::store::{Applied, WriteOutcome};
+
+/// Rows whose columns add up to at most this many bytes share an unlogged batch (Cassandra warns
+/// of a batch over 5 KiB and refuses one over 50 KiB); a larger row goes alone.
+const BATCH_BYTES: usize = 4 * 1024;
+
+/// At most this many rows share a batch (Cassandra warns of an unlogged batch over 10
+/// partitions).
+const ROWS_PER_BATCH: usize = 10;
+
+/// A fenced write ready to send: its columns, the time to live it keeps, its write time.
+struct FencedRow<'a> {
+    write: &'a CassandraWrite,
+    columns: Columns,
+    ttl: i32,
+    at: i64,
+}
+
+impl<'a> FencedRow<'a> {
+    fn of(write: &'a CassandraWrite) -> Result<Self, String> {
+        let expected = match &write.expected {
+            CassandraExpected::Absent => None,
+            CassandraExpected::Row(seen) => Some(seen),
+        };
+        Ok(Self {
+            columns: to_columns(&write.document)?,
+            ttl: ttl_left(&write.expected),
+            at: fence(expected, write.read_at),
+            write,
+        })
+    }
+
+    /// The values of [`WriteStatements::insert_at`].
+    fn values(&self) -> (Uuid, &str, &str, CqlTimestamp, &str, i32, i64) {
+        let c = &self.columns;
+        let id = self.write.document.id;
+        (
+            id,
+            &c.index,
+            &c.doc_type,
+            c.timestamp,
+            &c.content,
+            self.ttl,
+            self.at,
+        )
+    }
+
+    /// About what the row weighs in a batch.
+    fn size(&self) -> usize {
+        let c = &self.columns;
+        c.content.len() + c.index.len() + c.doc_type.len() + 48
+    }
+
+    /// The outcome of the write once applied, with the version it left.
+    fn applied(self) -> Applied<CassandraVersion> {
+        Applied {
+            outcome: written(&self.write.expected),
+            version: Some(CassandraVersion {
+                index: Some(self.columns.index),
+                doc_type: Some(self.columns.doc_type),
+                timestamp: Some(self.columns.timestamp.0),
+                content: Some(self.columns.content),
+                written_at: Some(self.at),
+                ttl: (self.ttl > 0).then_some(self.ttl),
+            }),
+        }
+    }
+}
+
+/// Plain writes fenced just after the rows read (see [`fence`]), in unlogged batches of small
+/// rows, each row with its own write time; one outcome per write, in order.
+pub(super) async fn write(
+    cql: &Cql,
+    statements: &WriteStatements,
+    concurrency: usize,
+    writes: &[CassandraWrite],
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+    let mut outcomes = vec![Applied::outcome(WriteOutcome::Failed(String::new())); writes.len()];
+    let mut rows = Vec::with_capacity(writes.len());
+    for (i, write) in writes.iter().enumerate() {
+        match FencedRow::of(write) {
+            Ok(row) => rows.push((i, row)),
+            Err(reason) => outcomes[i] = Applied::outcome(WriteOutcome::Rejected(reason)),
+        }
+    }
+    let groups = groups(rows);
+    let pending: Vec<_> = groups
+        .iter()
+        .map(|group| send_group(cql, statements, group))
+        .collect();
+    let sent: Vec<_> = futures::stream::iter(pending)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    for (group, sent) in groups.into_iter().zip(sent) {
+        let each: Vec<Result<(), CassandraError>> = match sent {
+            Ok(each) => each,
+            Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
+            Err(e) => {
+                let failed = WriteOutcome::Failed(e.to_string());
+                for (i, _) in group {
+                    outcomes[i] = Applied::outcome(failed.clone());
+                }
+                continue;
+            }
+        };
+        for ((i, row), result) in group.into_iter().zip(each) {
+            outcomes[i] = match result {
+                Ok(()) => row.applied(),
+                Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
+                Err(e) if e.is_transient() => Applied::outcome(WriteOutcome::Failed(e.to_string())),
+                Err(e) => Applied::outcome(WriteOutcome::Rejected(e.to_string())),
+            };
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Splits rows, in order, into the groups sent together: at most [`ROWS_PER_BATCH`] rows and
+/// [`BATCH_BYTES`] each, a larger row alone.
+fn groups(rows: Vec<(usize, FencedRow<'_>)>) -> Vec<Vec<(usize, FencedRow<'_>)>> {
+    let mut groups = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size = row.1.size();
+        if !current.is_empty() && (current.len() == ROWS_PER_BATCH || bytes + size > BATCH_BYTES) {
+            groups.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
+/// Sends one group: one statement for a single row, an unlogged batch for several. `Err` when
+/// the whole group failed for a reason that would fail each row too (the cluster's state); a
+/// batch refused for another reason is sent again row by row, so that a bad row fails alone.
+async fn send_group(
+    cql: &Cql,
+    statements: &WriteStatements,
+    group: &[(usize, FencedRow<'_>)],
+) -> Result<Vec<Result<(), CassandraError>>, CassandraError> {
+    if let [_, _, ..] = group {
+        let mut batch = Batch::new(BatchType::Unlogged);
+        cql.count_as(&mut batch, "write");
+        for _ in group {
+            batch.append_statement(statements.insert_at.clone());
+        }
+        let values: Vec<_> = group.iter().map(|(_, row)| row.values()).collect();
+        let action = format!("to write {} rows", group.len());
+        match cql.session().batch(&batch, values).await {
+            Ok(_) => return Ok(group.iter().map(|_| Ok(())).collect()),
+            Err(e) => {
+                let e = classify(&action, &e);
+                if e.is_transient() {
+                    return Err(e);
+                }
+                tracing::debug!("{e}; writing them one by one");
+            }
+        }
+    }
+    let mut each = Vec::with_capacity(group.len());
+    for (_, row) in group {
+        let action = format!("to write row {}", row.write.document.id);
+        let result = cql
+            .session()
+            .execute_unpaged(&statements.insert_at, row.values())
+            .await;
+        each.push(result.map(drop).map_err(|e| classify(&action, &e)));
+    }
+    Ok(each)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::Document;
+
+    #[test]
+    fn small_rows_share_batches_of_at_most_ten_and_a_large_row_goes_alone() {
+        let write = |bytes: usize| CassandraWrite {
+            document: Document::new("i", "t", serde_json::json!({ "a": "x".repeat(bytes) }))
+                .at(Utc::now()),
+            expected: CassandraExpected::Absent,
+            read_at: Utc::now(),
+        };
+        let sizes = [
+            100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 9000, 2000, 2000,
+        ];
+        let writes: Vec<_> = sizes.iter().map(|&bytes| write(bytes)).collect();
+        let rows = writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i, FencedRow::of(w).unwrap()))
+            .collect();
+        let groups: Vec<Vec<usize>> = groups(rows)
+            .into_iter()
+            .map(|g| g.into_iter().map(|(i, _)| i).collect())
+            .collect();
+        let expected: Vec<Vec<usize>> =
+            vec![(0..10).collect(), vec![10], vec![11], vec![12], vec![13]];
+        assert_eq!(groups, expected);
+    }
+}
