@@ -638,8 +638,8 @@ async fn rows_written_together_are_each_reported_on_their_own() {
                 let stored = stored.unwrap_or_else(|| panic!("row {i} missing"));
                 assert_eq!(stored.document.content, write.document.content);
                 assert_eq!(
-                    Some(stored.version.written_at),
-                    Some(applied[i].version.as_ref().and_then(|v| v.written_at)),
+                    stored.version.written_at,
+                    applied[i].version.as_ref().and_then(|v| v.written_at),
                     "row {i}: the write time is what the write said"
                 );
             }

@@ -8,7 +8,8 @@ use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::{
-    CassandraExpected, CassandraWrite, WriteStatements, classify, fence, ttl_left, written,
+    CassandraExpected, CassandraWrite, WriteStatements, classify, fence, ttl_left, version_written,
+    written,
 };
 use crate::cassandra::CassandraError;
 use crate::cassandra::convert::{CassandraVersion, Columns, to_columns};
@@ -70,14 +71,7 @@ impl<'a> FencedRow<'a> {
     fn applied(self) -> Applied<CassandraVersion> {
         Applied {
             outcome: written(&self.write.expected),
-            version: Some(CassandraVersion {
-                index: Some(self.columns.index),
-                doc_type: Some(self.columns.doc_type),
-                timestamp: Some(self.columns.timestamp.0),
-                content: Some(self.columns.content),
-                written_at: Some(self.at),
-                ttl: (self.ttl > 0).then_some(self.ttl),
-            }),
+            version: Some(version_written(self.columns, self.ttl, Some(self.at))),
         }
     }
 }
@@ -90,7 +84,9 @@ pub(super) async fn write(
     concurrency: usize,
     writes: &[CassandraWrite],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-    let mut outcomes = vec![Applied::outcome(WriteOutcome::Failed(String::new())); writes.len()];
+    // Every place is filled below: a rejection, or the outcome of the row's group.
+    let unsent = Applied::outcome(WriteOutcome::Failed("not sent".to_string()));
+    let mut outcomes = vec![unsent; writes.len()];
     let mut rows = Vec::with_capacity(writes.len());
     for (i, write) in writes.iter().enumerate() {
         match FencedRow::of(write) {

@@ -36,7 +36,7 @@ use scylla::value::{CqlTimestamp, CqlValue, Row};
 use uuid::Uuid;
 
 use super::CassandraError;
-use super::convert::{CassandraVersion, to_columns};
+use super::convert::{CassandraVersion, Columns, to_columns};
 use super::cql::Cql;
 use crate::Document;
 use crate::store::{Applied, WriteOutcome};
@@ -317,6 +317,19 @@ fn ttl_left(expected: &CassandraExpected) -> i32 {
     }
 }
 
+/// The version a write of `columns` left, with the time to live it kept and its write time
+/// when known (a transaction's is the server's: unknown here).
+fn version_written(columns: Columns, ttl: i32, written_at: Option<i64>) -> CassandraVersion {
+    CassandraVersion {
+        index: Some(columns.index),
+        doc_type: Some(columns.doc_type),
+        timestamp: Some(columns.timestamp.0),
+        content: Some(columns.content),
+        written_at,
+        ttl: (ttl > 0).then_some(ttl),
+    }
+}
+
 /// What a write that applied did.
 fn written(expected: &CassandraExpected) -> WriteOutcome {
     match expected {
@@ -376,15 +389,7 @@ async fn write_if_unchanged(
     }
     Ok(Applied {
         outcome: written(&write.expected),
-        // A transaction's write time is the server's: unknown here.
-        version: Some(CassandraVersion {
-            index: Some(columns.index),
-            doc_type: Some(columns.doc_type),
-            timestamp: Some(columns.timestamp.0),
-            content: Some(columns.content),
-            written_at: None,
-            ttl: (ttl > 0).then_some(ttl),
-        }),
+        version: Some(version_written(columns, ttl, None)),
     })
 }
 
