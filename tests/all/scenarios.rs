@@ -567,6 +567,15 @@ async fn bad_arguments_and_unreachable_servers_give_a_one_line_error() {
         std::env::temp_dir().join(format!("essync-not-a-policy-{}.wasm", std::process::id()));
     std::fs::write(&not_a_policy, "this is not WebAssembly").expect("write file");
     let not_a_policy = not_a_policy.display().to_string();
+    // A server that accepts connections and never answers (a stuck node, or a TLS port that
+    // waits for a handshake): essync must give up within its timeouts, not hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_address = silent.local_addr().expect("address").to_string();
+    let silent_url = format!("http://{silent_address}");
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["ks", "5"], "KEYSPACE:TABLE"),
         (vec!["ks:t", "0"], "more than 0"),
@@ -584,6 +593,21 @@ async fn bad_arguments_and_unreachable_servers_give_a_one_line_error() {
         (
             vec!["--cassandra", "127.0.0.1:9", "ks:t", "5"],
             "not reachable",
+        ),
+        (
+            vec!["--es-url", &silent_url, "--es-timeout", "2", "ks:t", "5"],
+            "timed out",
+        ),
+        (
+            vec![
+                "--cassandra",
+                &silent_address,
+                "--cassandra-timeout",
+                "2",
+                "ks:t",
+                "5",
+            ],
+            "did not set up a session within 4s",
         ),
     ];
     for (args, expected) in cases {

@@ -87,6 +87,19 @@ pub enum CassandraError {
         /// What the driver said.
         reason: String,
     },
+    /// The connection was accepted but the session was not set up in time: a stuck node, or a
+    /// TLS mismatch the server answers with silence rather than an error.
+    #[error(
+        "Cassandra at {nodes} accepted the connection but did not set up a session within {within_s}s: {hint}"
+    )]
+    NoHandshake {
+        /// The contact points tried.
+        nodes: String,
+        /// The time allowed.
+        within_s: u64,
+        /// The likely causes for this configuration.
+        hint: &'static str,
+    },
     /// The user lacks a permission essync needs.
     #[error("Cassandra refused {action}: {reason}; {NEEDED}")]
     Forbidden {
@@ -137,7 +150,7 @@ impl CassandraError {
     /// Whether waiting and trying again may help (node down, overloaded, timing out).
     pub fn is_transient(&self) -> bool {
         match self {
-            CassandraError::Unreachable { .. } => true,
+            CassandraError::Unreachable { .. } | CassandraError::NoHandshake { .. } => true,
             CassandraError::Request { transient, .. } => *transient,
             _ => false,
         }
@@ -147,6 +160,26 @@ impl CassandraError {
     /// after it was created on a table that has rows).
     pub fn is_index_building(&self) -> bool {
         matches!(self, CassandraError::Request { reason, .. } if reason.contains("INDEX_NOT_AVAILABLE"))
+    }
+
+    /// A session not set up within `within`, with the causes likely for this configuration.
+    pub(crate) fn no_handshake(config: &CassandraConfig, within: std::time::Duration) -> Self {
+        let hint = match &config.tls {
+            None => {
+                "if it requires TLS (client encryption), add --cassandra-tls or --cassandra-ca; \
+                 otherwise it may be overloaded or starting"
+            }
+            Some(tls) if tls.client_certificate.is_none() => {
+                "if it requires a client certificate, give --cassandra-cert and --cassandra-key; \
+                 otherwise it may be overloaded or starting"
+            }
+            Some(_) => "it may be overloaded or starting (check its log)",
+        };
+        CassandraError::NoHandshake {
+            nodes: config.nodes.join(","),
+            within_s: within.as_secs(),
+            hint,
+        }
     }
 
     /// A session that could not be opened, classified by what the user can do about it.

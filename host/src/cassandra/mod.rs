@@ -563,9 +563,12 @@ async fn open_session(config: &CassandraConfig) -> Result<Session, CassandraErro
     if let Some(tls) = &config.tls {
         builder = builder.tls_context(Some(tls::client_config(tls)?));
     }
-    let session = builder
-        .build()
+    // The driver bounds the TCP connect, not the TLS handshake and the STARTUP exchange that
+    // follow: a server may answer a TLS mismatch with silence, so the whole set-up is bounded.
+    let within = config.connect_timeout + config.request_timeout;
+    let session = tokio::time::timeout(within, builder.build())
         .await
+        .map_err(|_| CassandraError::no_handshake(config, within))?
         .map_err(|e| CassandraError::session(config, &e))?;
     check_datacenter(&session, config)?;
     Ok(session)

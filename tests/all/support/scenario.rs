@@ -3,7 +3,7 @@
 //! essync's library.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -763,15 +763,51 @@ async fn retried<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
     }
 }
 
+/// How long a run expected to end may take before the test fails on it (a hang is a failure
+/// that names the command, not a run that never ends).
+const RUN_TO_END_WITHIN: Duration = Duration::from_secs(300);
+
 /// Runs essync to completion (for `--once` and for bad arguments) and returns its exit code
-/// and output.
+/// and output. A process still running after [`RUN_TO_END_WITHIN`] is killed and fails the
+/// test with what it printed.
 pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
-    let output = essync_command(args).output().expect("run essync");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut child = essync_command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run essync");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + RUN_TO_END_WITHIN;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for essync") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().expect("read essync's stdout");
+    let stderr = stderr.join().expect("read essync's stderr");
+    let Some(status) = status else {
+        panic!(
+            "essync {args:?} was still running after {}s; it printed:\n{stderr}{stdout}",
+            RUN_TO_END_WITHIN.as_secs()
+        );
+    };
+    (status.code(), stdout, stderr)
 }
 
 /// Sends a signal (by number) to a process, as `kill -SIGNAL PID` does.
