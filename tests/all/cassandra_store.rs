@@ -646,3 +646,75 @@ async fn rows_written_together_are_each_reported_on_their_own() {
         }
     }
 }
+
+/// Fenced deletes share unlogged batches, and each is still reported on its own: one whose row
+/// an application rewrote after essync read it leaves that row and says so; one whose row is
+/// already gone is a delete done.
+#[tokio::test]
+async fn rows_deleted_together_are_each_reported_on_their_own() {
+    let store = support::cassandra_store("c_batched_del").await;
+    let session = support::cql_session().await;
+    let table = store.table().to_string();
+    let ids: Vec<Uuid> = (0..23).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        insert_row(&session, &table, *id, Some("i"), Some(1), Some("{}")).await;
+    }
+    let found = store.get_by_ids(&ids).await.expect("read");
+    let deletes: Vec<CassandraDelete> = ids
+        .iter()
+        .map(|id| match found.get(id) {
+            Some(Read::Document(read)) => CassandraDelete {
+                id: *id,
+                expected: read.version.clone(),
+            },
+            other => panic!("row {id}: {other:?}"),
+        })
+        .collect();
+    // After essync's read: an application rewrites two rows and deletes one.
+    let (rewritten, gone) = ([4, 15], 20);
+    for i in rewritten {
+        insert_row(
+            &session,
+            &table,
+            ids[i],
+            Some("i"),
+            Some(2),
+            Some(r#"{"app":1}"#),
+        )
+        .await;
+    }
+    session
+        .query_unpaged(format!("DELETE FROM {table} WHERE id = ?"), (ids[gone],))
+        .await
+        .expect("application delete");
+
+    let before = store
+        .requests()
+        .snapshot()
+        .get("delete")
+        .copied()
+        .unwrap_or(0);
+    let applied = store.delete_batch(&deletes).await.expect("delete");
+    let sent = store
+        .requests()
+        .snapshot()
+        .get("delete")
+        .copied()
+        .unwrap_or(0)
+        - before;
+    assert_eq!(sent, 3, "23 deletes go in batches of at most 10");
+    assert_eq!(applied.len(), ids.len());
+    let found = store.get_by_ids(&ids).await.expect("read");
+    for (i, (id, applied)) in ids.iter().zip(&applied).enumerate() {
+        if rewritten.contains(&i) {
+            assert_eq!(applied.outcome, WriteOutcome::ChangedUnderneath, "row {i}");
+            assert!(
+                matches!(found.get(id), Some(Read::Document(s)) if s.document.content == json!({"app": 1})),
+                "row {i}: the application's write is kept"
+            );
+        } else {
+            assert_eq!(applied.outcome, WriteOutcome::Deleted, "row {i}");
+            assert!(!found.contains_key(id), "row {i} is still there");
+        }
+    }
+}

@@ -352,13 +352,7 @@ impl CassandraStore {
         &self,
         deletes: &[CassandraDelete],
     ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-        write::delete_batch(
-            self.cql.session(),
-            &self.writes,
-            self.config.concurrency,
-            deletes,
-        )
-        .await
+        write::delete_batch(&self.cql, &self.writes, self.config.concurrency, deletes).await
     }
 
     /// How writes stay race-safe.

@@ -1,15 +1,18 @@
-//! Fenced writes sent together: small rows share unlogged batches, each row with its own write
-//! time (`USING TIMESTAMP`), so that a backfill costs Cassandra a request per few rows instead
-//! of one per row. What a row's outcome means is the module above's.
+//! Fenced writes and deletes sent together: small rows share unlogged batches, each row with
+//! its own write time (`USING TIMESTAMP`), so that a backfill, or a mass delete, costs
+//! Cassandra a request per few rows instead of one per row. What a row's outcome means is the module above's.
 
+use chrono::Utc;
 use futures::StreamExt;
+use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
 use super::{
-    CassandraExpected, CassandraWrite, WriteStatements, classify, fence, ttl_left, version_written,
-    written,
+    CassandraDelete, CassandraExpected, CassandraWrite, WriteStatements, classify, fence, ttl_left,
+    version_written, written,
 };
 use crate::cassandra::CassandraError;
 use crate::cassandra::convert::{CassandraVersion, Columns, to_columns};
@@ -84,9 +87,7 @@ pub(super) async fn write(
     concurrency: usize,
     writes: &[CassandraWrite],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-    // Every place is filled below: a rejection, or the outcome of the row's group.
-    let unsent = Applied::outcome(WriteOutcome::Failed("not sent".to_string()));
-    let mut outcomes = vec![unsent; writes.len()];
+    let mut outcomes = unsent(writes.len());
     let mut rows = Vec::with_capacity(writes.len());
     for (i, write) in writes.iter().enumerate() {
         match FencedRow::of(write) {
@@ -95,36 +96,100 @@ pub(super) async fn write(
         }
     }
     let groups = groups(rows);
-    let pending: Vec<_> = groups
+    let values: Vec<Vec<_>> = groups
         .iter()
-        .map(|group| send_group(cql, statements, group))
+        .map(|group| {
+            let values = group.iter().map(|(_, row)| row.values());
+            values.map(|v| (v.0, v)).collect()
+        })
         .collect();
-    let sent: Vec<_> = futures::stream::iter(pending)
-        .buffered(concurrency.max(1))
-        .collect()
-        .await;
+    let sent = send_all(cql, &statements.insert_at, "write", &values, concurrency).await;
     for (group, sent) in groups.into_iter().zip(sent) {
-        let each: Vec<Result<(), CassandraError>> = match sent {
-            Ok(each) => each,
-            Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
-            Err(e) => {
-                let failed = WriteOutcome::Failed(e.to_string());
-                for (i, _) in group {
-                    outcomes[i] = Applied::outcome(failed.clone());
-                }
-                continue;
-            }
-        };
-        for ((i, row), result) in group.into_iter().zip(each) {
-            outcomes[i] = match result {
-                Ok(()) => row.applied(),
-                Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
-                Err(e) if e.is_transient() => Applied::outcome(WriteOutcome::Failed(e.to_string())),
-                Err(e) => Applied::outcome(WriteOutcome::Rejected(e.to_string())),
-            };
-        }
+        let applied = group.into_iter().map(|(i, row)| (i, row.applied()));
+        settle(applied.collect(), sent, &mut outcomes)?;
     }
     Ok(outcomes)
+}
+
+/// Deletes fenced just after the rows read (see [`fence`]), [`ROWS_PER_BATCH`] to an unlogged
+/// batch, each with its own write time; one outcome per delete, in order.
+pub(super) async fn delete(
+    cql: &Cql,
+    statements: &WriteStatements,
+    concurrency: usize,
+    deletes: &[CassandraDelete],
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+    let mut outcomes = unsent(deletes.len());
+    let now = Utc::now();
+    let groups: Vec<Vec<(Uuid, (i64, Uuid))>> = deletes
+        .chunks(ROWS_PER_BATCH)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|d| (d.id, (fence(Some(&d.expected), now), d.id)))
+                .collect()
+        })
+        .collect();
+    let sent = send_all(cql, &statements.delete_at, "delete", &groups, concurrency).await;
+    for (first, sent) in (0..deletes.len()).step_by(ROWS_PER_BATCH).zip(sent) {
+        let last = (first + ROWS_PER_BATCH).min(deletes.len());
+        let applied = (first..last).map(|i| (i, Applied::outcome(WriteOutcome::Deleted)));
+        settle(applied.collect(), sent, &mut outcomes)?;
+    }
+    Ok(outcomes)
+}
+
+/// `n` outcomes to fill: each place gets a rejection, or the outcome of its row's group.
+fn unsent(n: usize) -> Vec<Applied<CassandraVersion>> {
+    vec![Applied::outcome(WriteOutcome::Failed("not sent".to_string())); n]
+}
+
+/// What sending each group gave (see [`send_together`]), `concurrency` groups at a time.
+async fn send_all<V: SerializeRow>(
+    cql: &Cql,
+    statement: &PreparedStatement,
+    kind: &'static str,
+    groups: &[Vec<(Uuid, V)>],
+    concurrency: usize,
+) -> Vec<Result<Vec<Result<(), CassandraError>>, CassandraError>> {
+    let pending: Vec<_> = groups
+        .iter()
+        .map(|rows| send_together(cql, statement, kind, rows))
+        .collect();
+    futures::stream::iter(pending)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Fills the outcomes of a group (each `(place, outcome if applied)`) from what its sending
+/// gave: a row that applied gets its outcome, the others a failure (to try again) or a
+/// rejection (the row at fault). An unreachable cluster fails the whole page.
+fn settle(
+    group: Vec<(usize, Applied<CassandraVersion>)>,
+    sent: Result<Vec<Result<(), CassandraError>>, CassandraError>,
+    outcomes: &mut [Applied<CassandraVersion>],
+) -> Result<(), CassandraError> {
+    let each = match sent {
+        Ok(each) => each,
+        Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
+        Err(e) => {
+            let failed = WriteOutcome::Failed(e.to_string());
+            for (i, _) in group {
+                outcomes[i] = Applied::outcome(failed.clone());
+            }
+            return Ok(());
+        }
+    };
+    for ((i, applied), result) in group.into_iter().zip(each) {
+        outcomes[i] = match result {
+            Ok(()) => applied,
+            Err(e @ CassandraError::Unreachable { .. }) => return Err(e),
+            Err(e) if e.is_transient() => Applied::outcome(WriteOutcome::Failed(e.to_string())),
+            Err(e) => Applied::outcome(WriteOutcome::Rejected(e.to_string())),
+        };
+    }
+    Ok(())
 }
 
 /// Splits rows, in order, into the groups sent together: at most [`ROWS_PER_BATCH`] rows and
@@ -148,40 +213,39 @@ fn groups(rows: Vec<(usize, FencedRow<'_>)>) -> Vec<Vec<(usize, FencedRow<'_>)>>
     groups
 }
 
-/// Sends one group: one statement for a single row, an unlogged batch for several. `Err` when
-/// the whole group failed for a reason that would fail each row too (the cluster's state); a
-/// batch refused for another reason is sent again row by row, so that a bad row fails alone.
-async fn send_group(
+/// Sends `statement` once per row (each `(id, values)`): one request for a single row, an
+/// unlogged batch for several, counted as `kind` (`write`, `delete`). `Err` when the whole
+/// group failed for a reason that would fail each row too (the cluster's state); a batch
+/// refused for another reason is sent again row by row, so that a bad row fails alone.
+async fn send_together<V: SerializeRow>(
     cql: &Cql,
-    statements: &WriteStatements,
-    group: &[(usize, FencedRow<'_>)],
+    statement: &PreparedStatement,
+    kind: &'static str,
+    rows: &[(Uuid, V)],
 ) -> Result<Vec<Result<(), CassandraError>>, CassandraError> {
-    if let [_, _, ..] = group {
+    if let [_, _, ..] = rows {
         let mut batch = Batch::new(BatchType::Unlogged);
-        cql.count_as(&mut batch, "write");
-        for _ in group {
-            batch.append_statement(statements.insert_at.clone());
+        cql.count_as(&mut batch, kind);
+        for _ in rows {
+            batch.append_statement(statement.clone());
         }
-        let values: Vec<_> = group.iter().map(|(_, row)| row.values()).collect();
-        let action = format!("to write {} rows", group.len());
+        let values: Vec<&V> = rows.iter().map(|(_, values)| values).collect();
+        let action = format!("to {kind} {} rows", rows.len());
         match cql.session().batch(&batch, values).await {
-            Ok(_) => return Ok(group.iter().map(|_| Ok(())).collect()),
+            Ok(_) => return Ok(rows.iter().map(|_| Ok(())).collect()),
             Err(e) => {
                 let e = classify(&action, &e);
                 if e.is_transient() {
                     return Err(e);
                 }
-                tracing::debug!("{e}; writing them one by one");
+                tracing::debug!("{e}; sending them one by one");
             }
         }
     }
-    let mut each = Vec::with_capacity(group.len());
-    for (_, row) in group {
-        let action = format!("to write row {}", row.write.document.id);
-        let result = cql
-            .session()
-            .execute_unpaged(&statements.insert_at, row.values())
-            .await;
+    let mut each = Vec::with_capacity(rows.len());
+    for (id, values) in rows {
+        let action = format!("to {kind} row {id}");
+        let result = cql.session().execute_unpaged(statement, values).await;
         each.push(result.map(drop).map_err(|e| classify(&action, &e)));
     }
     Ok(each)

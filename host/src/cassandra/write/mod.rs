@@ -196,7 +196,6 @@ pub(crate) async fn write_batch(
     writes: &[CassandraWrite],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
     let session = cql.session();
-    let sent_at = Utc::now().timestamp_micros();
     if statements.mode == WriteMode::Lwt {
         // Futures built first, then polled: keeps the stream free of closures over borrowed
         // items, which would make the whole future not `Send` for every lifetime.
@@ -206,13 +205,27 @@ pub(crate) async fn write_batch(
             .collect();
         return run_all(pending, concurrency).await;
     }
-    let mut outcomes = fenced::write(cql, statements, concurrency, writes).await?;
     let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
+    let sent = fenced::write(cql, statements, concurrency, writes);
+    verified(session, statements, concurrency, &ids, sent).await
+}
+
+/// The outcomes of fenced writes or deletes of the rows `ids` (`sent`, not yet started), each
+/// checked against the write times read back just after (see [`verify`]).
+async fn verified(
+    session: &Session,
+    statements: &WriteStatements,
+    concurrency: usize,
+    ids: &[Uuid],
+    sent: impl std::future::Future<Output = Result<Vec<Applied<CassandraVersion>>, CassandraError>>,
+) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
+    let sent_at = Utc::now().timestamp_micros();
+    let mut outcomes = sent.await?;
     verify(
         session,
         statements,
         concurrency,
-        &ids,
+        ids,
         sent_at,
         &mut outcomes,
     )
@@ -283,30 +296,22 @@ async fn verify(
 }
 
 pub(crate) async fn delete_batch(
-    session: &Session,
+    cql: &Cql,
     statements: &WriteStatements,
     concurrency: usize,
     deletes: &[CassandraDelete],
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
-    let sent_at = Utc::now().timestamp_micros();
-    let pending: Vec<_> = deletes
-        .iter()
-        .map(|delete| delete_one(session, statements, delete))
-        .collect();
-    let mut outcomes = run_all(pending, concurrency).await?;
-    if statements.mode == WriteMode::Fenced {
-        let ids: Vec<Uuid> = deletes.iter().map(|d| d.id).collect();
-        verify(
-            session,
-            statements,
-            concurrency,
-            &ids,
-            sent_at,
-            &mut outcomes,
-        )
-        .await?;
+    let session = cql.session();
+    if statements.mode == WriteMode::Lwt {
+        let pending: Vec<_> = deletes
+            .iter()
+            .map(|delete| delete_if_unchanged(session, statements, delete))
+            .collect();
+        return run_all(pending, concurrency).await;
     }
-    Ok(outcomes)
+    let ids: Vec<Uuid> = deletes.iter().map(|d| d.id).collect();
+    let sent = fenced::delete(cql, statements, concurrency, deletes);
+    verified(session, statements, concurrency, &ids, sent).await
 }
 
 /// The time to live a row had left (0: none), which essync's rewrite keeps.
@@ -393,7 +398,7 @@ async fn write_if_unchanged(
     })
 }
 
-async fn delete_one(
+async fn delete_if_unchanged(
     session: &Session,
     statements: &WriteStatements,
     delete: &CassandraDelete,
@@ -401,14 +406,6 @@ async fn delete_one(
     let id = delete.id;
     let action = format!("to delete row {id}");
     let seen = &delete.expected;
-    if statements.mode == WriteMode::Fenced {
-        let at = fence(Some(seen), Utc::now());
-        session
-            .execute_unpaged(&statements.delete_at, (at, id))
-            .await
-            .map_err(|e| classify(&action, &e))?;
-        return Ok(Applied::outcome(WriteOutcome::Deleted));
-    }
     let result = session
         .execute_unpaged(
             &statements.delete_if_unchanged,
