@@ -1,6 +1,7 @@
 //! Fenced writes and deletes sent together: small rows share unlogged batches, each row with
 //! its own write time (`USING TIMESTAMP`), so that a backfill, or a mass delete, costs
-//! Cassandra a request per few rows instead of one per row. What a row's outcome means is the module above's.
+//! Cassandra a request per few rows instead of one per row. What a row's outcome means is the
+//! module above's.
 
 use chrono::Utc;
 use futures::StreamExt;
