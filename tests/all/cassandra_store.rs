@@ -688,20 +688,10 @@ async fn rows_deleted_together_are_each_reported_on_their_own() {
         .await
         .expect("application delete");
 
-    let before = store
-        .requests()
-        .snapshot()
-        .get("delete")
-        .copied()
-        .unwrap_or(0);
+    let deletes_sent = || store.requests().snapshot().get("delete").copied();
+    let before = deletes_sent().unwrap_or(0);
     let applied = store.delete_batch(&deletes).await.expect("delete");
-    let sent = store
-        .requests()
-        .snapshot()
-        .get("delete")
-        .copied()
-        .unwrap_or(0)
-        - before;
+    let sent = deletes_sent().unwrap_or(0) - before;
     assert_eq!(sent, 3, "23 deletes go in batches of at most 10");
     assert_eq!(applied.len(), ids.len());
     let found = store.get_by_ids(&ids).await.expect("read");

@@ -100,8 +100,9 @@ pub(super) async fn write(
     let values: Vec<Vec<_>> = groups
         .iter()
         .map(|group| {
-            let values = group.iter().map(|(_, row)| row.values());
-            values.map(|v| (v.0, v)).collect()
+            let rows = group.iter().map(|(_, row)| row);
+            rows.map(|row| (row.write.document.id, row.values()))
+                .collect()
         })
         .collect();
     let sent = send_all(cql, &statements.insert_at, "write", &values, concurrency).await;
