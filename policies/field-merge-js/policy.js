@@ -33,7 +33,8 @@ import {
   write,
 } from '../sdk/js/essync-policy.js';
 
-export const about = needs({ baseContent: true });
+// Every change takes part (`filter` keeps each), so essync need not ask it: `filters: false`.
+export const about = needs({ baseContent: true, filters: false });
 
 export const filter = {
   filter: (batch) => answerEach(batch, () => ({ tag: 'keep' })),

@@ -40,8 +40,9 @@ def resolve(conflict: Conflict) -> Resolution:
 
 class About(exports.About):
     def needs(self) -> PolicyNeeds:
-        """It never reads the base's content: essync keeps none."""
-        return needs(base_content=False)
+        """It never reads the base's content (essync keeps none), and its filter keeps every
+        change (essync need not ask it)."""
+        return needs(base_content=False, filters=False)
 
 
 class Filter(exports.Filter):

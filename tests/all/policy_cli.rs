@@ -179,8 +179,9 @@ fn a_policy_of_the_earlier_interface_is_tested_and_checked() {
     assert!(stdout.contains("policy@0.1.0"), "{stdout}");
 }
 
-/// `policy check` says whether the component asks essync to keep the base's content: a
-/// current one answers, a 0.2.0 one is taken to merge (it runs adapted), a 0.1.0 one sees none.
+/// `policy check` says whether the component asks essync to keep the base's content (a
+/// current one answers, a 0.2.0 one is taken to merge (it runs adapted), a 0.1.0 one sees none)
+/// and whether essync asks its filter.
 #[test]
 fn check_prints_what_the_policy_needs() {
     for (component, needs) in [
@@ -205,6 +206,20 @@ fn check_prints_what_the_policy_needs() {
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
         assert!(stdout.contains(&format!("  needs     {needs}")), "{stdout}");
+    }
+    // Whether the filter is asked: not for a policy that says it keeps every change.
+    for (component, filters) in [
+        ("builtin", "no (every change takes part as it is"),
+        (components::FIELD_MERGE, "no (every change"),
+        (components::INDEX_FILTER, "yes (essync asks its `filter`"),
+        (components::LEGACY_V0_2, "yes (essync asks"),
+    ] {
+        let output = essync(&["policy", "check", component]);
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains(&format!("            filters: {filters}")),
+            "{stdout}"
+        );
     }
     let output = essync(&["policy", "check", components::LEGACY_V0_2]);
     let stdout = text(&output.stdout);
@@ -285,6 +300,37 @@ fn processes_share_the_compile_cache() {
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// `policy bench` measures the calls essync makes: a policy that says its filter keeps every
+/// change has no filter call to measure.
+#[test]
+fn bench_measures_the_filter_only_where_essync_calls_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    for (component, folder, filter) in [
+        ("builtin", "last-write-wins", "never called"),
+        (components::INDEX_FILTER, "index-filter", "per call of 1000"),
+    ] {
+        let cases = root.join(folder).join("cases.json");
+        let output = essync(&["policy", "bench", component, cases.to_str().expect("utf-8")]);
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{folder}: {stdout}{}",
+            text(&output.stderr)
+        );
+        let line = |call: &str| {
+            stdout
+                .lines()
+                .find(|l| l.starts_with(call))
+                .unwrap_or_else(|| panic!("{folder}: no {call} line in {stdout}"))
+        };
+        assert!(line("filter ").contains(filter), "{folder}: {stdout}");
+        assert!(
+            line("resolve ").contains("per call of 1000"),
+            "{folder}: {stdout}"
+        );
+    }
 }
 
 /// Each policy command's help lists its own arguments, `-v`, `--policy-cache` where it loads a

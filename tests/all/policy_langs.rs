@@ -97,6 +97,8 @@ fn the_python_example_passes_the_cases_of_its_rust_twin_and_loads_from_the_cache
     };
     let first = check();
     assert!(first.contains("kept in the compile cache"), "{first}");
+    // It says its filter keeps every change: essync does not ask it.
+    assert!(first.contains("filters: no"), "{first}");
     // What componentize-py links in is explained: its initializer, and the file system and
     // sockets, denied.
     assert!(
@@ -128,6 +130,14 @@ fn the_javascript_example_passes_the_cases_of_its_rust_twin() {
         Command::new("node").arg("--test").current_dir(&example),
     );
     passes_its_cases(&component, &policies().join("field-merge/cases.json"));
+    // It merges from the base, and says its filter keeps every change.
+    let check = run(
+        "essync policy check",
+        essync(&["policy", "check"]).arg(&component),
+    );
+    let check = text(&check.stdout);
+    assert!(check.contains("keeps base content: yes"), "{check}");
+    assert!(check.contains("filters: no"), "{check}");
 }
 
 /// The files the README of a project that `essync policy new` wrote tells its reader to

@@ -708,6 +708,25 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
         "a kept-out document counted twice in a round: {:?}",
         rounds.iter().map(|r| r.filtered).collect::<Vec<_>>()
     );
+    drop(essync);
+
+    // A policy that says its filter keeps every change is not asked: this one's filter would
+    // skip every change, and both changes are copied all the same.
+    let s = Scenario::new("s16u").await;
+    let essync = s.essync(&["--policy", policies::UNASKED_FILTER]);
+    essync.wait_rounds(0, 1).await;
+    let (from_es, from_c) = (Uuid::new_v4(), Uuid::new_v4());
+    s.es_write(from_es, &doc(&s.index("a"), "t", now_ms(), json!({"n": 1})))
+        .await;
+    s.cql_write(from_c, &doc(&s.index("b"), "t", now_ms(), json!({"n": 2})))
+        .await;
+    s.wait_until("both changes on both sides", |e, c| {
+        [from_es, from_c]
+            .iter()
+            .all(|id| e.contains_key(id) && c.contains_key(id))
+    })
+    .await;
+    assert!(essync.rounds().iter().all(|r| r.filtered == 0));
 }
 
 /// Replaces a policy file in one step, as a deployment should: a new file renamed over it.

@@ -87,6 +87,7 @@ fn check(path: &Path, cache: &CompileCache) -> anyhow::Result<ExitCode> {
         println!("            {other}: never called by essync ({what})");
     }
     println!("  needs     {}", needs_line(&policy));
+    println!("            {}", filters_line(&policy));
     print_imports(policy.imports());
     println!(
         "  size      {}, {}",
@@ -108,6 +109,17 @@ fn needs_line(policy: &Policy) -> String {
         (_, false) => ("no", "a conflict's base comes without its content"),
     };
     format!("keeps base content: {keeps} ({why})")
+}
+
+/// Whether essync asks the component's `filter`, as its `about` says (an earlier world's always
+/// is).
+fn filters_line(policy: &Policy) -> String {
+    if policy.filters() {
+        "filters: yes (essync asks its `filter` about every change)".to_string()
+    } else {
+        "filters: no (every change takes part as it is: essync never calls its `filter`)"
+            .to_string()
+    }
 }
 
 /// The world a component exports, and how this essync runs it.

@@ -18,14 +18,7 @@ pub(super) fn document_to_wit(
     document: &Document,
     stamp: Stamp,
 ) -> Result<wit::Document, PolicyError> {
-    let timestamp = document
-        .timestamp_millis()
-        .ok_or_else(|| invalid(format!("{document} has no timestamp")))?;
-    if !document.content.is_object() {
-        return Err(invalid(format!(
-            "the content of {document} is not a JSON object"
-        )));
-    }
+    let timestamp = checked(document)?;
     Ok(wit::Document {
         id: document.id.to_string(),
         index: document.index.clone(),
@@ -37,6 +30,21 @@ pub(super) fn document_to_wit(
         },
         content: document.content_text(),
     })
+}
+
+/// Whether a document can cross the boundary (it has a timestamp and its content is a JSON
+/// object), and its timestamp in UTC milliseconds: a candidate that cannot is an error of its
+/// own, whether or not the policy is asked.
+pub(super) fn checked(document: &Document) -> Result<i64, PolicyError> {
+    let timestamp = document
+        .timestamp_millis()
+        .ok_or_else(|| invalid(format!("{document} has no timestamp")))?;
+    if !document.content.is_object() {
+        return Err(invalid(format!(
+            "the content of {document} is not a JSON object"
+        )));
+    }
+    Ok(timestamp)
 }
 
 pub(super) fn candidate_to_wit(candidate: &Candidate) -> Result<wit::Candidate, PolicyError> {

@@ -14,7 +14,8 @@
 //!   the change wins over the delete).
 //! - **Needs.** A current component is asked once, when it is loaded, what it needs
 //!   ([`Policy::wants_base_content`]): whether it merges from the base's content, which essync
-//!   then keeps in its ledger.
+//!   then keeps in its ledger; and whether its filter may answer anything but `keep`
+//!   ([`Policy::filters`]): when not, it is never asked, and every candidate is kept.
 //!
 //! - **Load once.** [`Policy::builtin`] (the default last-write-wins policy, embedded in the
 //!   binary), [`Policy::from_file`] and [`Policy::from_bytes`] compile the component once
@@ -261,6 +262,9 @@ struct Inner {
     compiled: Compiled,
     /// Whether the component merges from the base's content (its `needs`, asked once at load).
     base_content: AtomicBool,
+    /// Whether the component's `filter` may answer anything but `keep` (its `needs`); when not,
+    /// it is never called.
+    filters: AtomicBool,
     /// The most linear memory a call used, in bytes (see [`Policy::peak_memory`]).
     peak_memory: AtomicUsize,
 }
@@ -390,14 +394,17 @@ impl Policy {
             load_time,
             compiled,
             base_content: AtomicBool::new(false),
+            filters: AtomicBool::new(true),
             peak_memory: AtomicUsize::new(0),
         });
         let policy = Policy::limited(inner, limits);
         let needs = policy.ask_needs()?;
         (policy.inner.base_content).store(needs.base_content, Ordering::Relaxed);
+        (policy.inner.filters).store(needs.filters, Ordering::Relaxed);
         tracing::debug!(
             policy = name,
             base_content = needs.base_content,
+            filters = needs.filters,
             "policy needs"
         );
         Ok(policy)
@@ -452,6 +459,14 @@ impl Policy {
     /// sees no base.
     pub fn wants_base_content(&self) -> bool {
         self.inner.base_content.load(Ordering::Relaxed)
+    }
+
+    /// Whether the policy's `filter` may answer anything but `keep`, as a current component's
+    /// `needs` answered when it was loaded (the built-in policy does not; components of the
+    /// earlier worlds do). When it does not, [`Policy::filter`] keeps every candidate without
+    /// calling the component.
+    pub fn filters(&self) -> bool {
+        self.inner.filters.load(Ordering::Relaxed)
     }
 
     /// Everything the component exports, by name.
@@ -545,6 +560,10 @@ impl Policy {
         &self,
         batch: Vec<Candidate>,
     ) -> (Vec<Candidate>, Vec<Result<Verdict, PolicyError>>) {
+        if !self.filters() {
+            let verdicts = self.filter_items(&batch);
+            return (batch, verdicts);
+        }
         let len = batch.len();
         let policy = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -578,6 +597,14 @@ impl Policy {
     }
 
     fn filter_items(&self, batch: &[Candidate]) -> Vec<Result<Verdict, PolicyError>> {
+        if !self.filters() {
+            // The policy said its filter keeps every change: asking would only cost. What could
+            // not be sent is still an error of its own.
+            return batch
+                .iter()
+                .map(|c| convert::checked(&c.version.document).map(|_| Verdict::Keep))
+                .collect();
+        }
         let world = self.inner.pre.world();
         let inputs = batch
             .iter()

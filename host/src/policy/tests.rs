@@ -244,6 +244,37 @@ fn a_current_policy_says_whether_it_merges_from_the_base() {
     assert!(!legacy().wants_base_content());
 }
 
+/// A policy says whether its filter may answer anything but keep; essync asks only those that
+/// do (the earlier worlds cannot say, and are asked).
+#[test]
+fn a_current_policy_says_whether_it_filters() {
+    assert!(!builtin().filters());
+    assert!(!load(components::PREFER_CASSANDRA).filters());
+    assert!(!load(components::FIELD_MERGE).filters());
+    assert!(load(components::INDEX_FILTER).filters());
+    assert!(misbehaving().filters());
+    assert!(load(components::LEGACY_V0_2).filters());
+    assert!(legacy().filters());
+}
+
+/// A policy that says its filter keeps every change is not asked: this one's filter would skip
+/// each, and every candidate, a delete included, is kept, by the blocking and the async calls.
+#[tokio::test]
+async fn a_policy_that_says_it_keeps_every_change_is_not_asked() {
+    let policy = load(components::UNASKED_FILTER);
+    assert!(!policy.filters());
+    let answers = policy.filter_blocking(vec![candidate("books"), deletion("books")]);
+    assert!(
+        matches!(&answers[..], [Ok(Verdict::Keep), Ok(Verdict::Keep)]),
+        "{answers:?}"
+    );
+    let batch: Vec<Candidate> = (0..300).map(|_| candidate("books")).collect();
+    let (returned, answers) = policy.filter_returning(batch.clone()).await;
+    assert_eq!(returned, batch);
+    assert!(answers.iter().all(|a| matches!(a, Ok(Verdict::Keep))));
+    assert_eq!(answers.len(), 300);
+}
+
 #[test]
 fn field_merge_without_the_base_content_merges_as_without_a_base() {
     let policy = load(components::FIELD_MERGE);

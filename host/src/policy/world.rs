@@ -67,13 +67,18 @@ pub(super) enum World {
 impl World {
     /// What a component of an earlier world needs, which its world says: a 0.2.0 one needs the
     /// base's content (it may merge: it was written when the content was always there); a 0.1.0
-    /// one sees no base. `None` for the current world, whose components are asked.
+    /// one sees no base. Both filter (their world has no way to say they do not). `None` for the
+    /// current world, whose components are asked.
     pub fn needs(self) -> Option<PolicyNeeds> {
         match self {
             World::Current => None,
-            World::V0_2 => Some(PolicyNeeds { base_content: true }),
+            World::V0_2 => Some(PolicyNeeds {
+                base_content: true,
+                filters: true,
+            }),
             World::V0_1 => Some(PolicyNeeds {
                 base_content: false,
+                filters: true,
             }),
         }
     }

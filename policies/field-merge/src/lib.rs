@@ -37,6 +37,8 @@ pub struct FieldMerge;
 
 impl Policy for FieldMerge {
     const BASE_CONTENT: bool = true;
+    /// Every change takes part: essync need not ask.
+    const FILTERS: bool = false;
 
     fn resolve(conflict: Conflict) -> Result<Resolution, String> {
         resolve(&conflict)

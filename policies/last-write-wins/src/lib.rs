@@ -4,7 +4,8 @@
 //!
 //! # Filtering
 //!
-//! Every change takes part, unchanged.
+//! Every change takes part, unchanged. The policy says so ([`Policy::FILTERS`] is false), and
+//! essync does not call its filter.
 //!
 //! # Resolution
 //!
@@ -40,6 +41,9 @@ use essync_policy::{Conflict, Policy, Resolution, versions};
 pub struct LastWriteWins;
 
 impl Policy for LastWriteWins {
+    /// Every change takes part: essync need not ask.
+    const FILTERS: bool = false;
+
     fn resolve(conflict: Conflict) -> Result<Resolution, String> {
         Ok(resolve(&conflict))
     }

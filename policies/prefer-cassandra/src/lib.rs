@@ -15,6 +15,9 @@ use essync_policy::{Conflict, Policy, Resolution, Side, versions};
 pub struct PreferCassandra;
 
 impl Policy for PreferCassandra {
+    /// Every change takes part: essync need not ask.
+    const FILTERS: bool = false;
+
     fn resolve(conflict: Conflict) -> Result<Resolution, String> {
         Ok(resolve(&conflict))
     }

@@ -5,11 +5,13 @@
 // BigInt of UTC milliseconds, `stamp` 'written' or 'observed', `content` the text of a JSON
 // object), an absent version is `undefined`, variants are `{ tag, val }`.
 //
-// - `needs({ baseContent })`: the `about` export, what the policy needs from essync (asked once,
-//   at load): `export const about = needs({ baseContent: false });`. `baseContent: true` says
-//   that `resolve` merges from the content of a conflict's base: essync then keeps every synced
-//   document's content in its ledger, and a conflict's `baseContent` is true when its base
-//   carries it. Without it (the default), a conflict's base comes with the content `{}`;
+// - `needs({ baseContent, filters })`: the `about` export, what the policy needs from essync
+//   (asked once, at load): `export const about = needs({ baseContent: false });`. `baseContent:
+//   true` says that `resolve` merges from the content of a conflict's base: essync then keeps
+//   every synced document's content in its ledger, and a conflict's `baseContent` is true when
+//   its base carries it. Without it (the default), a conflict's base comes with the content
+//   `{}`. `filters: false` says that `filter` keeps every change: essync then never calls it
+//   (and ignores what it would answer); the default, `true`, has it asked about every change;
 // - `answerEach(batch, decide)`: one `{ tag: 'ok', val }` per item, in order, or
 //   `{ tag: 'err', val: reason }` where `decide` threw a `Refusal` (any other exception traps
 //   the call, as a panic does in Rust);
@@ -40,9 +42,10 @@
 export class Refusal extends Error {}
 
 /** The `about` export of a policy: what it needs from essync. `baseContent` (false unless
- * given) says whether `resolve` reads the content of a conflict's base. */
-export function needs({ baseContent = false } = {}) {
-  return { needs: () => ({ baseContent }) };
+ * given) says whether `resolve` reads the content of a conflict's base; `filters` (true unless
+ * given) whether `filter` may answer anything but keep (when not, essync never calls it). */
+export function needs({ baseContent = false, filters = true } = {}) {
+  return { needs: () => ({ baseContent, filters }) };
 }
 
 /** Applies `decide` to each item of a batch: the list a `filter` or `resolve` export returns. */

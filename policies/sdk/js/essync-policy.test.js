@@ -65,7 +65,8 @@ test('the canonical form is the same in every SDK', () => {
   }
 });
 
-test('a policy needs no base content unless it says so', () => {
-  assert.deepEqual(needs().needs(), { baseContent: false });
-  assert.deepEqual(needs({ baseContent: true }).needs(), { baseContent: true });
+test('a policy needs no base content and is asked to filter unless it says otherwise', () => {
+  assert.deepEqual(needs().needs(), { baseContent: false, filters: true });
+  assert.deepEqual(needs({ baseContent: true }).needs(), { baseContent: true, filters: true });
+  assert.deepEqual(needs({ filters: false }).needs(), { baseContent: false, filters: false });
 });

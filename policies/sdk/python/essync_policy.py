@@ -3,11 +3,13 @@
 The same helpers as the Rust SDK (the `essync-policy` crate), for the types that
 componentize-py generates from `wit/policy.wit` (`wit_world`):
 
-- `needs(base_content=False)`: what the `About` export's `needs` returns, what the policy needs
+- `needs(base_content=False, filters=True)`: what the `About` export's `needs` returns, what the policy needs
   from essync (asked once, at load). `base_content=True` says that `resolve` merges from the
   content of a conflict's base: essync then keeps every synced document's content in its
   ledger, and a conflict's `base_content` is true when its base carries it. Without it (the
-  default), a conflict's base comes with the content `{}`;
+  default), a conflict's base comes with the content `{}`. `filters=False` says that `filter`
+  keeps every change: essync then never calls it (and ignores what it would answer); the
+  default, `True`, has it asked about every change;
 - `answer_each(batch, decide)`: one `Ok(answer)` per item, in order, or `Err(reason)` where
   `decide` raised `Refusal` (any other exception traps the call, as a panic does in Rust);
 - `content_object(document)`: the content as a `dict`, its numbers as numbers (below), or a
@@ -48,10 +50,11 @@ from wit_world.imports.types import (
 )
 
 
-def needs(base_content: bool = False) -> PolicyNeeds:
+def needs(base_content: bool = False, filters: bool = True) -> PolicyNeeds:
     """What the policy needs from essync: `base_content` says whether `resolve` reads the
-    content of a conflict's base (a three-way merge does)."""
-    return PolicyNeeds(base_content=base_content)
+    content of a conflict's base (a three-way merge does); `filters` whether `filter` may answer
+    anything but keep (when not, essync never calls it)."""
+    return PolicyNeeds(base_content=base_content, filters=filters)
 
 
 class Refusal(Exception):

@@ -3,10 +3,11 @@
 
 Run here with `python3 -m unittest`. The SDK imports the bindings componentize-py generates
 from the WIT: when they are not importable, they are generated into `bindings/` first (with
-componentize-py on PATH).
+componentize-py on PATH), and generated again when the WIT is newer.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import unittest
@@ -19,8 +20,12 @@ try:
     import wit_world  # noqa: F401
 except ImportError:
     bindings = HERE / "bindings"
-    if not (bindings / "wit_world").is_dir():
-        wit = HERE.parent.parent.parent / "wit"
+    wit = HERE.parent.parent.parent / "wit"
+    generated = bindings / "wit_world"
+    # Bindings older than the WIT are generated again: the WIT may have changed since.
+    if generated.is_dir() and generated.stat().st_mtime < (wit / "policy.wit").stat().st_mtime:
+        shutil.rmtree(bindings)
+    if not generated.is_dir():
         subprocess.run(
             ["componentize-py", "-d", str(wit), "-w", "policy", "bindings", str(bindings)],
             check=True,
@@ -86,9 +91,12 @@ class Numbers(unittest.TestCase):
 
 
 class Needs(unittest.TestCase):
-    def test_a_policy_needs_no_base_content_unless_it_says_so(self):
+    def test_a_policy_needs_no_base_content_and_filters_unless_it_says_otherwise(self):
         self.assertFalse(needs().base_content)
         self.assertTrue(needs(base_content=True).base_content)
+        # The filter is asked unless the policy says it keeps every change.
+        self.assertTrue(needs().filters)
+        self.assertFalse(needs(filters=False).filters)
 
 
 if __name__ == "__main__":

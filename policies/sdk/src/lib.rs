@@ -90,8 +90,16 @@ pub trait Policy {
     /// each synced version, and a conflict's base comes with the content `{}`.
     const BASE_CONTENT: bool = false;
 
+    /// Whether [`Policy::filter`] may answer anything but `Keep`. A policy that keeps the
+    /// default `filter` (every change takes part) says `false`: essync then never calls it, and
+    /// saves a call per batch with every changed document copied into the component. `true` by
+    /// default, so that a policy that writes a `filter` is asked; with `false`, what `filter`
+    /// would answer is ignored.
+    const FILTERS: bool = true;
+
     /// Decides whether a change (a new version, or a delete when `candidate.deleted`) takes
-    /// part in the sync. The default keeps every change.
+    /// part in the sync. The default keeps every change (say [`Policy::FILTERS`] `false` with
+    /// it).
     ///
     /// A `Transform` must be idempotent and keep the id (see the WIT contract); a delete cannot
     /// be transformed. An `Err` refuses to decide: essync reports it and asks again later.
@@ -109,6 +117,7 @@ pub trait Policy {
 pub fn needs_of<P: Policy>() -> PolicyNeeds {
     PolicyNeeds {
         base_content: P::BASE_CONTENT,
+        filters: P::FILTERS,
     }
 }
 

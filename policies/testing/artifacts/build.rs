@@ -15,6 +15,7 @@ const POLICIES: &[(&str, &str)] = &[
     ("misbehaving", "policies/testing/misbehaving"),
     ("legacy-v0-1", "policies/testing/legacy-v0-1"),
     ("legacy-v0-2", "policies/testing/legacy-v0-2"),
+    ("unasked-filter", "policies/testing/unasked-filter"),
 ];
 
 fn main() {

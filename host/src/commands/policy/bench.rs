@@ -64,11 +64,15 @@ pub fn run(path: &Path, cases: &Path, cache: &CompileCache) -> anyhow::Result<Ex
         duration(took / calls)
     );
 
-    let filter = |batch: Vec<_>| policy.filter_blocking(batch);
-    println!(
-        "filter    {}",
-        batch_line(&policy, &inputs.candidates, filter)?
-    );
+    if policy.filters() {
+        let filter = |batch: Vec<_>| policy.filter_blocking(batch);
+        println!(
+            "filter    {}",
+            batch_line(&policy, &inputs.candidates, filter)?
+        );
+    } else {
+        println!("filter    never called: the policy says it keeps every change");
+    }
     let resolve = |batch: Vec<_>| policy.resolve_blocking(batch);
     println!(
         "resolve   {}",

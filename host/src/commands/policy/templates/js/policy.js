@@ -19,8 +19,10 @@ export function resolve(conflict) {
 
 /** What the policy needs from essync. Set `baseContent: true` if `resolve` merges from the
  * content of a conflict's base (`conflict.base.content`): essync then keeps it for every
- * document. Otherwise the base comes with the content `{}` (`conflict.baseContent` is false). */
-export const about = needs({ baseContent: false });
+ * document. Otherwise the base comes with the content `{}` (`conflict.baseContent` is false).
+ * `filters` says whether `filter` may answer anything but keep (this one skips scratch indices);
+ * a policy that keeps every change says `filters: false`, and essync never asks it. */
+export const about = needs({ baseContent: false, filters: true });
 
 export const filter = {
   filter: (batch) => answerEach(batch, decide),

@@ -35,8 +35,10 @@ class About(exports.About):
         """What the policy needs from essync. Say `base_content=True` if `resolve` merges from
         the content of a conflict's base (`conflict.base.content`): essync then keeps it for
         every document. Otherwise the base comes with the content `{}`
-        (`conflict.base_content` is false)."""
-        return needs(base_content=False)
+        (`conflict.base_content` is false). `filters` says whether `filter` may answer anything
+        but keep (this one skips scratch indices); a policy that keeps every change says
+        `filters=False`, and essync never asks it."""
+        return needs(base_content=False, filters=True)
 
 
 class Filter(exports.Filter):

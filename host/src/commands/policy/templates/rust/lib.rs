@@ -14,6 +14,10 @@ impl Policy for {{type}} {
     /// (`conflict.base_content` is false).
     const BASE_CONTENT: bool = false;
 
+    /// Whether `filter` may answer anything but `Keep` (this one skips scratch indices). A
+    /// policy that keeps every change says `false`, and essync never asks it.
+    const FILTERS: bool = true;
+
     fn filter(candidate: Candidate) -> Result<Verdict, String> {
         let index = &candidate.document.index;
         if index.starts_with("scratch-") {
