@@ -32,5 +32,7 @@ pub mod elasticsearch;
 pub mod policy;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 
 pub use document::Document;

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::Document;
+use crate::testing::logs_of;
 
 use essync_test_policies as components;
 
@@ -537,38 +538,6 @@ fn malformed_documents_are_errors_of_their_item() {
         Some(doc("a", 1, json!({}))),
     )]);
     assert!(matches!(answers[..], [Err(PolicyError::Malformed { .. })]));
-}
-
-/// Collects what `tracing` writes while a closure runs on this thread.
-fn logs_of(run: impl FnOnce()) -> String {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let mut buffer = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            buffer.extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, run);
-    let bytes = buffer
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[test]

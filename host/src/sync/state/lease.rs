@@ -169,8 +169,9 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease of `cassandra`'s table for `ttl` (renewed every third of it), waiting
     /// while another live process holds it (said once per holder, at INFO), and trying again
-    /// after a transient failure (said each time, at WARN). `None` when `stop` was set while
-    /// waiting.
+    /// after a transient failure (said at WARN when the failure is new, and every
+    /// [`FAILURES_SAID_EVERY`] tries while it lasts; each try at DEBUG). `None` when `stop` was
+    /// set while waiting.
     pub async fn acquire(
         cassandra: &crate::cassandra::CassandraStore,
         ttl: Duration,
@@ -180,12 +181,14 @@ impl Lease {
         let cql = cassandra.cql();
         let mut lease = Lease::open(cql, &config.keyspace, &config.table, ttl).await?;
         let mut waiting_for = None;
+        let mut failing = Failing::default();
         loop {
             match lease.claim().await {
                 Ok(Claim::Held) => {
                     if waiting_for.is_some() {
                         tracing::info!("the other essync is gone; this one takes over");
                     }
+                    failing.ended();
                     return Ok(Some(lease));
                 }
                 Ok(Claim::Busy(holder)) => {
@@ -202,9 +205,7 @@ impl Lease {
                 }
                 // A lightweight transaction that timed out (a busy or degraded cluster) may
                 // have applied: the next claim finds this process's own row and renews it.
-                Err(e) if e.is_transient() => {
-                    tracing::warn!("{e}; trying again in {}s", LEASE_CHECK.as_secs());
-                }
+                Err(e) if e.is_transient() => failing.again(&e),
                 Err(e) => return Err(e.into()),
             }
             if stop.sleep(LEASE_CHECK).await {
@@ -441,9 +442,86 @@ pub(crate) fn host_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// While claiming the lease keeps failing for a transient reason, how many tries pass between
+/// two WARN lines (about a minute at [`LEASE_CHECK`]).
+const FAILURES_SAID_EVERY: u32 = 30;
+
+/// A run of transient failures to claim the lease: said at WARN when it starts or its reason
+/// changes, then every [`FAILURES_SAID_EVERY`] tries, so that a cluster down for an hour does
+/// not fill the log with a line every [`LEASE_CHECK`].
+#[derive(Default)]
+struct Failing {
+    /// Failed tries in the run.
+    tries: u32,
+    /// Failed tries since the last WARN line.
+    unsaid: u32,
+    /// The reason of the last failure.
+    last: Option<String>,
+}
+
+impl Failing {
+    fn again(&mut self, error: &CassandraError) {
+        let reason = error.to_string();
+        self.tries += 1;
+        self.unsaid += 1;
+        let retry = LEASE_CHECK.as_secs();
+        if self.last.as_deref() != Some(reason.as_str()) {
+            tracing::warn!("{reason}; trying again every {retry}s");
+            self.last = Some(reason);
+            self.unsaid = 0;
+        } else if self.unsaid >= FAILURES_SAID_EVERY {
+            tracing::warn!("{reason}; still failing after {} tries", self.tries);
+            self.unsaid = 0;
+        } else {
+            tracing::debug!("{reason}; trying again in {retry}s");
+        }
+    }
+
+    fn ended(&mut self) {
+        if self.last.take().is_some() {
+            tracing::info!("the lease is claimed after {} failed tries", self.tries);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::logs_of;
+
+    /// A lasting failure to claim the lease is said when it starts, when its reason changes and
+    /// every [`FAILURES_SAID_EVERY`] tries, not at every try; its end is said once.
+    #[test]
+    fn a_lasting_failure_to_claim_is_said_now_and_then_not_at_every_try() {
+        let failure = |reason: &str| CassandraError::Unreachable {
+            nodes: "127.0.0.1:9042".to_string(),
+            reason: reason.to_string(),
+        };
+        let logs = logs_of(|| {
+            let mut failing = Failing::default();
+            for _ in 0..65 {
+                failing.again(&failure("connection refused"));
+            }
+            failing.again(&failure("timed out"));
+            failing.ended();
+        });
+        let warnings: Vec<&str> = logs.lines().filter(|l| l.contains(" WARN ")).collect();
+        assert_eq!(warnings.len(), 4, "{logs}");
+        assert!(warnings[0].contains("connection refused"), "{logs}");
+        assert!(
+            warnings[1].contains("still failing after 31 tries"),
+            "{logs}"
+        );
+        assert!(
+            warnings[2].contains("still failing after 61 tries"),
+            "{logs}"
+        );
+        assert!(warnings[3].contains("timed out"), "{logs}");
+        assert!(
+            logs.contains("the lease is claimed after 66 failed tries"),
+            "{logs}"
+        );
+    }
 
     #[test]
     fn this_process_runs_and_a_pid_that_does_not_exist_does_not() {
