@@ -66,6 +66,37 @@ fn a_wrong_case_fails_with_a_readable_diff() {
     assert!(stdout.contains("2 cases: 1 passed, 1 failed"), "{stdout}");
 }
 
+/// A `filter` case runs as essync runs the policy: one that says its filter keeps every change
+/// answers `keep`, whatever its filter would say, and a failed case says why.
+#[test]
+fn a_filter_case_of_a_policy_that_says_it_keeps_every_change_says_why_it_fails() {
+    let cases = scratch_file(
+        "unasked.json",
+        r#"{ "cases": [
+          { "name": "its filter would skip this", "kind": "filter",
+            "input": { "side": "cassandra", "document": { "index": "books", "timestamp": 1 } },
+            "expect": "skip" }
+        ] }"#,
+    );
+    let output = essync(&[
+        "policy",
+        "test",
+        components::UNASKED_FILTER,
+        cases.to_str().expect("utf-8"),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  its filter would skip this"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+ \"keep\""), "{stdout}");
+    assert!(
+        stdout.contains("`filters: false` in its `needs`: essync never calls it"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn test_help_describes_the_cases_format_and_names_its_page() {
     let output = essync(&["policy", "test", "--help"]);

@@ -392,6 +392,8 @@ struct Outcome {
     name: String,
     expected: Value,
     actual: Value,
+    /// Whether it is a `filter` case.
+    filter: bool,
 }
 
 /// The cases of a cases file, as the policy's inputs: the filter cases' candidates and the
@@ -489,15 +491,18 @@ async fn test(path: &Path, cases_path: &Path, cache: &CompileCache) -> anyhow::R
         .iter()
         .map(verdict_json)
         .chain(resolutions.iter().map(resolution_json));
+    let filters = filter_cases.len();
     let mut outcomes: Vec<(usize, Outcome)> = filter_cases
         .into_iter()
         .chain(resolve_cases)
         .zip(actual)
-        .map(|((position, name, expected), actual)| {
+        .enumerate()
+        .map(|(n, ((position, name, expected), actual))| {
             let outcome = Outcome {
                 name,
                 expected,
                 actual,
+                filter: n < filters,
             };
             (position, outcome)
         })
@@ -512,6 +517,12 @@ async fn test(path: &Path, cases_path: &Path, cache: &CompileCache) -> anyhow::R
             failed += 1;
             println!("FAIL  {}", outcome.name);
             print_diff(&outcome.expected, &outcome.actual);
+            if outcome.filter && !policy.filters() {
+                println!(
+                    "      (the policy says its filter keeps every change, `filters: false` in \
+                     its `needs`: essync never calls it, and every change takes part)"
+                );
+            }
         }
     }
     println!(
