@@ -193,6 +193,60 @@ async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_tabl
     assert_eq!(epoch(&s).await, (Some(2), true));
 }
 
+/// When the checkpoint row's two columns were last written (µs): the whole checkpoint, and
+/// the Cassandra feed's position.
+async fn written_at(s: &Scenario) -> (i64, i64) {
+    let rows = s
+        .cql
+        .query_unpaged(
+            format!(
+                "SELECT WRITETIME(checkpoint), WRITETIME(feeds) FROM {}.essync_checkpoints \
+                 WHERE sync = ?",
+                s.keyspace
+            ),
+            (&s.name,),
+        )
+        .await
+        .expect("read the checkpoint's write times")
+        .into_rows_result()
+        .expect("rows");
+    let (whole, feeds) = rows
+        .maybe_first_row::<(Option<i64>, Option<i64>)>()
+        .expect("a row of two columns")
+        .expect("a checkpoint row");
+    (
+        whole.expect("a checkpoint"),
+        feeds.expect("a feed position"),
+    )
+}
+
+/// A save writes only what changed: rounds that find nothing new in Elasticsearch move the
+/// Cassandra feed's position and leave the whole checkpoint (a position per index and shard)
+/// as it was; a change in Elasticsearch writes it again. What `essync status` reads is the
+/// last save.
+#[tokio::test]
+async fn a_save_writes_the_whole_checkpoint_only_when_elasticsearch_moved() {
+    let s = Scenario::new("tfeeds").await;
+    let essync = s.essync(&[]);
+    essync.wait_rounds(0, 1).await;
+    a_write_is_synced(&s, false, "the holder").await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 2).await;
+    let before = written_at(&s).await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 3).await;
+    let idle = written_at(&s).await;
+    assert_eq!(idle.0, before.0, "idle rounds wrote the whole checkpoint");
+    assert!(idle.1 > before.1, "idle rounds saved no feed position");
+    a_write_is_synced(&s, false, "the holder").await;
+    let rounds = essync.rounds().len();
+    essync.wait_rounds(rounds, 1).await;
+    let moved = written_at(&s).await;
+    assert!(moved.0 > idle.0, "a change in Elasticsearch was not saved");
+    let stdout = status(&s);
+    assert!(stdout.contains("following changes"), "{stdout}");
+}
+
 /// Writes a document in Elasticsearch and syncs it with one `--once` run.
 async fn a_write_is_synced_by_once(s: &Scenario) {
     let id = Uuid::new_v4();

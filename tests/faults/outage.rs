@@ -381,20 +381,25 @@ fn wait_of(line: &str) -> Option<u64> {
     wait.strip_suffix('s')?.parse().ok()
 }
 
-/// The saved checkpoint of the scenario's sync, read with plain CQL.
+/// The saved checkpoint of the scenario's sync, read with plain CQL: the whole, with the
+/// Cassandra feed's position of its own column.
 async fn checkpoint(s: &Scenario) -> Value {
     let rows = s
         .cql
         .query_unpaged(
-            format!("SELECT checkpoint FROM {KEYSPACE}.essync_checkpoints WHERE sync = ?"),
+            format!("SELECT checkpoint, feeds FROM {KEYSPACE}.essync_checkpoints WHERE sync = ?"),
             (&s.name,),
         )
         .await
         .expect("read the checkpoint")
         .into_rows_result()
         .expect("rows");
-    let (text,): (String,) = rows.single_row().expect("a saved checkpoint");
-    serde_json::from_str(&text).expect("checkpoint JSON")
+    let (text, feeds): (String, Option<String>) = rows.single_row().expect("a saved checkpoint");
+    let mut checkpoint: Value = serde_json::from_str(&text).expect("checkpoint JSON");
+    if let Some(feeds) = feeds {
+        checkpoint["cassandra"] = serde_json::from_str(&feeds).expect("feeds JSON");
+    }
+    checkpoint
 }
 
 /// No position of `before` went back in `after`: not a shard of Elasticsearch, not the

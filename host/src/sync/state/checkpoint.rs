@@ -6,6 +6,16 @@
 //! for retry (see [`super::errors`]); it is saved after each page, so a crash re-reads at most
 //! one page, which is harmless: writes are compare-and-set and equal versions are skipped.
 //!
+//! **What a save writes.** The row keeps the whole checkpoint as JSON (`checkpoint`), and the
+//! Cassandra feed's position again in a column of its own (`feeds`), which wins over the copy
+//! inside `checkpoint` when both are there. The feed's position moves every round (its recent
+//! rows and its sweep); the rest (a position per Elasticsearch index and shard, their delete
+//! counters) moves only when Elasticsearch changed, and grows with the number of indices. A save
+//! writes only the columns whose text changed since this process last saved, in one statement,
+//! so an idle round on a cluster of hundreds of indices writes a few hundred bytes, not the
+//! whole checkpoint. A version without `feeds` reads `checkpoint` alone: its Cassandra position
+//! may then be older than the last saved, and re-reading from there is harmless.
+//!
 //! **Fencing.** The row also holds the sync's *epoch*: a number that each process holding the
 //! table's lease raises once, with a lightweight transaction, when it takes the lease
 //! ([`CheckpointStore::take_epoch`]). Every save is conditional on the epoch being the saver's
@@ -115,7 +125,11 @@ pub(crate) struct CheckpointStore {
     table: String,
     load: PreparedStatement,
     save: PreparedStatement,
-    save_fenced: PreparedStatement,
+    /// Fenced saves of both columns, of `checkpoint` alone, and of `feeds` alone.
+    save_fenced: [PreparedStatement; 3],
+    /// The texts of `checkpoint` (less the Cassandra feed) and `feeds` this process last saved
+    /// (none before its first save, or after a save that failed: then both are written).
+    saved: Option<(String, String)>,
     epoch: PreparedStatement,
     raise_epoch: PreparedStatement,
     raise_first_epoch: PreparedStatement,
@@ -131,30 +145,45 @@ impl CheckpointStore {
             "schema",
             format!(
                 "CREATE TABLE IF NOT EXISTS {table} (sync text PRIMARY KEY, checkpoint text, \
-                 updated_at timestamp, updated_by text, epoch bigint)"
+                 updated_at timestamp, updated_by text, epoch bigint, feeds text)"
             ),
             (),
             &format!("to create {table}"),
         )
         .await?;
-        add_epoch_column(cql, keyspace).await?;
+        add_column(cql, keyspace, "epoch", "bigint").await?;
+        add_column(cql, keyspace, "feeds", "text").await?;
         let action = format!("to prepare the statements of {table}");
         let prepare = |cql_text: String| cql.prepare("checkpoint", cql_text, &action);
         Ok(Self {
             load: prepare(format!(
-                "SELECT checkpoint, updated_at, updated_by, epoch FROM {table} WHERE sync = ?"
+                "SELECT checkpoint, feeds, updated_at, updated_by, epoch FROM {table} \
+                 WHERE sync = ?"
             ))
             .await?,
             save: prepare(format!(
-                "INSERT INTO {table} (sync, checkpoint, updated_at, updated_by) \
-                 VALUES (?, ?, ?, ?)"
+                "INSERT INTO {table} (sync, checkpoint, feeds, updated_at, updated_by) \
+                 VALUES (?, ?, ?, ?, ?)"
             ))
             .await?,
-            save_fenced: prepare(format!(
-                "UPDATE {table} SET checkpoint = ?, updated_at = ?, updated_by = ? \
-                 WHERE sync = ? IF epoch = ?"
-            ))
-            .await?,
+            save_fenced: [
+                prepare(format!(
+                    "UPDATE {table} SET checkpoint = ?, feeds = ?, updated_at = ?, \
+                     updated_by = ? WHERE sync = ? IF epoch = ?"
+                ))
+                .await?,
+                prepare(format!(
+                    "UPDATE {table} SET checkpoint = ?, updated_at = ?, updated_by = ? \
+                     WHERE sync = ? IF epoch = ?"
+                ))
+                .await?,
+                prepare(format!(
+                    "UPDATE {table} SET feeds = ?, updated_at = ?, updated_by = ? \
+                     WHERE sync = ? IF epoch = ?"
+                ))
+                .await?,
+            ],
+            saved: None,
             epoch: prepare(format!("SELECT epoch FROM {table} WHERE sync = ?")).await?,
             raise_epoch: prepare(format!(
                 "UPDATE {table} SET epoch = ? WHERE sync = ? IF epoch = ?"
@@ -187,17 +216,18 @@ impl CheckpointStore {
             .map_err(|e| CassandraError::protocol(&action, e))?;
         type CheckpointRow = (
             Option<String>,
+            Option<String>,
             Option<CqlTimestamp>,
             Option<String>,
             Option<i64>,
         );
-        let Some((Some(text), at, by, epoch)) = rows
+        let Some((Some(text), feeds, at, by, epoch)) = rows
             .maybe_first_row::<CheckpointRow>()
             .map_err(|e| CassandraError::protocol(&action, e))?
         else {
             return Ok(None);
         };
-        let checkpoint = serde_json::from_str(&text).map_err(|e| CassandraError::Protocol {
+        let checkpoint = joined(&text, feeds.as_deref()).map_err(|e| CassandraError::Protocol {
             action,
             reason: format!(
                 "the saved checkpoint is not readable ({e}); delete its row from {} to start \
@@ -214,25 +244,55 @@ impl CheckpointStore {
     }
 
     /// Saves a checkpoint: under `epoch` (only while the row's epoch is still that one), or,
-    /// with none (a library user without a lease), unconditionally.
+    /// with none (a library user without a lease), unconditionally. Under an epoch, only the
+    /// columns whose text changed since this process's last save are written, and nothing at
+    /// all when neither did.
     pub async fn save(
-        &self,
+        &mut self,
         checkpoint: &Checkpoint,
         epoch: Option<i64>,
     ) -> Result<Result<(), Fenced>, CassandraError> {
         let action = format!("to save the checkpoint of {}", self.sync);
-        let text =
-            serde_json::to_string(checkpoint).map_err(|e| CassandraError::protocol(&action, e))?;
+        let parts = split(checkpoint).map_err(|e| CassandraError::protocol(&action, e))?;
         let now = CqlTimestamp(Utc::now().timestamp_millis());
         let Some(epoch) = epoch else {
-            self.cql
-                .execute(&self.save, (&self.sync, text, now, &self.by), &action)
-                .await?;
+            let values = (&self.sync, &parts.whole, &parts.feeds, now, &self.by);
+            self.cql.execute(&self.save, values, &action).await?;
             return Ok(Ok(()));
         };
-        let values = (text, now, &self.by, &self.sync, epoch);
-        let result = self.cql.execute(&self.save_fenced, values, &action).await?;
+        let changed = match &self.saved {
+            None => (true, true),
+            Some((rest, feeds)) => (*rest != parts.rest, *feeds != parts.feeds),
+        };
+        // Whatever happens next, the row is known again only once a save applied.
+        self.saved = None;
+        let by = &self.by;
+        let result = match changed {
+            (false, false) => {
+                self.saved = Some((parts.rest, parts.feeds));
+                return Ok(Ok(()));
+            }
+            (true, true) => {
+                let values = (&parts.whole, &parts.feeds, now, by, &self.sync, epoch);
+                self.cql
+                    .execute(&self.save_fenced[0], values, &action)
+                    .await?
+            }
+            (true, false) => {
+                let values = (&parts.whole, now, by, &self.sync, epoch);
+                self.cql
+                    .execute(&self.save_fenced[1], values, &action)
+                    .await?
+            }
+            (false, true) => {
+                let values = (&parts.feeds, now, by, &self.sync, epoch);
+                self.cql
+                    .execute(&self.save_fenced[2], values, &action)
+                    .await?
+            }
+        };
         if was_applied(&action, result)? {
+            self.saved = Some((parts.rest, parts.feeds));
             Ok(Ok(()))
         } else {
             Ok(Err(Fenced {
@@ -292,15 +352,59 @@ impl CheckpointStore {
     }
 }
 
-/// Adds the `epoch` column to a checkpoint table made by a version without fencing.
-async fn add_epoch_column(cql: &Cql, keyspace: &str) -> Result<(), CassandraError> {
+/// A checkpoint as the row keeps it.
+struct Parts {
+    /// The whole checkpoint (`checkpoint`).
+    whole: String,
+    /// The whole less the Cassandra feed: what, when it changed, makes a save write `whole`.
+    rest: String,
+    /// The Cassandra feed's position (`feeds`).
+    feeds: String,
+}
+
+/// The texts of a checkpoint's columns.
+fn split(checkpoint: &Checkpoint) -> Result<Parts, serde_json::Error> {
+    let mut value = serde_json::to_value(checkpoint)?;
+    let whole = value.to_string();
+    let feeds = value
+        .as_object_mut()
+        .and_then(|o| o.remove(FEEDS_KEY))
+        .unwrap_or_default()
+        .to_string();
+    Ok(Parts {
+        whole,
+        rest: value.to_string(),
+        feeds,
+    })
+}
+
+/// A checkpoint from its columns: the whole, its Cassandra feed replaced by `feeds` when saved.
+fn joined(whole: &str, feeds: Option<&str>) -> Result<Checkpoint, serde_json::Error> {
+    let mut value: serde_json::Value = serde_json::from_str(whole)?;
+    if let (Some(feeds), Some(object)) = (feeds, value.as_object_mut()) {
+        object.insert(FEEDS_KEY.to_string(), serde_json::from_str(feeds)?);
+    }
+    serde_json::from_value(value)
+}
+
+/// The field of [`Checkpoint`] kept in `feeds` too.
+const FEEDS_KEY: &str = "cassandra";
+
+/// Adds a column to a checkpoint table made by an earlier version (`epoch` came with fencing,
+/// `feeds` with saves of the changed columns alone).
+async fn add_column(
+    cql: &Cql,
+    keyspace: &str,
+    column: &str,
+    cql_type: &str,
+) -> Result<(), CassandraError> {
     let action = format!("to read the columns of {keyspace}.{CHECKPOINT_TABLE}");
     let rows = cql
         .query(
             "schema",
             "SELECT column_name FROM system_schema.columns \
-             WHERE keyspace_name = ? AND table_name = ? AND column_name = 'epoch'",
-            (keyspace, CHECKPOINT_TABLE),
+             WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace, CHECKPOINT_TABLE, column),
             &action,
         )
         .await?
@@ -313,9 +417,9 @@ async fn add_epoch_column(cql: &Cql, keyspace: &str) -> Result<(), CassandraErro
     let added = cql
         .query(
             "schema",
-            format!("ALTER TABLE {table} ADD epoch bigint"),
+            format!("ALTER TABLE {table} ADD {column} {cql_type}"),
             (),
-            &format!("to add the column epoch to {table}"),
+            &format!("to add the column {column} to {table}"),
         )
         .await;
     match added {
@@ -323,5 +427,50 @@ async fn add_epoch_column(cql: &Cql, keyspace: &str) -> Result<(), CassandraErro
         // Another process added it meanwhile.
         Err(e) if e.to_string().contains("conflicts with an existing column") => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(recent_since_ms: i64) -> Checkpoint {
+        let at = DateTime::from_timestamp_millis(recent_since_ms).expect("a time");
+        let mut elasticsearch = EsCheckpoint::default();
+        elasticsearch.indices.insert(
+            "uuid-1".to_string(),
+            crate::elasticsearch::IndexPosition {
+                name: "orders".to_string(),
+                shards: vec![41, -1],
+            },
+        );
+        Checkpoint {
+            elasticsearch,
+            cassandra: CassandraCheckpoint::starting_at(at),
+            reconciliation: None,
+            deletes: DeleteWatch::default(),
+        }
+    }
+
+    #[test]
+    fn the_columns_give_back_the_checkpoint_and_the_feeds_column_wins() {
+        let older = checkpoint(1_000);
+        let newer = checkpoint(9_000);
+        let (older_parts, newer_parts) = (split(&older).unwrap(), split(&newer).unwrap());
+        assert_eq!(joined(&newer_parts.whole, None).unwrap(), newer);
+        assert_eq!(
+            joined(&newer_parts.whole, Some(&newer_parts.feeds)).unwrap(),
+            newer
+        );
+        // Only the feed moved: the rest reads the same, and the row's `checkpoint` may keep the
+        // older feed, which `feeds` overrides.
+        assert_eq!(older_parts.rest, newer_parts.rest);
+        assert_ne!(older_parts.feeds, newer_parts.feeds);
+        assert_eq!(
+            joined(&older_parts.whole, Some(&newer_parts.feeds)).unwrap(),
+            newer
+        );
+        assert!(!newer_parts.rest.contains("recent_since"));
+        assert!(newer_parts.whole.contains("recent_since"));
     }
 }
