@@ -139,13 +139,16 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
     );
 }
 
-/// The checkpoint row's epoch, and whether it holds a checkpoint.
-async fn epoch(s: &Scenario) -> (Option<i64>, bool) {
+/// Two columns of the scenario's checkpoint row (`columns`, as in a SELECT), read with plain CQL.
+async fn checkpoint_columns<A, B>(s: &Scenario, columns: &str) -> (Option<A>, Option<B>)
+where
+    for<'f, 'm> (Option<A>, Option<B>): scylla::deserialize::row::DeserializeRow<'f, 'm>,
+{
     let rows = s
         .cql
         .query_unpaged(
             format!(
-                "SELECT epoch, checkpoint FROM {}.essync_checkpoints WHERE sync = ?",
+                "SELECT {columns} FROM {}.essync_checkpoints WHERE sync = ?",
                 s.keyspace
             ),
             (&s.name,),
@@ -154,10 +157,14 @@ async fn epoch(s: &Scenario) -> (Option<i64>, bool) {
         .expect("read the checkpoint")
         .into_rows_result()
         .expect("rows");
-    let (epoch, checkpoint) = rows
-        .maybe_first_row::<(Option<i64>, Option<String>)>()
+    rows.maybe_first_row::<(Option<A>, Option<B>)>()
         .expect("a row of two columns")
-        .expect("a checkpoint row");
+        .expect("a checkpoint row")
+}
+
+/// The checkpoint row's epoch, and whether it holds a checkpoint.
+async fn epoch(s: &Scenario) -> (Option<i64>, bool) {
+    let (epoch, checkpoint) = checkpoint_columns::<i64, String>(s, "epoch, checkpoint").await;
     (epoch, checkpoint.is_some())
 }
 
@@ -196,24 +203,8 @@ async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_tabl
 /// When the checkpoint row's two columns were last written (µs): the whole checkpoint, and
 /// the Cassandra feed's position.
 async fn written_at(s: &Scenario) -> (i64, i64) {
-    let rows = s
-        .cql
-        .query_unpaged(
-            format!(
-                "SELECT WRITETIME(checkpoint), WRITETIME(feeds) FROM {}.essync_checkpoints \
-                 WHERE sync = ?",
-                s.keyspace
-            ),
-            (&s.name,),
-        )
-        .await
-        .expect("read the checkpoint's write times")
-        .into_rows_result()
-        .expect("rows");
-    let (whole, feeds) = rows
-        .maybe_first_row::<(Option<i64>, Option<i64>)>()
-        .expect("a row of two columns")
-        .expect("a checkpoint row");
+    let columns = "WRITETIME(checkpoint), WRITETIME(feeds)";
+    let (whole, feeds) = checkpoint_columns::<i64, i64>(s, columns).await;
     (
         whole.expect("a checkpoint"),
         feeds.expect("a feed position"),

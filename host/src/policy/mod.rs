@@ -561,6 +561,7 @@ impl Policy {
         batch: Vec<Candidate>,
     ) -> (Vec<Candidate>, Vec<Result<Verdict, PolicyError>>) {
         if !self.filters() {
+            // Nothing is asked (see `filter_items`): no blocking thread is needed.
             let verdicts = self.filter_items(&batch);
             return (batch, verdicts);
         }
