@@ -2,9 +2,11 @@
 //! operator's second copy start them: one syncs, the others wait their turn, and take over from
 //! the checkpoint when it stops or dies.
 
+use std::collections::{HashMap, HashSet};
+
 use uuid::Uuid;
 
-use crate::support::scenario::{Scenario, doc, now_ms, run_to_end};
+use crate::support::scenario::{Essync, Scenario, doc, now_ms, run_to_end};
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
@@ -78,6 +80,40 @@ async fn a_second_process_waits_and_takes_over_when_the_first_stops_or_dies() {
         .await;
     third.wait_rounds(0, 1).await;
     a_write_is_synced(&s, true, "the third process").await;
+}
+
+// A rolling deploy may stop a process it has just started: the stop is clean, never the
+// default death by SIGTERM. Here Cassandra accepts the connection and never answers, so the
+// process is still connecting when the signal comes.
+#[tokio::test]
+async fn a_sigterm_while_essync_starts_stops_it_cleanly() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_address = silent.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let args: Vec<String> = [
+        "--es-url",
+        &crate::support::es_url(),
+        "--cassandra",
+        &silent_address,
+        "--cassandra-timeout",
+        "60",
+        "essync_never:connected",
+        "5",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let starting = Essync::start(&args);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    starting.signal(SIGTERM);
+    let exit = starting.wait_exit().await;
+    assert!(exit.success(), "{exit}: {}", starting.output().join("\n"));
+    starting
+        .wait_for_line("stopped before the sync started")
+        .await;
 }
 
 #[tokio::test]
@@ -198,6 +234,78 @@ async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_tabl
     // A dry run takes no lease and raises nothing.
     s.once(&["--dry-run"]);
     assert_eq!(epoch(&s).await, (Some(2), true));
+}
+
+// A keyspace of its own, without essync's tables: processes that start together each create
+// them, through whichever node coordinates. On a cluster of several nodes, tables created at
+// once under random ids would leave the nodes disagreeing on them (INCOMPATIBLE_SCHEMA).
+#[tokio::test]
+async fn processes_started_together_on_a_new_keyspace_create_each_table_once() {
+    let keyspace = format!("essync_together_{}", std::process::id());
+    let s = Scenario::in_keyspace(
+        "together",
+        &keyspace,
+        &crate::support::es_url(),
+        &crate::support::cassandra_node(),
+    )
+    .await;
+    let processes: Vec<_> = (0..3).map(|_| s.essync(&[])).collect();
+    let start = std::time::Instant::now();
+    while processes.iter().all(|p| p.rounds().is_empty()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no process ended a round"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    a_write_is_synced(&s, true, "the holder").await;
+    a_write_is_synced(&s, false, "the holder").await;
+    let all_output = || {
+        let lines: Vec<String> = processes.iter().flat_map(|p| p.output()).collect();
+        lines.join("\n")
+    };
+    // Each node answers from its own copy of the schema; unprepared statements go round the
+    // nodes.
+    let mut ids: HashMap<String, HashSet<Uuid>> = HashMap::new();
+    for _ in 0..12 {
+        let rows = s
+            .cql
+            .query_unpaged(
+                "SELECT table_name, id FROM system_schema.tables WHERE keyspace_name = ?",
+                (&keyspace,),
+            )
+            .await
+            .expect("read the schema")
+            .into_rows_result()
+            .expect("rows");
+        for row in rows.rows::<(String, Uuid)>().expect("typed rows") {
+            let (table, id) = row.expect("row");
+            ids.entry(table).or_default().insert(id);
+        }
+    }
+    for table in [
+        s.name.as_str(),
+        "essync_checkpoints",
+        "essync_leases",
+        "essync_errors",
+    ] {
+        let table_ids = ids.get(table).cloned().unwrap_or_default();
+        assert_eq!(
+            table_ids.len(),
+            1,
+            "{table}: {table_ids:?}\n{}",
+            all_output()
+        );
+    }
+    assert!(
+        ids.keys().any(|table| table.starts_with("essync_synced_")),
+        "{ids:?}"
+    );
+    assert!(
+        ids.values().all(|table_ids| table_ids.len() == 1),
+        "{ids:?}"
+    );
+    assert!(!all_output().contains("ERROR"), "{}", all_output());
 }
 
 /// When the checkpoint row's two columns were last written (µs): the whole checkpoint, and

@@ -40,6 +40,7 @@ pub use feed::{
     CassandraCheckpoint, ScanPage, ScanRow, Sweep, SweepLimits, SweepPage, TokenPosition,
 };
 pub use schema::check_name;
+pub(crate) use schema::create_table;
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use tls::CassandraTls;
 pub use write::{CassandraDelete, CassandraExpected, CassandraWrite, WriteMode};

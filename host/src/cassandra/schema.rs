@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 
 use scylla::client::session::Session;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
 
 use super::CassandraError;
 
@@ -14,6 +16,27 @@ const REQUIRED: [(&str, &str); 5] = [
     ("timestamp", "timestamp"),
     ("content", "text"),
 ];
+
+/// `CREATE TABLE IF NOT EXISTS KEYSPACE.TABLE (COLUMNS)`, with the table's id chosen by essync.
+///
+/// Cassandra gives a new table a random id. Two processes that create one table at once
+/// through different coordinators (two essync processes starting together on a new keyspace)
+/// would create it twice, with two ids; the nodes then disagree on the table and refuse its
+/// writes until an operator repairs the schema by hand. Every process derives the same id from
+/// the table's name, so concurrent creations are one creation.
+pub(crate) fn create_table(keyspace: &str, table: &str, columns: &str) -> String {
+    let id = table_id(keyspace, table);
+    format!("CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({columns}) WITH ID = {id}")
+}
+
+/// The id essync gives the table `keyspace.table`: the same from every process, unique per name.
+fn table_id(keyspace: &str, table: &str) -> Uuid {
+    let name = format!("essync table {keyspace}.{table}").to_ascii_lowercase();
+    let hash = Sha256::digest(name.as_bytes());
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
 
 /// Checks a keyspace or table name: a plain CQL identifier, used unquoted (so case-folded).
 pub fn check_name(what: &'static str, name: &str) -> Result<String, CassandraError> {
@@ -69,9 +92,10 @@ pub(crate) async fn ensure_table(
     keyspace: &str,
     table: &str,
 ) -> Result<(), CassandraError> {
-    let statement = format!(
-        "CREATE TABLE IF NOT EXISTS {keyspace}.{table} \
-         (id uuid PRIMARY KEY, index_ varchar, type varchar, timestamp timestamp, content varchar)"
+    let statement = create_table(
+        keyspace,
+        table,
+        "id uuid PRIMARY KEY, index_ varchar, type varchar, timestamp timestamp, content varchar",
     );
     session.query_unpaged(statement, ()).await.map_err(|e| {
         CassandraError::execution(format!("to create table {keyspace}.{table}"), &e)
@@ -192,7 +216,32 @@ async fn has_time_index(
 
 #[cfg(test)]
 mod tests {
-    use super::check_name;
+    use super::{check_name, create_table, table_id};
+
+    #[test]
+    fn a_table_gets_the_same_id_from_every_process_and_one_per_name() {
+        // Pinned: every version of essync must create a table under the same id.
+        assert_eq!(
+            table_id("ks", "essync_leases").to_string(),
+            "ef2ba78b-cd14-8859-b62d-d8fadb0263c6"
+        );
+        assert_eq!(
+            table_id("KS", "Essync_Leases"),
+            table_id("ks", "essync_leases")
+        );
+        assert_ne!(
+            table_id("ks", "essync_leases"),
+            table_id("ks", "essync_errors")
+        );
+        assert_ne!(table_id("ks", "a_b"), table_id("ks_a", "b"));
+        assert_eq!(
+            create_table("ks", "t", "id uuid PRIMARY KEY"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS ks.t (id uuid PRIMARY KEY) WITH ID = {}",
+                table_id("ks", "t")
+            )
+        );
+    }
 
     #[test]
     fn names_are_plain_identifiers_folded_to_lowercase() {

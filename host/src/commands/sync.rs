@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use essync::cassandra::FeedOptions;
-use essync::elasticsearch::SelectionSize;
+use essync::cassandra::{CassandraStore, FeedOptions};
+use essync::elasticsearch::{ElasticsearchStore, SelectionSize};
 use essync::policy::{
     Compiled, LoadOptions, Policy, PolicyLimits, PolicyReload, PolicySource, ReloadRequest,
 };
@@ -15,37 +15,28 @@ use essync::store::Side;
 use essync::sync::{Lease, Metrics, Progress, RoundReport, Stop, SyncOptions, Syncer};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, SyncOptions as CliSyncOptions};
+use crate::cli::{Cli, SyncOptions as CliSyncOptions, Target};
 
 /// Runs the sync until stopped (or one round with `--once`).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let target = cli.target.context("KEYSPACE:TABLE is missing")?;
+    let target = cli.target.clone().context("KEYSPACE:TABLE is missing")?;
     let period = cli.period.context("PERIOD is missing")?;
+    // Listening comes first: a SIGTERM while essync starts (a rolling deploy may stop a
+    // process it has just started) is a clean stop too, never the default death by signal.
+    let stop = Stop::new();
+    listen_for_signals(stop.clone());
     // Nothing is logged before both stores answer: a failure to start is one line.
-    let load = load_options(&cli.sync);
-    let policy = load_policy(&cli.sync, &load).await?;
-    let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
-    let cassandra = super::connect_cassandra(&cli.connection, &target).await?;
-    if elasticsearch.red_at_start() {
-        tracing::warn!(
-            "some of the synced Elasticsearch indices are red: their unavailable shards are \
-             skipped until they come back"
-        );
-    }
-    tracing::info!(
-        "policy {} (world essync:policy@{}, {})",
-        policy.name(),
-        policy.world_version(),
-        describe_load(&policy)
-    );
+    let Some(connected) = stop.unless_stopped(connect(&cli, &target)).await else {
+        tracing::info!("stopped before the sync started");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (policy, elasticsearch, cassandra, load) = connected?;
     let reload = cli
         .sync
         .policy
         .as_ref()
-        .map(|path| PolicyReload::new(path, load.clone(), cli.sync.policy_reload));
+        .map(|path| PolicyReload::new(path, load, cli.sync.policy_reload));
     let options = sync_options(&cli.sync, period);
-    let stop = Stop::new();
-    listen_for_signals(stop.clone());
     // One process syncs a table at a time: a second one waits here, before it reads the
     // checkpoint it will go on from. A dry run writes nothing and takes no lease.
     let lease = if options.dry_run {
@@ -74,6 +65,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     listen_for_reload(reload_request);
     syncer.run(period, cli.sync.once, &stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy, loaded, and both stores, answering; and how the policy was loaded, for a reload.
+async fn connect(
+    cli: &Cli,
+    target: &Target,
+) -> anyhow::Result<(Policy, ElasticsearchStore, CassandraStore, LoadOptions)> {
+    let load = load_options(&cli.sync);
+    let policy = load_policy(&cli.sync, &load).await?;
+    let elasticsearch = super::connect_elasticsearch(&cli.connection).await?;
+    let cassandra = super::connect_cassandra(&cli.connection, target).await?;
+    if elasticsearch.red_at_start() {
+        tracing::warn!(
+            "some of the synced Elasticsearch indices are red: their unavailable shards are \
+             skipped until they come back"
+        );
+    }
+    tracing::info!(
+        "policy {} (world essync:policy@{}, {})",
+        policy.name(),
+        policy.world_version(),
+        describe_load(&policy)
+    );
+    Ok((policy, elasticsearch, cassandra, load))
 }
 
 /// How the sync runs, from the command line.
@@ -239,19 +254,23 @@ fn listen_for_reload(request: Option<ReloadRequest>) {
 /// SIGINT and SIGTERM stop the sync after the current page, with its checkpoint saved; a
 /// second one exits at once (what was applied is safe; the current page is read again).
 fn listen_for_signals(stop: Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Registered here, before the task runs: a signal from now on is this process's to handle.
+    let (mut interrupt, mut terminate) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(interrupt), Ok(terminate)) => (interrupt, terminate),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot listen for SIGINT and SIGTERM: {e}");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
         let mut asked = 0;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = interrupt.recv() => {}
                 _ = terminate.recv() => {}
             }
             asked += 1;

@@ -43,6 +43,21 @@ impl Stop {
             _ = notified => true,
         }
     }
+
+    /// Runs `work` unless a stop is asked for first: `None` when it was, and `work` is dropped
+    /// where it stood.
+    pub async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let notified = self.inner.1.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_set() {
+            return None;
+        }
+        tokio::select! {
+            done = work => Some(done),
+            _ = notified => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +77,20 @@ mod tests {
             .expect("task");
         assert!(stopped);
         assert!(stop.sleep(Duration::from_secs(60)).await);
+    }
+
+    #[tokio::test]
+    async fn a_stop_drops_the_work_it_cuts_short() {
+        let stop = Stop::new();
+        assert_eq!(stop.unless_stopped(async { 7 }).await, Some(7));
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            trigger.trigger();
+        });
+        let never = std::future::pending::<()>();
+        let cut = tokio::time::timeout(Duration::from_secs(5), stop.unless_stopped(never)).await;
+        assert_eq!(cut.expect("woke up"), None);
+        assert_eq!(stop.unless_stopped(async { 7 }).await, None);
     }
 }

@@ -96,9 +96,7 @@ impl Scenario {
 
     /// A scenario on other servers than the suite's (the fault tests stop theirs).
     pub async fn on(prefix: &str, es_url: &str, cassandra_node: &str) -> Self {
-        let scenario = Self::in_keyspace(prefix, KEYSPACE, es_url, cassandra_node).await;
-        shared_state_tables(cassandra_node);
-        scenario
+        Self::in_keyspace(prefix, KEYSPACE, es_url, cassandra_node).await
     }
 
     /// A scenario in a keyspace of its own choosing (a test of the state tables a keyspace
@@ -775,29 +773,6 @@ const RUN_TO_END_WITHIN: Duration = Duration::from_secs(300);
 /// Creates the state tables every scenario of [`KEYSPACE`] shares (the leases, checkpoints and
 /// failures), once per Cassandra server and test process, before any scenario starts essync.
 ///
-/// Processes that start at the same moment on a keyspace that lacks these tables each create
-/// them; on a cluster of several nodes, concurrent creations of one table can leave the nodes
-/// with different ids for it (reads then fail with INCOMPATIBLE_SCHEMA). The tests start many
-/// processes at once on a fresh keyspace, so the first creation is made here, alone (by
-/// `essync status`, which creates what it reads).
-fn shared_state_tables(cassandra_node: &str) {
-    static PREPARED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let mut prepared = PREPARED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if prepared.iter().any(|node| node == cassandra_node) {
-        return;
-    }
-    let (code, _, stderr) = run_to_end(&[
-        "--cassandra".to_string(),
-        cassandra_node.to_string(),
-        "status".to_string(),
-        format!("{KEYSPACE}:essync_state_tables"),
-    ]);
-    assert_eq!(code, Some(0), "creating the shared state tables: {stderr}");
-    prepared.push(cassandra_node.to_string());
-}
-
 pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
     let mut child = essync_command(args)
         .stdout(Stdio::piped())

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cassandra::cql::Cql;
 use crate::cassandra::write::was_applied;
-use crate::cassandra::{CassandraCheckpoint, CassandraError};
+use crate::cassandra::{CassandraCheckpoint, CassandraError, create_table};
 use crate::elasticsearch::EsCheckpoint;
 
 /// The table, in the synced keyspace, that holds the checkpoints.
@@ -143,9 +143,11 @@ impl CheckpointStore {
         let table = format!("{keyspace}.{CHECKPOINT_TABLE}");
         cql.query(
             "schema",
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} (sync text PRIMARY KEY, checkpoint text, \
-                 updated_at timestamp, updated_by text, epoch bigint, feeds text)"
+            create_table(
+                keyspace,
+                CHECKPOINT_TABLE,
+                "sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text, \
+                 epoch bigint, feeds text",
             ),
             (),
             &format!("to create {table}"),

@@ -14,8 +14,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
-use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
+use crate::cassandra::{CassandraError, create_table};
 use crate::store::{BadDocument, Side};
 
 /// The table, in the synced keyspace, that holds the entries.
@@ -268,10 +268,12 @@ pub(crate) async fn ensure_table(cql: &Cql, keyspace: &str) -> Result<(), Cassan
     let table = format!("{keyspace}.{ERROR_TABLE}");
     cql.query(
         "schema",
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} (sync text, location text, \
-             id uuid, side text, reason text, attempts int, first_seen timestamp, \
-             last_seen timestamp, next_attempt timestamp, PRIMARY KEY ((sync), location))"
+        create_table(
+            keyspace,
+            ERROR_TABLE,
+            "sync text, location text, id uuid, side text, reason text, attempts int, \
+             first_seen timestamp, last_seen timestamp, next_attempt timestamp, \
+             PRIMARY KEY ((sync), location)",
         ),
         (),
         &format!("to create {table}"),

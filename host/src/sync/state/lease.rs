@@ -33,9 +33,9 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
-use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
 use crate::cassandra::write::was_applied;
+use crate::cassandra::{CassandraError, create_table};
 use crate::sync::{Stop, SyncError};
 
 /// The table of leases, one row per synced table of the keyspace.
@@ -225,9 +225,10 @@ impl Lease {
         let table = format!("{keyspace}.{LEASE_TABLE}");
         cql.query(
             "schema",
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} \
-                 (sync text PRIMARY KEY, owner uuid, host text, pid int, since timestamp)"
+            create_table(
+                keyspace,
+                LEASE_TABLE,
+                "sync text PRIMARY KEY, owner uuid, host text, pid int, since timestamp",
             ),
             (),
             &format!("to create {table}"),

@@ -56,8 +56,8 @@ use scylla::value::{CqlTimestamp, MaybeUnset};
 use uuid::Uuid;
 
 use super::lease::WriteFence;
-use crate::cassandra::CassandraError;
 use crate::cassandra::cql::Cql;
+use crate::cassandra::{CassandraError, create_table};
 use crate::document::{DEFAULT_TYPE, Digest};
 use crate::elasticsearch::EsVersion;
 
@@ -254,11 +254,12 @@ impl Ledger {
         let table = format!("{keyspace}.{name}");
         cql.query(
             "schema",
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} (id uuid PRIMARY KEY, digest blob, \
-                 index_ text, type text, timestamp timestamp, es_seq_no bigint, \
-                 es_primary_term bigint, cassandra_written_at bigint, pending blob, \
-                 seen_es blob, seen_cassandra blob, base blob)"
+            create_table(
+                keyspace,
+                &name,
+                "id uuid PRIMARY KEY, digest blob, index_ text, type text, timestamp timestamp, \
+                 es_seq_no bigint, es_primary_term bigint, cassandra_written_at bigint, \
+                 pending blob, seen_es blob, seen_cassandra blob, base blob",
             ),
             (),
             &format!("to create {table}"),
