@@ -227,8 +227,16 @@ pub struct SweepLimits {
     pub budget: usize,
     /// A reconciliation pass: whole rows, and the whole ring whatever the budget and the time.
     pub full: bool,
-    /// No page more after this instant (the first is always read).
+    /// No page starts that would end after this instant, at the pace of the page before (the
+    /// first is always read).
     pub until: Option<std::time::Instant>,
+}
+
+/// Whether a page started now, taking as long as the one before (from its start to now: its
+/// read, and its rows' sync beside the next read), would end after `until`.
+fn would_overrun(until: Option<std::time::Instant>, previous: std::time::Instant) -> bool {
+    let now = std::time::Instant::now();
+    until.is_some_and(|until| now + now.saturating_duration_since(previous) > until)
 }
 
 /// One page of the sweep, with where it started.
@@ -248,9 +256,19 @@ impl super::CassandraStore {
         position: Option<TokenPosition>,
         limits: SweepLimits,
     ) -> impl futures::Stream<Item = Result<SweepPage, super::CassandraError>> + '_ {
-        let next = Some((position, limits.budget));
+        let next = Some((position, limits.budget, None));
         futures::stream::unfold(next, move |next| async move {
-            let (start, budget) = next?;
+            let (start, budget, previous) = next?;
+            if let Some(previous) = previous
+                && !limits.full
+                && would_overrun(limits.until, previous)
+            {
+                tracing::debug!(
+                    "the round used its period: the sweep goes on from here next round"
+                );
+                return None;
+            }
+            let started = std::time::Instant::now();
             let rows = if limits.full {
                 limits.page_rows
             } else {
@@ -261,16 +279,8 @@ impl super::CassandraStore {
                 Err(e) => return Some((Err(e), None)),
             };
             let budget = budget.saturating_sub(rows);
-            let overrun = limits
-                .until
-                .is_some_and(|until| std::time::Instant::now() >= until);
-            let more = !page.done && (limits.full || (budget > 0 && !overrun));
-            if !more && !page.done && !limits.full && budget > 0 {
-                tracing::debug!(
-                    "the round used its period: the sweep goes on from here next round"
-                );
-            }
-            let next = more.then(|| (page.position.clone(), budget));
+            let more = !page.done && (limits.full || budget > 0);
+            let next = more.then(|| (page.position.clone(), budget, Some(started)));
             Some((Ok(SweepPage { start, page }), next))
         })
     }
