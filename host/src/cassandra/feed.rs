@@ -167,6 +167,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sweep_page_starts_only_if_it_would_end_within_the_period() {
+        use std::time::{Duration, Instant};
+        let now = Instant::now();
+        let previous = now - Duration::from_millis(300);
+        // A page took 0.3 s: with 0.5 s left another fits, with 0.2 s it does not.
+        assert!(!would_overrun(
+            Some(now + Duration::from_millis(500)),
+            previous
+        ));
+        assert!(would_overrun(
+            Some(now + Duration::from_millis(200)),
+            previous
+        ));
+        assert!(would_overrun(Some(now - Duration::from_millis(1)), now));
+        // No period (a single round run without one): no limit.
+        assert!(!would_overrun(None, previous));
+    }
+
+    #[test]
     fn positions_skip_rows_already_read_at_the_same_token() {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let (fresh, position) = continue_position(None, vec![(1, a, ()), (5, b, ())]);
