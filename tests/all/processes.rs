@@ -175,6 +175,19 @@ async fn a_frozen_holder_whose_lease_was_taken_stops_without_saving_a_checkpoint
     );
 }
 
+/// A scenario in a keyspace of its own, `{keyspace}_{pid}`, on the suite's servers.
+async fn in_own_keyspace(keyspace: &str, prefix: &str) -> (String, Scenario) {
+    let keyspace = format!("{keyspace}_{}", std::process::id());
+    let s = Scenario::in_keyspace(
+        prefix,
+        &keyspace,
+        &crate::support::es_url(),
+        &crate::support::cassandra_node(),
+    )
+    .await;
+    (keyspace, s)
+}
+
 /// Two columns of the scenario's checkpoint row (`columns`, as in a SELECT), read with plain CQL.
 async fn checkpoint_columns<A, B>(s: &Scenario, columns: &str) -> (Option<A>, Option<B>)
 where
@@ -207,14 +220,7 @@ async fn epoch(s: &Scenario) -> (Option<i64>, bool) {
 // A keyspace of its own: the checkpoint table an earlier version made, without the epoch.
 #[tokio::test]
 async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_table_of_before() {
-    let keyspace = format!("essync_upgrade_tepoch_{}", std::process::id());
-    let s = Scenario::in_keyspace(
-        "tepoch",
-        &keyspace,
-        &crate::support::es_url(),
-        &crate::support::cassandra_node(),
-    )
-    .await;
+    let (keyspace, s) = in_own_keyspace("essync_upgrade_tepoch", "tepoch").await;
     s.cql
         .query_unpaged(
             format!(
@@ -241,14 +247,7 @@ async fn each_process_that_takes_the_lease_raises_the_epoch_of_a_checkpoint_tabl
 // once under random ids would leave the nodes disagreeing on them (INCOMPATIBLE_SCHEMA).
 #[tokio::test]
 async fn processes_started_together_on_a_new_keyspace_create_each_table_once() {
-    let keyspace = format!("essync_together_{}", std::process::id());
-    let s = Scenario::in_keyspace(
-        "together",
-        &keyspace,
-        &crate::support::es_url(),
-        &crate::support::cassandra_node(),
-    )
-    .await;
+    let (keyspace, s) = in_own_keyspace("essync_together", "together").await;
     let processes: Vec<_> = (0..3).map(|_| s.essync(&[])).collect();
     let start = std::time::Instant::now();
     while processes.iter().all(|p| p.rounds().is_empty()) {

@@ -122,6 +122,18 @@ impl Cql {
             .map_err(|e| CassandraError::execution(action, &e))
     }
 
+    /// Runs a schema change (`CREATE TABLE IF NOT EXISTS`, `ALTER TABLE`), then waits until the
+    /// nodes agree on the schema (see [`super::schema::agree`]).
+    pub async fn change_schema(
+        &self,
+        cql: impl Into<String>,
+        action: &str,
+    ) -> Result<(), CassandraError> {
+        self.query("schema", cql, (), action).await?;
+        super::schema::agree(&self.session).await;
+        Ok(())
+    }
+
     fn counter(&self, kind: &'static str) -> Arc<dyn HistoryListener> {
         Arc::new(Counter {
             kind,

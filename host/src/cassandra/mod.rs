@@ -183,6 +183,7 @@ impl CassandraStore {
         schema::ensure_table(&session, &config.keyspace, &config.table).await?;
         let has_time_index =
             schema::ensure_time_index(&session, &config.keyspace, &config.table).await?;
+        schema::agree(&session).await;
         let table = format!("{}.{}", config.keyspace, config.table);
         let cql = cql::Cql::new(session);
         let reads = prepare_reads(&cql, &table, config.page_size, config.read_consistency).await?;

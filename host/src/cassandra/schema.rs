@@ -29,6 +29,18 @@ pub(crate) fn create_table(keyspace: &str, table: &str, columns: &str) -> String
     format!("CREATE TABLE IF NOT EXISTS {keyspace}.{table} ({columns}) WITH ID = {id}")
 }
 
+/// Waits until the reachable nodes hold one schema version. A table that exists already makes
+/// `CREATE TABLE IF NOT EXISTS` a no-op, and the driver waits for no agreement after it; but the
+/// table may have just been created by another process, through another node, and not have
+/// reached the node that serves the next read yet ("table does not exist"). Bounded by the
+/// driver's schema agreement timeout; a cluster that does not agree by then is warned about, and
+/// essync goes on.
+pub(crate) async fn agree(session: &Session) {
+    if let Err(e) = session.await_schema_agreement().await {
+        tracing::warn!("the Cassandra nodes do not agree on the schema yet ({e}); going on");
+    }
+}
+
 /// The id essync gives the table `keyspace.table`: the same from every process, unique per name.
 fn table_id(keyspace: &str, table: &str) -> Uuid {
     let name = format!("essync table {keyspace}.{table}").to_ascii_lowercase();

@@ -31,16 +31,9 @@ impl Stop {
 
     /// Waits for `duration`, or less if a stop is asked for; returns whether it was.
     pub async fn sleep(&self, duration: Duration) -> bool {
-        let notified = self.inner.1.notified();
-        let mut notified = std::pin::pin!(notified);
-        // Registered before the flag is checked, so a trigger in between is not missed.
-        notified.as_mut().enable();
-        if self.is_set() {
-            return true;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(duration) => self.is_set(),
-            _ = notified => true,
+        match self.unless_stopped(tokio::time::sleep(duration)).await {
+            Some(()) => self.is_set(),
+            None => true,
         }
     }
 
@@ -49,6 +42,7 @@ impl Stop {
     pub async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Option<T> {
         let notified = self.inner.1.notified();
         let mut notified = std::pin::pin!(notified);
+        // Registered before the flag is checked, so a trigger in between is not missed.
         notified.as_mut().enable();
         if self.is_set() {
             return None;

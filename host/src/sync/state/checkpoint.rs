@@ -141,15 +141,13 @@ impl CheckpointStore {
     /// Creates the checkpoint table when missing and prepares its statements.
     pub async fn open(cql: &Cql, keyspace: &str, sync: &str) -> Result<Self, CassandraError> {
         let table = format!("{keyspace}.{CHECKPOINT_TABLE}");
-        cql.query(
-            "schema",
+        cql.change_schema(
             create_table(
                 keyspace,
                 CHECKPOINT_TABLE,
                 "sync text PRIMARY KEY, checkpoint text, updated_at timestamp, updated_by text, \
                  epoch bigint, feeds text",
             ),
-            (),
             &format!("to create {table}"),
         )
         .await?;
@@ -417,10 +415,8 @@ async fn add_column(
     }
     let table = format!("{keyspace}.{CHECKPOINT_TABLE}");
     let added = cql
-        .query(
-            "schema",
+        .change_schema(
             format!("ALTER TABLE {table} ADD {column} {cql_type}"),
-            (),
             &format!("to add the column {column} to {table}"),
         )
         .await;

@@ -266,8 +266,7 @@ impl ErrorLog {
 /// Creates the table of failures in `keyspace` when missing.
 pub(crate) async fn ensure_table(cql: &Cql, keyspace: &str) -> Result<(), CassandraError> {
     let table = format!("{keyspace}.{ERROR_TABLE}");
-    cql.query(
-        "schema",
+    cql.change_schema(
         create_table(
             keyspace,
             ERROR_TABLE,
@@ -275,7 +274,6 @@ pub(crate) async fn ensure_table(cql: &Cql, keyspace: &str) -> Result<(), Cassan
              first_seen timestamp, last_seen timestamp, next_attempt timestamp, \
              PRIMARY KEY ((sync), location)",
         ),
-        (),
         &format!("to create {table}"),
     )
     .await?;

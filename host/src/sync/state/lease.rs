@@ -223,14 +223,12 @@ impl Lease {
         ttl: Duration,
     ) -> Result<Self, CassandraError> {
         let table = format!("{keyspace}.{LEASE_TABLE}");
-        cql.query(
-            "schema",
+        cql.change_schema(
             create_table(
                 keyspace,
                 LEASE_TABLE,
                 "sync text PRIMARY KEY, owner uuid, host text, pid int, since timestamp",
             ),
-            (),
             &format!("to create {table}"),
         )
         .await?;

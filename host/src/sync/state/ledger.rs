@@ -252,8 +252,7 @@ impl Ledger {
         let name = table_name(sync);
         let existed = legacy::table_exists(cql, keyspace, &name).await?;
         let table = format!("{keyspace}.{name}");
-        cql.query(
-            "schema",
+        cql.change_schema(
             create_table(
                 keyspace,
                 &name,
@@ -261,7 +260,6 @@ impl Ledger {
                  es_seq_no bigint, es_primary_term bigint, cassandra_written_at bigint, \
                  pending blob, seen_es blob, seen_cassandra blob, base blob",
             ),
-            (),
             &format!("to create {table}"),
         )
         .await?;
