@@ -29,12 +29,23 @@ pub fn outputs(processes: &[Essync]) -> String {
     logs.join("\n----\n")
 }
 
-/// Waits until one of `processes` holds the lease; returns its position.
+/// Whether `process` knows it holds the lease: it has logged the start of its sync. A
+/// lightweight transaction that timed out may have applied unbeknown to its sender, whose pid
+/// is then in the lease row while it still waits as a standby (it never syncs on that lease).
+fn knows_it_holds(process: &Essync) -> bool {
+    process
+        .output()
+        .iter()
+        .any(|line| line.contains("syncing Elasticsearch ("))
+}
+
+/// Waits until one of `processes` holds the lease, and knows it; returns its position.
 pub async fn wait_for_holder(s: &Scenario, processes: &[Essync], not: Option<u32>) -> usize {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(pid) = holder(s).await.filter(|pid| Some(*pid) != not)
             && let Some(at) = processes.iter().position(|p| p.pid() == pid)
+            && knows_it_holds(&processes[at])
         {
             return at;
         }
