@@ -770,9 +770,6 @@ const RUN_TO_END_WITHIN: Duration = Duration::from_secs(300);
 /// Runs essync to completion (for `--once` and for bad arguments) and returns its exit code
 /// and output. A process still running after [`RUN_TO_END_WITHIN`] is killed and fails the
 /// test with what it printed.
-/// Creates the state tables every scenario of [`KEYSPACE`] shares (the leases, checkpoints and
-/// failures), once per Cassandra server and test process, before any scenario starts essync.
-///
 pub fn run_to_end(args: &[String]) -> (Option<i32>, String, String) {
     let mut child = essync_command(args)
         .stdout(Stdio::piped())
