@@ -177,10 +177,10 @@ async fn cleanup(es: &Es, cql: &Cql, names: &Names) {
     servers::remove_flush_program();
     let cleaned = async {
         let mut indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
-        indices.extend(hostile::indices(&names));
+        indices.extend(hostile::indices(names));
         es.delete_indices(&indices.join(",")).await?;
         let mut tables: Vec<String> = ["grid", "n", "x4"].map(|t| names.table(t)).into();
-        tables.extend(hostile::tables(&names));
+        tables.extend(hostile::tables(names));
         for table in tables {
             cql.drop_table(&table).await?;
             // essync's ledger of the table (a table per sync).

@@ -630,7 +630,7 @@ async fn rows_written_together_are_each_reported_on_their_own() {
         };
         match i {
             3 => assert_eq!(
-                stored.map(|s| &s.document.content),
+                stored.map(|s| s.document.content.value()),
                 Some(&json!({"app": 1}))
             ),
             5 | 8 => assert!(stored.is_none(), "row {i} was written"),

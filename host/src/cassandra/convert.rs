@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use scylla::value::CqlTimestamp;
-use serde_json::Value;
+
 use uuid::Uuid;
 
 use crate::Document;
-use crate::document::{DEFAULT_TYPE, Digest, now_millis};
+use crate::document::{Content, DEFAULT_TYPE, Digest, now_millis};
 use crate::elasticsearch::convert::json_kind;
 use crate::store::{BadDocument, Read, Side, Stored};
 
@@ -96,13 +96,20 @@ pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
         ttl: ttl.filter(|t| *t > 0),
     };
     match document_of(id, &version) {
-        Ok((document, stamped)) => Read::Document(Stored {
-            digest: Digest::of(
-                &document.index,
-                version.doc_type.as_deref().filter(|t| !t.is_empty()),
-                version.timestamp,
-                &document.content,
-            ),
+        Ok((mut document, stamped)) => Read::Document(Stored {
+            digest: {
+                let (digest, repeats) = Digest::with_repeats(
+                    &document.index,
+                    version.doc_type.as_deref().filter(|t| !t.is_empty()),
+                    version.timestamp,
+                    &document.content,
+                );
+                if repeats {
+                    // Written on as a parser reads it: each key once, with its last value.
+                    document.content = Content::from(document.content.value().clone());
+                }
+                digest
+            },
             document,
             stamped,
             // A row holding a type and a timestamp holds the document as it reads.
@@ -125,8 +132,8 @@ fn document_of(id: Uuid, row: &CassandraVersion) -> Result<(Document, bool), Str
     };
     let content = match row.content.as_deref() {
         None => return Err("content is null".to_string()),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Object(_)) => value,
+        Some(text) => match Content::from_json(text) {
+            Ok(content) if content.is_object_text() => content,
             Ok(other) => {
                 return Err(format!(
                     "content is {}, not a JSON object",
@@ -170,7 +177,7 @@ pub(crate) struct Columns {
     pub index: String,
     pub doc_type: String,
     pub timestamp: CqlTimestamp,
-    pub content: String,
+    pub content: Content,
 }
 
 /// The columns of a document about to be written, or why it cannot be.
@@ -178,7 +185,7 @@ pub(crate) fn to_columns(document: &Document) -> Result<Columns, String> {
     let Some(timestamp) = document.timestamp else {
         return Err("the document has no timestamp".to_string());
     };
-    if !document.content.is_object() {
+    if !document.content.is_object_text() {
         return Err(format!(
             "content is {}, not a JSON object",
             json_kind(&document.content)
@@ -191,7 +198,7 @@ pub(crate) fn to_columns(document: &Document) -> Result<Columns, String> {
         index: document.index.clone(),
         doc_type: document.doc_type.clone(),
         timestamp: CqlTimestamp(timestamp.timestamp_millis()),
-        content: document.content_text(),
+        content: document.content.clone(),
     })
 }
 
@@ -251,11 +258,11 @@ mod tests {
 
     #[test]
     fn documents_become_columns() {
-        let content = serde_json::from_str(r#"{"k": 1.50}"#).unwrap();
+        let content = Content::from_json(r#"{"k": 1.50}"#).unwrap();
         let doc = Document::new("i", "t", content).at(DateTime::from_timestamp_millis(42).unwrap());
         let columns = to_columns(&doc).unwrap();
         assert_eq!(columns.timestamp, CqlTimestamp(42));
-        assert_eq!(columns.content, r#"{"k":1.50}"#);
+        assert_eq!(columns.content.text(), r#"{"k": 1.50}"#);
         assert!(to_columns(&Document::new("i", "t", serde_json::json!(1))).is_err());
     }
 }

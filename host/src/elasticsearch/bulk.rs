@@ -209,7 +209,8 @@ fn write_ops(n: usize, write: &EsWrite, targets: &Targets) -> Result<Vec<Op>, St
         &mut lines,
         &action(kind, &document.index, &id, routing.as_deref(), rest),
     );
-    push_line(&mut lines, &source);
+    source.write_to(&mut lines);
+    lines.push(b'\n');
     let mut ops = vec![Op {
         write: n,
         primary: true,

@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use super::response::Hit;
 use crate::Document;
-use crate::document::{DEFAULT_TYPE, Digest, format_timestamp, truncate_to_millis};
+use crate::document::{
+    Content, DEFAULT_TYPE, Digest, format_timestamp, truncate_to_millis, without_member,
+};
 use crate::store::{BadDocument, Read, Side, Stored};
 
 /// The `_source` field that holds essync's metadata (`type`, `timestamp`).
@@ -98,35 +100,55 @@ pub fn parse_id(raw: &str) -> Result<Uuid, String> {
     }
 }
 
-/// The `_source` essync writes for a document: its content plus the metadata field. It is
-/// serialised straight from the document, without a copy of the content.
+/// The `_source` essync writes for a document: its content's text with the metadata field
+/// added as its last member, written without a copy of the content.
 #[derive(Debug)]
 pub struct Source<'a> {
-    content: &'a Map<String, Value>,
+    content: &'a str,
     metadata: Value,
 }
 
-impl serde::Serialize for Source<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.content.len() + 1))?;
-        for (key, value) in self.content {
-            map.serialize_entry(key, value)?;
+impl Source<'_> {
+    /// Appends the source's JSON text.
+    pub fn write_to(&self, buffer: &mut Vec<u8>) {
+        let content = self.content.trim_end();
+        let body = content.strip_suffix('}').unwrap_or(content);
+        buffer.extend_from_slice(body.as_bytes());
+        if !body
+            .trim_start()
+            .strip_prefix('{')
+            .unwrap_or(body)
+            .trim()
+            .is_empty()
+        {
+            buffer.push(b',');
         }
-        map.serialize_entry(METADATA_FIELD, &self.metadata)?;
-        map.end()
+        buffer.push(b'"');
+        buffer.extend_from_slice(METADATA_FIELD.as_bytes());
+        buffer.extend_from_slice(b"\":");
+        // Serialising a `Value` into a buffer cannot fail.
+        let _ = serde_json::to_writer(&mut *buffer, &self.metadata);
+        buffer.push(b'}');
+    }
+
+    /// The source's JSON text.
+    pub fn text(&self) -> String {
+        let mut buffer = Vec::with_capacity(self.content.len() + 80);
+        self.write_to(&mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
     }
 }
 
 /// The `_source` essync writes for a document (see [`Source`]), or why it cannot be written.
 pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Source<'_>, String> {
-    let Some(content) = document.content.as_object() else {
+    if !document.content.is_object_text() {
         return Err(format!(
             "content is not a JSON object but {}",
             json_kind(&document.content)
         ));
-    };
-    if content.contains_key(METADATA_FIELD) {
+    }
+    let content = document.content.text();
+    if without_member(content, METADATA_FIELD).1.is_some() {
         return Err(format!(
             "content uses the field '{METADATA_FIELD}', which essync reserves for its metadata in Elasticsearch"
         ));
@@ -160,9 +182,12 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
             "the answer carries no _seq_no/_primary_term".to_string(),
         );
     };
-    let mut content = match hit.source.take() {
-        Some(Value::Object(map)) => map,
-        Some(other) => return bad(Some(id), format!("_source is {}", json_kind(&other))),
+    let source = match hit.source.take() {
+        Some(raw) if raw.get().trim_start().starts_with('{') => raw,
+        Some(other) => {
+            let other: Value = serde_json::from_str(other.get()).unwrap_or(Value::Null);
+            return bad(Some(id), format!("_source is {}", json_kind(&other)));
+        }
         None => {
             return bad(
                 Some(id),
@@ -170,12 +195,14 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
             );
         }
     };
-    let metadata = content.remove(METADATA_FIELD);
+    let (content, metadata) = without_member(source.get(), METADATA_FIELD);
+    let metadata: Option<Value> = metadata.and_then(|raw| serde_json::from_str(raw).ok());
     let (stored_type, stored_timestamp) = match read_metadata(metadata.as_ref()) {
         Ok(stored) => stored,
         Err(reason) => return bad(Some(id), reason),
     };
-    let content = Value::Object(content);
+    // The answer parsed, so its source is valid JSON.
+    let content = Content::trusted(content);
     let digest = Digest::of(
         index,
         stored_type.as_deref(),
@@ -295,10 +322,8 @@ mod tests {
     use chrono::TimeZone;
 
     fn hit(id: &str, source: Value) -> Hit {
-        serde_json::from_value(
-            json!({"_index": "books", "_id": id, "_seq_no": 7, "_primary_term": 1, "_source": source}),
-        )
-        .expect("a hit")
+        let hit = json!({"_index": "books", "_id": id, "_seq_no": 7, "_primary_term": 1, "_source": source});
+        serde_json::from_str(&hit.to_string()).expect("a hit")
     }
 
     fn seen() -> DateTime<Utc> {
@@ -314,7 +339,7 @@ mod tests {
             json!({"title": "T", "n": [1, {"x": null}]}),
         )
         .at(t);
-        let source = serde_json::to_value(to_source(&doc, t).unwrap()).unwrap();
+        let source: Value = serde_json::from_str(&to_source(&doc, t).unwrap().text()).unwrap();
         assert_eq!(
             source[METADATA_FIELD]["timestamp"],
             "2023-11-14T22:13:20.123Z"

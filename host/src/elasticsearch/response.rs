@@ -212,7 +212,7 @@ pub(crate) struct Hit {
     #[serde(rename = "_routing", default)]
     pub routing: Option<String>,
     #[serde(rename = "_source", default)]
-    pub source: Option<Value>,
+    pub source: Option<Box<serde_json::value::RawValue>>,
     /// `_mget` only: whether the document is there.
     #[serde(default)]
     pub found: Option<bool>,

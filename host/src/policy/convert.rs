@@ -1,8 +1,8 @@
 //! One conversion each way between essync's types and the WIT types, with the checks that
 //! make a policy's answer safe to apply.
 
+use crate::document::Content;
 use chrono::DateTime;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::PolicyError;
@@ -28,7 +28,7 @@ pub(super) fn document_to_wit(
             Stamp::Written => wit::Stamp::Written,
             Stamp::Observed => wit::Stamp::Observed,
         },
-        content: document.content_text(),
+        content: document.content_text().to_string(),
     })
 }
 
@@ -39,7 +39,7 @@ pub(super) fn checked(document: &Document) -> Result<i64, PolicyError> {
     let timestamp = document
         .timestamp_millis()
         .ok_or_else(|| invalid(format!("{document} has no timestamp")))?;
-    if !document.content.is_object() {
+    if !document.content.is_object_text() {
         return Err(invalid(format!(
             "the content of {document} is not a JSON object"
         )));
@@ -112,8 +112,8 @@ fn document_from_wit(
             document.timestamp
         ))
     })?;
-    let content = match serde_json::from_str::<Value>(&document.content) {
-        Ok(content @ Value::Object(_)) => content,
+    let content = match Content::from_json(document.content) {
+        Ok(content) if content.is_object_text() => content,
         Ok(_) => {
             return Err(malformed(format!(
                 "returned a document of id {id} whose content is not a JSON object"

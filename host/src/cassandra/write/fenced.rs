@@ -59,7 +59,7 @@ impl<'a> FencedRow<'a> {
             &c.index,
             &c.doc_type,
             c.timestamp,
-            &c.content,
+            c.content.text(),
             self.ttl,
             self.at,
         )
@@ -68,7 +68,7 @@ impl<'a> FencedRow<'a> {
     /// About what the row weighs in a batch.
     fn size(&self) -> usize {
         let c = &self.columns;
-        c.content.len() + c.index.len() + c.doc_type.len() + 48
+        c.content.text().len() + c.index.len() + c.doc_type.len() + 48
     }
 
     /// The outcome of the write once applied, with the version it left.

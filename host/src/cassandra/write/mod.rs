@@ -329,7 +329,7 @@ fn version_written(columns: Columns, ttl: i32, written_at: Option<i64>) -> Cassa
         index: Some(columns.index),
         doc_type: Some(columns.doc_type),
         timestamp: Some(columns.timestamp.0),
-        content: Some(columns.content),
+        content: Some(columns.content.text().to_string()),
         written_at,
         ttl: (ttl > 0).then_some(ttl),
     }
@@ -363,7 +363,7 @@ async fn write_if_unchanged(
                 &columns.index,
                 &columns.doc_type,
                 columns.timestamp,
-                &columns.content,
+                columns.content.text(),
                 ttl,
             );
             session
@@ -376,7 +376,7 @@ async fn write_if_unchanged(
                 &columns.index,
                 &columns.doc_type,
                 columns.timestamp,
-                &columns.content,
+                columns.content.text(),
                 id,
                 &seen.index,
                 &seen.doc_type,

@@ -198,9 +198,12 @@ async fn attach_bases(state: &State, pending: &mut [Pending]) -> Result<(), Sync
             .flatten()
             .find(|(digest, _)| *digest == synced.digest)
             .map(|(_, document)| document.content.clone());
-        let content = contents.remove(&p.examined.id).or(unchanged_side);
+        let content = contents
+            .remove(&p.examined.id)
+            .map(crate::document::Content::from)
+            .or(unchanged_side);
         p.base_content = content.is_some();
-        let content = content.unwrap_or_else(|| serde_json::json!({}));
+        let content = content.unwrap_or_else(|| serde_json::json!({}).into());
         let document = Document::with_id(p.examined.id, &synced.index, &synced.doc_type, content);
         p.base = chrono::DateTime::from_timestamp_millis(synced.timestamp).map(|t| document.at(t));
     }

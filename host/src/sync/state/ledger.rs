@@ -184,7 +184,7 @@ impl SyncedVersion {
             index: document.index.clone(),
             doc_type: document.doc_type.clone(),
             timestamp: document.timestamp_millis(),
-            content: keep_content.then(|| document.content_text()),
+            content: keep_content.then(|| document.content_text().to_string()),
         }
     }
 }

@@ -5,12 +5,18 @@
 //! is UTC with millisecond precision on both sides: every constructor and every store truncates
 //! to the millisecond, so two reads of the same version compare equal.
 
+mod canonical;
+mod content;
+
 use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
+
+pub(crate) use canonical::without_member;
+pub use content::Content;
 
 /// The document type given to documents that do not say theirs (modern Elasticsearch has no
 /// mapping types; `_doc` is what it reports for every document).
@@ -28,13 +34,18 @@ pub struct Document {
     /// When this version was written, UTC, millisecond precision. `None` until a store or the
     /// caller sets it: `insert_or_replace_document` stamps the current time.
     pub timestamp: Option<DateTime<Utc>>,
-    /// The body: a JSON object (the Elasticsearch `_source`, the Cassandra `content` text).
-    pub content: Value,
+    /// The body: a JSON object (the Elasticsearch `_source`, the Cassandra `content` text), as
+    /// text, parsed on first look (`content["title"]`).
+    pub content: Content,
 }
 
 impl Document {
     /// A new document with a random (v4) id and no timestamp yet.
-    pub fn new(index: impl Into<String>, doc_type: impl Into<String>, content: Value) -> Self {
+    pub fn new(
+        index: impl Into<String>,
+        doc_type: impl Into<String>,
+        content: impl Into<Content>,
+    ) -> Self {
         Self::with_id(Uuid::new_v4(), index, doc_type, content)
     }
 
@@ -43,14 +54,14 @@ impl Document {
         id: Uuid,
         index: impl Into<String>,
         doc_type: impl Into<String>,
-        content: Value,
+        content: impl Into<Content>,
     ) -> Self {
         Self {
             id,
             index: index.into(),
             doc_type: doc_type.into(),
             timestamp: None,
-            content,
+            content: content.into(),
         }
     }
 
@@ -65,12 +76,10 @@ impl Document {
         self.timestamp.map(|t| t.timestamp_millis())
     }
 
-    /// The content as JSON text, compact, its keys in the content's order: what Cassandra's
-    /// `content` column and a policy receive. (Written straight into a buffer: about twice as
-    /// fast as going through `Display`.)
-    pub fn content_text(&self) -> String {
-        // Serialising a `Value` cannot fail: its keys are strings.
-        serde_json::to_string(&self.content).unwrap_or_default()
+    /// The content as JSON text, as read or given: what Cassandra's `content` column and a
+    /// policy receive.
+    pub fn content_text(&self) -> &str {
+        self.content.text()
     }
 
     /// The fingerprint of this document as essync writes it (with its type and timestamp):
@@ -102,13 +111,24 @@ impl Digest {
         index: &str,
         doc_type: Option<&str>,
         timestamp: Option<i64>,
-        content: &Value,
+        content: &Content,
     ) -> Self {
+        Self::with_repeats(index, doc_type, timestamp, content).0
+    }
+
+    /// The digest, and whether an object of the content repeats a key (a text no parser reads
+    /// the same way: it is written as parsed, each key once).
+    pub(crate) fn with_repeats(
+        index: &str,
+        doc_type: Option<&str>,
+        timestamp: Option<i64>,
+        content: &Content,
+    ) -> (Self, bool) {
         thread_local! {
             /// The text hashed, kept between calls: a page's digests reuse one buffer.
             static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        let hash = TEXT.with_borrow_mut(|text| {
+        let (hash, repeats) = TEXT.with_borrow_mut(|text| {
             text.clear();
             // Length-prefixed fields: no two different versions serialise the same way.
             let mut field = |value: Option<&str>| match value {
@@ -124,17 +144,17 @@ impl Digest {
             let mut hasher = Sha256::new();
             hasher.update(text.as_bytes());
             text.clear();
-            canonical_json(content, text);
+            let repeats = canonical::canonical_text(content.text(), text);
             hasher.update(text.as_bytes());
             if text.capacity() > 1 << 20 {
                 // One large document does not keep a large buffer for the thread's life.
                 *text = String::new();
             }
-            hasher.finalize()
+            (hasher.finalize(), repeats)
         });
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&hash[..16]);
-        Digest(bytes)
+        (Digest(bytes), repeats)
     }
 }
 
@@ -152,91 +172,9 @@ impl fmt::Debug for Digest {
 /// the shortest form that reads back as the same `f64` (`1.50`, `1.5` and `15e-1` are one
 /// number). The same form as the policy SDK's `json::canonical`.
 pub fn canonical_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        // An integer as JSON spells it (no leading zero, no `-0`) and short enough for an i64
-        // is its own canonical form: no parse, no format.
-        Value::Number(n) if is_plain_integer(n.as_str()) => out.push_str(n.as_str()),
-        Value::Number(n) => {
-            // Writing to a String cannot fail.
-            let _ = if let Some(i) = n.as_i64() {
-                write!(out, "{i}")
-            } else if let Some(u) = n.as_u64() {
-                write!(out, "{u}")
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.is_finite() => write!(out, "{f}"),
-                    _ => write!(out, "{n}"),
-                }
-            };
-        }
-        Value::String(s) => escaped(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(object) => {
-            let mut entries: Vec<(&String, &Value)> = object.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                escaped(key, out);
-                out.push(':');
-                canonical_json(value, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Whether `text` is a JSON integer that reads back as itself: digits after an optional `-`,
-/// at most 18 of them (within an i64), and not a negative zero.
-fn is_plain_integer(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    !digits.is_empty()
-        && digits.len() <= 18
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !(digits.starts_with('0') && (digits.len() > 1 || text.starts_with('-')))
-}
-
-/// Appends a string as a JSON string literal, escaped exactly as `serde_json` escapes it (the
-/// digests of existing ledgers depend on it): `"`, `\\` and the control characters, the common
-/// ones by their short escapes and the others as `\u00xx`.
-fn escaped(text: &str, out: &mut String) {
-    out.push('"');
-    let mut start = 0;
-    for (at, c) in text.char_indices() {
-        let short = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\u{8}' => "\\b",
-            '\u{c}' => "\\f",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..at]);
-        if short.is_empty() {
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        } else {
-            out.push_str(short);
-        }
-        start = at + c.len_utf8();
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
+    // Serialising a `Value` cannot fail: its keys are strings.
+    let text = serde_json::to_string(value).unwrap_or_default();
+    canonical::canonical_text(&text, out);
 }
 
 /// Whether two JSON values hold the same data, however they are spelled or ordered (their
@@ -268,7 +206,7 @@ impl fmt::Debug for Document {
         let content = self.content_text();
         let shown = match content.char_indices().nth(SHOWN) {
             Some((end, _)) => format!("{}… ({} bytes)", &content[..end], content.len()),
-            None => content,
+            None => content.to_string(),
         };
         write!(f, "{self} {shown}")
     }
@@ -329,7 +267,7 @@ mod tests {
         let every: String = (0u32..0x300).filter_map(char::from_u32).collect();
         for text in [every.as_str(), "", "plain", "a\"b\\c\u{7f}é𝄞\u{2028}"] {
             let mut out = String::new();
-            escaped(text, &mut out);
+            canonical::escaped(text, &mut out);
             assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
         }
     }
@@ -341,7 +279,7 @@ mod tests {
         let b: Value =
             serde_json::from_str(r#"{"a":null,"b":[1.5,{"x":"\u00e9","y":1.0}]}"#).unwrap();
         let digest = |index, doc_type, timestamp, content: &Value| {
-            Digest::of(index, doc_type, timestamp, content)
+            Digest::of(index, doc_type, timestamp, &Content::from(content.clone()))
         };
         let base = digest("i", Some("t"), Some(5), &a);
         assert_eq!(base, digest("i", Some("t"), Some(5), &b));
