@@ -82,6 +82,56 @@ async fn a_cassandra_single_column_update_reaches_elasticsearch_and_is_never_rev
     stays(&s, 3, "after a column update").await;
 }
 
+// An integer past 64 bits is data like any other: a change to its last digit is a change, on
+// either side, and arrives with every digit.
+#[tokio::test]
+async fn a_change_to_the_last_digit_of_an_integer_past_64_bits_reaches_the_other_side() {
+    let s = Scenario::new("tbigint").await;
+    s.once(&[]);
+    let json = |text: &str| serde_json::from_str::<Value>(text).expect("JSON");
+    let index = s.index("p");
+    // Mapped as an application with such numbers maps them (a dynamic mapping takes them for
+    // a `long` and refuses them); the source keeps every digit whatever the mapping.
+    let mapping = json!({"mappings": {"properties": {"n": {"type": "double"}}}});
+    s.es_request(
+        elasticsearch::http::Method::Put,
+        &format!("/{index}"),
+        Some(mapping),
+    )
+    .await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let t = now_ms() - 60_000;
+    s.cql_write(
+        a,
+        &doc(
+            &index,
+            "t",
+            t,
+            json(r#"{"n": 123456789012345678901234567890}"#),
+        ),
+    )
+    .await;
+    s.es_write(
+        b,
+        &doc(&index, "t", t, json(r#"{"n": 18446744073709551616}"#)),
+    )
+    .await;
+    s.once(&[]);
+    s.wait_equal(2).await;
+    let (a_wanted, b_wanted) = (
+        json(r#"{"n": 123456789012345678901234567891}"#),
+        json(r#"{"n": 18446744073709551617}"#),
+    );
+    // Only the number changes: not the timestamp, not the type.
+    s.cql_update_content(a, &a_wanted).await;
+    s.es_partial_update(&index, b, b_wanted.clone()).await;
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(holds(&e, &c, &a, &a_wanted), "{:?}", differences(&e, &c));
+    assert!(holds(&e, &c, &b, &b_wanted), "{:?}", differences(&e, &c));
+    stays(&s, 2, "after the change of a last digit").await;
+}
+
 // 19 with a running sync at period 1: both kinds of update, on both sides, converge.
 #[tokio::test]
 async fn partial_updates_on_both_sides_converge_under_a_running_sync() {

@@ -4,8 +4,9 @@
 //!
 //! The canonical form: no whitespace, object keys sorted by their UTF-8 bytes (a key repeated
 //! in one object counts once, with its last value, as a parser keeps it), strings escaped as
-//! `serde_json` escapes them, integers in decimal and other numbers in the shortest form that
-//! reads back as the same `f64` (`1.50`, `1.5` and `15e-1` are one number). The same form as
+//! `serde_json` escapes them, integers in decimal with every digit (past 64 bits too) and other
+//! numbers in the shortest form that reads back as the same `f64` (`1.50`, `1.5` and `15e-1`
+//! are one number). The same form as
 //! the policy SDK's `json::canonical`; the digests of existing ledgers rest on it.
 
 use std::borrow::Cow;
@@ -72,6 +73,11 @@ pub(crate) fn canonical_number(spelled: &str, out: &mut String) {
         write!(out, "{i}")
     } else if let Some(u) = n.as_u64() {
         write!(out, "{u}")
+    } else if !spelled.contains(['.', 'e', 'E']) {
+        // An integer past 64 bits keeps every digit (JSON spells an integer one way): a change
+        // to its last digits is a change.
+        out.push_str(spelled);
+        Ok(())
     } else {
         match n.as_f64() {
             Some(f) if f.is_finite() => write!(out, "{f}"),

@@ -168,9 +168,10 @@ impl fmt::Debug for Digest {
 }
 
 /// Appends the canonical text of a JSON value: no whitespace, object keys sorted by their UTF-8
-/// bytes, strings escaped as `serde_json` escapes them, integers in decimal and other numbers in
-/// the shortest form that reads back as the same `f64` (`1.50`, `1.5` and `15e-1` are one
-/// number). The same form as the policy SDK's `json::canonical`.
+/// bytes, strings escaped as `serde_json` escapes them, integers in decimal with every digit
+/// (past 64 bits too) and other numbers in the shortest form that reads back as the same `f64`
+/// (`1.50`, `1.5` and `15e-1` are one number). The same form as the policy SDK's
+/// `json::canonical`.
 pub fn canonical_json(value: &Value, out: &mut String) {
     // Serialising a `Value` cannot fail: its keys are strings.
     let text = serde_json::to_string(value).unwrap_or_default();
@@ -323,6 +324,7 @@ mod tests {
                 Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
                     (Some(i), _, _) => i.to_string(),
                     (None, Some(u), _) => u.to_string(),
+                    (None, None, _) if !text.contains(['.', 'e', 'E']) => text.to_string(),
                     (None, None, Some(f)) if f.is_finite() => f.to_string(),
                     _ => n.to_string(),
                 },

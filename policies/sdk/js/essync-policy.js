@@ -249,15 +249,10 @@ export function canonical(text) {
   return write(value);
 }
 
-const I64_MIN = -(2n ** 63n);
-const U64_END = 2n ** 64n;
 
 function writeNumber(text) {
-  if (!/[.eE]/.test(text)) {
-    // Integers that fit 64 bits are written in decimal; larger ones as a float.
-    const integer = BigInt(text);
-    if (integer >= I64_MIN && integer < U64_END) return integer.toString();
-  }
+  // Integers are written in decimal with every digit, past 64 bits too.
+  if (!/[.eE]/.test(text)) return BigInt(text).toString();
   const number = Number(text);
   if (!Number.isFinite(number)) return text;
   if (Object.is(number, -0)) return '-0';

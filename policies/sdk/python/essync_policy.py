@@ -113,10 +113,8 @@ class JsonNumber:
     def canonical(self) -> str:
         """Its one spelling in canonical JSON."""
         if self.integer:
-            value = int(self.text)
-            # Integers that fit 64 bits are written in decimal; larger ones as a float.
-            if -(2**63) <= value < 2**64:
-                return str(value)
+            # Integers are written in decimal with every digit, past 64 bits too.
+            return str(int(self.text))
         try:
             number = float(self.text)
         except OverflowError:

@@ -290,6 +290,9 @@ pub mod json {
                     out.push_str(&i.to_string());
                 } else if let Some(u) = n.as_u64() {
                     out.push_str(&u.to_string());
+                } else if !n.as_str().contains(['.', 'e', 'E']) {
+                    // An integer past 64 bits keeps every digit.
+                    out.push_str(n.as_str());
                 } else {
                     match n.as_f64() {
                         Some(f) if f.is_finite() => out.push_str(&f.to_string()),
@@ -526,7 +529,7 @@ mod tests {
                 "[9007199254740993, 1e21, 1e-7, -0.0, -0, 18446744073709551616, 0.1, 1.5e300]"
             ),
             format!(
-                "[9007199254740993,1000000000000000000000,0.0000001,-0,0,18446744073709552000,0.1,15{}]",
+                "[9007199254740993,1000000000000000000000,0.0000001,-0,0,18446744073709551616,0.1,15{}]",
                 "0".repeat(299)
             )
         );
