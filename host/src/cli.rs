@@ -223,6 +223,11 @@ pub struct ConnectionOptions {
     #[arg(long, global = true)]
     pub es_insecure: bool,
 
+    /// Ask Elasticsearch for gzip-compressed answers: less traffic, more CPU on both sides (for
+    /// a cluster reached over a slow or metered network; near the cluster, leave it off)
+    #[arg(long, env = "ESSYNC_ES_GZIP", global = true)]
+    pub es_gzip: bool,
+
     /// The longest one Elasticsearch request may take, in seconds: a server that does not
     /// answer within it fails the round, which is tried again after a backoff
     #[arg(

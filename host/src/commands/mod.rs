@@ -66,6 +66,7 @@ pub fn elasticsearch_config(options: &ConnectionOptions) -> anyhow::Result<Elast
     config.indices = IndexSelection::new([&options.es_indices])
         .map_err(|e| anyhow::anyhow!("--es-indices: {e}"))?;
     config.accept_invalid_certificates = options.es_insecure;
+    config.gzip = options.es_gzip;
     config.bulk_max_bytes = (options.es_bulk_mib as usize) << 20;
     config.bulk_in_flight = options.es_bulk_in_flight as usize;
     config.ca_file = options.es_ca.clone();

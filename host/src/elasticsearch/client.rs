@@ -81,6 +81,14 @@ impl Http {
             .timeout(config.request_timeout)
             .disable_proxy()
             .enable_meta_header(false);
+        if !config.gzip {
+            // Answers uncompressed: compressing pages of sources costs Elasticsearch, and
+            // inflating them costs essync, more CPU than the network they save near the cluster.
+            builder = builder.header(
+                elasticsearch::http::headers::ACCEPT_ENCODING,
+                elasticsearch::http::headers::HeaderValue::from_static("identity"),
+            );
+        }
         if let Some(credentials) = &config.credentials {
             builder = builder.auth(match credentials {
                 super::Credentials::Basic { username, password } => {
