@@ -60,7 +60,7 @@ pub(crate) fn escaped(text: &str, out: &mut String) {
 pub(crate) fn canonical_number(spelled: &str, out: &mut String) {
     // An integer as JSON spells it (no leading zero, no `-0`) and short enough for an i64 is
     // its own canonical form: no parse, no format.
-    if is_plain_integer(spelled) {
+    if is_plain_integer(spelled) || is_plain_decimal(spelled) {
         out.push_str(spelled);
         return;
     }
@@ -94,6 +94,34 @@ fn is_plain_integer(text: &str) -> bool {
         && digits.len() <= 18
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !(digits.starts_with('0') && (digits.len() > 1 || text.starts_with('-')))
+}
+
+/// Whether `text` is a decimal that reads back as itself: `-?(0|[1-9][0-9]*)\.[0-9]*[1-9]`,
+/// no exponent, at most 15 significant digits. Any decimal of 15 significant digits or fewer
+/// is the shortest spelling of the `f64` nearest to it (two such decimals never share an `f64`),
+/// and its trailing digit is not a zero: the shortest form that reads back as the same `f64`
+/// is the text itself, with no parse and no format.
+fn is_plain_decimal(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let Some((whole, fraction)) = unsigned.split_once('.') else {
+        return false;
+    };
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || fraction.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (whole.len() > 1 && whole.starts_with('0'))
+        || fraction.ends_with('0')
+    {
+        return false;
+    }
+    let significant = if whole == "0" {
+        fraction.trim_start_matches('0').len()
+    } else {
+        whole.len() + fraction.len()
+    };
+    significant <= 15
 }
 
 /// The JSON string a literal (quotes included) spells: borrowed when it has no escape.
@@ -252,15 +280,16 @@ impl<'a> Scanner<'a> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         self.at += 1;
-        while self.at < bytes.len() {
-            match bytes[self.at] {
-                b'\\' => self.at += 2,
-                b'"' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => self.at += 1,
+        while let Some(found) = bytes
+            .get(self.at..)
+            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+        {
+            self.at += found;
+            if bytes[self.at] == b'"' {
+                self.at += 1;
+                break;
             }
+            self.at += 2;
         }
         self.at = self.at.min(bytes.len());
         self.text.get(start..self.at).unwrap_or("\"\"")
@@ -411,6 +440,57 @@ mod tests {
             let (expected, scanned, repeats) = both(text);
             assert_eq!(scanned, expected, "{text}");
             assert!(!repeats, "{text}");
+        }
+    }
+
+    #[test]
+    fn plain_decimals_are_their_own_canonical_form() {
+        let slow = |text: &str| {
+            let n: Number = serde_json::from_str(text).expect(text);
+            n.as_f64().expect(text).to_string()
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            let r = next();
+            let whole = match r % 4 {
+                0 => 0,
+                1 => (r >> 8) % 1000,
+                2 => (r >> 8) % 10_000_000,
+                _ => (r >> 8) % 100_000_000_000_000,
+            }
+            .to_string();
+            let places = (next() % 16) as usize;
+            let fraction = format!("{:016}", next() % 10_000_000_000_000_000);
+            let sign = if r & 1 << 7 == 0 { "" } else { "-" };
+            let text = format!("{sign}{whole}.{}", &fraction[..places.max(1)]);
+            if is_plain_decimal(&text) {
+                checked += 1;
+                assert_eq!(slow(&text), text);
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+        for text in [
+            "1.0",
+            "1.50",
+            "0.0",
+            "-0.0",
+            "1.",
+            ".5",
+            "1e5",
+            "01.5",
+            "0.1234567890123456",
+        ] {
+            assert!(!is_plain_decimal(text), "{text}");
+        }
+        for text in ["0.5", "-12.25", "0.000000000000001", "123456789012.125"] {
+            assert!(is_plain_decimal(text), "{text}");
         }
     }
 
