@@ -17,11 +17,7 @@ use serde_json::Number;
 /// Appends the canonical text of `text`, which must be valid JSON (checked beforehand: this
 /// reads it without checking it again). Returns whether an object of it repeats a key.
 pub(crate) fn canonical_text(text: &str, out: &mut String) -> bool {
-    let mut scanner = Scanner {
-        text,
-        at: 0,
-        repeated_key: false,
-    };
+    let mut scanner = Scanner::new(text);
     scanner.value(out);
     scanner.repeated_key
 }
@@ -137,11 +133,7 @@ pub(crate) fn unquoted(literal: &str) -> Cow<'_, str> {
 /// and that member's value, when the object has it; the text as it is otherwise. `text` must
 /// be valid JSON.
 pub(crate) fn without_member<'a>(text: &'a str, key: &str) -> (Cow<'a, str>, Option<&'a str>) {
-    let mut scanner = Scanner {
-        text,
-        at: 0,
-        repeated_key: false,
-    };
+    let mut scanner = Scanner::new(text);
     scanner.skip_whitespace();
     if scanner.peek() != b'{' || scanner.at >= text.len() {
         return (Cow::Borrowed(text), None);
@@ -194,9 +186,27 @@ struct Scanner<'a> {
     text: &'a str,
     at: usize,
     repeated_key: bool,
+    /// Member lists and value buffers, reused by the objects of the text: an object takes one
+    /// of each while it is read and gives them back once written.
+    member_lists: Vec<Vec<Member<'a>>>,
+    value_buffers: Vec<String>,
 }
 
+/// An object's member while it is read: its key (unescaped), the key as spelled, and where its
+/// value's canonical text is in the output.
+type Member<'a> = (Cow<'a, str>, &'a str, usize, usize);
+
 impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            at: 0,
+            repeated_key: false,
+            member_lists: Vec::new(),
+            value_buffers: Vec::new(),
+        }
+    }
+
     fn peek(&self) -> u8 {
         self.text.as_bytes().get(self.at).copied().unwrap_or(b'}')
     }
@@ -325,7 +335,7 @@ impl<'a> Scanner<'a> {
     fn object(&mut self, out: &mut String) {
         self.at += 1;
         let start = out.len();
-        let mut members: Vec<(Cow<'a, str>, &'a str, usize, usize)> = Vec::new();
+        let mut members = self.member_lists.pop().unwrap_or_default();
         loop {
             self.skip_whitespace();
             match self.peek() {
@@ -347,7 +357,10 @@ impl<'a> Scanner<'a> {
         }
         // A stable sort keeps a repeated key's values in the text's order: the last one counts.
         members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let values = out.split_off(start);
+        let mut values = self.value_buffers.pop().unwrap_or_default();
+        values.clear();
+        values.push_str(&out[start..]);
+        out.truncate(start);
         out.reserve(values.len() + members.len() * 8 + 2);
         out.push('{');
         let mut written = 0;
@@ -369,6 +382,9 @@ impl<'a> Scanner<'a> {
             out.push_str(&values[from - start..to - start]);
         }
         out.push('}');
+        members.clear();
+        self.member_lists.push(members);
+        self.value_buffers.push(values);
     }
 }
 
