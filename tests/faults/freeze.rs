@@ -26,10 +26,13 @@ async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_n
     let writing = AtomicBool::new(true);
     let pause = Duration::from_millis(30);
     let more = || writing.load(Ordering::SeqCst);
-    let start = |s: &Scenario| s.essync(&["-s", "--lease-ttl", LEASE_TTL]);
+    // Verbose: a failure shows each decision about the ids at fault.
+    let start = |s: &Scenario| s.essync(&["-v", "-s", "--lease-ttl", LEASE_TTL]);
     let freezes = async {
         let mut processes = vec![start(&s), start(&s)];
         let mut thawed_mid_round = 0;
+        // The logs of the processes stopped on their lost lease, for a failure's story.
+        let mut stopped = Vec::new();
         for cycle in 0..CYCLES {
             let at = wait_for_holder(&s, &processes, None).await;
             let frozen_pid = processes[at].pid();
@@ -51,13 +54,13 @@ async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_n
                 thawed_mid_round += 1;
             }
             // Its supervisor starts it again: a standby behind the new holder.
-            processes[at] = start(&s);
+            stopped.push(std::mem::replace(&mut processes[at], start(&s)));
             assert_ne!(next, at);
         }
         writing.store(false, Ordering::SeqCst);
-        (processes, thawed_mid_round)
+        (processes, stopped, thawed_mid_round)
     };
-    let ((), (), (processes, thawed_mid_round)) = tokio::join!(
+    let ((), (), (processes, stopped, thawed_mid_round)) = tokio::join!(
         es.write_while(&s, &world, &[], pause, more),
         cassandra.write_while(&s, &world, &[], pause, more),
         freezes
@@ -69,5 +72,8 @@ async fn a_holder_frozen_past_its_lease_at_random_points_undoes_nothing_of_the_n
     );
 
     let at = wait_for_holder(&s, &processes, None).await;
-    converge(&s, &world, seed, &processes[at], || outputs(&processes)).await;
+    converge(&s, &world, seed, &processes[at], || {
+        format!("{}\n----\n{}", outputs(&stopped), outputs(&processes))
+    })
+    .await;
 }

@@ -91,8 +91,13 @@ pub async fn converge(
         let (e, c) = (s.elasticsearch().await, s.cassandra().await);
         match world.holds(&e, &c).await {
             Ok(()) => break,
-            Err(why) if Instant::now() > deadline => {
-                panic!("seed {seed}: not converged: {why}\n{}", outputs())
+            Err(mismatch) if Instant::now() > deadline => {
+                let story = story(s, &mismatch.ids, &outputs()).await;
+                panic!(
+                    "seed {seed}: not converged: {}\n{story}\n{}",
+                    mismatch.why,
+                    outputs()
+                )
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -106,6 +111,40 @@ pub async fn converge(
             "seed {seed}: an idle round wrote: {round}"
         );
     }
+}
+
+/// What the ids a failed convergence names went through: their ledger rows, and every line the
+/// processes logged about them (with `-v`, each decision), before the whole logs.
+pub async fn story(s: &Scenario, ids: &[Uuid], outputs: &str) -> String {
+    let mut story = String::new();
+    for id in ids.iter().take(5) {
+        let ledger = s
+            .cql
+            .query_unpaged(
+                format!(
+                    "SELECT JSON * FROM {}.essync_synced_{} WHERE id = ?",
+                    s.keyspace, s.name
+                ),
+                (id,),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.into_rows_result().ok())
+            .and_then(|rows| rows.maybe_first_row::<(String,)>().ok().flatten())
+            .map_or_else(|| "none".to_string(), |(json,)| json);
+        story.push_str(&format!("{id}: ledger {ledger}\n"));
+        let key = id.to_string();
+        for line in outputs.lines().filter(|l| l.contains(&key)) {
+            story.push_str(&format!("  {line}\n"));
+        }
+    }
+    story
+}
+
+/// Why the stores do not hold what the model says, and the ids at fault.
+pub struct Mismatch {
+    pub why: String,
+    pub ids: Vec<Uuid>,
 }
 
 /// What the stores must end with.
@@ -157,14 +196,20 @@ impl World {
     }
 
     /// Whether both stores hold exactly the expected contents and agree field by field.
-    pub async fn holds(&self, elasticsearch: &Docs, cassandra: &Docs) -> Result<(), String> {
+    pub async fn holds(&self, elasticsearch: &Docs, cassandra: &Docs) -> Result<(), Mismatch> {
         let diff = crate::support::scenario::differences(elasticsearch, cassandra);
         if !diff.is_empty() {
-            return Err(format!(
-                "{} differences between the stores, first: {:?}",
-                diff.len(),
-                &diff[..diff.len().min(5)]
-            ));
+            return Err(Mismatch {
+                why: format!(
+                    "{} differences between the stores, first: {:?}",
+                    diff.len(),
+                    &diff[..diff.len().min(5)]
+                ),
+                ids: diff
+                    .iter()
+                    .filter_map(|line| line.split(':').next()?.parse().ok())
+                    .collect(),
+            });
         }
         let expected = self.expected().await;
         let held: BTreeMap<Uuid, Value> = elasticsearch
@@ -180,20 +225,32 @@ impl World {
                 .keys()
                 .filter(|id| !expected.contains_key(id))
                 .collect();
-            let wrong: Vec<_> = expected
+            let wrong_ids: Vec<_> = expected
                 .iter()
                 .filter(|(id, c)| held.get(id).is_some_and(|h| h != *c))
-                .map(|(id, c)| format!("{id}: expected {c}, held {}", held[id]))
+                .map(|(id, _)| id)
                 .collect();
-            return Err(format!(
-                "{} missing {:?}, {} extra {:?}, {} wrong {:?}",
-                missing.len(),
-                &missing[..missing.len().min(5)],
-                extra.len(),
-                &extra[..extra.len().min(5)],
-                wrong.len(),
-                &wrong[..wrong.len().min(5)]
-            ));
+            let wrong: Vec<_> = wrong_ids
+                .iter()
+                .map(|id| format!("{id}: expected {}, held {}", expected[*id], held[*id]))
+                .collect();
+            let ids = (missing.iter().take(5))
+                .chain(extra.iter().take(5))
+                .chain(wrong_ids.iter().take(5))
+                .map(|id| **id)
+                .collect();
+            return Err(Mismatch {
+                why: format!(
+                    "{} missing {:?}, {} extra {:?}, {} wrong {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)],
+                    extra.len(),
+                    &extra[..extra.len().min(5)],
+                    wrong.len(),
+                    &wrong[..wrong.len().min(5)]
+                ),
+                ids,
+            });
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::model::{Side, World, Writer, seed};
+use crate::model::{Side, World, Writer, seed, story};
 
 use crate::support::scenario::Scenario;
 
@@ -52,23 +52,12 @@ async fn random_writers_on_both_sides_for_minutes_converge_and_idle_rounds_write
         let (e, c) = (s.elasticsearch().await, s.cassandra().await);
         match world.holds(&e, &c).await {
             Ok(()) => break,
-            Err(why) if Instant::now() > deadline => {
-                // What essync logged about the ids concerned.
-                let ids: Vec<&str> = why
-                    .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
-                    .filter(|w| uuid::Uuid::parse_str(w).is_ok())
-                    .collect();
-                let log: Vec<String> = essync
-                    .output()
-                    .into_iter()
-                    .filter(|line| ids.iter().any(|id| line.contains(id)))
-                    .collect();
-                panic!(
-                    "seed {seed}: not converged after the writers stopped: {why}\n\
-                     essync's log of those ids:\n{}",
-                    log.join("\n")
-                )
-            }
+            Err(mismatch) if Instant::now() > deadline => panic!(
+                "seed {seed}: not converged after the writers stopped: {}\n\
+                 what those ids went through:\n{}",
+                mismatch.why,
+                story(&s, &mismatch.ids, &essync.output().join("\n")).await
+            ),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
@@ -80,8 +69,11 @@ async fn random_writers_on_both_sides_for_minutes_converge_and_idle_rounds_write
         assert!(round.idle(), "seed {seed}: an idle round wrote: {round}");
     }
     let (e, c) = (s.elasticsearch().await, s.cassandra().await);
-    if let Err(why) = world.holds(&e, &c).await {
-        panic!("seed {seed}: the stores moved after converging: {why}");
+    if let Err(mismatch) = world.holds(&e, &c).await {
+        panic!(
+            "seed {seed}: the stores moved after converging: {}",
+            mismatch.why
+        );
     }
     assert!(
         !essync.output().iter().any(|l| l.contains("panicked")),
