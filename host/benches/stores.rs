@@ -68,6 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|&n| EsWrite {
                 document: document(&index, n),
                 expected: EsExpected::Absent,
+                digest: None,
             })
             .collect();
         es.write_batch(&writes).await?;

@@ -60,6 +60,10 @@ pub struct Stored<V> {
     /// Whether `document` is exactly what the store holds, its type and timestamp included (none
     /// was defaulted or replaced), so that `digest` is also `document.digest()`.
     pub exact: bool,
+    /// Whether this version is exactly what essync wrote, unchanged since: Elasticsearch's
+    /// metadata carries the digest of the version essync wrote, and it is this one's. Always
+    /// false for Cassandra, whose rows carry no such mark.
+    pub essync_wrote: bool,
     /// What the store needs to replace exactly this version.
     pub version: V,
 }

@@ -667,6 +667,7 @@ async fn decisions_about_an_index_are_checked_again_after_a_while() {
     let write = |content: Value| EsWrite {
         document: Document::new(&index, "t", content).at(chrono::Utc::now()),
         expected: EsExpected::Absent,
+        digest: None,
     };
     let applied = store
         .write_batch(&[write(json!({"a": 1}))])

@@ -309,6 +309,7 @@ async fn stale_writes_never_replace_newer_versions_under_concurrent_writers() {
             seq_no: 0,
             ..stored.version.clone()
         }),
+        digest: None,
     };
     let applied = stores[0].write_batch(&[stale]).await.expect("write");
     assert_eq!(applied[0].outcome, WriteOutcome::ChangedUnderneath);
@@ -417,6 +418,7 @@ async fn bad_documents_are_reported_with_their_reason_and_the_rest_flows() {
         .write_batch(&[EsWrite {
             document: typed,
             expected: EsExpected::Absent,
+            digest: None,
         }])
         .await
         .expect("write");
@@ -434,6 +436,7 @@ async fn bad_documents_are_reported_with_their_reason_and_the_rest_flows() {
     .map(|d| EsWrite {
         document: d.at(now_millis()),
         expected: EsExpected::Absent,
+        digest: None,
     })
     .collect::<Vec<_>>();
     let outcomes: Vec<WriteOutcome> = store

@@ -1105,3 +1105,63 @@ async fn the_ledger_keeps_content_only_for_a_policy_that_merges_from_the_base() 
         BTreeMap::from([(id, true)])
     );
 }
+
+// A process that lost the table's lease while frozen sends, once thawed, a write it decided
+// before: an old version, copied from Cassandra then, lands in Elasticsearch after the next
+// holder synced a newer one (each write is conditional only on the version its writer read).
+// Here that late write is made through the library, as essync makes it. It is no application's
+// change: the next round copies Cassandra's newer version over it, and never the old version
+// back into Cassandra.
+#[tokio::test]
+async fn a_late_write_of_a_process_that_lost_its_lease_is_not_copied_back() {
+    use essync::elasticsearch::{
+        ElasticsearchConfig, ElasticsearchStore, EsExpected, EsWrite, IndexSelection,
+    };
+    use essync::store::{Lookup, Read};
+    let s = Scenario::new("t24late").await;
+    s.once(&[]);
+    let index = s.index("c");
+    let id = Uuid::new_v4();
+    let at = now_ms();
+    let old = doc(&index, "t", at, json!({"n": 1}));
+    s.cql_write(id, &old).await;
+    s.once(&[]);
+    s.wait_equal(1).await;
+    let newer = json!({"n": 2});
+    s.cql_write(id, &doc(&index, "t", at + 1, newer.clone()))
+        .await;
+    s.once(&[]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(holds(&e, &c, &id, &newer), "not synced: {e:?} {c:?}");
+
+    // The late write: the old version, compare-and-set against what Elasticsearch holds now.
+    let mut config = ElasticsearchConfig::with_urls([es_url()]);
+    config.indices = IndexSelection::new([s.indices()]).expect("index pattern");
+    let store = ElasticsearchStore::connect(config).await.expect("connect");
+    let found = store
+        .get_by_ids(&[(id, Some(index.clone()))], chrono::Utc::now())
+        .await
+        .expect("read");
+    let Some(Lookup::Found(Read::Document(held))) = found.get(&id) else {
+        panic!("not in Elasticsearch");
+    };
+    let late = essync::Document::with_id(id, &index, "t", old.content.clone())
+        .at(chrono::DateTime::from_timestamp_millis(at).expect("a time"));
+    let applied = store
+        .write_batch(&[EsWrite {
+            document: late,
+            expected: EsExpected::Version(held.version.clone()),
+            digest: None,
+        }])
+        .await
+        .expect("write");
+    assert!(applied[0].outcome.is_written(), "{:?}", applied[0].outcome);
+
+    let rounds = s.once(&["-v"]);
+    let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+    assert!(
+        holds(&e, &c, &id, &newer),
+        "the late write was taken for a change: Elasticsearch {e:?}, Cassandra {c:?}, rounds {rounds:?}"
+    );
+    stays(&s, 1, "after a late write").await;
+}

@@ -158,6 +158,17 @@ impl Digest {
     }
 }
 
+impl Digest {
+    /// The digest in lower-case hexadecimal (32 digits).
+    pub fn hex(&self) -> String {
+        let mut hex = String::with_capacity(32);
+        for byte in &self.0 {
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
+    }
+}
+
 impl fmt::Debug for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for byte in &self.0[..6] {

@@ -27,6 +27,7 @@ use super::convert::{EsVersion, to_source};
 use super::response::{BulkAnswer, bulk_item_outcome};
 use super::schema::{Decision, Indices};
 use crate::Document;
+use crate::document::Digest;
 use crate::store::{Applied, WriteOutcome};
 
 /// What the writer expects the store to hold for the document's id.
@@ -45,6 +46,9 @@ pub struct EsWrite {
     pub document: Document,
     /// What it replaces.
     pub expected: EsExpected,
+    /// The document's digest, when the writer has it already (computed otherwise): the mark
+    /// essync leaves in the metadata of what it wrote.
+    pub digest: Option<Digest>,
 }
 
 /// One delete: the id, and the version it removes (compare-and-set: a document changed since
@@ -186,7 +190,8 @@ fn write_ops(n: usize, write: &EsWrite, targets: &Targets) -> Result<Vec<Op>, St
     let timestamp = document
         .timestamp
         .ok_or_else(|| "the document has no timestamp".to_string())?;
-    let source = to_source(document, timestamp)?;
+    let digest = write.digest.unwrap_or_else(|| document.digest());
+    let source = to_source(document, timestamp, digest)?;
     // Where the document is: its `_id` as spelled there, its routing.
     let (raw_id, routing) = match &write.expected {
         EsExpected::Version(version) => (version.raw_id.clone(), version.routing.clone()),

@@ -4,11 +4,19 @@
 //! document's type and timestamp inside `_source`, under the reserved field [`METADATA_FIELD`]:
 //!
 //! ```json
-//! {"title": "...", "_essync": {"type": "book", "timestamp": "2024-05-06T07:08:09.123Z"}}
+//! {"title": "...", "_essync": {"type": "book", "timestamp": "2024-05-06T07:08:09.123Z",
+//!   "digest": "5f0c...e1"}}
 //! ```
 //!
 //! Everything else in `_source` is the document's content. A content object that itself uses
 //! the reserved field cannot be represented and is refused.
+//!
+//! `digest` is essync's mark: the [`Digest`] of the version it wrote. A version read with a
+//! mark equal to its own digest is exactly what essync wrote, unchanged since; any change by
+//! another writer (content, type or timestamp) makes them differ, even one that kept the
+//! metadata field as it was. That is how a write of essync's that landed late (a process frozen
+//! past its lease, thawed after another one took over) is told apart from an application's
+//! change (see `sync::batch::attribute`).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -139,8 +147,13 @@ impl Source<'_> {
     }
 }
 
-/// The `_source` essync writes for a document (see [`Source`]), or why it cannot be written.
-pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Source<'_>, String> {
+/// The `_source` essync writes for a document (see [`Source`]), marked with `digest`, the
+/// document's own; or why it cannot be written.
+pub fn to_source(
+    document: &Document,
+    timestamp: DateTime<Utc>,
+    digest: Digest,
+) -> Result<Source<'_>, String> {
     if !document.content.is_object_text() {
         return Err(format!(
             "content is not a JSON object but {}",
@@ -155,7 +168,11 @@ pub fn to_source(document: &Document, timestamp: DateTime<Utc>) -> Result<Source
     }
     Ok(Source {
         content,
-        metadata: json!({"type": document.doc_type, "timestamp": format_timestamp(timestamp)}),
+        metadata: json!({
+            "type": document.doc_type,
+            "timestamp": format_timestamp(timestamp),
+            "digest": digest.hex(),
+        }),
     })
 }
 
@@ -197,7 +214,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
     };
     let (content, metadata) = without_member(source.get(), METADATA_FIELD);
     let metadata: Option<Value> = metadata.and_then(|raw| serde_json::from_str(raw).ok());
-    let (stored_type, stored_timestamp) = match read_metadata(metadata.as_ref()) {
+    let (stored_type, stored_timestamp, mark) = match read_metadata(metadata.as_ref()) {
         Ok(stored) => stored,
         Err(reason) => return bad(Some(id), reason),
     };
@@ -211,6 +228,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
     );
     let stamped = stored_timestamp.is_some();
     let exact = stamped && stored_type.is_some();
+    let essync_wrote = mark.is_some_and(|mark| mark == digest.hex());
     Read::Document(Stored {
         document: Document {
             id,
@@ -222,6 +240,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
         stamped,
         digest,
         exact,
+        essync_wrote,
         version,
     })
 }
@@ -239,13 +258,14 @@ pub(crate) fn version_of(hit: &Hit) -> Option<EsVersion> {
     })
 }
 
-/// The type and timestamp the metadata field holds (each `None` when absent), or why it is
-/// unusable.
-fn read_metadata(
-    metadata: Option<&Value>,
-) -> Result<(Option<String>, Option<DateTime<Utc>>), String> {
+/// What the metadata field holds.
+type Metadata = (Option<String>, Option<DateTime<Utc>>, Option<String>);
+
+/// The type, timestamp and mark the metadata field holds (each `None` when absent), or why it
+/// is unusable. A mark that is not a string is no mark.
+fn read_metadata(metadata: Option<&Value>) -> Result<Metadata, String> {
     let Some(metadata) = metadata else {
-        return Ok((None, None));
+        return Ok((None, None, None));
     };
     let Some(fields) = metadata.as_object() else {
         return Err(format!(
@@ -268,7 +288,11 @@ fn read_metadata(
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_timestamp(value)?),
     };
-    Ok((doc_type, timestamp))
+    let mark = fields
+        .get("digest")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((doc_type, timestamp, mark))
 }
 
 /// A timestamp as essync writes it (RFC 3339) or as a number of milliseconds since the epoch.
@@ -310,7 +334,8 @@ pub fn metadata_mapping() -> Value {
         METADATA_FIELD.to_string(),
         json!({"properties": {
             "type": {"type": "keyword"},
-            "timestamp": {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
+            "timestamp": {"type": "date", "format": "strict_date_optional_time||epoch_millis"},
+            "digest": {"type": "keyword", "index": false, "doc_values": false}
         }}),
     );
     json!({ "properties": properties })
@@ -339,7 +364,8 @@ mod tests {
             json!({"title": "T", "n": [1, {"x": null}]}),
         )
         .at(t);
-        let source: Value = serde_json::from_str(&to_source(&doc, t).unwrap().text()).unwrap();
+        let source: Value =
+            serde_json::from_str(&to_source(&doc, t, doc.digest()).unwrap().text()).unwrap();
         assert_eq!(
             source[METADATA_FIELD]["timestamp"],
             "2023-11-14T22:13:20.123Z"
@@ -350,6 +376,34 @@ mod tests {
         assert!(stored.stamped);
         assert_eq!(stored.document, doc);
         assert_eq!(stored.version.seq_no, 7);
+        assert!(stored.essync_wrote, "essync's mark is read back");
+        assert_eq!(stored.digest, doc.digest());
+    }
+
+    #[test]
+    fn a_change_by_another_writer_breaks_essyncs_mark() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        let doc = Document::new("books", "book", json!({"title": "T"})).at(t);
+        let written: Value =
+            serde_json::from_str(&to_source(&doc, t, doc.digest()).unwrap().text()).unwrap();
+        let read = |source: Value| match from_hit(hit(&doc.id.to_string(), source), seen()) {
+            Read::Document(stored) => stored.essync_wrote,
+            Read::Bad(bad) => panic!("{bad}"),
+        };
+        assert!(read(written.clone()));
+        // A read-modify-write that kept the metadata field as it was.
+        let mut changed = written.clone();
+        changed["title"] = json!("U");
+        assert!(!read(changed), "a change of the content");
+        let mut restamped = written.clone();
+        restamped[METADATA_FIELD]["timestamp"] = json!("2023-11-14T22:13:21.000Z");
+        assert!(!read(restamped), "a change of the timestamp");
+        let mut unmarked = written;
+        unmarked[METADATA_FIELD]
+            .as_object_mut()
+            .unwrap()
+            .remove("digest");
+        assert!(!read(unmarked), "no mark");
     }
 
     #[test]
@@ -406,8 +460,16 @@ mod tests {
     #[test]
     fn content_using_the_reserved_field_is_refused() {
         let doc = Document::new("i", "t", json!({METADATA_FIELD: 1}));
-        assert!(to_source(&doc, seen()).unwrap_err().contains("reserves"));
+        assert!(
+            to_source(&doc, seen(), doc.digest())
+                .unwrap_err()
+                .contains("reserves")
+        );
         let doc = Document::new("i", "t", json!([1, 2]));
-        assert!(to_source(&doc, seen()).unwrap_err().contains("an array"));
+        assert!(
+            to_source(&doc, seen(), doc.digest())
+                .unwrap_err()
+                .contains("an array")
+        );
     }
 }

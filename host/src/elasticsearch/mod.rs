@@ -270,6 +270,7 @@ impl ElasticsearchStore {
             let write = EsWrite {
                 document: document.clone(),
                 expected,
+                digest: None,
             };
             let applied = self.write_batch(std::slice::from_ref(&write)).await?;
             match applied.into_iter().next().map(|a| a.outcome) {

@@ -89,6 +89,11 @@ pub(crate) async fn apply(
         .collect();
     let started = std::time::Instant::now();
     state.intend(&intents).await?;
+    // A process frozen past its lease while its intents were under way must not send the
+    // writes after another process took over: the lease is confirmed again, from the monotonic
+    // clock alone unless it is due for renewal. A write that a freeze still holds up after this
+    // point lands late; the next holder knows it from essync's mark (see `attribute`).
+    state.confirm_lease().await?;
     let intended = started.elapsed();
     Sorted::take(&mut written).send(ctx, &mut written).await?;
     tracing::debug!(

@@ -33,6 +33,11 @@
 //! | changed since | either of the decision's | take the change (or the mirror) |
 //! | changed since | changed since | conflict |
 //! | absent | absent | nothing: the intent stays, for the write that may still land |
+//!
+//! A version in Elasticsearch that essync wrote (its metadata's mark says so) but that the
+//! ledger does not know, neither synced nor named by an intent, is a write that landed late
+//! (see [`late_write`]): it counts as no change, and Cassandra's version, or its delete, is
+//! copied over it.
 
 use chrono::{DateTime, Utc};
 
@@ -91,14 +96,27 @@ pub(crate) fn attribute(examined: &Examined) -> Attribution {
     let base = examined.ledger.as_ref().and_then(|l| l.base.as_ref());
     let es_digest = examined.elasticsearch.as_ref().map(|s| s.stored.digest);
     let cassandra_digest = examined.cassandra.as_ref().map(|s| s.stored.digest);
+    let late = late_write(examined);
     if let Some(intent) = examined.ledger.as_ref().and_then(|l| l.intent.as_ref())
-        && let Some(attribution) = after_intent(intent, base, es_digest, cassandra_digest)
+        && let Some(attribution) = after_intent(intent, base, es_digest, cassandra_digest, late)
     {
         return attribution;
     }
     let es = change(base, es_digest);
     let cassandra = change(base, cassandra_digest);
     use Change::*;
+    if late && cassandra != Absent {
+        // Elasticsearch holds no application's change: Cassandra's version (or its delete) is
+        // copied over the late write.
+        return Attribution::Take(
+            Side::Cassandra,
+            if cassandra == Unchanged {
+                Changed
+            } else {
+                cassandra
+            },
+        );
+    }
     match (es, cassandra) {
         (Unchanged, Unchanged) | (Absent, Absent) => Attribution::Nothing,
         (Deleted, Deleted) => Attribution::Forget,
@@ -113,6 +131,26 @@ pub(crate) fn attribute(examined: &Examined) -> Attribution {
         }
         _ => Attribution::Conflict,
     }
+}
+
+/// Whether Elasticsearch holds a version essync wrote (its mark says so) that the ledger does
+/// not know: neither the synced version nor one an intent names. Only a write decided by a
+/// process that lost the lease and landed after the next holder decided can leave one (a
+/// process frozen past its lease while its writes were under way: each write is conditional
+/// on the version its writer read, and nobody changed it since). It is no application's
+/// change, and never counts as one: the other side's version is copied over it. Without a
+/// ledger entry essync knows nothing of the id, and the rule does not apply.
+fn late_write(examined: &Examined) -> bool {
+    let (Some(entry), Some(es)) = (&examined.ledger, &examined.elasticsearch) else {
+        return false;
+    };
+    let digest = es.stored.digest;
+    let known = entry.base.as_ref().is_some_and(|b| b.digest == digest)
+        || entry
+            .intent
+            .as_ref()
+            .is_some_and(|intent| intent.target == digest || intent.elasticsearch == Some(digest));
+    es.stored.essync_wrote && !known
 }
 
 /// Where one side stands against an intent.
@@ -133,6 +171,7 @@ fn after_intent(
     base: Option<&Synced>,
     elasticsearch: Option<Digest>,
     cassandra: Option<Digest>,
+    late: bool,
 ) -> Option<Attribution> {
     let against = |present: Option<Digest>, before: Option<Digest>| {
         if present == Some(intent.target) {
@@ -150,7 +189,12 @@ fn after_intent(
         // deleted again, not copied back as if the application had created it.
         return Some(Attribution::Nothing);
     }
-    let es_against = against(elasticsearch, intent.elasticsearch);
+    // A late write of essync's is no change since the decision.
+    let es_against = if late {
+        Against::Before
+    } else {
+        against(elasticsearch, intent.elasticsearch)
+    };
     let cassandra_against = against(cassandra, intent.cassandra);
     // What a change made since the decision is.
     let kind = |present: Option<Digest>| match (present, base) {
@@ -258,6 +302,7 @@ mod tests {
                 document,
                 stamped: true,
                 exact: true,
+                essync_wrote: false,
             },
             stamp: Stamp::Written,
         }
@@ -278,6 +323,7 @@ mod tests {
                 document,
                 stamped: true,
                 exact: true,
+                essync_wrote: false,
             },
             stamp: Stamp::Written,
         }
@@ -503,6 +549,96 @@ mod tests {
             attribute(&with(merge, Some(es_change), Some(cassandra_change))),
             Conflict
         );
+    }
+
+    /// A process frozen past its lease sends, once thawed, a write it had decided: it lands
+    /// after the next holder decided the id, and Elasticsearch then holds a version essync
+    /// wrote that the ledger does not know. Never an application's change: Cassandra's version,
+    /// or its delete, goes over it. The failures this prevents were an old Cassandra version
+    /// copied back over a newer one, and a document deleted in Cassandra brought back.
+    #[test]
+    fn a_late_write_of_a_process_that_lost_the_lease_is_no_change() {
+        use Attribution::*;
+        let (base, stale, newer) = (doc(10, 1), doc(20, 2), doc(30, 3));
+        let late = |document: Document| {
+            let mut seen = es(document);
+            seen.stored.essync_wrote = true;
+            seen
+        };
+        let with =
+            |entry: Option<LedgerEntry>, es: Option<Seen<EsVersion>>, c: Option<Document>| {
+                let mut e = examined(None, None, c);
+                e.elasticsearch = es;
+                e.ledger = entry;
+                e
+            };
+        // The next holder copies Cassandra's newer version: its intent names it.
+        let mut copying = ledger(&base);
+        copying.intent = Some(Intent {
+            target: newer.digest(),
+            elasticsearch: Some(base.digest()),
+            cassandra: Some(newer.digest()),
+        });
+        let cases: Vec<(&str, Examined, Attribution)> = vec![
+            (
+                "the stale version landed before the copy: the copy is made again",
+                with(
+                    Some(copying.clone()),
+                    Some(late(stale.clone())),
+                    Some(newer.clone()),
+                ),
+                Take(Side::Cassandra, Change::Changed),
+            ),
+            (
+                "then Cassandra deleted the document: the delete is taken",
+                with(Some(copying), Some(late(stale.clone())), None),
+                Take(Side::Cassandra, Change::Deleted),
+            ),
+            (
+                "after a record: the synced version goes back over it",
+                with(
+                    Some(ledger(&base)),
+                    Some(late(stale.clone())),
+                    Some(base.clone()),
+                ),
+                Take(Side::Cassandra, Change::Changed),
+            ),
+            (
+                "after a record, Cassandra changed: its change is taken",
+                with(
+                    Some(ledger(&base)),
+                    Some(late(stale.clone())),
+                    Some(newer.clone()),
+                ),
+                Take(Side::Cassandra, Change::Changed),
+            ),
+            (
+                "an application's change of that version is a change",
+                with(
+                    Some(ledger(&base)),
+                    Some(es(stale.clone())),
+                    Some(newer.clone()),
+                ),
+                Conflict,
+            ),
+            (
+                "the synced version, marked, is unchanged",
+                with(
+                    Some(ledger(&base)),
+                    Some(late(base.clone())),
+                    Some(newer.clone()),
+                ),
+                Take(Side::Cassandra, Change::Changed),
+            ),
+            (
+                "no ledger entry: a creation, as ever",
+                with(None, Some(late(stale.clone())), None),
+                Take(Side::Elasticsearch, Change::Created),
+            ),
+        ];
+        for (name, e, expected) in cases {
+            assert_eq!(attribute(&e), expected, "{name}");
+        }
     }
 
     #[test]

@@ -156,6 +156,7 @@ fn plan_target(
                 Some(es) => EsExpected::Version(es.stored.version.clone()),
                 None => EsExpected::Absent,
             },
+            digest: Some(digest),
         })
     };
     let (elasticsearch, cassandra_op) = match (es_holds.is_none(), cassandra_holds.is_none()) {
@@ -238,6 +239,7 @@ mod tests {
                     document,
                     stamped: true,
                     exact: true,
+                    essync_wrote: false,
                 },
                 stamp: Stamp::Written,
             }),
@@ -255,6 +257,7 @@ mod tests {
                     document,
                     stamped: true,
                     exact: true,
+                    essync_wrote: false,
                 },
                 stamp: Stamp::Written,
             }),
