@@ -60,12 +60,27 @@ pub struct Stored<V> {
     /// Whether `document` is exactly what the store holds, its type and timestamp included (none
     /// was defaulted or replaced), so that `digest` is also `document.digest()`.
     pub exact: bool,
-    /// Whether this version is exactly what essync wrote, unchanged since: Elasticsearch's
-    /// metadata carries the digest of the version essync wrote, and it is this one's. Always
-    /// false for Cassandra, whose rows carry no such mark.
-    pub essync_wrote: bool,
+    /// When this version is exactly what essync wrote, unchanged since, what that write
+    /// replaced: Elasticsearch's metadata carries the digest of the version essync wrote (it is
+    /// this one's) and the version it was written over. Always `None` for Cassandra, whose rows
+    /// carry no such mark.
+    pub essync_wrote: Option<WrittenOver>,
     /// What the store needs to replace exactly this version.
     pub version: V,
+}
+
+/// What a write of essync's replaced, as its mark in Elasticsearch says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrittenOver {
+    /// Nothing: the document was created.
+    Nothing,
+    /// The version at this sequence number and primary term.
+    Version {
+        /// Its `_seq_no`.
+        seq_no: i64,
+        /// Its `_primary_term`.
+        primary_term: i64,
+    },
 }
 
 /// A document a store holds but that cannot be synced as it is: its id is not a uuid, its

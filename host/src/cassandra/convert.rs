@@ -114,7 +114,7 @@ pub(crate) fn from_row(row: RawRow) -> Read<CassandraVersion> {
             stamped,
             // A row holding a type and a timestamp holds the document as it reads.
             exact: stamped,
-            essync_wrote: false,
+            essync_wrote: None,
             version,
         }),
         Err(reason) => Read::Bad(BadDocument {

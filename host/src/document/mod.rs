@@ -161,9 +161,11 @@ impl Digest {
 impl Digest {
     /// The digest in lower-case hexadecimal (32 digits).
     pub fn hex(&self) -> String {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = String::with_capacity(32);
-        for byte in &self.0 {
-            let _ = write!(hex, "{byte:02x}");
+        for byte in self.0 {
+            hex.push(DIGITS[usize::from(byte >> 4)] as char);
+            hex.push(DIGITS[usize::from(byte & 15)] as char);
         }
         hex
     }

@@ -28,7 +28,7 @@ use super::response::{BulkAnswer, bulk_item_outcome};
 use super::schema::{Decision, Indices};
 use crate::Document;
 use crate::document::Digest;
-use crate::store::{Applied, WriteOutcome};
+use crate::store::{Applied, WriteOutcome, WrittenOver};
 
 /// What the writer expects the store to hold for the document's id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +191,16 @@ fn write_ops(n: usize, write: &EsWrite, targets: &Targets) -> Result<Vec<Op>, St
         .timestamp
         .ok_or_else(|| "the document has no timestamp".to_string())?;
     let digest = write.digest.unwrap_or_else(|| document.digest());
-    let source = to_source(document, timestamp, digest)?;
+    // What the write replaces, for essync's mark: the version it is conditional on, or nothing
+    // (a creation, here or in the index the document moves to).
+    let over = match &write.expected {
+        EsExpected::Version(version) if version.index == document.index => WrittenOver::Version {
+            seq_no: version.seq_no,
+            primary_term: version.primary_term,
+        },
+        _ => WrittenOver::Nothing,
+    };
+    let source = to_source(document, timestamp, digest, over)?;
     // Where the document is: its `_id` as spelled there, its routing.
     let (raw_id, routing) = match &write.expected {
         EsExpected::Version(version) => (version.raw_id.clone(), version.routing.clone()),

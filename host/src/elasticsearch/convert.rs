@@ -5,18 +5,19 @@
 //!
 //! ```json
 //! {"title": "...", "_essync": {"type": "book", "timestamp": "2024-05-06T07:08:09.123Z",
-//!   "digest": "5f0c...e1"}}
+//!   "digest": "5f0c...e1", "over": "41/1"}}
 //! ```
 //!
 //! Everything else in `_source` is the document's content. A content object that itself uses
 //! the reserved field cannot be represented and is refused.
 //!
-//! `digest` is essync's mark: the [`Digest`] of the version it wrote. A version read with a
-//! mark equal to its own digest is exactly what essync wrote, unchanged since; any change by
-//! another writer (content, type or timestamp) makes them differ, even one that kept the
-//! metadata field as it was. That is how a write of essync's that landed late (a process frozen
-//! past its lease, thawed after another one took over) is told apart from an application's
-//! change (see `sync::batch::attribute`).
+//! `digest` and `over` are essync's mark: the [`Digest`] of the version it wrote, and the
+//! version (`_seq_no/_primary_term`) that write replaced, absent when it created the document.
+//! A version read with a digest mark equal to its own digest is exactly what essync wrote,
+//! unchanged since; any change by another writer (content, type or timestamp) makes them
+//! differ, even one that kept the metadata field as it was. That, with what it replaced, is how
+//! a write of essync's that landed late (a process frozen past its lease, thawed after another
+//! one took over) is told apart from an application's change (see `sync::batch::attribute`).
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -27,7 +28,7 @@ use crate::Document;
 use crate::document::{
     Content, DEFAULT_TYPE, Digest, format_timestamp, truncate_to_millis, without_member,
 };
-use crate::store::{BadDocument, Read, Side, Stored};
+use crate::store::{BadDocument, Read, Side, Stored, WrittenOver};
 
 /// The `_source` field that holds essync's metadata (`type`, `timestamp`).
 pub const METADATA_FIELD: &str = "_essync";
@@ -148,11 +149,12 @@ impl Source<'_> {
 }
 
 /// The `_source` essync writes for a document (see [`Source`]), marked with `digest`, the
-/// document's own; or why it cannot be written.
+/// document's own, and with what the write replaces; or why it cannot be written.
 pub fn to_source(
     document: &Document,
     timestamp: DateTime<Utc>,
     digest: Digest,
+    over: WrittenOver,
 ) -> Result<Source<'_>, String> {
     if !document.content.is_object_text() {
         return Err(format!(
@@ -166,14 +168,19 @@ pub fn to_source(
             "content uses the field '{METADATA_FIELD}', which essync reserves for its metadata in Elasticsearch"
         ));
     }
-    Ok(Source {
-        content,
-        metadata: json!({
-            "type": document.doc_type,
-            "timestamp": format_timestamp(timestamp),
-            "digest": digest.hex(),
-        }),
-    })
+    let mut metadata = json!({
+        "type": document.doc_type,
+        "timestamp": format_timestamp(timestamp),
+        "digest": digest.hex(),
+    });
+    if let WrittenOver::Version {
+        seq_no,
+        primary_term,
+    } = over
+    {
+        metadata["over"] = json!(format!("{seq_no}/{primary_term}"));
+    }
+    Ok(Source { content, metadata })
 }
 
 /// Reads one search hit (or `_mget` doc) into a document; `seen_at` is the timestamp given to a
@@ -228,7 +235,9 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
     );
     let stamped = stored_timestamp.is_some();
     let exact = stamped && stored_type.is_some();
-    let essync_wrote = mark.is_some_and(|mark| mark == digest.hex());
+    let essync_wrote = mark
+        .filter(|mark| mark.digest == digest.hex())
+        .map(|m| m.over);
     Read::Document(Stored {
         document: Document {
             id,
@@ -258,11 +267,17 @@ pub(crate) fn version_of(hit: &Hit) -> Option<EsVersion> {
     })
 }
 
+/// essync's mark, as read: the digest of the version it wrote, and what that write replaced.
+struct Mark {
+    digest: String,
+    over: WrittenOver,
+}
+
 /// What the metadata field holds.
-type Metadata = (Option<String>, Option<DateTime<Utc>>, Option<String>);
+type Metadata = (Option<String>, Option<DateTime<Utc>>, Option<Mark>);
 
 /// The type, timestamp and mark the metadata field holds (each `None` when absent), or why it
-/// is unusable. A mark that is not a string is no mark.
+/// is unusable. A mark that cannot be read is no mark.
 fn read_metadata(metadata: Option<&Value>) -> Result<Metadata, String> {
     let Some(metadata) = metadata else {
         return Ok((None, None, None));
@@ -288,11 +303,22 @@ fn read_metadata(metadata: Option<&Value>) -> Result<Metadata, String> {
         None | Some(Value::Null) => None,
         Some(value) => Some(parse_timestamp(value)?),
     };
-    let mark = fields
-        .get("digest")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok((doc_type, timestamp, mark))
+    Ok((doc_type, timestamp, read_mark(fields)))
+}
+
+fn read_mark(fields: &Map<String, Value>) -> Option<Mark> {
+    let digest = fields.get("digest")?.as_str()?.to_string();
+    let over = match fields.get("over") {
+        None | Some(Value::Null) => WrittenOver::Nothing,
+        Some(over) => {
+            let (seq_no, primary_term) = over.as_str()?.split_once('/')?;
+            WrittenOver::Version {
+                seq_no: seq_no.parse().ok()?,
+                primary_term: primary_term.parse().ok()?,
+            }
+        }
+    };
+    Some(Mark { digest, over })
 }
 
 /// A timestamp as essync writes it (RFC 3339) or as a number of milliseconds since the epoch.
@@ -335,7 +361,8 @@ pub fn metadata_mapping() -> Value {
         json!({"properties": {
             "type": {"type": "keyword"},
             "timestamp": {"type": "date", "format": "strict_date_optional_time||epoch_millis"},
-            "digest": {"type": "keyword", "index": false, "doc_values": false}
+            "digest": {"type": "keyword", "index": false, "doc_values": false},
+            "over": {"type": "keyword", "index": false, "doc_values": false}
         }}),
     );
     json!({ "properties": properties })
@@ -364,8 +391,12 @@ mod tests {
             json!({"title": "T", "n": [1, {"x": null}]}),
         )
         .at(t);
-        let source: Value =
-            serde_json::from_str(&to_source(&doc, t, doc.digest()).unwrap().text()).unwrap();
+        let source: Value = serde_json::from_str(
+            &to_source(&doc, t, doc.digest(), WrittenOver::Nothing)
+                .unwrap()
+                .text(),
+        )
+        .unwrap();
         assert_eq!(
             source[METADATA_FIELD]["timestamp"],
             "2023-11-14T22:13:20.123Z"
@@ -376,7 +407,11 @@ mod tests {
         assert!(stored.stamped);
         assert_eq!(stored.document, doc);
         assert_eq!(stored.version.seq_no, 7);
-        assert!(stored.essync_wrote, "essync's mark is read back");
+        assert_eq!(
+            stored.essync_wrote,
+            Some(WrittenOver::Nothing),
+            "essync's mark"
+        );
         assert_eq!(stored.digest, doc.digest());
     }
 
@@ -384,13 +419,28 @@ mod tests {
     fn a_change_by_another_writer_breaks_essyncs_mark() {
         let t = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
         let doc = Document::new("books", "book", json!({"title": "T"})).at(t);
-        let written: Value =
-            serde_json::from_str(&to_source(&doc, t, doc.digest()).unwrap().text()).unwrap();
+        let written: Value = serde_json::from_str(
+            &to_source(&doc, t, doc.digest(), WrittenOver::Nothing)
+                .unwrap()
+                .text(),
+        )
+        .unwrap();
         let read = |source: Value| match from_hit(hit(&doc.id.to_string(), source), seen()) {
-            Read::Document(stored) => stored.essync_wrote,
+            Read::Document(stored) => stored.essync_wrote.is_some(),
             Read::Bad(bad) => panic!("{bad}"),
         };
         assert!(read(written.clone()));
+        let over = WrittenOver::Version {
+            seq_no: 41,
+            primary_term: 2,
+        };
+        let replacing: Value =
+            serde_json::from_str(&to_source(&doc, t, doc.digest(), over).unwrap().text()).unwrap();
+        assert_eq!(replacing[METADATA_FIELD]["over"], "41/2");
+        match from_hit(hit(&doc.id.to_string(), replacing), seen()) {
+            Read::Document(stored) => assert_eq!(stored.essync_wrote, Some(over)),
+            Read::Bad(bad) => panic!("{bad}"),
+        }
         // A read-modify-write that kept the metadata field as it was.
         let mut changed = written.clone();
         changed["title"] = json!("U");
@@ -461,13 +511,13 @@ mod tests {
     fn content_using_the_reserved_field_is_refused() {
         let doc = Document::new("i", "t", json!({METADATA_FIELD: 1}));
         assert!(
-            to_source(&doc, seen(), doc.digest())
+            to_source(&doc, seen(), doc.digest(), WrittenOver::Nothing)
                 .unwrap_err()
                 .contains("reserves")
         );
         let doc = Document::new("i", "t", json!([1, 2]));
         assert!(
-            to_source(&doc, seen(), doc.digest())
+            to_source(&doc, seen(), doc.digest(), WrittenOver::Nothing)
                 .unwrap_err()
                 .contains("an array")
         );

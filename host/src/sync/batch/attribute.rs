@@ -46,7 +46,7 @@ use crate::cassandra::CassandraVersion;
 use crate::document::{Digest, truncate_to_millis};
 use crate::elasticsearch::EsVersion;
 use crate::policy::Stamp;
-use crate::store::{Side, Stored};
+use crate::store::{Side, Stored, WrittenOver};
 use crate::sync::state::{Intent, LedgerEntry, Synced};
 
 /// What happened to an id on one side since the last sync.
@@ -133,15 +133,22 @@ pub(crate) fn attribute(examined: &Examined) -> Attribution {
     }
 }
 
-/// Whether Elasticsearch holds a version essync wrote (its mark says so) that the ledger does
-/// not know: neither the synced version nor one an intent names. Only a write decided by a
-/// process that lost the lease and landed after the next holder decided can leave one (a
-/// process frozen past its lease while its writes were under way: each write is conditional
-/// on the version its writer read, and nobody changed it since). It is no application's
-/// change, and never counts as one: the other side's version is copied over it. Without a
-/// ledger entry essync knows nothing of the id, and the rule does not apply.
+/// Whether Elasticsearch holds a write that landed late: a version essync wrote (its mark
+/// says so), written over the version the ledger last recorded there (or over nothing, when
+/// the ledger has no synced version), that the ledger does not know (neither the synced
+/// version nor one an intent names). Only a process that lost the lease leaves one: frozen
+/// past its lease while its writes were under way, it sends a write decided before the next
+/// holder decided the id, and the write lands, conditional as it is only on the version its
+/// writer read, which nobody changed since. It is no application's change, and never counts
+/// as one: the other side's version is copied over it. An application that writes back, mark
+/// included, a version essync wrote long ago writes over another version than the ledger's:
+/// that is a change. Without a ledger entry essync knows nothing of the id, and the rule does
+/// not apply.
 fn late_write(examined: &Examined) -> bool {
     let (Some(entry), Some(es)) = (&examined.ledger, &examined.elasticsearch) else {
+        return false;
+    };
+    let Some(over) = es.stored.essync_wrote else {
         return false;
     };
     let digest = es.stored.digest;
@@ -150,7 +157,17 @@ fn late_write(examined: &Examined) -> bool {
             .intent
             .as_ref()
             .is_some_and(|intent| intent.target == digest || intent.elasticsearch == Some(digest));
-    es.stored.essync_wrote && !known
+    let recorded = match &entry.base {
+        None => WrittenOver::Nothing,
+        Some(base) => match &base.elasticsearch {
+            Some(v) if v.index == es.stored.version.index => WrittenOver::Version {
+                seq_no: v.seq_no,
+                primary_term: v.primary_term,
+            },
+            _ => return false,
+        },
+    };
+    !known && over == recorded
 }
 
 /// Where one side stands against an intent.
@@ -302,7 +319,7 @@ mod tests {
                 document,
                 stamped: true,
                 exact: true,
-                essync_wrote: false,
+                essync_wrote: None,
             },
             stamp: Stamp::Written,
         }
@@ -323,7 +340,7 @@ mod tests {
                 document,
                 stamped: true,
                 exact: true,
-                essync_wrote: false,
+                essync_wrote: None,
             },
             stamp: Stamp::Written,
         }
@@ -553,17 +570,31 @@ mod tests {
 
     /// A process frozen past its lease sends, once thawed, a write it had decided: it lands
     /// after the next holder decided the id, and Elasticsearch then holds a version essync
-    /// wrote that the ledger does not know. Never an application's change: Cassandra's version,
-    /// or its delete, goes over it. The failures this prevents were an old Cassandra version
-    /// copied back over a newer one, and a document deleted in Cassandra brought back.
+    /// wrote, over the version the ledger recorded, that the ledger does not know. Never an
+    /// application's change: Cassandra's version, or its delete, goes over it. The failures
+    /// this prevents were an old Cassandra version copied back over a newer one, and a document
+    /// deleted in Cassandra brought back.
     #[test]
     fn a_late_write_of_a_process_that_lost_the_lease_is_no_change() {
         use Attribution::*;
         let (base, stale, newer) = (doc(10, 1), doc(20, 2), doc(30, 3));
-        let late = |document: Document| {
+        // What the ledger recorded in Elasticsearch: the version `es` reads (seq_no 1).
+        let recorded = WrittenOver::Version {
+            seq_no: 1,
+            primary_term: 1,
+        };
+        let written_over = |over: WrittenOver, document: Document| {
             let mut seen = es(document);
-            seen.stored.essync_wrote = true;
+            seen.stored.essync_wrote = Some(over);
             seen
+        };
+        let late = |document: Document| written_over(recorded, document);
+        let synced = |document: &Document| {
+            let mut entry = ledger(document);
+            if let Some(base) = &mut entry.base {
+                base.elasticsearch = Some(EsVersion::new(document.index.clone(), 1, 1));
+            }
+            entry
         };
         let with =
             |entry: Option<LedgerEntry>, es: Option<Seen<EsVersion>>, c: Option<Document>| {
@@ -573,12 +604,22 @@ mod tests {
                 e
             };
         // The next holder copies Cassandra's newer version: its intent names it.
-        let mut copying = ledger(&base);
+        let mut copying = synced(&base);
         copying.intent = Some(Intent {
             target: newer.digest(),
             elasticsearch: Some(base.digest()),
             cassandra: Some(newer.digest()),
         });
+        // A creation being copied by the next holder; the late write created the document.
+        let creating = LedgerEntry {
+            id: id(),
+            base: None,
+            intent: Some(Intent {
+                target: newer.digest(),
+                elasticsearch: None,
+                cassandra: Some(newer.digest()),
+            }),
+        };
         let cases: Vec<(&str, Examined, Attribution)> = vec![
             (
                 "the stale version landed before the copy: the copy is made again",
@@ -595,9 +636,18 @@ mod tests {
                 Take(Side::Cassandra, Change::Deleted),
             ),
             (
+                "a late creation, the document deleted in Cassandra since: deleted",
+                with(
+                    Some(creating),
+                    Some(written_over(WrittenOver::Nothing, stale.clone())),
+                    None,
+                ),
+                Take(Side::Cassandra, Change::Deleted),
+            ),
+            (
                 "after a record: the synced version goes back over it",
                 with(
-                    Some(ledger(&base)),
+                    Some(synced(&base)),
                     Some(late(stale.clone())),
                     Some(base.clone()),
                 ),
@@ -606,7 +656,7 @@ mod tests {
             (
                 "after a record, Cassandra changed: its change is taken",
                 with(
-                    Some(ledger(&base)),
+                    Some(synced(&base)),
                     Some(late(stale.clone())),
                     Some(newer.clone()),
                 ),
@@ -615,24 +665,31 @@ mod tests {
             (
                 "an application's change of that version is a change",
                 with(
-                    Some(ledger(&base)),
+                    Some(synced(&base)),
                     Some(es(stale.clone())),
                     Some(newer.clone()),
                 ),
                 Conflict,
             ),
             (
-                "the synced version, marked, is unchanged",
+                "an application writing back, mark included, a version essync wrote over \
+                 another: a change",
                 with(
-                    Some(ledger(&base)),
-                    Some(late(base.clone())),
+                    Some(synced(&base)),
+                    Some(written_over(
+                        WrittenOver::Version {
+                            seq_no: 0,
+                            primary_term: 1,
+                        },
+                        stale.clone(),
+                    )),
                     Some(newer.clone()),
                 ),
-                Take(Side::Cassandra, Change::Changed),
+                Conflict,
             ),
             (
                 "no ledger entry: a creation, as ever",
-                with(None, Some(late(stale.clone())), None),
+                with(None, Some(written_over(WrittenOver::Nothing, stale)), None),
                 Take(Side::Elasticsearch, Change::Created),
             ),
         ];
