@@ -156,9 +156,7 @@ impl Digest {
         bytes.copy_from_slice(&hash[..16]);
         (Digest(bytes), repeats)
     }
-}
 
-impl Digest {
     /// The digest in lower-case hexadecimal (32 digits).
     pub fn hex(&self) -> String {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -168,6 +166,20 @@ impl Digest {
             hex.push(DIGITS[usize::from(byte & 15)] as char);
         }
         hex
+    }
+
+    /// The digest [`Digest::hex`] wrote (either case), if `hex` is one.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let hex = hex.as_bytes();
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Digest(bytes))
     }
 }
 
@@ -284,6 +296,18 @@ mod tests {
             canonical::escaped(text, &mut out);
             assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_digest_reads_back_from_its_hex() {
+        let digest = Digest([
+            0xab, 0x01, 0xf0, 0x9c, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0xfe, 0xff,
+        ]);
+        assert_eq!(digest.hex(), "ab01f09c00010203040506070809feff");
+        assert_eq!(Digest::from_hex(&digest.hex()), Some(digest));
+        assert_eq!(Digest::from_hex(&digest.hex().to_uppercase()), Some(digest));
+        assert_eq!(Digest::from_hex("ab01"), None);
+        assert_eq!(Digest::from_hex(&"g".repeat(32)), None);
     }
 
     #[test]

@@ -235,9 +235,7 @@ pub(crate) fn from_hit(mut hit: Hit, seen_at: DateTime<Utc>) -> Read<EsVersion> 
     );
     let stamped = stored_timestamp.is_some();
     let exact = stamped && stored_type.is_some();
-    let essync_wrote = mark
-        .filter(|mark| mark.digest == digest.hex())
-        .map(|m| m.over);
+    let essync_wrote = mark.filter(|mark| mark.digest == digest).map(|m| m.over);
     Read::Document(Stored {
         document: Document {
             id,
@@ -269,7 +267,7 @@ pub(crate) fn version_of(hit: &Hit) -> Option<EsVersion> {
 
 /// essync's mark, as read: the digest of the version it wrote, and what that write replaced.
 struct Mark {
-    digest: String,
+    digest: Digest,
     over: WrittenOver,
 }
 
@@ -307,7 +305,7 @@ fn read_metadata(metadata: Option<&Value>) -> Result<Metadata, String> {
 }
 
 fn read_mark(fields: &Map<String, Value>) -> Option<Mark> {
-    let digest = fields.get("digest")?.as_str()?.to_string();
+    let digest = Digest::from_hex(fields.get("digest")?.as_str()?)?;
     let over = match fields.get("over") {
         None | Some(Value::Null) => WrittenOver::Nothing,
         Some(over) => {
