@@ -134,7 +134,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut position, mut examined) = (None, 0);
         while examined < sweep_rows {
             let page = cassandra
-                .scan_page(position.as_ref(), 1000.min(sweep_rows - examined), false)
+                .scan_page(
+                    position.as_ref(),
+                    1000.min(sweep_rows - examined),
+                    false,
+                    essync::cassandra::TokenRange::WHOLE,
+                )
                 .await?;
             examined += page.rows.len().max(1);
             position = page.position;

@@ -130,6 +130,13 @@ pub struct SyncOptions {
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_lease_ttl)]
     pub lease_ttl: Duration,
 
+    /// Split the table's token ring into N ranges, each synced under a lease of its own, so
+    /// that several processes started with the same N share the table (each takes a fair
+    /// share). Every process on a table must use the same N; changing it reconciles once
+    #[arg(long, value_name = "N", default_value_t = essync::sync::ranges::DEFAULT_RANGES,
+          value_parser = parse_ranges)]
+    pub ranges: u32,
+
     /// Serve Prometheus metrics on ADDRESS (e.g. 127.0.0.1:9464), at /metrics
     #[arg(long, value_name = "ADDRESS", env = "ESSYNC_METRICS")]
     pub metrics: Option<std::net::SocketAddr>,
@@ -738,6 +745,15 @@ fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(ttl)
+}
+
+/// A number of ranges: 1 to [`essync::sync::ranges::MAX_RANGES`].
+fn parse_ranges(s: &str) -> Result<u32, String> {
+    let max = essync::sync::ranges::MAX_RANGES;
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number of ranges from 1 to {max}")),
+    }
 }
 
 /// A request timeout: a positive number of seconds, at most a day.

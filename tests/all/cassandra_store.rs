@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use essync::Document;
 use essync::cassandra::{
     CassandraConfig, CassandraDelete, CassandraError, CassandraExpected, CassandraStore,
-    CassandraWrite, TokenPosition, WriteMode,
+    CassandraWrite, TokenPosition, TokenRange, WriteMode, token_of,
 };
 use essync::document::now_millis;
 use essync::store::{Read, ReadError, WriteOutcome};
@@ -51,7 +51,7 @@ async fn written_since(store: &CassandraStore, since: i64) -> HashSet<Uuid> {
     let mut position: Option<TokenPosition> = None;
     loop {
         let page = store
-            .scan_page(position.as_ref(), 1000, false)
+            .scan_page(position.as_ref(), 1000, false, TokenRange::WHOLE)
             .await
             .expect("scan page");
         for row in &page.rows {
@@ -65,6 +65,51 @@ async fn written_since(store: &CassandraStore, since: i64) -> HashSet<Uuid> {
         }
         position = page.position;
     }
+}
+
+/// The tokens essync computes are Cassandra's, and a scan of a range reads exactly the rows
+/// whose tokens are in it: the ranges of one count read every row once.
+#[tokio::test]
+async fn tokens_are_cassandras_and_the_ranges_of_a_count_scan_each_row_once() {
+    let store = support::cassandra_store("c_tokens").await;
+    let session = support::cql_session().await;
+    let table = store.table().to_string();
+    let ids: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        insert_row(&session, &table, *id, Some("i"), Some(1), Some("{}")).await;
+    }
+    let rows = session
+        .query_unpaged(format!("SELECT id, token(id) FROM {table}"), ())
+        .await
+        .expect("select tokens")
+        .into_rows_result()
+        .expect("rows");
+    for row in rows.rows::<(Uuid, i64)>().expect("typed rows") {
+        let (id, token) = row.expect("row");
+        assert_eq!(token_of(id), token, "the token of {id}");
+    }
+    let mut seen: Vec<Uuid> = Vec::new();
+    for range in TokenRange::parts(7) {
+        let mut position: Option<TokenPosition> = None;
+        loop {
+            let page = store
+                .scan_page(position.as_ref(), 40, false, range)
+                .await
+                .expect("scan page");
+            for row in &page.rows {
+                assert!(range.holds(row.token), "{} is not in {range}", row.token);
+                seen.push(row.id);
+            }
+            if page.done {
+                break;
+            }
+            position = page.position;
+        }
+    }
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
 }
 
 #[tokio::test]
@@ -308,7 +353,7 @@ async fn a_reconciliation_pass_reads_every_row_and_resumes_where_it_stopped() {
         let restored: Option<TokenPosition> =
             saved.map(|text| serde_json::from_str(&text).expect("restored"));
         let page = store
-            .scan_page(restored.as_ref(), 50, true)
+            .scan_page(restored.as_ref(), 50, true, TokenRange::WHOLE)
             .await
             .expect("page");
         for row in page.rows {

@@ -354,3 +354,71 @@ async fn a_write_is_synced_by_once(s: &Scenario) {
     s.wait_until(&format!("{id} is copied"), |_, c| c.contains_key(&id))
         .await;
 }
+
+/// `count` new documents on one side, each with its own id.
+fn new_docs(s: &Scenario, count: usize, by: &str) -> Vec<(Uuid, crate::support::scenario::Doc)> {
+    (0..count)
+        .map(|n| {
+            let content = serde_json::json!({"by": by, "n": n});
+            (Uuid::new_v4(), doc(&s.index("r"), "t", now_ms(), content))
+        })
+        .collect()
+}
+
+/// Two processes started with the same `--ranges` share the table: the second joins, the first
+/// gives up half of its ranges, and writes on both sides while they rebalance are all synced.
+/// A process started with another range count waits, and one killed has its ranges taken up.
+#[tokio::test]
+async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_dead_ones() {
+    let s = Scenario::new("ranges").await;
+    s.create_table().await;
+    s.es_bulk(&new_docs(&s, 150, "es before")).await;
+    s.cql_bulk(&new_docs(&s, 150, "cassandra before")).await;
+
+    let first = s.essync(&["-s", "--ranges", "4"]);
+    first.wait_for_line("syncing range 4 of 4").await;
+    let second = s.essync(&["-s", "--ranges", "4"]);
+    let mut total = 300;
+    for round in 0..4 {
+        s.es_bulk(&new_docs(&s, 25, &format!("es {round}"))).await;
+        s.cql_bulk(&new_docs(&s, 25, &format!("cassandra {round}")))
+            .await;
+        total += 50;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    second.wait_for_line("syncing range").await;
+    s.wait_equal(total).await;
+    // Each holds two ranges: the status lists four, under two processes.
+    let stdout = status(&s);
+    assert!(stdout.contains("4 ranges"), "{stdout}");
+    for process in [&first, &second] {
+        let pid = format!("pid {}", process.pid());
+        assert_eq!(stdout.matches(&pid).count(), 2, "{pid}: {stdout}");
+    }
+
+    // A process of another range count syncs nothing while these run.
+    let other = s.essync(&["--ranges", "2"]);
+    other
+        .wait_for_line("is synced in 4 range(s) by another essync")
+        .await;
+    other.signal(SIGTERM);
+    assert!(other.wait_exit().await.success());
+    assert!(other.rounds().is_empty(), "{}", other.output().join("\n"));
+
+    // The first dies: the second takes up its ranges (a dead process of this host gives them
+    // up at once), and goes on syncing every range.
+    first.signal(SIGKILL);
+    second
+        .wait_for_line("from a process of this host that no longer runs")
+        .await;
+    let later_es = new_docs(&s, 40, "es after");
+    let later_cassandra = new_docs(&s, 40, "cassandra after");
+    s.es_bulk(&later_es).await;
+    s.cql_bulk(&later_cassandra).await;
+    s.wait_equal(total + 80).await;
+    let stdout = status(&s);
+    let pid = format!("pid {}", second.pid());
+    assert_eq!(stdout.matches(&pid).count(), 4, "{stdout}");
+    second.signal(SIGTERM);
+    assert!(second.wait_exit().await.success());
+}

@@ -249,6 +249,8 @@ pub struct SweepLimits {
     /// No page starts that would end after this instant, at the pace of the page before (the
     /// first is always read).
     pub until: Option<std::time::Instant>,
+    /// The part of the ring swept (a pass ends at its last token).
+    pub range: super::TokenRange,
 }
 
 /// Whether a page started now, taking as long as the one before (from its start to now: its
@@ -293,7 +295,10 @@ impl super::CassandraStore {
             } else {
                 limits.page_rows.min(budget)
             };
-            let page = match self.scan_page(start.as_ref(), rows, limits.full).await {
+            let page = match self
+                .scan_page(start.as_ref(), rows, limits.full, limits.range)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => return Some((Err(e), None)),
             };

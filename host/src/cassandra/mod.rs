@@ -18,6 +18,7 @@ mod error;
 pub mod feed;
 mod schema;
 mod tls;
+pub mod token;
 pub mod write;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use schema::check_name;
 pub(crate) use schema::create_table;
 pub use scylla::statement::{Consistency, SerialConsistency};
 pub use tls::CassandraTls;
+pub use token::{TokenRange, token_of};
 pub use write::{CassandraDelete, CassandraExpected, CassandraWrite, WriteMode};
 
 use crate::Document;
@@ -289,7 +291,10 @@ impl CassandraStore {
         let pages =
             futures::stream::unfold(Some(None::<TokenPosition>), move |position| async move {
                 let position = position?;
-                match self.scan_page(position.as_ref(), page_size, true).await {
+                match self
+                    .scan_page(position.as_ref(), page_size, true, TokenRange::WHOLE)
+                    .await
+                {
                     Ok(page) => {
                         let next = (!page.done).then_some(page.position);
                         let reads = page.rows.into_iter().filter_map(|row| row.read).collect();
@@ -413,9 +418,10 @@ impl CassandraStore {
         position: Option<&TokenPosition>,
         limit: usize,
         full: bool,
+        range: TokenRange,
     ) -> Result<ScanPage, CassandraError> {
         let limit = limit.max(1);
-        let start = position.map(|p| p.token).unwrap_or(i64::MIN);
+        let start = position.map(|p| p.token).unwrap_or(range.first);
         let action = format!("to scan {}", self.table);
         // Distinct partitions can share a token: ask a little more than `limit` so that rows
         // already read at the start token do not stall the scan.
@@ -428,7 +434,7 @@ impl CassandraStore {
         };
         let result = self
             .cql
-            .execute(statement, (start, ask), &action)
+            .execute(statement, (start, range.last, ask), &action)
             .await?
             .into_rows_result()
             .map_err(|e| CassandraError::protocol(&action, e))?;
@@ -630,13 +636,17 @@ async fn prepare_reads(
         .await?,
         scan_full: prepare(
             "scan",
-            format!("SELECT token(id), {COLUMNS} FROM {table} WHERE token(id) >= ? LIMIT ?"),
+            format!(
+                "SELECT token(id), {COLUMNS} FROM {table} WHERE token(id) >= ? \
+                 AND token(id) <= ? LIMIT ?"
+            ),
         )
         .await?,
         scan_write_times: prepare(
             "sweep",
             format!(
-                "SELECT token(id), id, {WRITE_TIMES} FROM {table} WHERE token(id) >= ? LIMIT ?"
+                "SELECT token(id), id, {WRITE_TIMES} FROM {table} WHERE token(id) >= ? \
+                 AND token(id) <= ? LIMIT ?"
             ),
         )
         .await?,

@@ -3,6 +3,7 @@
 pub mod errors;
 pub mod metrics;
 pub mod policy;
+mod ranged;
 pub mod status;
 pub mod sync;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use essync::document::format_timestamp;
+use essync::sync::state::checkpoint::Saved;
 use essync::sync::state::{self, Status};
 
 use crate::cli::{ConnectionOptions, Target};
@@ -20,41 +21,29 @@ pub async fn run(connection: &ConnectionOptions, target: &Target) -> anyhow::Res
 /// The status, as printed.
 fn describe(target: &Target, status: &Status) -> String {
     let mut out = format!("{target}\n");
-    let holder = match &status.holder {
-        Some(holder) => format!("{holder} (holds the table's lease)"),
-        None => "nobody (no essync holds the table's lease now)".to_string(),
-    };
-    out += &format!("  synced by:   {holder}\n");
-    match &status.checkpoint {
-        None => out += "  checkpoint:  none yet (essync never synced this table)\n",
-        Some(saved) => {
-            let at = saved.at.map_or("at an unknown time".to_string(), |at| {
-                let ago = (Utc::now() - at).num_seconds().max(0);
-                format!("{} ({ago}s ago)", format_timestamp(at))
-            });
-            let epoch = saved
-                .epoch
-                .map_or(String::new(), |epoch| format!(" in epoch {epoch}"));
-            out += &format!("  checkpoint:  saved {at}{epoch} by {}\n", saved.by);
-            let checkpoint = &saved.checkpoint;
-            let mode = match &checkpoint.reconciliation {
-                Some(r) => format!(
-                    "reconciling (-s) since {}; Elasticsearch {}",
-                    format_timestamp(r.started_at),
-                    if r.elasticsearch_done {
-                        "read to the end, Cassandra under way"
-                    } else {
-                        "under way"
-                    }
-                ),
-                None => "following changes".to_string(),
+    match status.ranges.as_slice() {
+        [whole] if whole.range.is_whole() => {
+            let holder = match &whole.holder {
+                Some(holder) => format!("{holder} (holds the table's lease)"),
+                None => "nobody (no essync holds the table's lease now)".to_string(),
             };
-            out += &format!("               {mode}\n");
+            out += &format!("  synced by:   {holder}\n");
+            out += &describe_checkpoint(whole.checkpoint.as_ref(), "  checkpoint:  ", 15);
+        }
+        ranges => {
             out += &format!(
-                "               Elasticsearch: {} indices followed; Cassandra: {} sweep passes done\n",
-                checkpoint.elasticsearch.indices.len(),
-                checkpoint.cassandra.sweep.passes
+                "  synced in {} ranges, by {} process(es) now\n",
+                ranges.len(),
+                status.members.len()
             );
+            for range in ranges {
+                let holder = match &range.holder {
+                    Some(holder) => holder.to_string(),
+                    None => "nobody now".to_string(),
+                };
+                out += &format!("  {}: synced by {holder}\n", range.range);
+                out += &describe_checkpoint(range.checkpoint.as_ref(), "    checkpoint: ", 16);
+            }
         }
     }
     let parts = status
@@ -75,4 +64,40 @@ fn describe(target: &Target, status: &Status) -> String {
         }
     );
     out
+}
+
+/// A saved checkpoint, as printed: its first line starts with `first`, the others are
+/// indented by `indent`.
+fn describe_checkpoint(saved: Option<&Saved>, first: &str, indent: usize) -> String {
+    let Some(saved) = saved else {
+        return format!("{first}none yet (essync never synced this)\n");
+    };
+    let pad = " ".repeat(indent);
+    let at = saved.at.map_or("at an unknown time".to_string(), |at| {
+        let ago = (Utc::now() - at).num_seconds().max(0);
+        format!("{} ({ago}s ago)", format_timestamp(at))
+    });
+    let epoch = saved
+        .epoch
+        .map_or(String::new(), |epoch| format!(" in epoch {epoch}"));
+    let checkpoint = &saved.checkpoint;
+    let mode = match &checkpoint.reconciliation {
+        Some(r) => format!(
+            "reconciling (-s) since {}; Elasticsearch {}",
+            format_timestamp(r.started_at),
+            if r.elasticsearch_done {
+                "read to the end, Cassandra under way"
+            } else {
+                "under way"
+            }
+        ),
+        None => "following changes".to_string(),
+    };
+    format!(
+        "{first}saved {at}{epoch} by {}\n{pad}{mode}\n{pad}Elasticsearch: {} indices followed; \
+         Cassandra: {} sweep passes done\n",
+        saved.by,
+        checkpoint.elasticsearch.indices.len(),
+        checkpoint.cassandra.sweep.passes
+    )
 }

@@ -37,12 +37,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|path| PolicyReload::new(path, load, cli.sync.policy_reload));
     let options = sync_options(&cli.sync, period);
+    if cli.sync.ranges > 1 && !options.dry_run {
+        return run_ranges(
+            &cli,
+            &target,
+            (policy, elasticsearch, cassandra),
+            options,
+            &stop,
+        )
+        .await;
+    }
     // One process syncs a table at a time: a second one waits here, before it reads the
     // checkpoint it will go on from. A dry run writes nothing and takes no lease.
     let lease = if options.dry_run {
         None
     } else {
-        match Lease::acquire(&cassandra, cli.sync.lease_ttl, &stop).await? {
+        match Lease::acquire(&cassandra, options.range, cli.sync.lease_ttl, &stop).await? {
             Some(lease) => Some(lease),
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -64,6 +74,50 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
     listen_for_reload(reload_request);
     syncer.run(period, cli.sync.once, &stop).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the sync of the table shared by range ([`super::ranged`]).
+async fn run_ranges(
+    cli: &Cli,
+    target: &Target,
+    (policy, elasticsearch, cassandra): (Policy, ElasticsearchStore, CassandraStore),
+    options: SyncOptions,
+    stop: &Stop,
+) -> anyhow::Result<ExitCode> {
+    let metrics = match cli.sync.metrics {
+        Some(address) => {
+            let metrics = Arc::new(Metrics::new());
+            let bound = super::metrics::serve(address, metrics.clone()).await?;
+            tracing::info!("metrics on http://{bound}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
+    if cli.sync.policy.is_some() {
+        tracing::info!(
+            "with --ranges, the policy is loaded again only at a restart (SIGHUP and \
+             --policy-reload apply to one process per table)"
+        );
+    }
+    tracing::info!(
+        "syncing Elasticsearch ({}) with {target} in {} ranges, every {:.1}s",
+        cli.connection.es_urls.join(","),
+        cli.sync.ranges,
+        cli.period.unwrap_or_default().as_secs_f64()
+    );
+    let shared = super::ranged::Shared {
+        elasticsearch: Arc::new(elasticsearch),
+        cassandra: Arc::new(cassandra),
+        policy,
+        options,
+        period: cli.period.unwrap_or_default(),
+        once: cli.sync.once,
+        ttl: cli.sync.lease_ttl,
+        metrics,
+    };
+    super::ranged::run(shared, cli.sync.ranges, stop).await?;
+    tracing::info!("stopped; checkpoints saved");
     Ok(ExitCode::SUCCESS)
 }
 

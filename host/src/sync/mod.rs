@@ -28,6 +28,7 @@
 mod batch;
 mod deletes;
 pub mod metrics;
+pub mod ranges;
 pub mod report;
 mod round;
 pub mod state;
@@ -44,7 +45,9 @@ pub use report::RoundReport;
 pub use state::{Checkpoint, DeleteWatch, ErrorEntry, Holder, LEASE_TTL, Lease, Reconciliation};
 pub use stop::Stop;
 
-use crate::cassandra::{CassandraCheckpoint, CassandraError, CassandraStore, FeedOptions};
+use crate::cassandra::{
+    CassandraCheckpoint, CassandraError, CassandraStore, FeedOptions, TokenRange,
+};
 use crate::document::now_millis;
 use crate::elasticsearch::{ElasticsearchError, ElasticsearchStore, EsCheckpoint};
 use crate::policy::{Policy, PolicyReload};
@@ -59,23 +62,16 @@ const RECENT_MARGIN: Duration = Duration::from_secs(30);
 
 /// Where a sync starts: a reconciliation left unfinished is resumed; a new ledger beside a
 /// saved checkpoint (an upgrade, a dropped ledger) is filled by a reconciliation; `-s` starts
-/// one; otherwise the saved checkpoint, or the stores as they are now.
+/// one; otherwise the saved checkpoint, or the stores as they are now. A range of a table shared
+/// by several processes that has no checkpoint reconciles: its starting point was given to
+/// every range at once ([`ranges::prepare`]), so missing one means that start was cut short.
 async fn first_checkpoint(
     saved: Option<Checkpoint>,
     new_ledger: bool,
-    reconcile: bool,
+    options: &SyncOptions,
     elasticsearch: &ElasticsearchStore,
 ) -> Result<Checkpoint, SyncError> {
     let now = now_millis();
-    let reconciling = |now| Checkpoint {
-        elasticsearch: EsCheckpoint::default(),
-        cassandra: CassandraCheckpoint::reconciling_from(now),
-        reconciliation: Some(Reconciliation {
-            started_at: now,
-            elasticsearch_done: false,
-        }),
-        deletes: DeleteWatch::default(),
-    };
     Ok(match saved {
         Some(saved) if saved.reconciling() => {
             if let Some(r) = &saved.reconciliation {
@@ -91,28 +87,52 @@ async fn first_checkpoint(
                 "the ledger of what was last synced is new: reconciling every existing \
                  document once to fill it, then following changes"
             );
-            reconciling(now)
+            Checkpoint::reconciling_from(now)
         }
-        Some(saved) if !reconcile => {
+        Some(saved) if !options.reconcile => {
             tracing::info!("resuming from the saved checkpoint");
             saved
         }
-        _ if reconcile => {
+        _ if options.reconcile || !options.range.is_whole() => {
             tracing::info!("reconciling every existing document before following changes");
-            reconciling(now)
+            Checkpoint::reconciling_from(now)
         }
         _ => {
             tracing::info!(
                 "following changes from now on (existing documents are left alone; -s syncs them)"
             );
-            Checkpoint {
-                elasticsearch: elasticsearch.current_positions().await?,
-                cassandra: CassandraCheckpoint::starting_at(now),
-                reconciliation: None,
-                deletes: DeleteWatch::default(),
-            }
+            Checkpoint::following_from(now, elasticsearch).await?
         }
     })
+}
+
+impl Checkpoint {
+    /// The checkpoint of a sync that reconciles every existing document first, from `now`.
+    pub fn reconciling_from(now: chrono::DateTime<chrono::Utc>) -> Self {
+        Checkpoint {
+            elasticsearch: EsCheckpoint::default(),
+            cassandra: CassandraCheckpoint::reconciling_from(now),
+            reconciliation: Some(Reconciliation {
+                started_at: now,
+                elasticsearch_done: false,
+            }),
+            deletes: DeleteWatch::default(),
+        }
+    }
+
+    /// The checkpoint of a sync that leaves existing documents alone and follows the changes
+    /// made from `now` on.
+    pub async fn following_from(
+        now: chrono::DateTime<chrono::Utc>,
+        elasticsearch: &ElasticsearchStore,
+    ) -> Result<Self, SyncError> {
+        Ok(Checkpoint {
+            elasticsearch: elasticsearch.current_positions().await?,
+            cassandra: CassandraCheckpoint::starting_at(now),
+            reconciliation: None,
+            deletes: DeleteWatch::default(),
+        })
+    }
 }
 
 /// The one backoff: `first`, doubled for each earlier `attempt`, at most `max`.
@@ -166,6 +186,8 @@ pub struct SyncOptions {
     pub retries_per_round: usize,
     /// The first wait before a failed document is tried again (doubles each time).
     pub retry_backoff: Duration,
+    /// The part of the table this sync keeps (see [`ranges`]): the whole ring by default.
+    pub range: TokenRange,
 }
 
 impl Default for SyncOptions {
@@ -176,6 +198,7 @@ impl Default for SyncOptions {
             feed: FeedOptions::default(),
             retries_per_round: 1000,
             retry_backoff: Duration::from_secs(10),
+            range: TokenRange::WHOLE,
         }
     }
 }
@@ -192,8 +215,8 @@ pub trait Progress: Send + Sync {
 
 /// A sync of one Elasticsearch cluster with one Cassandra table.
 pub struct Syncer {
-    elasticsearch: ElasticsearchStore,
-    cassandra: CassandraStore,
+    elasticsearch: Arc<ElasticsearchStore>,
+    cassandra: Arc<CassandraStore>,
     policy: Policy,
     options: SyncOptions,
     state: State,
@@ -219,26 +242,28 @@ impl Syncer {
     /// earlier run is resumed; a ledger created now beside an existing checkpoint (an upgrade,
     /// a dropped ledger) is filled by a reconciliation too.
     pub async fn start(
-        elasticsearch: ElasticsearchStore,
-        cassandra: CassandraStore,
+        elasticsearch: impl Into<Arc<ElasticsearchStore>>,
+        cassandra: impl Into<Arc<CassandraStore>>,
         policy: Policy,
         options: SyncOptions,
     ) -> Result<Self, SyncError> {
+        let (elasticsearch, cassandra) = (elasticsearch.into(), cassandra.into());
         let keyspace = cassandra.config().keyspace.clone();
         let sync = cassandra.config().table.clone();
+        let unit = ranges::unit_name(&sync, options.range);
         let state_options = state::StateOptions {
             retry_backoff: options.retry_backoff,
             dry_run: options.dry_run,
             keep_content: policy.wants_base_content(),
             recent_for: options.feed.safety_window + RECENT_MARGIN,
         };
-        let opened = State::open(cassandra.cql(), &keyspace, &sync, state_options).await?;
+        let opened = State::open(cassandra.cql(), &keyspace, &sync, &unit, state_options).await?;
         let mut state = opened.state;
         let first_start = opened.checkpoint.is_none();
         let checkpoint = first_checkpoint(
             opened.checkpoint,
             opened.new_ledger,
-            options.reconcile,
+            &options,
             &elasticsearch,
         )
         .await?;
@@ -347,6 +372,7 @@ impl Syncer {
             swept_at: &mut self.swept_at,
             progress: progress.as_deref(),
             stop,
+            range: self.options.range,
         }
         .run(self.options.retries_per_round)
         .await?;

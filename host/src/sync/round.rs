@@ -12,7 +12,8 @@ use super::batch::{Context, Effects, KnownLedger, Source, sync_batch};
 use super::report::RoundReport;
 use super::state::{Checkpoint, State};
 use super::{Progress, Stop, SyncError, deletes, sweep};
-use crate::cassandra::{FeedOptions, SweepLimits, SweepPage};
+use crate::cassandra::{FeedOptions, SweepLimits, SweepPage, TokenRange};
+use crate::store::Read;
 use crate::store::Side;
 
 /// Pages (of the Cassandra page size, 1,000 rows) per page of the reads of ids and write times
@@ -42,6 +43,9 @@ pub(crate) struct Round<'r, 'c> {
     pub swept_at: &'r mut Option<std::time::Instant>,
     pub progress: Option<&'r dyn Progress>,
     pub stop: &'r Stop,
+    /// The part of the table this sync keeps (the whole ring unless processes share it): the
+    /// feeds keep only its ids, and the sweep passes over only its tokens.
+    pub range: TokenRange,
 }
 
 /// Syncs each page of `pages` with `sync` while the next one is read: the slower of the two
@@ -116,10 +120,12 @@ impl Round<'_, '_> {
             if std::mem::take(&mut first) {
                 self.watch_deletes(&from.counters, &page.checkpoint.counters);
             }
-            let count = page.reads.len() as u64;
+            let mut reads = page.reads;
+            reads.retain(|read| self.keeps(read));
+            let count = reads.len() as u64;
             self.report.elasticsearch.read += count;
             if count > 0 {
-                self.batch(Source::Elasticsearch(page.reads)).await?;
+                self.batch(Source::Elasticsearch(reads)).await?;
             }
             self.checkpoint.elasticsearch = page.checkpoint;
             self.page_done(Side::Elasticsearch, count).await
@@ -207,6 +213,7 @@ impl Round<'_, '_> {
             budget: self.feed.sweep_rows,
             full,
             until: self.sweep_until,
+            range: self.range,
         };
         let sweep = &mut self.checkpoint.cassandra.sweep;
         sweep.begin_page(ctx.now.timestamp_micros());
@@ -245,7 +252,7 @@ impl Round<'_, '_> {
             .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>());
         let mut building = false;
         let stopped = each_page(pages.map(Ok::<_, SyncError>), async |stamps| {
-            let stamps = match stamps {
+            let mut stamps = match stamps {
                 Ok(stamps) => stamps,
                 Err(e) if e.is_index_building() => {
                     building = true;
@@ -253,6 +260,7 @@ impl Round<'_, '_> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            stamps.retain(|&(id, _)| self.range.holds_id(id));
             let count = stamps.len() as u64;
             self.report.cassandra.read += count;
             let (changed, ledger) = self.changed_rows(stamps).await?;
@@ -321,7 +329,7 @@ impl Round<'_, '_> {
     /// whether to stop.
     async fn sweep_page(&mut self, page: SweepPage) -> Result<bool, SyncError> {
         let SweepPage { start, mut page } = page;
-        let (from, to) = sweep::ledger_range(start.as_ref(), &page);
+        let (from, to) = sweep::ledger_range(start.as_ref(), &page, self.range);
         let started = std::time::Instant::now();
         let ledger = self.state.ledger_range(from, to).await?;
         tracing::debug!(
@@ -387,6 +395,18 @@ impl Round<'_, '_> {
             self.batch(Source::Ids(chunk.to_vec())).await?;
         }
         Ok(())
+    }
+
+    /// Whether a document read from Elasticsearch is this sync's: its id's token is in the
+    /// range (one whose `_id` is no uuid goes to the first range, which reports it).
+    fn keeps<V>(&self, read: &Read<V>) -> bool {
+        match read {
+            Read::Document(stored) => self.range.holds_id(stored.document.id),
+            Read::Bad(bad) => match bad.id {
+                Some(id) => self.range.holds_id(id),
+                None => self.range.index == 0,
+            },
+        }
     }
 
     /// Syncs a batch and keeps track of essync's own deletes in Elasticsearch.

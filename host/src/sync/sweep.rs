@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::SyncError;
 use super::batch::KnownLedger;
 use super::state::LedgerEntry;
-use crate::cassandra::{CassandraVersion, ScanPage, TokenPosition};
+use crate::cassandra::{CassandraVersion, ScanPage, TokenPosition, TokenRange};
 use crate::elasticsearch::ElasticsearchStore;
 use crate::store::{Lookup, Read};
 
@@ -40,10 +40,14 @@ pub(crate) struct Swept {
 /// The token range of the ledger that lies beside a page: from where the page started to just
 /// before its last token (the table may hold more rows at that token, which the next page
 /// reads), or to the end of the ring on the last page.
-pub(crate) fn ledger_range(start: Option<&TokenPosition>, page: &ScanPage) -> (i64, i64) {
-    let from = start.map(|p| p.token).unwrap_or(i64::MIN);
+pub(crate) fn ledger_range(
+    start: Option<&TokenPosition>,
+    page: &ScanPage,
+    range: TokenRange,
+) -> (i64, i64) {
+    let from = start.map(|p| p.token).unwrap_or(range.first);
     let to = match page.rows.last() {
-        _ if page.done => i64::MAX,
+        _ if page.done => range.last,
         Some(last) => last.token.saturating_sub(1),
         None => from.saturating_sub(1),
     };

@@ -35,7 +35,8 @@ use uuid::Uuid;
 
 use crate::cassandra::cql::Cql;
 use crate::cassandra::write::was_applied;
-use crate::cassandra::{CassandraError, create_table};
+use crate::cassandra::{CassandraError, TokenRange, create_table};
+use crate::sync::ranges;
 use crate::sync::{Stop, SyncError};
 
 /// The table of leases, one row per synced table of the keyspace.
@@ -129,6 +130,13 @@ pub struct Holder {
     pub since: Option<DateTime<Utc>>,
 }
 
+impl Holder {
+    /// Whether this is a process of this host that no longer runs (a crash, `kill -9`).
+    pub fn gone_from_this_host(&self) -> bool {
+        self.host == host_name() && !process_runs(self.pid)
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "host {}, pid {}", self.host, self.pid)?;
@@ -146,11 +154,25 @@ pub enum Claim {
     Held,
     /// Another live process holds it.
     Busy(Holder),
+    /// Another live process holds a lease of the same table under another range count (see
+    /// [`crate::sync::ranges`]): this one may sync nothing of it until that one is gone.
+    Elsewhere {
+        /// The other process's range count.
+        ranges: u32,
+        /// The other process.
+        holder: Holder,
+    },
 }
 
 /// This process's lease on one table.
 pub struct Lease {
     cql: Cql,
+    keyspace: String,
+    /// The synced table.
+    synced: String,
+    /// The part of it this lease is for.
+    range: TokenRange,
+    /// The lease's row: [`ranges::unit_name`] of the two above.
     sync: String,
     table: String,
     me: Holder,
@@ -174,12 +196,13 @@ impl Lease {
     /// set while waiting.
     pub async fn acquire(
         cassandra: &crate::cassandra::CassandraStore,
+        range: TokenRange,
         ttl: Duration,
         stop: &Stop,
     ) -> Result<Option<Lease>, SyncError> {
         let config = cassandra.config();
         let cql = cassandra.cql();
-        let mut lease = Lease::open(cql, &config.keyspace, &config.table, ttl).await?;
+        let mut lease = Lease::open(cql, &config.keyspace, &config.table, range, ttl).await?;
         let mut waiting_for = None;
         let mut failing = Failing::default();
         loop {
@@ -203,6 +226,19 @@ impl Lease {
                         waiting_for = Some(holder.owner);
                     }
                 }
+                Ok(Claim::Elsewhere { ranges, holder }) => {
+                    if waiting_for.as_ref() != Some(&holder.owner) {
+                        tracing::info!(
+                            "{}.{} is synced in {ranges} range(s) by another essync ({holder}); \
+                             this one syncs it in {} and waits until that one stops (pass \
+                             --ranges {ranges} to share the work with it)",
+                            config.keyspace,
+                            config.table,
+                            range.count,
+                        );
+                        waiting_for = Some(holder.owner);
+                    }
+                }
                 // A lightweight transaction that timed out (a busy or degraded cluster) may
                 // have applied: the next claim finds this process's own row and renews it.
                 Err(e) if e.is_transient() => failing.again(&e),
@@ -214,14 +250,27 @@ impl Lease {
         }
     }
 
-    /// Creates the lease table when missing and prepares its statements for leases of `ttl`;
-    /// claims nothing yet.
+    /// Creates the lease table when missing and prepares its statements for a lease of
+    /// `range` of `cassandra`'s table lasting `ttl`; claims nothing yet.
+    pub async fn of_range(
+        cassandra: &crate::cassandra::CassandraStore,
+        range: TokenRange,
+        ttl: Duration,
+    ) -> Result<Self, CassandraError> {
+        let config = cassandra.config();
+        Self::open(cassandra.cql(), &config.keyspace, &config.table, range, ttl).await
+    }
+
+    /// [`Lease::of_range`], from the parts of a store.
     pub(crate) async fn open(
         cql: &Cql,
         keyspace: &str,
-        sync: &str,
+        table: &str,
+        range: TokenRange,
         ttl: Duration,
     ) -> Result<Self, CassandraError> {
+        let synced = table;
+        let sync = &ranges::unit_name(synced, range);
         let table = format!("{keyspace}.{LEASE_TABLE}");
         cql.change_schema(
             create_table(
@@ -253,6 +302,9 @@ impl Lease {
             ))
             .await?,
             cql: cql.clone(),
+            keyspace: keyspace.to_string(),
+            synced: synced.to_string(),
+            range,
             sync: sync.to_string(),
             table,
             me: Holder {
@@ -268,8 +320,31 @@ impl Lease {
     }
 
     /// Claims the lease: free, lapsed, already this process's, or held by a process of this
-    /// host that no longer runs.
-    pub(crate) async fn claim(&mut self) -> Result<Claim, CassandraError> {
+    /// host that no longer runs; then, once held, makes sure no process holds a lease of the
+    /// table under another range count (else gives it up again). Checking after the claim is
+    /// what makes two processes of different counts that claim at once never both go on: the
+    /// later of the two checks sees the other's lease.
+    pub async fn claim(&mut self) -> Result<Claim, CassandraError> {
+        let claim = self.claim_row().await?;
+        if !matches!(claim, Claim::Held) {
+            return Ok(claim);
+        }
+        let leases = ranges::leases_of(&self.cql, &self.keyspace, &self.synced).await?;
+        match leases.other_count(self.range.count) {
+            None => Ok(Claim::Held),
+            Some((range, holder)) => {
+                let claim = Claim::Elsewhere {
+                    ranges: range.count,
+                    holder: holder.clone(),
+                };
+                self.release().await;
+                Ok(claim)
+            }
+        }
+    }
+
+    /// Claims the lease's row (see [`Lease::claim`]).
+    async fn claim_row(&mut self) -> Result<Claim, CassandraError> {
         let action = format!("to claim the lease of {}", self.sync);
         // Each pass ends with the lease held, or held by another live process; another pass
         // only follows a change of holder between two requests.
@@ -317,7 +392,7 @@ impl Lease {
                 tracing::info!("the lease of {} had lapsed; taken again", self.sync);
                 Ok(Confirmation::Retaken)
             }
-            Claim::Busy(holder) => {
+            Claim::Busy(holder) | Claim::Elsewhere { holder, .. } => {
                 self.confirmed = None;
                 Ok(Confirmation::Lost(holder))
             }
@@ -351,6 +426,16 @@ impl Lease {
     /// The lease table, for messages.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The part of the table this lease is for.
+    pub fn range(&self) -> TokenRange {
+        self.range
+    }
+
+    /// The process holding (or claiming) it: this one.
+    pub fn me(&self) -> &Holder {
+        &self.me
     }
 
     /// Notes a confirmation by a request sent at `sent_at`.

@@ -94,11 +94,12 @@ impl State {
         cql: &Cql,
         keyspace: &str,
         sync: &str,
+        unit: &str,
         options: StateOptions,
     ) -> Result<Opened, CassandraError> {
-        let checkpoints = CheckpointStore::open(cql, keyspace, sync).await?;
+        let checkpoints = CheckpointStore::open(cql, keyspace, unit).await?;
         let errors =
-            ErrorLog::open(cql, keyspace, sync, options.retry_backoff, options.dry_run).await?;
+            ErrorLog::open(cql, keyspace, unit, options.retry_backoff, options.dry_run).await?;
         let (ledger, new_ledger) = Ledger::open(cql, keyspace, sync, options.keep_content).await?;
         let checkpoint = checkpoints.load().await?;
         Ok(Opened {
@@ -355,48 +356,129 @@ impl State {
     }
 }
 
-/// What `essync status` shows of a sync: who syncs the table now, its checkpoint, its failures.
+/// What `essync status` shows of a sync: how many ranges the table is synced in, who syncs
+/// each and how far its checkpoint is, and the failures.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// The process holding the table's lease, if any.
-    pub holder: Option<Holder>,
-    /// The saved checkpoint, if any.
-    pub checkpoint: Option<checkpoint::Saved>,
-    /// The documents (and parts of the feed) recorded as failed.
+    /// The ranges, in ring order (one, the whole ring, unless processes share the table).
+    pub ranges: Vec<RangeStatus>,
+    /// The processes sharing the table by range (none when it is synced whole).
+    pub members: Vec<Holder>,
+    /// The documents (and parts of the feed) recorded as failed, in every range.
     pub failures: Vec<ErrorEntry>,
 }
 
+/// One range of a [`Status`].
+#[derive(Debug, Clone)]
+pub struct RangeStatus {
+    /// The range.
+    pub range: crate::cassandra::TokenRange,
+    /// The process holding its lease, if any.
+    pub holder: Option<Holder>,
+    /// Its saved checkpoint, if any.
+    pub checkpoint: Option<checkpoint::Saved>,
+}
+
 /// The status of the sync of `cassandra`'s table (its state tables are created when missing).
+/// The range count shown is the one of the leases held now, else the one whose checkpoint was
+/// saved last.
 pub async fn status(
     cassandra: &crate::cassandra::CassandraStore,
 ) -> Result<Status, CassandraError> {
+    use crate::cassandra::TokenRange;
+    use crate::sync::ranges;
     let config = cassandra.config();
     let cql = cassandra.cql();
-    let lease = Lease::open(cql, &config.keyspace, &config.table, LEASE_TTL).await?;
-    let checkpoints = CheckpointStore::open(cql, &config.keyspace, &config.table).await?;
+    // Opening a lease creates the lease table.
+    Lease::open(
+        cql,
+        &config.keyspace,
+        &config.table,
+        TokenRange::WHOLE,
+        LEASE_TTL,
+    )
+    .await?;
+    CheckpointStore::open(cql, &config.keyspace, &config.table).await?;
     errors::ensure_table(cql, &config.keyspace).await?;
-    Ok(Status {
-        holder: lease.holder().await?,
-        checkpoint: checkpoints.load_saved().await?,
-        failures: errors::list(cql, &config.keyspace, &config.table).await?,
-    })
+    let leases = ranges::table_leases(cassandra).await?;
+    let saved = ranges::saved_checkpoints(cql, &config.keyspace, &config.table).await?;
+    let last_saved = saved
+        .iter()
+        .max_by_key(|(_, at)| at.unwrap_or_default())
+        .map(|(range, _)| range.count);
+    let count = leases
+        .ranges
+        .first()
+        .map(|(range, _)| range.count)
+        .or(last_saved)
+        .unwrap_or(1);
+    let mut status = Status {
+        ranges: Vec::new(),
+        members: if count > 1 {
+            leases.members
+        } else {
+            Vec::new()
+        },
+        failures: Vec::new(),
+    };
+    for range in TokenRange::parts(count) {
+        let unit = ranges::unit_name(&config.table, range);
+        let checkpoints = CheckpointStore::open(cql, &config.keyspace, &unit).await?;
+        status.ranges.push(RangeStatus {
+            range,
+            holder: leases
+                .ranges
+                .iter()
+                .find(|(held, _)| *held == range)
+                .map(|(_, holder)| holder.clone()),
+            checkpoint: checkpoints.load_saved().await?,
+        });
+        status
+            .failures
+            .extend(errors::list(cql, &config.keyspace, &unit).await?);
+    }
+    Ok(status)
 }
 
-/// The documents recorded as failed by the sync of `cassandra`'s table, what `essync errors`
-/// lists (the table of failures is created when missing).
+/// The names the failures of `cassandra`'s table are kept under: the whole table's, and every
+/// range's that ever saved a checkpoint (of any range count).
+async fn failure_units(
+    cassandra: &crate::cassandra::CassandraStore,
+) -> Result<Vec<String>, CassandraError> {
+    let config = cassandra.config();
+    let cql = cassandra.cql();
+    errors::ensure_table(cql, &config.keyspace).await?;
+    CheckpointStore::open(cql, &config.keyspace, &config.table).await?;
+    let saved =
+        crate::sync::ranges::saved_checkpoints(cql, &config.keyspace, &config.table).await?;
+    let mut units = vec![config.table.clone()];
+    units.extend(
+        saved
+            .keys()
+            .filter(|range| !range.is_whole())
+            .map(|range| crate::sync::ranges::unit_name(&config.table, *range)),
+    );
+    Ok(units)
+}
+
+/// The documents recorded as failed by the sync of `cassandra`'s table, in every range, what
+/// `essync errors` lists (the table of failures is created when missing).
 pub async fn recorded_failures(
     cassandra: &crate::cassandra::CassandraStore,
 ) -> Result<Vec<ErrorEntry>, CassandraError> {
-    let config = cassandra.config();
-    errors::ensure_table(cassandra.cql(), &config.keyspace).await?;
-    errors::list(cassandra.cql(), &config.keyspace, &config.table).await
+    let mut entries = Vec::new();
+    for unit in failure_units(cassandra).await? {
+        entries.extend(errors::list(cassandra.cql(), &cassandra.config().keyspace, &unit).await?);
+    }
+    Ok(entries)
 }
 
-/// Forgets every failure recorded by the sync of `cassandra`'s table.
+/// Forgets every failure recorded by the sync of `cassandra`'s table, in every range.
 pub async fn clear_failures(
     cassandra: &crate::cassandra::CassandraStore,
 ) -> Result<(), CassandraError> {
-    let config = cassandra.config();
-    errors::ensure_table(cassandra.cql(), &config.keyspace).await?;
-    errors::clear(cassandra.cql(), &config.keyspace, &config.table).await
+    for unit in failure_units(cassandra).await? {
+        errors::clear(cassandra.cql(), &cassandra.config().keyspace, &unit).await?;
+    }
+    Ok(())
 }

@@ -1,0 +1,236 @@
+//! `essync --ranges N KEYSPACE:TABLE PERIOD`: a process that shares a table with the others
+//! started with the same N. It keeps a member row while it runs, claims free ranges up to its
+//! fair share (N over the processes sharing the table, rounded up), gives up what it holds
+//! beyond that share when another process joins, and syncs each range it holds as a sync of its
+//! own ([`Syncer`] under the range's lease), side by side. See [`essync::sync::ranges`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use essync::cassandra::{CassandraStore, TokenRange};
+use essync::elasticsearch::ElasticsearchStore;
+use essync::policy::Policy;
+use essync::sync::ranges::{self, Member};
+use essync::sync::state::lease::Claim;
+use essync::sync::{Holder, Lease, Metrics, Stop, SyncError, SyncOptions, Syncer};
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+
+/// How often the process looks at who holds what: how soon a free range is taken up.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// What every range's sync is made of.
+pub(super) struct Shared {
+    pub elasticsearch: Arc<ElasticsearchStore>,
+    pub cassandra: Arc<CassandraStore>,
+    pub policy: Policy,
+    pub options: SyncOptions,
+    pub period: Duration,
+    pub once: bool,
+    pub ttl: Duration,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// The ranges this process syncs: each one's stop, and their syncs, driven side by side on this
+/// task (a round's future is not `Send`, so they are not spawned).
+#[derive(Default)]
+struct Running {
+    stops: BTreeMap<u32, Stop>,
+    syncs: FuturesUnordered<LocalBoxFuture<'static, (u32, Result<(), SyncError>)>>,
+}
+
+impl Running {
+    fn len(&self) -> usize {
+        self.stops.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.stops.is_empty()
+    }
+
+    fn holds(&self, index: u32) -> bool {
+        self.stops.contains_key(&index)
+    }
+
+    fn stop_all(&self) {
+        self.stops.values().for_each(Stop::trigger);
+    }
+
+    /// Waits for the next range whose sync ends (never, when none runs), and says what its end
+    /// means for the process (see [`finished`]).
+    async fn next_end(&mut self) -> anyhow::Result<()> {
+        match self.syncs.next().await {
+            Some((index, result)) => {
+                self.stops.remove(&index);
+                finished(result)
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Runs until `stop` (or, with `once`, until each range of this process's share had a round).
+pub(super) async fn run(shared: Shared, count: u32, stop: &Stop) -> anyhow::Result<()> {
+    let shared = Arc::new(shared);
+    let mut member = Member::join(&shared.cassandra, shared.ttl).await?;
+    let mut running = Running::default();
+    let mut waiting_for = None;
+    let mut claimed_once = false;
+    let result = loop {
+        if stop.is_set() || (shared.once && claimed_once && running.is_empty()) {
+            break Ok(());
+        }
+        match look(&shared, &mut member, count, &mut running, &mut waiting_for).await {
+            Ok(claimed) => claimed_once |= claimed || !running.is_empty(),
+            Err(e) if e.is_transient() => tracing::warn!("{e}; looking again in a moment"),
+            Err(e) => break Err(e.into()),
+        }
+        let pause = stop.sleep(LOOK_EVERY);
+        tokio::select! {
+            ended = running.next_end() => if let Err(e) = ended { break Err(e) },
+            stopped = pause => if stopped { break Ok(()) },
+        }
+    };
+    running.stop_all();
+    let mut ended = Ok(());
+    while !running.is_empty() {
+        if let Err(e) = running.next_end().await {
+            ended = Err(e);
+        }
+    }
+    member.leave().await;
+    result.and(ended)
+}
+
+/// One look at the table's leases: joins the others, waits while a process of another range
+/// count holds some, then claims free ranges up to this process's share, or gives up what it
+/// holds beyond it. Returns whether it claimed any.
+async fn look(
+    shared: &Arc<Shared>,
+    member: &mut Member,
+    count: u32,
+    running: &mut Running,
+    waiting_for: &mut Option<uuid::Uuid>,
+) -> Result<bool, SyncError> {
+    member.renew().await?;
+    let config = shared.cassandra.config();
+    let leases = ranges::table_leases(&shared.cassandra).await?;
+    if let Some((other, holder)) = leases.other_count(count) {
+        if *waiting_for != Some(holder.owner) {
+            tracing::info!(
+                "{}.{} is synced in {} range(s) by another essync ({holder}); this one syncs \
+                 it in {count} and waits until that one stops (pass --ranges {} to share the \
+                 work with it)",
+                config.keyspace,
+                config.table,
+                other.count,
+                other.count
+            );
+            *waiting_for = Some(holder.owner);
+        }
+        return Ok(false);
+    }
+    *waiting_for = None;
+    // A process of this host that no longer runs shares nothing, and holds nothing.
+    let alive = |holder: &Holder| !holder.gone_from_this_host();
+    let members = leases.members.iter().filter(|m| alive(m)).count().max(1) as u32;
+    let share = count.div_ceil(members) as usize;
+    if running.len() > share {
+        // Another process joined: the ranges last in order are given up (each ends its page,
+        // saves its checkpoint and releases its lease), and the newcomer takes them.
+        for stop in running.stops.values().rev().take(running.len() - share) {
+            stop.trigger();
+        }
+        return Ok(false);
+    }
+    if running.len() == share || (shared.once && !running.is_empty()) {
+        return Ok(false);
+    }
+    let taken: Vec<u32> = leases
+        .ranges
+        .iter()
+        .filter(|(_, holder)| alive(holder))
+        .map(|(range, _)| range.index)
+        .collect();
+    let free: Vec<TokenRange> = TokenRange::parts(count)
+        .filter(|range| !taken.contains(&range.index) && !running.holds(range.index))
+        .collect();
+    if free.is_empty() {
+        return Ok(false);
+    }
+    if running.is_empty() {
+        // Every range of this count gets its starting point before the first is synced.
+        ranges::prepare(
+            &shared.cassandra,
+            &shared.elasticsearch,
+            count,
+            shared.options.reconcile,
+        )
+        .await?;
+    }
+    // Processes that look at once start at different places, and rarely race for one range.
+    let offset = member.me().owner.as_u128() as usize % free.len();
+    let mut claimed = false;
+    for range in free.iter().cycle().skip(offset).take(free.len()) {
+        if running.len() >= share {
+            break;
+        }
+        let mut lease = Lease::of_range(&shared.cassandra, *range, shared.ttl).await?;
+        if let Claim::Held = lease.claim().await? {
+            tracing::info!("syncing {range} of {}.{}", config.keyspace, config.table);
+            start(shared.clone(), lease, running);
+            claimed = true;
+        }
+    }
+    Ok(claimed)
+}
+
+/// Starts syncing the range of `lease`, beside the others.
+fn start(shared: Arc<Shared>, lease: Lease, running: &mut Running) {
+    let stop = Stop::new();
+    let range = lease.range();
+    let span = tracing::info_span!("range", range = range.index + 1);
+    let sync_stop = stop.clone();
+    let sync = async move {
+        // `-s` was given to every range at once, by its starting point (see
+        // `ranges::prepare`): a range taken over from another process resumes its checkpoint
+        // instead of reconciling again.
+        let options = SyncOptions {
+            range,
+            reconcile: false,
+            ..shared.options.clone()
+        };
+        let mut syncer = Syncer::start(
+            shared.elasticsearch.clone(),
+            shared.cassandra.clone(),
+            shared.policy.clone(),
+            options,
+        )
+        .await?
+        .with_lease(lease);
+        if let Some(metrics) = &shared.metrics {
+            syncer = syncer.with_metrics(metrics.clone());
+        }
+        syncer.run(shared.period, shared.once, &sync_stop).await
+    };
+    let sync = tracing::Instrument::instrument(sync, span);
+    running.stops.insert(range.index, stop);
+    running
+        .syncs
+        .push(async move { (range.index, sync.await) }.boxed_local());
+}
+
+/// What the end of a range's sync means for the process: one that lost its lease is only said
+/// (the process goes on with the others); any other failure ends the process.
+fn finished(ended: Result<(), SyncError>) -> anyhow::Result<()> {
+    match ended {
+        Ok(()) => Ok(()),
+        Err(e @ SyncError::LeaseLost { .. }) => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
