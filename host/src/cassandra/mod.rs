@@ -367,14 +367,15 @@ impl CassandraStore {
         self.writes.mode()
     }
 
-    /// The id and newest write time of each row whose `timestamp` is in `[since, until]`
-    /// (milliseconds), through the time index; nothing when the table has none (the sweep then
-    /// finds every change). The feed reads in full, by id, only the rows it does not know
-    /// unchanged.
+    /// The id and newest write time of each row of `range` whose `timestamp` is in
+    /// `[since, until]` (milliseconds), through the time index; nothing when the table has none
+    /// (the sweep then finds every change). The feed reads in full, by id, only the rows it
+    /// does not know unchanged.
     pub fn read_recent(
         &self,
         since: i64,
         until: i64,
+        range: TokenRange,
     ) -> impl Stream<Item = Result<(Uuid, Option<i64>), CassandraError>> + '_ {
         type Stamps = (Uuid, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
         let action = format!("to read recent rows of {}", self.table);
@@ -387,7 +388,12 @@ impl CassandraStore {
                 .session()
                 .execute_iter(
                     self.reads.recent.clone(),
-                    (CqlTimestamp(since), CqlTimestamp(until)),
+                    (
+                        CqlTimestamp(since),
+                        CqlTimestamp(until),
+                        range.first,
+                        range.last,
+                    ),
                 )
                 .await
                 .map_err(|e| CassandraError::pager(&action, &e))?;
@@ -630,7 +636,8 @@ async fn prepare_reads(
         recent: prepare(
             "recent",
             format!(
-                "SELECT id, {WRITE_TIMES} FROM {table} WHERE timestamp >= ? AND timestamp <= ?"
+                "SELECT id, {WRITE_TIMES} FROM {table} WHERE timestamp >= ? AND timestamp <= ? \
+                 AND token(id) >= ? AND token(id) <= ?"
             ),
         )
         .await?,

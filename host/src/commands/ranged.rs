@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use essync::cassandra::{CassandraStore, TokenRange};
 use essync::elasticsearch::ElasticsearchStore;
-use essync::policy::Policy;
+use essync::policy::{Policy, PolicyReload};
 use essync::sync::ranges::{self, Member};
 use essync::sync::state::lease::Claim;
 use essync::sync::{Holder, Lease, Metrics, Stop, SyncError, SyncOptions, Syncer};
-use futures::future::LocalBoxFuture;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
@@ -25,7 +25,11 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 pub(super) struct Shared {
     pub elasticsearch: Arc<ElasticsearchStore>,
     pub cassandra: Arc<CassandraStore>,
-    pub policy: Policy,
+    /// The policy in use now: a reload publishes the new one, which each range takes up at its
+    /// next round.
+    pub policy: tokio::sync::watch::Sender<Policy>,
+    /// Loads the policy file again when asked (SIGHUP) or when it changes.
+    pub reload: Option<tokio::sync::Mutex<PolicyReload>>,
     pub options: SyncOptions,
     pub period: Duration,
     pub once: bool,
@@ -33,13 +37,17 @@ pub(super) struct Shared {
     pub metrics: Option<Arc<Metrics>>,
 }
 
-/// The ranges this process syncs: each one's stop, and their syncs, driven side by side on this
-/// task (a round's future is not `Send`, so they are not spawned).
+/// The ranges this process syncs: each one's stop, and the ends of their syncs. Each range is
+/// synced on a thread of its own, which drives its rounds on the runtime (a round's future is
+/// not `Send`, so it cannot be spawned as a task): the ranges use the cores side by side.
 #[derive(Default)]
 struct Running {
     stops: BTreeMap<u32, Stop>,
-    syncs: FuturesUnordered<LocalBoxFuture<'static, (u32, Result<(), SyncError>)>>,
+    syncs: FuturesUnordered<BoxFuture<'static, (u32, RangeEnd)>>,
 }
+
+/// How a range's sync ended: its result, or `None` when its thread died without one.
+type RangeEnd = Option<Result<(), SyncError>>;
 
 impl Running {
     fn len(&self) -> usize {
@@ -75,6 +83,13 @@ impl Running {
 pub(super) async fn run(shared: Shared, count: u32, stop: &Stop) -> anyhow::Result<()> {
     let shared = Arc::new(shared);
     let mut member = Member::join(&shared.cassandra, shared.ttl).await?;
+    // Processes started together (a Deployment's replicas) find each other before claiming:
+    // each then takes its share at once, rather than the first taking all and handing ranges
+    // over at its next look.
+    if stop.sleep(LOOK_EVERY).await {
+        member.leave().await;
+        return Ok(());
+    }
     let mut running = Running::default();
     let mut waiting_for = None;
     let mut claimed_once = false;
@@ -115,8 +130,13 @@ async fn look(
     waiting_for: &mut Option<uuid::Uuid>,
 ) -> Result<bool, SyncError> {
     member.renew().await?;
+    if let Some(reload) = &shared.reload
+        && let Some(policy) = reload.lock().await.check().await
+    {
+        shared.policy.send_replace(policy);
+    }
     let config = shared.cassandra.config();
-    let leases = ranges::table_leases(&shared.cassandra).await?;
+    let leases = member.table_leases().await?;
     if let Some((other, holder)) = leases.other_count(count) {
         if *waiting_for != Some(holder.owner) {
             tracing::info!(
@@ -180,57 +200,78 @@ async fn look(
         let mut lease = Lease::of_range(&shared.cassandra, *range, shared.ttl).await?;
         if let Claim::Held = lease.claim().await? {
             tracing::info!("syncing {range} of {}.{}", config.keyspace, config.table);
-            start(shared.clone(), lease, running);
-            claimed = true;
+            match start(shared.clone(), lease, running) {
+                Ok(()) => claimed = true,
+                // Its lease lapses after the TTL, and a process takes the range up then.
+                Err(e) => tracing::error!("cannot start a thread to sync {range}: {e}"),
+            }
         }
     }
     Ok(claimed)
 }
 
 /// Starts syncing the range of `lease`, beside the others.
-fn start(shared: Arc<Shared>, lease: Lease, running: &mut Running) {
+fn start(shared: Arc<Shared>, lease: Lease, running: &mut Running) -> std::io::Result<()> {
     let stop = Stop::new();
     let range = lease.range();
     let span = tracing::info_span!("range", range = range.index + 1);
     let sync_stop = stop.clone();
-    let sync = async move {
-        // `-s` was given to every range at once, by its starting point (see
-        // `ranges::prepare`): a range taken over from another process resumes its checkpoint
-        // instead of reconciling again.
-        let options = SyncOptions {
-            range,
-            reconcile: false,
-            ..shared.options.clone()
-        };
-        let mut syncer = Syncer::start(
-            shared.elasticsearch.clone(),
-            shared.cassandra.clone(),
-            shared.policy.clone(),
-            options,
-        )
-        .await?
-        .with_lease(lease);
-        if let Some(metrics) = &shared.metrics {
-            syncer = syncer.with_metrics(metrics.clone());
-        }
-        syncer.run(shared.period, shared.once, &sync_stop).await
-    };
-    let sync = tracing::Instrument::instrument(sync, span);
+    let (ended, end) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name(format!("essync-range-{}", range.index + 1))
+        .spawn(move || {
+            let sync = sync_range(shared, lease, sync_stop);
+            let _ = ended.send(runtime.block_on(tracing::Instrument::instrument(sync, span)));
+        })?;
     running.stops.insert(range.index, stop);
     running
         .syncs
-        .push(async move { (range.index, sync.await) }.boxed_local());
+        .push(async move { (range.index, end.await.ok()) }.boxed());
+    Ok(())
+}
+
+/// Syncs the range of `lease` until `stop` (or its one round, with `once`).
+async fn sync_range(shared: Arc<Shared>, lease: Lease, stop: Stop) -> Result<(), SyncError> {
+    let range = lease.range();
+    // `-s` was given to every range at once, by its starting point (see `ranges::prepare`): a
+    // range taken over from another process resumes its checkpoint instead of reconciling again.
+    let options = SyncOptions {
+        range,
+        reconcile: false,
+        ..shared.options.clone()
+    };
+    let policy = shared.policy.borrow().clone();
+    let mut syncer = Syncer::start(
+        shared.elasticsearch.clone(),
+        shared.cassandra.clone(),
+        policy,
+        options,
+    )
+    .await?
+    .with_lease(lease)
+    .with_policy_updates(shared.policy.subscribe());
+    if let Some(metrics) = &shared.metrics {
+        syncer = syncer.with_metrics(metrics.clone());
+    }
+    let ended = syncer.run(shared.period, shared.once, &stop).await;
+    if ended.is_ok() {
+        // Its lease is given up (see `Syncer::run`): another process may take it now.
+        tracing::info!("released {range}");
+    }
+    ended
 }
 
 /// What the end of a range's sync means for the process: one that lost its lease is only said
 /// (the process goes on with the others); any other failure ends the process.
-fn finished(ended: Result<(), SyncError>) -> anyhow::Result<()> {
+fn finished(ended: RangeEnd) -> anyhow::Result<()> {
     match ended {
-        Ok(()) => Ok(()),
-        Err(e @ SyncError::LeaseLost { .. }) => {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e @ SyncError::LeaseLost { .. })) => {
             tracing::warn!("{e}");
             Ok(())
         }
-        Err(e) => Err(e.into()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(anyhow::anyhow!("the sync of a range ended abnormally")),
     }
 }

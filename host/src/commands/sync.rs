@@ -38,14 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .map(|path| PolicyReload::new(path, load, cli.sync.policy_reload));
     let options = sync_options(&cli.sync, period);
     if cli.sync.ranges > 1 && !options.dry_run {
-        return run_ranges(
-            &cli,
-            &target,
-            (policy, elasticsearch, cassandra),
-            options,
-            &stop,
-        )
-        .await;
+        let stores = (policy, elasticsearch, cassandra);
+        return run_ranges(&cli, &target, stores, reload, options, &stop).await;
     }
     // One process syncs a table at a time: a second one waits here, before it reads the
     // checkpoint it will go on from. A dry run writes nothing and takes no lease.
@@ -82,6 +76,7 @@ async fn run_ranges(
     cli: &Cli,
     target: &Target,
     (policy, elasticsearch, cassandra): (Policy, ElasticsearchStore, CassandraStore),
+    reload: Option<PolicyReload>,
     options: SyncOptions,
     stop: &Stop,
 ) -> anyhow::Result<ExitCode> {
@@ -94,12 +89,15 @@ async fn run_ranges(
         }
         None => None,
     };
-    if cli.sync.policy.is_some() {
+    if let Some(reload) = &reload
+        && cli.sync.policy_reload
+    {
         tracing::info!(
-            "with --ranges, the policy is loaded again only at a restart (SIGHUP and \
-             --policy-reload apply to one process per table)"
+            "the policy is loaded again when {} changes",
+            reload.path().display()
         );
     }
+    listen_for_reload(reload.as_ref().map(PolicyReload::request));
     tracing::info!(
         "syncing Elasticsearch ({}) with {target} in {} ranges, every {:.1}s",
         cli.connection.es_urls.join(","),
@@ -109,7 +107,8 @@ async fn run_ranges(
     let shared = super::ranged::Shared {
         elasticsearch: Arc::new(elasticsearch),
         cassandra: Arc::new(cassandra),
-        policy,
+        policy: tokio::sync::watch::Sender::new(policy),
+        reload: reload.map(tokio::sync::Mutex::new),
         options,
         period: cli.period.unwrap_or_default(),
         once: cli.sync.once,

@@ -233,6 +233,8 @@ pub struct Syncer {
     progress: Option<Arc<dyn Progress>>,
     metrics: Option<Arc<Metrics>>,
     policy_reload: Option<PolicyReload>,
+    /// Policies published by whoever reloads them for several syncs at once (one per range).
+    policy_updates: Option<tokio::sync::watch::Receiver<Policy>>,
 }
 
 impl Syncer {
@@ -289,6 +291,7 @@ impl Syncer {
             progress: None,
             metrics: None,
             policy_reload: None,
+            policy_updates: None,
         })
     }
 
@@ -314,6 +317,13 @@ impl Syncer {
     /// Asks `reload` for a new policy at every round boundary of [`Syncer::run`].
     pub fn with_policy_reload(mut self, reload: PolicyReload) -> Self {
         self.policy_reload = Some(reload);
+        self
+    }
+
+    /// Takes up each policy published on `updates`, at the round boundary after it (the
+    /// syncs of the ranges a process holds share one reload this way).
+    pub fn with_policy_updates(mut self, updates: tokio::sync::watch::Receiver<Policy>) -> Self {
+        self.policy_updates = Some(updates);
         self
     }
 
@@ -465,6 +475,12 @@ impl Syncer {
             if let Some(reload) = &mut self.policy_reload
                 && let Some(policy) = reload.check().await
             {
+                self.replace_policy(policy);
+            }
+            if let Some(updates) = &mut self.policy_updates
+                && updates.has_changed().unwrap_or(false)
+            {
+                let policy = updates.borrow_and_update().clone();
                 self.replace_policy(policy);
             }
             match self.round(stop).await {

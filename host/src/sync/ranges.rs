@@ -109,6 +109,12 @@ pub(crate) async fn leases_of(
     keyspace: &str,
     table: &str,
 ) -> Result<TableLeases, CassandraError> {
+    let statement = lease_scan(cql, keyspace).await?;
+    read_leases(cql, statement, keyspace, table).await
+}
+
+/// The statement that reads the whole lease table.
+async fn lease_scan(cql: &Cql, keyspace: &str) -> Result<PreparedStatement, CassandraError> {
     let action = format!("to read {keyspace}.{LEASE_TABLE}");
     let mut statement = cql
         .prepare(
@@ -118,6 +124,17 @@ pub(crate) async fn leases_of(
         )
         .await?;
     statement.set_page_size(1000);
+    Ok(statement)
+}
+
+/// The rows of `table` that `statement` ([`lease_scan`]) reads.
+async fn read_leases(
+    cql: &Cql,
+    statement: PreparedStatement,
+    keyspace: &str,
+    table: &str,
+) -> Result<TableLeases, CassandraError> {
+    let action = format!("to read {keyspace}.{LEASE_TABLE}");
     type Row = (
         String,
         Option<Uuid>,
@@ -158,7 +175,10 @@ pub(crate) async fn leases_of(
 /// (the row lapses after the lease's TTL unless renewed).
 pub struct Member {
     cql: Cql,
+    keyspace: String,
+    table: String,
     name: String,
+    scan: PreparedStatement,
     me: Holder,
     insert: PreparedStatement,
     delete: PreparedStatement,
@@ -197,7 +217,10 @@ impl Member {
             .await?;
         let mut member = Self {
             cql: cql.clone(),
+            keyspace: keyspace.clone(),
+            table: table.clone(),
             name: member_name(table, me.owner),
+            scan: lease_scan(cql, keyspace).await?,
             me,
             insert,
             delete,
@@ -227,6 +250,11 @@ impl Member {
         if let Err(e) = self.cql.execute(&self.delete, (&self.name,), &action).await {
             tracing::warn!("{e}");
         }
+    }
+
+    /// Who holds what of the table now (see [`table_leases`]).
+    pub async fn table_leases(&self) -> Result<TableLeases, CassandraError> {
+        read_leases(&self.cql, self.scan.clone(), &self.keyspace, &self.table).await
     }
 
     /// This process, as the lease table names it.

@@ -247,7 +247,7 @@ impl Round<'_, '_> {
         let since = self.checkpoint.cassandra.recent_since;
         let pages = ctx
             .cassandra
-            .read_recent(since, until)
+            .read_recent(since, until, self.range)
             .chunks(page_size * STAMP_PAGES)
             .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>());
         let mut building = false;
