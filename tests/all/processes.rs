@@ -407,6 +407,7 @@ async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_de
 
     // The first dies: the second takes up its ranges (a dead process of this host gives them
     // up at once), and goes on syncing every range.
+    let killed_at = chrono::Utc::now();
     first.signal(SIGKILL);
     second
         .wait_for_line("from a process of this host that no longer runs")
@@ -421,4 +422,54 @@ async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_de
     assert_eq!(stdout.matches(&pid).count(), 4, "{stdout}");
     second.signal(SIGTERM);
     assert!(second.wait_exit().await.success());
+    // From the processes' logs: no range was synced by both at once.
+    let killed_at = killed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut spans = range_spans(&first.output(), Some(&killed_at));
+    spans.extend(range_spans(&second.output(), None));
+    no_range_held_twice(spans);
+}
+
+/// When a process claimed and released each range, from its log: (range, from, to), times as
+/// the log writes them (RFC 3339, UTC, microseconds: they sort as text). A range still held
+/// when the log ends is held until `end` (the process was killed then), else for ever.
+fn range_spans(output: &[String], end: Option<&str>) -> Vec<(String, String, String)> {
+    let mut spans: Vec<(String, String, String)> = Vec::new();
+    let mut open: HashMap<String, String> = HashMap::new();
+    for line in output {
+        // `TIME LEVEL TARGET: MESSAGE` (see `render`).
+        let Some((at, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((_, message)) = rest.split_once(": ") else {
+            continue;
+        };
+        let at = at.to_string();
+        if let Some(rest) = message.strip_prefix("syncing range ") {
+            let range = rest.split(" of ").take(2).collect::<Vec<_>>().join(" of ");
+            open.insert(range, at);
+        } else if let Some(range) = message.strip_prefix("released range ")
+            && let Some(from) = open.remove(range)
+        {
+            spans.push((range.to_string(), from, at));
+        }
+    }
+    let end = end.unwrap_or("9999").to_string();
+    spans.extend(
+        open.into_iter()
+            .map(|(range, from)| (range, from, end.clone())),
+    );
+    spans
+}
+
+/// Asserts that no two spans of one range overlap.
+fn no_range_held_twice(mut spans: Vec<(String, String, String)>) {
+    assert!(!spans.is_empty(), "no range was synced");
+    spans.sort();
+    for pair in spans.windows(2) {
+        let ((a, _, a_to), (b, b_from, _)) = (&pair[0], &pair[1]);
+        assert!(
+            a != b || a_to <= b_from,
+            "range {a} held by two processes at once: {pair:?}"
+        );
+    }
 }
