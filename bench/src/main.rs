@@ -15,6 +15,8 @@
 //! 8. **policy share**: the CPU essync spends in its policy over its CPU, during the backfill.
 //! 9. **hostile reconciliation**: N documents in 100 indices reconciled, then the same with one
 //!    more index of `max_result_window: 10` in the selection.
+//! 10. **shared backfill**: N + N documents of their own backfilled by 1, 2 and 3 processes
+//!     started together with `--ranges` 1, 2 and 3, and how evenly they split the writes.
 //!
 //! Beside steps 1 and 2, the CPU time of essync and of both servers per document, the requests
 //! essync sent per document copied, and the size of its ledger on disk per row.
@@ -32,6 +34,7 @@ mod limit;
 mod process;
 mod report;
 mod servers;
+mod shared;
 mod stores;
 
 use std::path::PathBuf;
@@ -178,9 +181,11 @@ async fn cleanup(es: &Es, cql: &Cql, names: &Names) {
     let cleaned = async {
         let mut indices: Vec<String> = ["grid", "n", "4n"].map(|i| names.index(i)).into();
         indices.extend(hostile::indices(names));
+        indices.extend(shared::indices(names));
         es.delete_indices(&indices.join(",")).await?;
         let mut tables: Vec<String> = ["grid", "n", "x4"].map(|t| names.table(t)).into();
         tables.extend(hostile::tables(names));
+        tables.extend(shared::tables(names));
         for table in tables {
             cql.drop_table(&table).await?;
             // essync's ledger of the table (a table per sync).
@@ -451,6 +456,19 @@ async fn steps(
         hostile.hostile.clone(),
     );
 
+    // 10. Several processes sharing a table.
+    let shared = shared::measure(
+        n,
+        SEED * 10 + 11,
+        essync,
+        es,
+        cql,
+        servers,
+        limit.best,
+        names,
+    )
+    .await?;
+
     let measured = Measured {
         n,
         limit,
@@ -464,6 +482,7 @@ async fn steps(
         backfill_4n,
         lag,
         hostile,
+        shared,
     };
     let figures = measured.figures();
     let load_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -526,6 +545,7 @@ struct Measured {
     backfill_4n: Run,
     lag: Option<(Lag, Vec<Round>)>,
     hostile: Hostile,
+    shared: Vec<shared::SharedRun>,
 }
 
 impl Measured {
@@ -567,6 +587,11 @@ impl Measured {
             es_requests_per_doc: backfill.requests.map(|r| r[0] as f64 / self.copied()),
             ledger_bytes_per_doc: self.ledger.as_ref().and_then(LedgerSize::bytes_per_row),
             hostile_reconcile_ratio: self.hostile.ratio(),
+            shared: self
+                .shared
+                .iter()
+                .map(|run| (run.processes, run.backfill_s, run.unevenness()))
+                .collect(),
         }
     }
 }
@@ -579,6 +604,7 @@ fn summary(f: &Figures, m: &Measured) -> String {
     cost_rows(&mut t, f, m);
     round_rows(&mut t, f, m);
     late_rows(&mut t, f, m);
+    shared_rows(&mut t, m);
     t.render()
 }
 
@@ -842,6 +868,35 @@ fn late_rows(t: &mut Table, f: &Figures, m: &Measured) {
         ),
         "at most 1.3".into(),
     ]);
+}
+
+/// Step 10: the shared backfills, one row each.
+fn shared_rows(t: &mut Table, m: &Measured) {
+    for (at, run) in m.shared.iter().enumerate() {
+        let each: Vec<String> = run
+            .written
+            .iter()
+            .zip(&run.cpu_s)
+            .map(|(written, cpu)| format!("{} ({cpu:.1} s CPU)", thousands(*written as f64)))
+            .collect();
+        t.row(&[
+            if at == 0 {
+                "10 shared".into()
+            } else {
+                String::new()
+            },
+            format!("`shared_backfill_s_{}`", run.processes),
+            seconds(run.backfill_s),
+            format!(
+                "{} process(es), --ranges {}: {} documents/s; written by each: {}",
+                run.processes,
+                run.processes,
+                thousands((2 * m.n) as f64 / run.backfill_s),
+                each.join(", ")
+            ),
+            String::new(),
+        ]);
+    }
 }
 
 /// What the servers spent while the benchmark did nothing: the CPU figures of the servers count

@@ -306,8 +306,20 @@ impl Essync {
 
     /// `essync KEYSPACE:TABLE PERIOD` on `indices`, running until [`Running::stop`].
     pub async fn start(&self, table: &str, indices: &str, period: u32) -> anyhow::Result<Running> {
+        self.start_with(table, indices, period, &[]).await
+    }
+
+    /// [`Essync::start`] with more options.
+    pub async fn start_with(
+        &self,
+        table: &str,
+        indices: &str,
+        period: u32,
+        options: &[&str],
+    ) -> anyhow::Result<Running> {
         let mut child = self
             .command(table, indices, &period.to_string())
+            .args(options)
             .spawn()
             .with_context(|| format!("cannot start {}", self.path.display()))?;
         let log = Arc::new(Mutex::new(Log::default()));
@@ -346,6 +358,19 @@ impl Running {
 
     fn last_words(&self) -> String {
         self.log.lock().map(|l| l.last_words()).unwrap_or_default()
+    }
+
+    /// How many lines logged so far hold `needle`.
+    pub fn lines_with(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .map(|l| l.lines.iter().filter(|line| line.contains(needle)).count())
+            .unwrap_or_default()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Every round summary logged so far.

@@ -58,6 +58,9 @@ pub struct Figures {
     /// Step 9: the reconciliation with a small-window index in the selection over the one
     /// without.
     pub hostile_reconcile_ratio: f64,
+    /// Step 10: for 1, 2 and 3 processes sharing a table, the backfill's time and the most
+    /// writes one process made over an even share.
+    pub shared: Vec<(u32, f64, f64)>,
 }
 
 fn round(value: f64, decimals: i32) -> Value {
@@ -73,7 +76,7 @@ impl Figures {
     /// The JSON object: these keys, in this order, nothing else (`null` for what was not
     /// measured).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut figures = json!({
             "n": self.n,
             "raw_limit_s": round(self.raw_limit_s, 4),
             "backfill_s": round(self.backfill_s, 4),
@@ -97,7 +100,12 @@ impl Figures {
             "es_requests_per_doc": optional(self.es_requests_per_doc, 4),
             "ledger_bytes_per_doc": optional(self.ledger_bytes_per_doc, 1),
             "hostile_reconcile_ratio": round(self.hostile_reconcile_ratio, 4),
-        })
+        });
+        for (processes, backfill_s, unevenness) in &self.shared {
+            figures[format!("shared_backfill_s_{processes}")] = round(*backfill_s, 4);
+            figures[format!("shared_unevenness_{processes}")] = round(*unevenness, 4);
+        }
+        figures
     }
 
     /// Writes [`Figures::to_json`] to `path`, creating its folder.
