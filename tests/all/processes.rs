@@ -365,20 +365,25 @@ fn new_docs(s: &Scenario, count: usize, by: &str) -> Vec<(Uuid, crate::support::
         .collect()
 }
 
-/// Two processes started with the same `--ranges` share the table: the second joins, the first
-/// gives up half of its ranges, and writes on both sides while they rebalance are all synced.
-/// A process started with another range count waits, and one killed has its ranges taken up.
+/// Two, then three processes started with the same `--ranges` share the table: each joins, the
+/// others give up what they hold beyond their share, and the writes on both sides while they
+/// rebalance are all synced. One killed in the middle of the sync has its ranges taken up at
+/// once by the others; a process started with another range count waits; and, from their logs,
+/// no range was ever synced by two of them at once.
 #[tokio::test]
 async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_dead_ones() {
     let s = Scenario::new("ranges").await;
     s.create_table().await;
-    s.es_bulk(&new_docs(&s, 150, "es before")).await;
-    s.cql_bulk(&new_docs(&s, 150, "cassandra before")).await;
+    s.es_bulk(&new_docs(&s, 600, "es before")).await;
+    s.cql_bulk(&new_docs(&s, 600, "cassandra before")).await;
+    let mut total = 1200;
 
-    let first = s.essync(&["-s", "--ranges", "4"]);
-    first.wait_for_line("syncing range 4 of 4").await;
-    let second = s.essync(&["-s", "--ranges", "4"]);
-    let mut total = 300;
+    let start = || s.essync(&["-s", "--ranges", "4"]);
+    let first = start();
+    first.wait_for_line("syncing range").await;
+    let second = start();
+    second.wait_for_line("syncing range").await;
+    let third = start();
     for round in 0..4 {
         s.es_bulk(&new_docs(&s, 25, &format!("es {round}"))).await;
         s.cql_bulk(&new_docs(&s, 25, &format!("cassandra {round}")))
@@ -386,15 +391,26 @@ async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_de
         total += 50;
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
-    second.wait_for_line("syncing range").await;
+    third.wait_for_line("syncing range").await;
+
+    // The first dies: the others take its ranges up at once (a dead process of this host
+    // holds nothing), and go on syncing every range.
+    let killed_at = chrono::Utc::now();
+    first.signal(SIGKILL);
+    let taken_up = "from a process of this host that no longer runs";
+    s.wait_until("the others take the dead one's ranges up", |_, _| {
+        [&second, &third]
+            .iter()
+            .any(|p| p.output().iter().any(|line| line.contains(taken_up)))
+    })
+    .await;
     s.wait_equal(total).await;
-    // Each holds two ranges: the status lists four, under two processes.
     let stdout = status(&s);
     assert!(stdout.contains("4 ranges"), "{stdout}");
-    for process in [&first, &second] {
-        let pid = format!("pid {}", process.pid());
-        assert_eq!(stdout.matches(&pid).count(), 2, "{pid}: {stdout}");
-    }
+    let held = |p: &Essync| stdout.matches(&format!("pid {}", p.pid())).count();
+    assert_eq!(held(&first), 0, "{stdout}");
+    assert_eq!(held(&second) + held(&third), 4, "{stdout}");
+    assert!(held(&second) >= 1 && held(&third) >= 1, "{stdout}");
 
     // A process of another range count syncs nothing while these run.
     let other = s.essync(&["--ranges", "2"]);
@@ -405,27 +421,18 @@ async fn processes_started_with_the_same_ranges_share_the_table_and_take_up_a_de
     assert!(other.wait_exit().await.success());
     assert!(other.rounds().is_empty(), "{}", other.output().join("\n"));
 
-    // The first dies: the second takes up its ranges (a dead process of this host gives them
-    // up at once), and goes on syncing every range.
-    let killed_at = chrono::Utc::now();
-    first.signal(SIGKILL);
-    second
-        .wait_for_line("from a process of this host that no longer runs")
-        .await;
-    let later_es = new_docs(&s, 40, "es after");
-    let later_cassandra = new_docs(&s, 40, "cassandra after");
-    s.es_bulk(&later_es).await;
-    s.cql_bulk(&later_cassandra).await;
+    s.es_bulk(&new_docs(&s, 40, "es after")).await;
+    s.cql_bulk(&new_docs(&s, 40, "cassandra after")).await;
     s.wait_equal(total + 80).await;
-    let stdout = status(&s);
-    let pid = format!("pid {}", second.pid());
-    assert_eq!(stdout.matches(&pid).count(), 4, "{stdout}");
-    second.signal(SIGTERM);
-    assert!(second.wait_exit().await.success());
-    // From the processes' logs: no range was synced by both at once.
+    for process in [&second, &third] {
+        process.signal(SIGTERM);
+        assert!(process.wait_exit().await.success());
+    }
+    // From the processes' logs: no range was synced by two at once.
     let killed_at = killed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut spans = range_spans(&first.output(), Some(&killed_at));
     spans.extend(range_spans(&second.output(), None));
+    spans.extend(range_spans(&third.output(), None));
     no_range_held_twice(spans);
 }
 
@@ -447,7 +454,7 @@ fn range_spans(output: &[String], end: Option<&str>) -> Vec<(String, String, Str
         if let Some(rest) = message.strip_prefix("syncing range ") {
             let range = rest.split(" of ").take(2).collect::<Vec<_>>().join(" of ");
             open.insert(range, at);
-        } else if let Some(range) = message.strip_prefix("released range ")
+        } else if let Some(range) = message.strip_prefix("releasing range ")
             && let Some(from) = open.remove(range)
         {
             spans.push((range.to_string(), from, at));

@@ -155,17 +155,42 @@ async fn look(
     *waiting_for = None;
     // A process of this host that no longer runs shares nothing, and holds nothing.
     let alive = |holder: &Holder| !holder.gone_from_this_host();
-    let members = leases.members.iter().filter(|m| alive(m)).count().max(1) as u32;
-    let share = count.div_ceil(members) as usize;
-    if running.len() > share {
-        // Another process joined: the ranges last in order are given up (each ends its page,
-        // saves its checkpoint and releases its lease), and the newcomer takes them.
-        for stop in running.stops.values().rev().take(running.len() - share) {
-            stop.trigger();
-        }
+    let members: Vec<&Holder> = leases.members.iter().filter(|m| alive(m)).collect();
+    let (least, most) = fair_share(count, members.len());
+    // Ranges already told to stop are on their way out: they count for nobody.
+    let active = running.stops.values().filter(|stop| !stop.is_set()).count();
+    let holds = |member: &Holder| {
+        let same = |holder: &Holder| holder.host == member.host && holder.pid == member.pid;
+        leases
+            .ranges
+            .iter()
+            .filter(|(_, holder)| same(holder))
+            .count()
+    };
+    let me = member.me();
+    let is_me = |holder: &Holder| holder.host == me.host && holder.pid == me.pid;
+    // Another process holds less than the least any should (it has just joined).
+    let starving = members
+        .iter()
+        .any(|member| !is_me(member) && holds(member) < least);
+    // Another process joined: what this one holds beyond the most any should hold is given up
+    // (each range ends its page, saves its checkpoint and releases its lease), and one more
+    // while another holds less than the least any should: the newcomer takes them up.
+    let give_up = if active > most {
+        active - most
+    } else if active > least && starving {
+        1
+    } else {
+        0
+    };
+    if give_up > 0 {
+        let stops = running.stops.values().rev().filter(|stop| !stop.is_set());
+        stops.take(give_up).for_each(Stop::trigger);
         return Ok(false);
     }
-    if running.len() == share || (shared.once && !running.is_empty()) {
+    // While another starves, this one takes no more than the least, leaving it the rest.
+    let share = if starving { least } else { most };
+    if running.len() >= share || (shared.once && !running.is_empty()) {
         return Ok(false);
     }
     let taken: Vec<u32> = leases
@@ -208,6 +233,13 @@ async fn look(
         }
     }
     Ok(claimed)
+}
+
+/// The least and the most ranges of `count` each of `members` processes should hold: an even
+/// split, the remainder spread one each.
+fn fair_share(count: u32, members: usize) -> (usize, usize) {
+    let (count, members) = (count as usize, members.max(1));
+    (count / members, count.div_ceil(members))
 }
 
 /// Starts syncing the range of `lease`, beside the others.
@@ -254,12 +286,8 @@ async fn sync_range(shared: Arc<Shared>, lease: Lease, stop: Stop) -> Result<(),
     if let Some(metrics) = &shared.metrics {
         syncer = syncer.with_metrics(metrics.clone());
     }
-    let ended = syncer.run(shared.period, shared.once, &stop).await;
-    if ended.is_ok() {
-        // Its lease is given up (see `Syncer::run`): another process may take it now.
-        tracing::info!("released {range}");
-    }
-    ended
+    // Its lease is given up at the end (see `Syncer::run`), unless it was lost.
+    syncer.run(shared.period, shared.once, &stop).await
 }
 
 /// What the end of a range's sync means for the process: one that lost its lease is only said
@@ -273,5 +301,20 @@ fn finished(ended: RangeEnd) -> anyhow::Result<()> {
         }
         Some(Err(e)) => Err(e.into()),
         None => Err(anyhow::anyhow!("the sync of a range ended abnormally")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fair_share_spreads_the_remainder() {
+        assert_eq!(fair_share(4, 1), (4, 4));
+        assert_eq!(fair_share(4, 2), (2, 2));
+        assert_eq!(fair_share(4, 3), (1, 2));
+        assert_eq!(fair_share(2, 3), (0, 1));
+        // No member row read yet (the process's own is written first): as if alone.
+        assert_eq!(fair_share(4, 0), (4, 4));
     }
 }

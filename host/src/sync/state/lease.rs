@@ -416,6 +416,10 @@ impl Lease {
         if self.confirmed.take().is_none() {
             return;
         }
+        if !self.range.is_whole() {
+            // Said before the lease goes: another process may take the range up at once.
+            tracing::info!("releasing {}", self.range);
+        }
         let action = format!("to release the lease of {}", self.sync);
         let values = (&self.sync, self.me.owner);
         if let Err(e) = self.cql.execute(&self.release, values, &action).await {
