@@ -545,6 +545,45 @@ async fn fenced_deletes_spare_newer_writes_and_old_deletes_do_not_hide_new_rows(
     );
 }
 
+/// A creation is not read back: a row an application wrote after essync read the id absent
+/// carries a later write time than the creation's fence (the time of that read), so it stays,
+/// and the creation says it was inserted at its fence, ordered before the application's row.
+#[tokio::test]
+async fn a_creation_raced_by_an_application_leaves_the_applications_row() {
+    let store = support::cassandra_store("c_create_race").await;
+    let session = support::cql_session().await;
+    let id = Uuid::new_v4();
+    let read_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    insert_row(
+        &session,
+        store.table(),
+        id,
+        Some("i"),
+        Some(5),
+        Some(r#"{"app":1}"#),
+    )
+    .await;
+    let create = CassandraWrite {
+        document: Document::with_id(id, "i", "t", json!({"essync": 1})).at(at(3)),
+        expected: CassandraExpected::Absent,
+        read_at,
+    };
+    let applied = store.write_batch(&[create]).await.expect("write");
+    assert_eq!(applied[0].outcome, WriteOutcome::Inserted);
+    let fence = applied[0].version.as_ref().and_then(|v| v.written_at);
+    assert_eq!(fence, Some(read_at.timestamp_micros()));
+    let found = store.get_by_ids(&[id]).await.expect("read");
+    let Some(Read::Document(stored)) = found.get(&id) else {
+        panic!("row missing");
+    };
+    assert_eq!(stored.document.content, json!({"app": 1}));
+    assert!(
+        stored.version.written_at > fence,
+        "the application's row is the later write: {stored:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_rows_are_reported_with_their_reason_and_the_rest_flows() {
     let store = support::cassandra_store("c_bad").await;

@@ -810,6 +810,58 @@ async fn an_application_write_made_while_essync_decides_is_never_undone() {
     stays(&s, 2, "after writes made while essync decided").await;
 }
 
+// An application creates in Cassandra an id that essync is copying there from Elasticsearch
+// (here, while the policy holds essync between its read, which found no row, and its write),
+// with an older timestamp. essync's creation is fenced at the time it read the id absent, so
+// the application's row, written after that, stays; it is a later change, and both sides end
+// with it. A creation is not read back (cheaper, and the outcome is the same).
+#[tokio::test]
+async fn an_application_creating_the_row_essync_is_copying_keeps_its_row_on_both_sides() {
+    let s = Scenario::new("t24create").await;
+    s.once(&HOLDING);
+    let index = s.index("hold");
+    let id = Uuid::new_v4();
+    let at = now_ms() - HOUR;
+    s.es_write(id, &doc(&index, "t", at, json!({"from": "elasticsearch"})))
+        .await;
+    let mut args = HOLDING.to_vec();
+    args.push("-v");
+    let essync = s.essync(&args);
+    let start = std::time::Instant::now();
+    while !policy_holds(&essync, &id) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "essync never examined the document:\n{}",
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // essync has read the id absent in Cassandra and not written it yet.
+    s.cql_write(
+        id,
+        &doc(&index, "t", at - HOUR, json!({"from": "application"})),
+    )
+    .await;
+    let wanted = json!({"from": "application"});
+    let start = std::time::Instant::now();
+    loop {
+        let (e, c) = (s.elasticsearch().await, s.cassandra().await);
+        if holds(&e, &c, &id, &wanted) && e.len() == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the application's row did not settle on both sides: {:?}\n\
+             Elasticsearch {e:?}\nCassandra {c:?}\nessync's log:\n{}",
+            differences(&e, &c),
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    drop(essync);
+    stays(&s, 2, "after a creation raced by an application").await;
+}
+
 // The round after essync wrote to an index does not read its own writes back, unless someone
 // else wrote there too: an application's document that lands in the same index while essync
 // writes there (here, while the policy holds essync between its read and its write) is read

@@ -6,12 +6,17 @@
 //!   was read. Cassandra keeps, cell by cell, the value with the greatest write time: any write
 //!   made after the read (by an application, a person, anyone whose clock is not behind the
 //!   row's last writer) carries a later time and wins, in whatever order the two arrive. A
-//!   delete is fenced the same way. Then the rows written are read back (their write times
-//!   only, many per request): a row some other writer wrote between essync's read and its
-//!   write (a write time after the fence but before essync sent its own) is reported as
-//!   [`WriteOutcome::ChangedUnderneath`], as a transaction would have; a write made after
-//!   essync's is a later change, for the next round. Plain writes go at the pace of the
-//!   cluster, and mix safely with the plain writes applications make.
+//!   delete is fenced the same way. Then the rows written over a row read, and the rows
+//!   deleted, are read back (their write times only, many per request): a row some other
+//!   writer wrote between essync's read and its write (a write time after the fence but before
+//!   essync sent its own) is reported as [`WriteOutcome::ChangedUnderneath`], as a transaction
+//!   would have; a write made after essync's is a later change, for the next round. A row
+//!   created where none was read is not read back: its fence is the time it was read absent,
+//!   so a row another writer wrote since carries a later time and wins, and the creation is
+//!   ordered before that write, as if it had landed first; the other writer's row is then a
+//!   later change like any other (a backfill is made of creations, and their read-backs were a
+//!   tenth of the rows it read and wrote in Cassandra). Plain writes go at the pace of the cluster, and mix
+//!   safely with the plain writes applications make.
 //! - **Lightweight transactions** (`lwt`): `INSERT ... IF NOT EXISTS`, `UPDATE ... IF index_ = ?
 //!   AND type = ? AND timestamp = ? AND content = ?`, `DELETE ... IF ...`: a Paxos round per row
 //!   (about six times slower), which says at once whether it applied
@@ -205,18 +210,25 @@ pub(crate) async fn write_batch(
             .collect();
         return run_all(pending, concurrency).await;
     }
-    let ids: Vec<Uuid> = writes.iter().map(|w| w.document.id).collect();
+    // A creation is not read back (see the module documentation).
+    let checked: Vec<(usize, Uuid)> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| matches!(w.expected, CassandraExpected::Row(_)))
+        .map(|(at, w)| (at, w.document.id))
+        .collect();
     let sent = fenced::write(cql, statements, concurrency, writes);
-    verified(session, statements, concurrency, &ids, sent).await
+    verified(session, statements, concurrency, &checked, sent).await
 }
 
-/// The outcomes of fenced writes or deletes of the rows `ids` (`sent`, not yet started), each
-/// checked against the write times read back just after (see [`verify`]).
+/// The outcomes of fenced writes or deletes (`sent`, not yet started), those of the rows
+/// `checked` (each the position of its outcome, and its id) checked against the write times
+/// read back just after (see [`verify`]).
 async fn verified(
     session: &Session,
     statements: &WriteStatements,
     concurrency: usize,
-    ids: &[Uuid],
+    checked: &[(usize, Uuid)],
     sent: impl std::future::Future<Output = Result<Vec<Applied<CassandraVersion>>, CassandraError>>,
 ) -> Result<Vec<Applied<CassandraVersion>>, CassandraError> {
     let sent_at = Utc::now().timestamp_micros();
@@ -225,7 +237,7 @@ async fn verified(
         session,
         statements,
         concurrency,
-        ids,
+        checked,
         sent_at,
         &mut outcomes,
     )
@@ -233,17 +245,19 @@ async fn verified(
     Ok(outcomes)
 }
 
-/// Reads back the write times of rows just written (or deleted) with fenced writes: a row
-/// another writer wrote before essync sent its write (between essync's read and its write)
-/// makes that write [`WriteOutcome::ChangedUnderneath`].
+/// Reads back the write times of rows just written (or deleted) with fenced writes, those of
+/// `checked` (the position of each outcome, and its id): a row another writer wrote before
+/// essync sent its write (between essync's read and its write) makes that write
+/// [`WriteOutcome::ChangedUnderneath`].
 async fn verify(
     session: &Session,
     statements: &WriteStatements,
     concurrency: usize,
-    ids: &[Uuid],
+    checked: &[(usize, Uuid)],
     sent_at: i64,
     outcomes: &mut [Applied<CassandraVersion>],
 ) -> Result<(), CassandraError> {
+    let ids: Vec<Uuid> = checked.iter().map(|(_, id)| *id).collect();
     let pending: Vec<_> = ids
         .chunks(super::IDS_PER_READ)
         .map(|chunk| async move {
@@ -273,7 +287,10 @@ async fn verify(
     for result in results {
         written_at.extend(result?);
     }
-    for (id, applied) in ids.iter().zip(outcomes.iter_mut()) {
+    for (at, id) in checked {
+        let Some(applied) = outcomes.get_mut(*at) else {
+            continue;
+        };
         if !applied.outcome.is_written() {
             continue;
         }
@@ -309,9 +326,9 @@ pub(crate) async fn delete_batch(
             .collect();
         return run_all(pending, concurrency).await;
     }
-    let ids: Vec<Uuid> = deletes.iter().map(|d| d.id).collect();
+    let checked: Vec<(usize, Uuid)> = deletes.iter().map(|d| d.id).enumerate().collect();
     let sent = fenced::delete(cql, statements, concurrency, deletes);
-    verified(session, statements, concurrency, &ids, sent).await
+    verified(session, statements, concurrency, &checked, sent).await
 }
 
 /// The time to live a row had left (0: none), which essync's rewrite keeps.
