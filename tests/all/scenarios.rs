@@ -111,13 +111,19 @@ async fn disjoint_new_documents_on_both_sides_end_as_the_union() {
 
 /// Writes one document, lets it sync, then changes it on both sides with the given
 /// timestamps (offsets from now) and returns its id and the two versions.
-async fn conflict(s: &Scenario, es_offset: i64, cassandra_offset: i64) -> (Uuid, Doc, Doc) {
-    conflict_among(s, 1, es_offset, cassandra_offset).await
+async fn conflict(
+    s: &Scenario,
+    essync: &Essync,
+    es_offset: i64,
+    cassandra_offset: i64,
+) -> (Uuid, Doc, Doc) {
+    conflict_among(s, essync, 1, es_offset, cassandra_offset).await
 }
 
 /// [`conflict`] on a table that holds `count - 1` documents already.
 async fn conflict_among(
     s: &Scenario,
+    essync: &Essync,
     count: usize,
     es_offset: i64,
     cassandra_offset: i64,
@@ -142,10 +148,17 @@ async fn conflict_among(
         base + cassandra_offset,
         json!({"v": "cassandra"}),
     );
-    tokio::join!(
-        s.es_write(id, &es_version),
-        s.cql_write(id, &cassandra_version)
-    );
+    // Both changes at once, as far as essync can tell: a round that saw one side's change and
+    // copied it before the other side's write landed would make that write a later change
+    // (a change on one side only wins, whatever the timestamps), not a conflict.
+    essync
+        .paused(async {
+            tokio::join!(
+                s.es_write(id, &es_version),
+                s.cql_write(id, &cassandra_version)
+            )
+        })
+        .await;
     (id, es_version, cassandra_version)
 }
 
@@ -155,7 +168,7 @@ async fn same_id_changed_on_both_sides_the_newer_elasticsearch_version_wins() {
     let s = Scenario::new("s05").await;
     let essync = s.essync(&[]);
     essync.wait_rounds(0, 1).await;
-    let (id, es_version, _) = conflict(&s, 2_000, 1_000).await;
+    let (id, es_version, _) = conflict(&s, &essync, 2_000, 1_000).await;
     let (elasticsearch, cassandra) = s
         .wait_until("the Elasticsearch version on both sides", |e, c| {
             e.get(&id) == Some(&es_version) && c.get(&id) == Some(&es_version)
@@ -170,7 +183,7 @@ async fn same_id_changed_on_both_sides_the_newer_cassandra_version_wins() {
     let s = Scenario::new("s06").await;
     let essync = s.essync(&[]);
     essync.wait_rounds(0, 1).await;
-    let (id, _, cassandra_version) = conflict(&s, 1_000, 2_000).await;
+    let (id, _, cassandra_version) = conflict(&s, &essync, 1_000, 2_000).await;
     s.wait_until("the Cassandra version on both sides", |e, c| {
         e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version)
     })
@@ -223,7 +236,7 @@ async fn a_conflict_does_not_hold_back_unrelated_documents() {
     let s = Scenario::new("s08").await;
     let essync = s.essync(&[]);
     essync.wait_rounds(0, 1).await;
-    let (id, es_version, _) = conflict(&s, 3_000, 1_000).await;
+    let (id, es_version, _) = conflict(&s, &essync, 3_000, 1_000).await;
     let others = ids(10);
     for (n, other) in others.iter().enumerate() {
         let target = doc(&s.index("other"), "t", now_ms(), json!({"n": n}));
@@ -639,7 +652,7 @@ async fn a_custom_policy_changes_conflict_outcomes_and_its_filter_keeps_document
     let s = Scenario::new("s16").await;
     let essync = s.essync(&["-v", "--policy", policies::PREFER_CASSANDRA]);
     essync.wait_rounds(0, 1).await;
-    let (id, _, cassandra_version) = conflict(&s, 5_000, 1_000).await;
+    let (id, _, cassandra_version) = conflict(&s, &essync, 5_000, 1_000).await;
     s.wait_until("the older Cassandra version on both sides", |e, c| {
         e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version)
     })
@@ -752,7 +765,7 @@ async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refu
     let essync = s.essync(&["--policy", file.to_str().expect("utf-8")]);
     essync.wait_rounds(0, 1).await;
     // prefer-cassandra: the older Cassandra version wins.
-    let (first, _, cassandra_version) = conflict_among(&s, 1, 5_000, 1_000).await;
+    let (first, _, cassandra_version) = conflict_among(&s, &essync, 1, 5_000, 1_000).await;
     s.wait_until(
         "prefer-cassandra: the older Cassandra version on both sides",
         |e, c| {
@@ -765,7 +778,7 @@ async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refu
     replace_policy_file(&file, policies::LAST_WRITE_WINS);
     essync.signal(SIGHUP);
     essync.wait_for_line("policy reloaded").await;
-    let (second, es_version, _) = conflict_among(&s, 2, 5_000, 1_000).await;
+    let (second, es_version, _) = conflict_among(&s, &essync, 2, 5_000, 1_000).await;
     s.wait_until(
         "last-write-wins: the newer Elasticsearch version on both sides",
         |e, c| e.get(&second) == Some(&es_version) && c.get(&second) == Some(&es_version),
@@ -777,7 +790,7 @@ async fn sighup_swaps_the_policy_between_rounds_and_a_broken_replacement_is_refu
     essync.signal(SIGHUP);
     let refusal = essync.wait_for_line("the new policy is refused").await;
     assert!(refusal.contains("neither WebAssembly"), "{refusal}");
-    let (third, es_version, _) = conflict_among(&s, 3, 5_000, 1_000).await;
+    let (third, es_version, _) = conflict_among(&s, &essync, 3, 5_000, 1_000).await;
     s.wait_until(
         "still last-write-wins: the newer Elasticsearch version",
         |e, c| e.get(&third) == Some(&es_version) && c.get(&third) == Some(&es_version),
@@ -794,7 +807,7 @@ async fn with_policy_reload_a_replaced_policy_file_is_used_from_the_next_round()
     essync.wait_rounds(0, 1).await;
     replace_policy_file(&file, policies::PREFER_CASSANDRA);
     essync.wait_for_line("policy reloaded").await;
-    let (id, _, cassandra_version) = conflict_among(&s, 1, 5_000, 1_000).await;
+    let (id, _, cassandra_version) = conflict_among(&s, &essync, 1, 5_000, 1_000).await;
     s.wait_until(
         "prefer-cassandra: the older Cassandra version on both sides",
         |e, c| e.get(&id) == Some(&cassandra_version) && c.get(&id) == Some(&cassandra_version),

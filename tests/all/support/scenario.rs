@@ -519,14 +519,23 @@ impl Scenario {
                 return (elasticsearch, cassandra);
             }
             if start.elapsed() > deadline {
-                let diff = differences(&elasticsearch, &cassandra);
+                let mut shown = differences(&elasticsearch, &cassandra);
+                shown.truncate(10);
+                if shown.is_empty() {
+                    // Both sides agree, on something else than expected: show what they hold.
+                    shown = elasticsearch
+                        .iter()
+                        .take(5)
+                        .map(|(id, doc)| format!("{id}: {doc:?} on both sides"))
+                        .collect();
+                }
                 panic!(
                     "{what}: not reached within {}s; {} in Elasticsearch, {} in Cassandra; \
                      first differences:\n{}",
                     deadline.as_secs(),
                     elasticsearch.len(),
                     cassandra.len(),
-                    diff.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+                    shown.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -714,6 +723,17 @@ impl Essync {
     pub fn signal(&self, signal: i32) {
         let pid = self.child.lock().map(|c| c.id()).expect("child");
         send_signal(pid, signal);
+    }
+
+    /// Runs `writes` with the process stopped (SIGSTOP, then SIGCONT), so that no round reads
+    /// or writes between them: the writes happen at once, as far as essync can tell.
+    pub async fn paused<T>(&self, writes: impl Future<Output = T>) -> T {
+        const SIGSTOP: i32 = 19;
+        const SIGCONT: i32 = 18;
+        self.signal(SIGSTOP);
+        let done = writes.await;
+        self.signal(SIGCONT);
+        done
     }
 
     /// Waits for the process to exit (at most [`DEADLINE`]) and returns its status.
