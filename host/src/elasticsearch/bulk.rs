@@ -336,7 +336,10 @@ fn push_line(buffer: &mut Vec<u8>, value: &impl serde::Serialize) {
 }
 
 async fn send(http: &Http, ops: &[Op]) -> Result<Vec<ItemOutcome>, ElasticsearchError> {
-    let body: Vec<u8> = ops.iter().flat_map(|op| op.lines.iter().copied()).collect();
+    let mut body = Vec::with_capacity(ops.iter().map(|op| op.lines.len()).sum());
+    for op in ops {
+        body.extend_from_slice(&op.lines);
+    }
     let answer = match http
         .request_ndjson::<BulkAnswer>("/_bulk", &[], body)
         .await?

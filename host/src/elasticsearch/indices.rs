@@ -83,13 +83,15 @@ impl std::fmt::Display for IndexSelection {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
+/// `*` matches any run of characters; everything else matches itself. Compared byte by byte,
+/// with no allocation (it runs for every document read): in UTF-8 no character's bytes start
+/// inside another's, so a byte match of the whole text is a character match.
 fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
+        if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -104,7 +106,7 @@ fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -133,5 +135,11 @@ mod tests {
         assert!(glob("*", ""));
         assert!(!glob("a*c", "abbbd"));
         assert!(glob("t_*_x*", "t_1_xyz"));
+        // Characters of several bytes: a star runs over them whole, a literal matches itself.
+        assert!(glob("café-*", "café-été"));
+        assert!(glob("*é", "thé"));
+        assert!(!glob("caf*e", "café"));
+        assert!(glob("日*本", "日の本"));
+        assert!(!glob("日*本", "日の"));
     }
 }

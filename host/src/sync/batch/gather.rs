@@ -78,6 +78,31 @@ pub(crate) async fn gather(
         .collect())
 }
 
+/// `items` sorted by id, each id once: a page may read an id twice (a document changed while
+/// it was paged), and the last read wins. The positions are sorted, not the items (each is
+/// large, and a sort moves them many times): every item moves once.
+fn sorted_by_id(items: Vec<Gathering>) -> Vec<Gathering> {
+    let mut order: Vec<(Uuid, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(at, item)| (item.id, at))
+        .collect();
+    order.sort_unstable();
+    // Each id's last position: `kept` is the entry kept before `later`.
+    order.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            *kept = *later;
+        }
+        same
+    });
+    let mut slots: Vec<Option<Gathering>> = items.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(_, at)| slots.get_mut(at).and_then(Option::take))
+        .collect()
+}
+
 /// The ids of the source, each with the version read (a read that cannot be synced is a
 /// failure), sorted by id, and the ledger entries the source already read, if it did.
 fn from_source(
@@ -137,12 +162,7 @@ fn from_source(
             item.id = id;
         }
     }
-    items.sort_by_key(|item| item.id);
-    // A page may read an id twice (a document changed while it was paged): the last read wins.
-    items.reverse();
-    items.dedup_by_key(|item| item.id);
-    items.reverse();
-    (items, known)
+    (sorted_by_id(items), known)
 }
 
 /// Each item's ledger entry: from the entries the source read beside it (the sweep reads the
@@ -265,5 +285,54 @@ fn own_cassandra_write(item: &Gathering) -> bool {
                 && entry.holds_cassandra_write(read.version.written_at)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Document;
+    use serde_json::json;
+
+    /// A read of `id` from Elasticsearch, told apart by `n`.
+    fn read(id: u128, n: i64) -> Gathering {
+        let document = Document::with_id(Uuid::from_u128(id), "books", "book", json!({ "n": n }));
+        Gathering {
+            id: document.id,
+            ledger: None,
+            elasticsearch: Some(Stored {
+                digest: document.digest(),
+                version: EsVersion::new(document.index.clone(), 1, 1),
+                document,
+                stamped: true,
+                exact: true,
+                essync_wrote: None,
+            }),
+            cassandra: None,
+        }
+    }
+
+    fn n(item: &Gathering) -> Option<i64> {
+        let stored = item.elasticsearch.as_ref()?;
+        stored.document.content.value()["n"].as_i64()
+    }
+
+    #[test]
+    fn items_come_sorted_by_id_each_once_with_its_last_read() {
+        let items = vec![
+            read(3, 1),
+            read(1, 2),
+            read(3, 3),
+            read(2, 4),
+            read(1, 5),
+            read(3, 6),
+        ];
+        let sorted = sorted_by_id(items);
+        let seen: Vec<(u128, Option<i64>)> = sorted
+            .iter()
+            .map(|item| (item.id.as_u128(), n(item)))
+            .collect();
+        assert_eq!(seen, vec![(1, Some(5)), (2, Some(4)), (3, Some(6))]);
+        assert!(sorted_by_id(Vec::new()).is_empty());
     }
 }
