@@ -313,14 +313,7 @@ mod tests {
 
     fn es(document: Document) -> Seen<EsVersion> {
         Seen {
-            stored: Stored {
-                digest: document.digest(),
-                version: EsVersion::new(document.index.clone(), 1, 1),
-                document,
-                stamped: true,
-                exact: true,
-                essync_wrote: None,
-            },
+            stored: crate::sync::batch::read_from_elasticsearch(document),
             stamp: Stamp::Written,
         }
     }

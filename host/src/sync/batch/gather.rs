@@ -300,14 +300,7 @@ mod tests {
         Gathering {
             id: document.id,
             ledger: None,
-            elasticsearch: Some(Stored {
-                digest: document.digest(),
-                version: EsVersion::new(document.index.clone(), 1, 1),
-                document,
-                stamped: true,
-                exact: true,
-                essync_wrote: None,
-            }),
+            elasticsearch: Some(crate::sync::batch::read_from_elasticsearch(document)),
             cassandra: None,
         }
     }

@@ -143,3 +143,17 @@ pub(crate) async fn sync_batch(
     );
     Ok(effects)
 }
+
+/// What a test reads from Elasticsearch: `document` exactly, at sequence number 1, with
+/// essync's metadata, not written by essync.
+#[cfg(test)]
+pub(crate) fn read_from_elasticsearch(document: crate::Document) -> Stored<EsVersion> {
+    Stored {
+        digest: document.digest(),
+        version: EsVersion::new(document.index.clone(), 1, 1),
+        document,
+        stamped: true,
+        exact: true,
+        essync_wrote: None,
+    }
+}
