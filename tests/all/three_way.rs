@@ -731,6 +731,20 @@ fn policy_holds(essync: &crate::support::scenario::Essync, id: &Uuid) -> bool {
     essync.output().iter().any(|l| l.contains(&wanted))
 }
 
+/// Waits (at most `seconds`) until the misbehaving policy holds `id`: essync has read it on
+/// both sides and not written it yet.
+async fn wait_policy_holds(essync: &crate::support::scenario::Essync, id: &Uuid, seconds: u64) {
+    let start = std::time::Instant::now();
+    while !policy_holds(essync, id) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(seconds),
+            "essync never examined {id}:\n{}",
+            essync.output().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 // An application writes an id while essync is between reading it and writing it (here, while
 // the policy's filter takes a second over it): the write essync makes on the other side is
 // essync's, never an application's change. So the application's write (a delete, an update,
@@ -827,15 +841,7 @@ async fn an_application_creating_the_row_essync_is_copying_keeps_its_row_on_both
     let mut args = HOLDING.to_vec();
     args.push("-v");
     let essync = s.essync(&args);
-    let start = std::time::Instant::now();
-    while !policy_holds(&essync, &id) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "essync never examined the document:\n{}",
-            essync.output().join("\n")
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_policy_holds(&essync, &id, 120).await;
     // essync has read the id absent in Cassandra and not written it yet.
     s.cql_write(
         id,
@@ -888,15 +894,7 @@ async fn essyncs_own_writes_are_not_read_back_but_an_application_write_beside_th
         &doc(&index, "t", now_ms(), json!({"by": "cassandra"})),
     )
     .await;
-    let start = std::time::Instant::now();
-    while !policy_holds(&essync, &copied) {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(60),
-            "essync never examined the row:\n{}",
-            essync.output().join("\n")
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_policy_holds(&essync, &copied, 60).await;
     // essync is about to write `copied` to the index: an application writes beside it.
     s.es_write(beside, &doc(&index, "t", now_ms(), json!({"by": "app"})))
         .await;
